@@ -1,0 +1,1 @@
+"""Evaluation harness: score the production pipeline on real news questions."""

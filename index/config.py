@@ -1,0 +1,56 @@
+"""Typed settings. The environment is read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+# all-MiniLM-L6-v2 truncates input at 256 word pieces (max_seq_length in the packaged
+# sentence_bert_config.json). Chunks are measured in cl100k tokens, which run about 1.0-1.3 word pieces
+# each on news English, so 180 tokens keep a chunk inside the model's window with room to spare.
+DEFAULT_CHUNK_TOKENS = 180
+DEFAULT_CHUNK_OVERLAP_TOKENS = 40
+DEFAULT_TOP_K = 5
+DEFAULT_MAX_QUESTION_CHARS = 2000
+DEFAULT_MAX_BODY_BYTES = 5_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to know, passed in rather than read ad hoc."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    """Folder holding the index (SQLite metadata, FAISS vectors). Env: RAG_DATA_DIR."""
+
+    model_name: str = DEFAULT_MODEL_NAME
+    """Name recorded in the index; a mismatch at load stops start-up."""
+
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    """Most cl100k tokens in one chunk."""
+
+    chunk_overlap_tokens: int = DEFAULT_CHUNK_OVERLAP_TOKENS
+    """Tokens of trailing sentences repeated at the start of the next chunk."""
+
+    top_k: int = DEFAULT_TOP_K
+    """Passages retrieved for a question when the caller does not say."""
+
+    max_question_chars: int = DEFAULT_MAX_QUESTION_CHARS
+    """Longer questions are refused."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest HTTP request body accepted (413 beyond)."""
+
+    tiktoken_cache_dir: Path = field(default_factory=lambda: DEFAULT_DATA_DIR / "tiktoken")
+    """Where the offline cl100k_base file is placed for tiktoken. Env: TIKTOKEN_CACHE_DIR."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, falling back to the defaults."""
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("RAG_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser().resolve()
+        cache = Path(env.get("TIKTOKEN_CACHE_DIR", str(data_dir / "tiktoken"))).expanduser().resolve()
+        return cls(data_dir=data_dir, tiktoken_cache_dir=cache)

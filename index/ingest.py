@@ -1,0 +1,85 @@
+"""Articles in, index updated: skip what is unchanged, replace what changed, report what failed."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from tqdm import tqdm
+
+from index.chunk import ChunkDraft, Chunker
+from index.embed import Embedder
+from index.errors import ArticleError
+from index.records import Article, IngestReport
+from index.store import ArticleWrite, IndexStore
+
+DEFAULT_BATCH_ARTICLES = 64
+
+
+def passage_text(title: str, chunk_text: str) -> str:
+    """What is embedded for a chunk: the headline gives the chunk its topic when the text alone does not."""
+    return f"{title}\n{chunk_text}" if title else chunk_text
+
+
+class Ingestor:
+    """Chunks, embeds and stores articles, a batch (one transaction) at a time."""
+
+    def __init__(
+        self,
+        store: IndexStore,
+        embedder: Embedder,
+        chunker: Chunker,
+        batch_articles: int = DEFAULT_BATCH_ARTICLES,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._chunker = chunker
+        self._batch_articles = batch_articles
+
+    def ingest(self, items: Iterable[Article | ArticleError], progress: bool | None = None) -> IngestReport:
+        """Store every article of ``items``; errors in ``items`` are reported, not raised.
+
+        Each batch is committed on its own, so a crash keeps every batch before it.
+        """
+        added: list[str] = []
+        replaced: list[str] = []
+        unchanged: list[str] = []
+        failed: list[str] = []
+        pending: dict[str, Article] = {}
+        show = sys.stderr.isatty() if progress is None else progress
+        with tqdm(desc="ingest", unit="article", disable=not show, file=sys.stderr) as bar:
+            for item in items:
+                bar.update(1)
+                if isinstance(item, ArticleError):
+                    failed.append(str(item))
+                    continue
+                pending[item.id] = item
+                if len(pending) >= self._batch_articles:
+                    self._flush_batch(pending, added, replaced, unchanged)
+            self._flush_batch(pending, added, replaced, unchanged)
+        self._store.flush()
+        return IngestReport(tuple(added), tuple(replaced), tuple(unchanged), tuple(failed))
+
+    def _flush_batch(
+        self, pending: dict[str, Article], added: list[str], replaced: list[str], unchanged: list[str]
+    ) -> None:
+        planned: list[tuple[Article, list[ChunkDraft]]] = []
+        texts: list[str] = []
+        for article in pending.values():
+            stored = self._store.content_hash(article.id)
+            if stored == article.content_hash:
+                unchanged.append(article.id)
+                continue
+            (added if stored is None else replaced).append(article.id)
+            drafts = self._chunker.chunk(article)
+            texts.extend(passage_text(article.title, d.text) for d in drafts)
+            planned.append((article, drafts))
+        pending.clear()
+        if not planned:
+            return
+        vectors = self._embedder.embed(texts)
+        writes, offset = [], 0
+        for article, drafts in planned:
+            writes.append(ArticleWrite(article, drafts, vectors[offset : offset + len(drafts)]))
+            offset += len(drafts)
+        self._store.write(writes, persist=False)

@@ -1,0 +1,228 @@
+"""Read articles from files and records: .txt, .md, .html, .json, .jsonl, and folders of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from dateutil import parser as date_parser
+
+from index.clean import clean_body, normalize
+from index.errors import ArticleError
+from index.records import Article
+
+SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl"})
+MAX_FILE_BYTES = 50_000_000
+_ID = re.compile(r"^[\w.:-]{1,200}$")
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_HEADING = re.compile(r"^#{1,6}\s+", re.MULTILINE)
+_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
+
+
+def load_paths(paths: Iterable[Path]) -> Iterator[Article | ArticleError]:
+    """Articles from files and folders (recursively), in path order; a bad input yields its error."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
+                if child.suffix.lower() in SUFFIXES and not hidden:
+                    yield from load_file(child)
+        elif not path.exists():
+            yield ArticleError(str(path), "no such file or folder")
+        else:
+            yield from load_file(path)
+
+
+def load_file(path: Path) -> Iterator[Article | ArticleError]:
+    """The article(s) of one file."""
+    origin = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        yield ArticleError(origin, f"unsupported file type {suffix or '(none)'}; use one of {sorted(SUFFIXES)}")
+        return
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            yield ArticleError(origin, f"file is larger than {MAX_FILE_BYTES} bytes")
+            return
+        raw = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        yield ArticleError(origin, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return
+    except OSError as exc:
+        yield ArticleError(origin, f"cannot read: {exc.strerror}")
+        return
+    if suffix == ".jsonl":
+        yield from _load_jsonl(raw, origin)
+    elif suffix == ".json":
+        yield from _load_json(raw, origin)
+    else:
+        try:
+            yield _load_text(raw, path, suffix)
+        except ArticleError as exc:
+            yield exc
+
+
+def parse_record(record: Any, origin: str) -> Article:
+    """An article from a JSON object with ``id``, ``title``, ``url``, ``source``, ``published_at``,
+    ``authors`` and ``body`` (or ``text``); only the body is required."""
+    if not isinstance(record, Mapping):
+        raise ArticleError(origin, f"expected a JSON object, got {type(record).__name__}")
+    body = record.get("body", record.get("text"))
+    if not isinstance(body, str) or not body.strip():
+        raise ArticleError(origin, "missing or empty 'body' (or 'text')")
+    title = _optional_str(record, "title", origin) or ""
+    url = _optional_str(record, "url", origin)
+    source = _optional_str(record, "source", origin)
+    authors = record.get("authors") or ()
+    if isinstance(authors, str):
+        authors = (authors,)
+    if not isinstance(authors, list | tuple) or not all(isinstance(a, str) for a in authors):
+        raise ArticleError(origin, "'authors' must be a list of strings")
+    published = parse_date(record.get("published_at"), origin)
+    raw_id = record.get("id")
+    if raw_id is not None and (not isinstance(raw_id, str | int) or not _ID.match(str(raw_id))):
+        raise ArticleError(origin, "'id' must be 1-200 letters, digits or . _ : -")
+    title = normalize(title)
+    return _article(
+        str(raw_id) if raw_id is not None else None,
+        title=title,
+        body=body,
+        source=source,
+        url=url,
+        published_at=published,
+        authors=tuple(a.strip() for a in authors if a.strip()),
+        origin=origin,
+    )
+
+
+def parse_date(value: object, origin: str) -> date | None:
+    """A publication date from ISO text (date or datetime) or common written forms; None when absent."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ArticleError(origin, f"'published_at' must be a date string, got {value!r}")
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).date()
+    except ValueError:
+        pass
+    try:
+        return date_parser.parse(value, fuzzy=False).date()
+    except (ValueError, OverflowError):
+        raise ArticleError(origin, f"unreadable 'published_at' {value!r}") from None
+
+
+def _optional_str(record: Mapping[str, Any], key: str, origin: str) -> str | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ArticleError(origin, f"'{key}' must be a string")
+    return value.strip() or None
+
+
+def _article(raw_id: str | None, *, title: str, body: str, origin: str, **meta: Any) -> Article:
+    text = clean_body(body, title)
+    if not text:
+        raise ArticleError(origin, "no article text left after cleaning")
+    url = meta.get("url")
+    if raw_id:
+        article_id = raw_id
+    elif url:
+        article_id = "url-" + hashlib.sha1(url.encode()).hexdigest()[:16]  # noqa: S324 - an id, not security
+    else:
+        key = "\x1f".join([title, meta.get("source") or "", text[:200]])
+        article_id = "doc-" + hashlib.sha1(key.encode()).hexdigest()[:16]  # noqa: S324
+    return Article(id=article_id, title=title, body=text, origin=origin, **meta)
+
+
+def _load_jsonl(raw: str, origin: str) -> Iterator[Article | ArticleError]:
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{origin}:{number}"
+        try:
+            yield parse_record(json.loads(line), where)
+        except json.JSONDecodeError as exc:
+            yield ArticleError(where, f"invalid JSON ({exc.msg} at column {exc.colno})")
+        except ArticleError as exc:
+            yield exc
+
+
+def _load_json(raw: str, origin: str) -> Iterator[Article | ArticleError]:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        yield ArticleError(origin, f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})")
+        return
+    records = data if isinstance(data, list) else [data]
+    for number, record in enumerate(records):
+        try:
+            yield parse_record(record, f"{origin}[{number}]" if isinstance(data, list) else origin)
+        except ArticleError as exc:
+            yield exc
+
+
+def _load_text(raw: str, path: Path, suffix: str) -> Article:
+    origin = str(path)
+    stem_id = re.sub(r"[^\w.:-]+", "-", path.stem).strip("-")[:200] or None
+    if suffix in {".html", ".htm"}:
+        return _load_html(raw, origin, stem_id)
+    meta: dict[str, Any] = {}
+    text = raw.replace("\r\n", "\n")
+    if suffix != ".txt":
+        front = _FRONT_MATTER.match(text)
+        if front:
+            meta = _front_matter(front.group(1))
+            text = text[front.end() :]
+        text = _strip_markdown(text)
+    title = meta.pop("title", "")
+    if not title:
+        first, _, rest = text.strip().partition("\n")
+        title, text = first.strip(), rest
+    if not text.strip():
+        raise ArticleError(origin, "no body after the title line")
+    record = {"title": title, "body": text, **meta}
+    record.setdefault("id", stem_id)
+    return parse_record(record, origin)
+
+
+def _front_matter(block: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for line in block.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in {"id", "title", "url", "source", "published_at", "date", "authors"}:
+            value = value.strip().strip("'\"")
+            name = "published_at" if key.strip() == "date" else key.strip()
+            meta[name] = [a.strip() for a in value.split(",")] if name == "authors" else value
+    return meta
+
+
+def _strip_markdown(text: str) -> str:
+    text = _MD_LINK.sub(r"\1", text)
+    text = _MD_HEADING.sub("", text)
+    return _MD_EMPHASIS.sub(r"\2", text)
+
+
+def _load_html(raw: str, origin: str, stem_id: str | None) -> Article:
+    import trafilatura
+
+    doc = trafilatura.bare_extraction(raw, with_metadata=True, include_comments=False, include_tables=False)
+    if doc is None or not (doc.text or "").strip():
+        raise ArticleError(origin, "no article text found in the HTML")
+    authors = [a.strip() for a in (doc.author or "").split(";") if a.strip()]
+    record = {
+        "id": stem_id,
+        "title": doc.title or "",
+        "body": doc.text,
+        "url": doc.url,
+        "source": doc.sitename or doc.hostname,
+        "published_at": doc.date,
+        "authors": authors,
+    }
+    return parse_record(record, origin)

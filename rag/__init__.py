@@ -1,0 +1,23 @@
+"""Questions to cited answers: retrieve, compose, cite."""
+
+from __future__ import annotations
+
+from rag.answer import ABSTAIN_TEXT, Answerer, open_answerer
+from rag.compose import AnswerComposer, ExtractiveComposer
+from rag.records import Answer, Citation, Filters, Hit, Question
+from rag.retrieve import DenseRetriever, Retriever
+
+__all__ = [
+    "ABSTAIN_TEXT",
+    "Answer",
+    "AnswerComposer",
+    "Answerer",
+    "Citation",
+    "DenseRetriever",
+    "ExtractiveComposer",
+    "open_answerer",
+    "Filters",
+    "Hit",
+    "Question",
+    "Retriever",
+]

@@ -1,0 +1,113 @@
+"""The question-answering service: validate, retrieve, compose, cite, abstain when the news is silent."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+from index.config import Settings
+from index.embed import Embedder
+from index.errors import QuestionError
+from index.store import IndexStore
+from rag.compose import ExtractiveComposer
+from rag.records import Answer, Filters, Hit, Question
+from rag.retrieve import DenseRetriever, Retriever
+
+# Below this cosine between the question and its best passage, the indexed news is taken not to answer.
+# Chosen from data with evals/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
+DEFAULT_ABSTAIN_BELOW = 0.30
+MAX_TOP_K = 50
+ABSTAIN_TEXT = "The indexed news does not answer this question."
+_CLOSEST = 3
+
+
+class Answerer:
+    """Answers questions from one index; safe to share between threads."""
+
+    def __init__(
+        self,
+        store: IndexStore,
+        embedder: Embedder,
+        settings: Settings,
+        retriever: Retriever | None = None,
+        composer: ExtractiveComposer | None = None,
+        abstain_below: float = DEFAULT_ABSTAIN_BELOW,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.retriever = retriever or DenseRetriever(store, embedder)
+        self.composer = composer or ExtractiveComposer(embedder)
+        self.abstain_below = abstain_below
+
+    def question(
+        self,
+        text: str,
+        as_of: date | None = None,
+        top_k: int | None = None,
+        filters: Filters | None = None,
+    ) -> Question:
+        """A validated Question; raises QuestionError for empty, over-long or contradictory input."""
+        stripped = " ".join(text.split()) if isinstance(text, str) else ""
+        if not stripped:
+            raise QuestionError("the question is empty")
+        if len(text) > self.settings.max_question_chars:
+            raise QuestionError(
+                f"the question has {len(text)} characters; the limit is {self.settings.max_question_chars}"
+            )
+        top_k = self.settings.top_k if top_k is None else top_k
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise QuestionError(f"top_k must be between 1 and {MAX_TOP_K}")
+        filters = filters or Filters()
+        if filters.published_after and filters.published_before:
+            if filters.published_after > filters.published_before:
+                raise QuestionError("published_after is later than published_before")
+        return Question(text=stripped, as_of=as_of, top_k=top_k, filters=filters)
+
+    def search(self, question: Question) -> list[Hit]:
+        """Passages only."""
+        self.store.refresh()
+        vector = self.embedder.embed([question.text])[0]
+        return self.retriever.retrieve(question.text, vector, question.top_k, question.filters, question.as_of)
+
+    def ask(self, question: Question) -> Answer:
+        """A short cited answer, or an abstention that still lists the closest sources."""
+        timings: dict[str, float] = {}
+        started = clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = round((now - clock) * 1000, 2)
+            clock = now
+
+        self.store.refresh()
+        vector = self.embedder.embed([question.text])[0]
+        lap("embed")
+        hits = self.retriever.retrieve(
+            question.text, vector, question.top_k, question.filters, question.as_of
+        )
+        lap("retrieve")
+        best = hits[0].score if hits else float("-inf")
+        if best < self.abstain_below:
+            citations = self.composer.closest(vector, hits, _CLOSEST)
+            text = ABSTAIN_TEXT
+            if citations:
+                listed = "; ".join(f"{c.title} [{c.n}]" for c in citations)
+                text += f" The closest sources are: {listed}."
+            lap("compose")
+            timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+            return Answer(text, True, citations, tuple(hits), timings)
+        composition = self.composer.compose(vector, hits)
+        lap("compose")
+        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        return Answer(composition.text, False, composition.citations, tuple(hits), timings)
+
+
+
+def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:
+    """An Answerer over the index under ``settings.data_dir``, loading the packaged model if not given."""
+    from index import PackagedEmbedder, open_store
+
+    embedder = embedder or PackagedEmbedder()
+    return Answerer(open_store(settings, embedder), embedder, settings)

@@ -1,0 +1,155 @@
+"""Retrieved passages to a short answer made only of verbatim, cited sentences. No language model.
+
+Every sentence of every retrieved passage is a candidate. A candidate's score mixes how close the
+sentence is to the question (cosine of the packaged bi-encoder) with how well its passage was ranked.
+The best few candidates within a margin of the top one are kept, near-repeats dropped, and they are
+read out grouped by article (best article first) in the order they stand in the article.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from index.embed import Embedder, Vectors
+from index.records import Span
+from index.sentences import split_sentences
+from rag.records import Citation, Hit
+
+DEFAULT_MAX_SENTENCES = 3
+DEFAULT_MARGIN = 0.12
+DEFAULT_REPEAT_COSINE = 0.9
+DEFAULT_SENTENCE_WEIGHT = 0.7
+DEFAULT_MIN_SENTENCE_CHARS = 25
+_CACHE_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The composer's output: text whose sentences end in [n], and the citations behind the numbers."""
+
+    text: str
+    citations: tuple[Citation, ...]
+    best_score: float
+
+
+class AnswerComposer(Protocol):
+    """Builds a cited answer from retrieved passages."""
+
+    def compose(self, query_vector: Vectors, hits: list[Hit]) -> Composition: ...
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    hit: Hit
+    span: Span
+    text: str
+    score: float
+    vector: Vectors
+
+
+class ExtractiveComposer:
+    """Picks the sentences of the passages that best answer the question; each one is cited."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        max_sentences: int = DEFAULT_MAX_SENTENCES,
+        margin: float = DEFAULT_MARGIN,
+        repeat_cosine: float = DEFAULT_REPEAT_COSINE,
+        sentence_weight: float = DEFAULT_SENTENCE_WEIGHT,
+    ) -> None:
+        self._embedder = embedder
+        self.max_sentences = max_sentences
+        self.margin = margin
+        self.repeat_cosine = repeat_cosine
+        self.sentence_weight = sentence_weight
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def compose(self, query_vector: Vectors, hits: list[Hit]) -> Composition:
+        candidates = self.candidates(query_vector, hits)
+        if not candidates:
+            return Composition("", (), 0.0)
+        chosen = self._select(candidates)
+        order = {c.hit.article.id: i for i, c in reversed(list(enumerate(chosen)))}
+        chosen.sort(key=lambda c: (order[c.hit.article.id], c.span.start))
+        citations = tuple(_citation(n, c) for n, c in enumerate(chosen, start=1))
+        text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
+        return Composition(text, citations, candidates[0].score)
+
+    def closest(self, query_vector: Vectors, hits: list[Hit], articles: int) -> tuple[Citation, ...]:
+        """The best sentence of each of the first ``articles`` distinct articles (used when abstaining)."""
+        best: dict[str, _Candidate] = {}
+        for candidate in self.candidates(query_vector, hits):
+            best.setdefault(candidate.hit.article.id, candidate)
+        return tuple(_citation(n, c) for n, c in enumerate(list(best.values())[:articles], start=1))
+
+    def candidates(self, query_vector: Vectors, hits: list[Hit]) -> list[_Candidate]:
+        """Every distinct sentence of the hits, best first."""
+        seen: set[tuple[str, int]] = set()
+        found: list[tuple[Hit, Span, str]] = []
+        for hit in hits:
+            body, base = hit.article.body, hit.chunk.span.start
+            for local in split_sentences(hit.chunk.text):
+                span = Span(base + local.start, base + local.end)
+                key = (hit.article.id, span.start)
+                text = body[span.start : span.end]
+                if key in seen or len(text) < DEFAULT_MIN_SENTENCE_CHARS:
+                    continue
+                seen.add(key)
+                found.append((hit, span, text))
+        if not found:
+            return []
+        vectors = self._embed([text for _, _, text in found])
+        similarity = vectors @ query_vector.reshape(-1)
+        weight = self.sentence_weight
+        scored = [
+            _Candidate(hit, span, text, float(weight * sim + (1 - weight) * hit.score), vector)
+            for (hit, span, text), sim, vector in zip(found, similarity, vectors, strict=True)
+        ]
+        scored.sort(key=lambda c: -c.score)
+        return scored
+
+    def _select(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        chosen: list[_Candidate] = []
+        floor = candidates[0].score - self.margin
+        for candidate in candidates:
+            if len(chosen) == self.max_sentences or candidate.score < floor:
+                break
+            if any(float(candidate.vector @ c.vector) >= self.repeat_cosine for c in chosen):
+                continue
+            chosen.append(candidate)
+        return chosen
+
+    def _embed(self, texts: list[str]) -> Vectors:
+        with self._cache_lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            fresh = dict(zip(missing, self._embedder.embed(missing), strict=True))
+            known.update(fresh)
+            with self._cache_lock:
+                self._cache.update(fresh)
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return np.vstack([known[t] for t in texts])
+
+
+def _citation(n: int, candidate: _Candidate) -> Citation:
+    article = candidate.hit.article
+    return Citation(
+        n=n,
+        article_id=article.id,
+        title=article.headline,
+        source=article.source,
+        url=article.url,
+        published_at=article.published_at,
+        quote=candidate.text,
+        span=candidate.span,
+        score=round(candidate.score, 4),
+    )

@@ -1,0 +1,64 @@
+"""Records of the question-answering side: what is asked, what is found, what is answered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from index.records import Article, Chunk, Span
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions on which articles may be used."""
+
+    sources: tuple[str, ...] = ()
+    published_after: date | None = None
+    published_before: date | None = None
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question as the service receives it, already validated."""
+
+    text: str
+    as_of: date | None = None
+    """Only articles published on or before this day are used (undated articles always are)."""
+    top_k: int = 5
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved passage with its article and score (higher is better)."""
+
+    rank: int
+    score: float
+    chunk: Chunk
+    article: Article
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One quoted sentence of one article; ``quote == article.body[span.start:span.end]``."""
+
+    n: int
+    article_id: str
+    title: str
+    source: str | None
+    url: str | None
+    published_at: date | None
+    quote: str
+    span: Span
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A short answer whose every sentence is a verbatim quote ending in ``[n]``."""
+
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...]
+    passages: tuple[Hit, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
