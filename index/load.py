@@ -73,7 +73,7 @@ def parse_record(record: Any, origin: str) -> Article:
     ``authors`` and ``body`` (or ``text``); only the body is required."""
     if not isinstance(record, Mapping):
         raise ArticleError(origin, f"expected a JSON object, got {type(record).__name__}")
-    body = record.get("body", record.get("text"))
+    body = record.get("body") or record.get("text")
     if not isinstance(body, str) or not body.strip():
         raise ArticleError(origin, "missing or empty 'body' (or 'text')")
     title = _optional_str(record, "title", origin) or ""

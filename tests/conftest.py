@@ -1,0 +1,71 @@
+"""Shared fixtures: one real packaged model per session, real FAISS and SQLite in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.config import Settings
+from index.store import IndexStore
+from rag import Answerer
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+SEED_FILE = SEEDS / "000_555f4d2950849840.txt"
+SEED_ID = "000_555f4d2950849840"
+NEWS = Path(__file__).resolve().parent / "data" / "news.jsonl"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> PackagedEmbedder:
+    return PackagedEmbedder()
+
+
+@pytest.fixture(scope="session")
+def tiktoken_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiktoken")
+
+
+def make_settings(data_dir: Path, tiktoken_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, tiktoken_cache_dir=tiktoken_dir)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiktoken_dir: Path) -> Settings:
+    return make_settings(tmp_path / "data", tiktoken_dir)
+
+
+@pytest.fixture
+def store(settings: Settings, embedder: PackagedEmbedder) -> Iterator[IndexStore]:
+    opened = open_store(settings, embedder)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="session")
+def news_settings(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("news") / "data", tiktoken_dir)
+
+
+@pytest.fixture(scope="session")
+def news_answerer(news_settings: Settings, embedder: PackagedEmbedder) -> Iterator[Answerer]:
+    """The seed article plus six short unrelated news items, indexed once per session. Read-only."""
+    store = open_store(news_settings, embedder)
+    report = make_ingestor(news_settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    assert not report.failed
+    yield Answerer(store, embedder, news_settings)
+    store.close()
+
+
+@pytest.fixture
+def seed_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "seeds"
+    shutil.copytree(SEEDS, folder)
+    return folder

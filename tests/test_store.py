@@ -1,0 +1,200 @@
+"""Idempotent ingest, replace and delete; crash-safe writes; clear refusal of a corrupt or foreign index."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.config import Settings
+from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchError
+from index.records import Article
+from index.store import IndexStore
+from tests.conftest import NEWS, ROOT, SEED_ID, SEEDS
+
+
+def _ingest(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, *paths: Path) -> None:
+    report = make_ingestor(settings, store, embedder).ingest(load_paths(paths), progress=False)
+    assert not report.failed
+
+
+def _chunk_ids(store: IndexStore) -> list[int]:
+    return sorted(int(i) for i in store.chunk_ids())
+
+
+def test_reingesting_the_same_articles_changes_nothing(
+    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+) -> None:
+    ingestor = make_ingestor(settings, store, embedder)
+    first = ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False)
+    assert len(first.added) == 7
+    ids, generation = _chunk_ids(store), store.generation
+    files = sorted(p.name for p in settings.data_dir.iterdir())
+    again = ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False)
+    assert (again.added, again.replaced, len(again.unchanged)) == ((), (), 7)
+    assert _chunk_ids(store) == ids
+    assert store.generation == generation
+    assert sorted(p.name for p in settings.data_dir.iterdir()) == files
+
+
+def test_a_changed_article_replaces_its_chunks(
+    settings: Settings, store: IndexStore, embedder: PackagedEmbedder, tmp_path: Path
+) -> None:
+    path = tmp_path / "story.txt"
+    path.write_text("Dam opens\nThe new dam opened on Monday. It holds a lake of water.")
+    _ingest(settings, store, embedder, path)
+    old = _chunk_ids(store)
+    path.write_text("Dam opens\nThe new dam opened on Tuesday after a delay. It holds a lake of water.")
+    report = make_ingestor(settings, store, embedder).ingest(load_paths([path]), progress=False)
+    assert report.replaced == ("story",)
+    new = _chunk_ids(store)
+    assert not set(old) & set(new)
+    assert store.size == len(new)
+    assert "Tuesday" in store.article("story").body
+
+
+def test_delete_removes_the_article_and_its_vectors(
+    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+) -> None:
+    _ingest(settings, store, embedder, SEEDS, NEWS)
+    before = store.size
+    seed_chunks = len(store.chunk_ids()) - len(store.chunk_ids(sources=["Example Science Desk", "Example Farm Report",
+        "Example Arts Wire", "Example Sports", "Example Local", "Example Travel"]))
+    store.delete(SEED_ID)
+    assert store.size == before - seed_chunks
+    with pytest.raises(ArticleNotFoundError):
+        store.article(SEED_ID)
+    with pytest.raises(ArticleNotFoundError):
+        store.delete(SEED_ID)
+    vector = embedder.embed(["Russian peacekeepers Karabakh"])[0]
+    found = {c.article_id for c in store.chunks([i for i, _ in store.search(vector, 50)])}
+    assert SEED_ID not in found
+
+
+def test_reopening_reads_the_same_index(settings: Settings, embedder: PackagedEmbedder) -> None:
+    store = open_store(settings, embedder)
+    _ingest(settings, store, embedder, NEWS)
+    size, ids = store.size, _chunk_ids(store)
+    store.close()
+    again = open_store(settings, embedder)
+    assert (again.size, _chunk_ids(again)) == (size, ids)
+
+
+def test_a_missing_vector_file_is_rebuilt_from_sqlite(settings: Settings, embedder: PackagedEmbedder) -> None:
+    store = open_store(settings, embedder)
+    _ingest(settings, store, embedder, NEWS)
+    vector = embedder.embed(["wheat harvest drought"])[0]
+    expected = store.search(vector, 3)
+    store.close()
+    for path in settings.data_dir.glob("vectors-*.faiss"):
+        path.unlink()
+    again = open_store(settings, embedder)
+    assert [i for i, _ in again.search(vector, 3)] == [i for i, _ in expected]
+
+
+def test_a_corrupt_vector_file_stops_with_what_to_do(settings: Settings, embedder: PackagedEmbedder) -> None:
+    store = open_store(settings, embedder)
+    _ingest(settings, store, embedder, NEWS)
+    store.close()
+    (path,) = settings.data_dir.glob("vectors-*.faiss")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(IndexCorruptError, match=r"unreadable; delete it"):
+        open_store(settings, embedder)
+
+
+def test_a_corrupt_metadata_file_stops_with_what_to_do(settings: Settings, embedder: PackagedEmbedder) -> None:
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "meta.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(IndexCorruptError, match=r"run `rag ingest` again"):
+        open_store(settings, embedder)
+
+
+def test_an_index_built_with_another_model_is_refused(settings: Settings, embedder: PackagedEmbedder) -> None:
+    IndexStore(settings.data_dir, "some-other-model", embedder.dimension).close()
+    with pytest.raises(IndexMismatchError, match="some-other-model"):
+        open_store(settings, embedder)
+    IndexStore(settings.data_dir / "b", embedder.name, 768).close()
+    with pytest.raises(IndexMismatchError, match="768"):
+        IndexStore(settings.data_dir / "b", embedder.name, embedder.dimension)
+
+
+def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
+    tmp_path: Path, embedder: PackagedEmbedder, tiktoken_dir: Path
+) -> None:
+    """Kill `rag ingest` with SIGKILL after its first committed batch; the index must open, be
+    consistent, and a second ingest must finish the job."""
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w") as out:
+        for i in range(400):
+            body = f"Report {i}: the regional council voted on measure {i} about roads and schools. " * 3
+            out.write(json.dumps({"id": f"n{i}", "title": f"Council vote {i}", "body": body}) + "\n")
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "TIKTOKEN_CACHE_DIR": str(tiktoken_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api", "ingest", "--quiet", str(corpus)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        if (data_dir / "meta.sqlite").exists():
+            try:
+                with closing(sqlite3.connect(data_dir / "meta.sqlite", timeout=1)) as db:
+                    committed = db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "ingest finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert 0 < committed < 400
+
+    store = open_store(Settings(data_dir=data_dir, tiktoken_cache_dir=tiktoken_dir), embedder)
+    articles = store.article_count()
+    assert articles >= committed
+    assert articles % 64 == 0  # whole batches only
+    assert store.size == len(store.chunk_ids())
+    vector = embedder.embed(["council vote on roads"])[0]
+    assert store.search(vector, 5)
+    store.close()
+
+    finish = subprocess.run(
+        [sys.executable, "-m", "api", "ingest", "--quiet", str(corpus)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert finish.returncode == 0, finish.stderr
+    assert f"{articles} unchanged" in finish.stdout
+    store = open_store(Settings(data_dir=data_dir, tiktoken_cache_dir=tiktoken_dir), embedder)
+    assert store.article_count() == 400
+    assert store.size == len(store.chunk_ids())
+    assert np.unique(store.chunk_ids()).size == store.size
+
+
+def test_article_round_trip_keeps_metadata(settings: Settings, store: IndexStore, embedder: PackagedEmbedder) -> None:
+    _ingest(settings, store, embedder, NEWS)
+    article = store.article("t-orchestra-strike")
+    assert isinstance(article, Article)
+    assert (article.source, article.authors, str(article.published_at)) == (
+        "Example Arts Wire",
+        ("Lena Park",),
+        "2024-01-19",
+    )
