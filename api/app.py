@@ -10,8 +10,10 @@ from datetime import date
 from typing import Any
 
 from litestar import Litestar, Request, Response, delete, get, post
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -56,7 +58,7 @@ class Service:
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
-    def load(self, opener: Callable[[Settings], Answerer]) -> None:
+    def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
         try:
             answerer = opener(self.settings)
             self.ingestor = make_ingestor(self.settings, answerer.store, answerer.embedder)
@@ -68,6 +70,8 @@ class Service:
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("the index could not be loaded")
+        if self.error is not None and on_error is not None:
+            on_error(self.error)
 
     def require(self) -> tuple[Answerer, Ingestor]:
         if self.answerer is None or self.ingestor is None:
@@ -80,8 +84,8 @@ def _service(request: Request[Any, Any, Any]) -> Service:
     return service
 
 
-@post("/ask", sync_to_thread=True, summary="Answer a question with cited sentences")
-def ask(request: Request[Any, Any, Any], data: AskIn) -> AnswerOut:
+@post("/ask", sync_to_thread=True, status_code=200, summary="Answer a question with cited sentences")
+def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
     answerer, _ = _service(request).require()
     f = data.filters
     filters = Filters(
@@ -94,20 +98,24 @@ def ask(request: Request[Any, Any, Any], data: AskIn) -> AnswerOut:
 
 
 @get("/search", sync_to_thread=True, summary="Passages only, no composed answer")
-def search(request: Request[Any, Any, Any], q: str, k: int = 5, as_of: date | None = None) -> SearchOut:
+def search(
+    request: Request[Any, Any, Any], q: FromQuery[str], k: FromQuery[int] = 5, as_of: FromQuery[date | None] = None
+) -> SearchOut:
     answerer, _ = _service(request).require()
     hits = answerer.search(answerer.question(q, as_of=as_of, top_k=k))
     return SearchOut([passage_out(h) for h in hits])
 
 
 @get("/articles/{article_id:str}", sync_to_thread=True, summary="One stored article")
-def get_article(request: Request[Any, Any, Any], article_id: str) -> ArticleOut:
+def get_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> ArticleOut:
     answerer, _ = _service(request).require()
     return article_out(answerer.store.article(article_id))
 
 
 @post("/articles", sync_to_thread=True, summary="Ingest one JSON article or a list of them")
-def post_articles(request: Request[Any, Any, Any], data: dict[str, Any] | list[dict[str, Any]]) -> IngestOut:
+def post_articles(
+    request: Request[Any, Any, Any], data: JSONBody[dict[str, Any] | list[dict[str, Any]]]
+) -> IngestOut:
     _, ingestor = _service(request).require()
     records = data if isinstance(data, list) else [data]
     if not records:
@@ -127,7 +135,7 @@ def post_articles(request: Request[Any, Any, Any], data: dict[str, Any] | list[d
 
 
 @delete("/articles/{article_id:str}", sync_to_thread=True, status_code=HTTP_204_NO_CONTENT)
-def delete_article(request: Request[Any, Any, Any], article_id: str) -> None:
+def delete_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> None:
     answerer, _ = _service(request).require()
     answerer.store.delete(article_id)
 
@@ -170,17 +178,21 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
 
 
 def create_app(
-    settings: Settings, opener: Callable[[Settings], Answerer] = open_answerer, background: bool = True
+    settings: Settings,
+    opener: Callable[[Settings], Answerer] = open_answerer,
+    background: bool = True,
+    on_load_error: Callable[[str], None] | None = None,
 ) -> Litestar:
-    """The Litestar app. The index loads on start-up (in a thread when ``background``) and /health
-    answers 503 until it is ready."""
+    """The Litestar app. The index loads on start-up (in a thread when ``background``) and every route
+    answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops)."""
     service = Service(settings)
 
     def start() -> None:
+        args = (opener, on_load_error)
         if background:
-            threading.Thread(target=service.load, args=(opener,), name="index-load", daemon=True).start()
+            threading.Thread(target=service.load, args=args, name="index-load", daemon=True).start()
         else:
-            service.load(opener)
+            service.load(*args)
 
     problems = ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
@@ -193,6 +205,6 @@ def create_app(
         exception_handlers={Exception: _internal},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="News QA", version="0.1.0", path="/schema"),
-        state={"service": service},  # type: ignore[arg-type]
+        state=State({"service": service}),
         debug=False,
     )

@@ -115,8 +115,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    server: uvicorn.Server | None = None
+
+    def stop(reason: str) -> None:
+        del reason  # reported below, once the server has shut down
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    server.run()
     service = app.state.service
     if service.error:
         print(f"rag serve: the index could not be loaded: {service.error}", file=sys.stderr)

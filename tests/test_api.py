@@ -1,0 +1,186 @@
+"""The real Litestar app in-process: every route, and RFC 9457 problem details for every error."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.config import Settings
+from rag import Answerer
+from tests.conftest import NEWS, SEED_ID, SEEDS, make_settings
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[object]]:
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    store = open_store(settings, embedder)
+    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+
+    def opener(_: Settings) -> Answerer:
+        return Answerer(store, embedder, settings)
+
+    small_body = Settings(
+        data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000
+    )
+    with TestClient(app=create_app(small_body, opener=opener, background=False)) as test_client:
+        yield test_client
+    store.close()
+
+
+def _problem(response: object, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith(PROBLEM)  # type: ignore[attr-defined]
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert body["status"] == status
+    assert "Traceback" not in response.text  # type: ignore[attr-defined]
+    return body
+
+
+def test_ask_returns_a_cited_answer(client: TestClient[object]) -> None:
+    response = client.post("/ask", json={"question": "Why did Russian peacekeepers leave Karabakh?"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["abstained"] is False
+    first = body["citations"][0]
+    assert first["article_id"] == SEED_ID
+    assert set(first) == {"n", "article_id", "title", "source", "url", "published_at", "quote", "span"}
+    assert first["quote"] in body["answer"]
+    assert body["passages"][0]["article_id"] == SEED_ID
+    assert set(body["timings_ms"]) == {"embed", "retrieve", "compose", "total"}
+
+
+def test_ask_with_filters_and_as_of(client: TestClient[object]) -> None:
+    response = client.post(
+        "/ask",
+        json={
+            "question": "Who won the marathon?",
+            "as_of": "2024-12-31",
+            "top_k": 3,
+            "filters": {"sources": ["Example Sports"], "published_after": "2024-01-01"},
+        },
+    )
+    body = response.json()
+    assert {p["article_id"] for p in body["passages"]} == {"t-marathon-record"}
+    assert body["citations"][0]["published_at"] == "2024-04-21"
+
+
+def test_search_articles_and_delete(client: TestClient[object]) -> None:
+    passages = client.get("/search", params={"q": "drought wheat", "k": 2}).json()["passages"]
+    assert passages[0]["article_id"] == "t-wheat-harvest"
+    assert len(passages) == 2
+    article = client.get("/articles/t-wheat-harvest").json()
+    assert article["source"] == "Example Farm Report"
+    assert client.delete("/articles/t-wheat-harvest").status_code == 204
+    _problem(client.get("/articles/t-wheat-harvest"), 404)
+    _problem(client.delete("/articles/t-wheat-harvest"), 404)
+    passages = client.get("/search", params={"q": "drought wheat", "k": 7}).json()["passages"]
+    assert "t-wheat-harvest" not in {p["article_id"] for p in passages}
+
+
+def test_post_articles_ingests_json_and_is_idempotent(client: TestClient[object]) -> None:
+    article = {
+        "id": "api-1",
+        "title": "Ferry service resumes",
+        "source": "Example Harbour",
+        "published_at": "2024-07-01",
+        "body": "The island ferry resumed daily crossings on Monday after repairs to its engine.",
+    }
+    first = client.post("/articles", json=[article, {"id": "bad"}])
+    assert first.status_code == 201
+    assert first.json()["added"] == ["api-1"]
+    assert first.json()["failed"] == ["article[1]: missing or empty 'body' (or 'text')"]
+    assert client.post("/articles", json=article).json()["unchanged"] == ["api-1"]
+    changed = client.post("/articles", json={**article, "body": article["body"] + " Fares are unchanged."})
+    assert changed.json()["replaced"] == ["api-1"]
+    answer = client.post("/ask", json={"question": "When did the island ferry resume crossings?"}).json()
+    assert answer["citations"][0]["article_id"] == "api-1"
+
+
+def test_health_and_openapi(client: TestClient[object]) -> None:
+    health = client.get("/health").json()
+    assert health == {"status": "ready", "articles": 7, "chunks": health["chunks"]}
+    assert health["chunks"] >= 7
+    schema = client.get("/schema/openapi.json").json()
+    assert {"/ask", "/search", "/articles", "/health"} <= set(schema["paths"])
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "fragment"),
+    [
+        ({"question": ""}, 400, "empty"),
+        ({"question": "   \t"}, 400, "empty"),
+        ({"question": "x" * 2001}, 400, "limit is 2000"),
+        ({"question": "ok", "top_k": 0}, 400, "top_k"),
+        ({"question": "ok", "as_of": "not a date"}, 400, ""),
+        ({"question": "ok", "surprise": 1}, 400, ""),
+        ({}, 400, ""),
+    ],
+)
+def test_bad_questions_get_problem_details(
+    client: TestClient[object], payload: dict[str, object], status: int, fragment: str
+) -> None:
+    body = _problem(client.post("/ask", json=payload), status)
+    assert fragment in str(body.get("detail", "")) + str(body.get("title", ""))
+
+
+def test_broken_json_is_a_400_problem(client: TestClient[object]) -> None:
+    response = client.post("/ask", content=b'{"question": "unterminated', headers={"content-type": "application/json"})
+    _problem(response, 400)
+
+
+def test_a_body_over_the_limit_is_a_413_problem(client: TestClient[object]) -> None:
+    response = client.post("/ask", json={"question": "x" * 30_000})
+    _problem(response, 413)
+
+
+def test_empty_and_unusable_article_posts(client: TestClient[object]) -> None:
+    _problem(client.post("/articles", json=[]), 422)
+    body = _problem(client.post("/articles", json=[{"title": "no body"}]), 422)
+    assert "missing or empty 'body'" in str(body["detail"])
+    _problem(client.post("/articles", json="just a string"), 400)
+
+
+def test_everything_is_503_until_the_index_is_loaded(
+    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+) -> None:
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    release = threading.Event()
+
+    def slow_opener(s: Settings) -> Answerer:
+        release.wait(30)
+        return Answerer(open_store(s, embedder), embedder, s)
+
+    with TestClient(app=create_app(settings, opener=slow_opener)) as client:
+        body = _problem(client.get("/health"), 503)
+        assert "loading" in str(body["detail"])
+        assert client.get("/health").headers["retry-after"] == "5"
+        _problem(client.post("/ask", json={"question": "anything?"}), 503)
+        release.set()
+        for _ in range(100):
+            if client.get("/health").status_code == 200:
+                break
+            threading.Event().wait(0.1)
+        assert client.get("/health").json()["status"] == "ready"
+
+
+def test_a_corrupt_index_keeps_the_service_unready_with_the_reason(
+    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+) -> None:
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "meta.sqlite").write_bytes(b"garbage" * 500)
+
+    def opener(s: Settings) -> Answerer:
+        return Answerer(open_store(s, embedder), embedder, s)
+
+    with TestClient(app=create_app(settings, opener=opener, background=False)) as client:
+        body = _problem(client.get("/health"), 503)
+        assert "rag ingest" in str(body["detail"])
