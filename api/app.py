@@ -99,7 +99,10 @@ def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
 
 @get("/search", sync_to_thread=True, summary="Passages only, no composed answer")
 def search(
-    request: Request[Any, Any, Any], q: FromQuery[str], k: FromQuery[int] = 5, as_of: FromQuery[date | None] = None
+    request: Request[Any, Any, Any],
+    q: FromQuery[str],
+    k: FromQuery[int] = 5,
+    as_of: FromQuery[date | None] = None,
 ) -> SearchOut:
     answerer, _ = _service(request).require()
     hits = answerer.search(answerer.question(q, as_of=as_of, top_k=k))

@@ -76,7 +76,8 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"rag ingest: skipped {message}", file=sys.stderr)
     print(
         f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
-        f"{len(report.failed)} failed; the index holds {store.article_count()} articles in {store.size} chunks"
+        f"{len(report.failed)} failed; "
+        f"the index holds {store.article_count()} articles in {store.size} chunks"
     )
     return 1 if report.failed else 0
 
@@ -99,7 +100,9 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
     answerer = open_answerer(settings)
     filters = Filters(tuple(args.source), args.after, args.before)
-    answer = answerer.ask(answerer.question(args.question, as_of=args.as_of, top_k=args.top_k, filters=filters))
+    answer = answerer.ask(
+        answerer.question(args.question, as_of=args.as_of, top_k=args.top_k, filters=filters)
+    )
     if args.json:
         print(json.dumps(msgspec.to_builtins(answer_out(answer)), indent=2, ensure_ascii=False))
         return 0

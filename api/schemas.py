@@ -89,7 +89,14 @@ class HealthOut(msgspec.Struct):
 
 def citation_out(c: Citation) -> CitationOut:
     return CitationOut(
-        c.n, c.article_id, c.title, c.source, c.url, c.published_at, c.quote, SpanOut(c.span.start, c.span.end)
+        c.n,
+        c.article_id,
+        c.title,
+        c.source,
+        c.url,
+        c.published_at,
+        c.quote,
+        SpanOut(c.span.start, c.span.end),
     )
 
 

@@ -28,9 +28,9 @@ __all__ = [
     "Settings",
     "Span",
     "load_paths",
+    "make_ingestor",
     "open_store",
     "parse_record",
-    "make_ingestor",
 ]
 
 

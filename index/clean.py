@@ -18,8 +18,9 @@ import re
 import unicodedata
 
 _FURNITURE = re.compile(
-    r"^(leave a (review|comment|reply)|follow us( on [\w\s]+)?|news ?line|advertisement|share( this)?( article"
-    r"| story)?|read more|related( articles?| news| stories)?|subscribe( now)?|sign up( for [\w\s]+)?"
+    r"^(leave a (review|comment|reply)|follow us( on [\w\s]+)?|news ?line|advertisement"
+    r"|share( this)?( article| story)?|read more|related( articles?| news| stories)?|subscribe( now)?"
+    r"|sign up( for [\w\s]+)?"
     r"|comments?|print|email|tags?:.*|ad feedback)\W*$",
     re.IGNORECASE,
 )

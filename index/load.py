@@ -44,7 +44,9 @@ def load_file(path: Path) -> Iterator[Article | ArticleError]:
     origin = str(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        yield ArticleError(origin, f"unsupported file type {suffix or '(none)'}; use one of {sorted(SUFFIXES)}")
+        yield ArticleError(
+            origin, f"unsupported file type {suffix or '(none)'}; use one of {sorted(SUFFIXES)}"
+        )
         return
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
@@ -112,7 +114,8 @@ def parse_date(value: object, origin: str) -> date | None:
     except ValueError:
         pass
     try:
-        return date_parser.parse(value, fuzzy=False).date()
+        parsed: datetime = date_parser.parse(value, fuzzy=False)
+        return parsed.date()
     except (ValueError, OverflowError):
         raise ArticleError(origin, f"unreadable 'published_at' {value!r}") from None
 
@@ -213,7 +216,7 @@ def _load_html(raw: str, origin: str, stem_id: str | None) -> Article:
     import trafilatura
 
     doc = trafilatura.bare_extraction(raw, with_metadata=True, include_comments=False, include_tables=False)
-    if doc is None or not (doc.text or "").strip():
+    if doc is None or isinstance(doc, dict) or not (doc.text or "").strip():
         raise ArticleError(origin, "no article text found in the HTML")
     authors = [a.strip() for a in (doc.author or "").split(";") if a.strip()]
     record = {

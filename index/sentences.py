@@ -9,8 +9,51 @@ from index.records import Span
 
 # Words that end with a period without ending a sentence.
 _ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sen rep gov gen col lt sgt capt st jr sr inc corp co ltd vs etc no
-    jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k u.n e.g i.e a.m p.m d.c""".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sen",
+        "rep",
+        "gov",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "st",
+        "jr",
+        "sr",
+        "inc",
+        "corp",
+        "co",
+        "ltd",
+        "vs",
+        "etc",
+        "no",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "u.s",
+        "u.k",
+        "u.n",
+        "e.g",
+        "i.e",
+        "a.m",
+        "p.m",
+        "d.c",
+    ]
 )
 # A candidate boundary: terminal punctuation, optional closing quotes or brackets, then whitespace.
 _BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s)""")
@@ -21,7 +64,7 @@ _PARAGRAPH = re.compile(r"\n\s*\n|\n")
 def _is_abbreviation(text: str, end: int) -> bool:
     """True when the period ending at ``end`` closes an abbreviation or an initial."""
     start = end
-    while start > 0 and not text[start - 1].isspace() and text[start - 1] not in "(\"“":
+    while start > 0 and not text[start - 1].isspace() and text[start - 1] not in '("“':
         start -= 1
     word = text[start:end].rstrip(".").lower()
     return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
@@ -36,8 +79,10 @@ def split_sentences(text: str) -> list[Span]:
             end = match.end()
             if not _NEXT_START.match(text, end, block_end):
                 continue
-            if text[match.start()] == "." and match.end() - match.start() == 1 and _is_abbreviation(
-                text, match.start()
+            if (
+                text[match.start()] == "."
+                and match.end() - match.start() == 1
+                and _is_abbreviation(text, match.start())
             ):
                 continue
             spans.extend(_trimmed(text, start, end))

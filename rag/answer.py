@@ -59,16 +59,18 @@ class Answerer:
         if not 1 <= top_k <= MAX_TOP_K:
             raise QuestionError(f"top_k must be between 1 and {MAX_TOP_K}")
         filters = filters or Filters()
-        if filters.published_after and filters.published_before:
-            if filters.published_after > filters.published_before:
-                raise QuestionError("published_after is later than published_before")
+        after, before = filters.published_after, filters.published_before
+        if after and before and after > before:
+            raise QuestionError("published_after is later than published_before")
         return Question(text=stripped, as_of=as_of, top_k=top_k, filters=filters)
 
     def search(self, question: Question) -> list[Hit]:
         """Passages only."""
         self.store.refresh()
         vector = self.embedder.embed([question.text])[0]
-        return self.retriever.retrieve(question.text, vector, question.top_k, question.filters, question.as_of)
+        return self.retriever.retrieve(
+            question.text, vector, question.top_k, question.filters, question.as_of
+        )
 
     def ask(self, question: Question) -> Answer:
         """A short cited answer, or an abstention that still lists the closest sources."""
@@ -102,7 +104,6 @@ class Answerer:
         lap("compose")
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         return Answer(composition.text, False, composition.citations, tuple(hits), timings)
-
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:

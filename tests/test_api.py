@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
@@ -19,7 +20,7 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[object]]:
+def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[Litestar]]:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_store(settings, embedder)
     make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
@@ -27,9 +28,7 @@ def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> It
     def opener(_: Settings) -> Answerer:
         return Answerer(store, embedder, settings)
 
-    small_body = Settings(
-        data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000
-    )
+    small_body = Settings(data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000)
     with TestClient(app=create_app(small_body, opener=opener, background=False)) as test_client:
         yield test_client
     store.close()
@@ -44,7 +43,7 @@ def _problem(response: object, status: int) -> dict[str, object]:
     return body
 
 
-def test_ask_returns_a_cited_answer(client: TestClient[object]) -> None:
+def test_ask_returns_a_cited_answer(client: TestClient[Litestar]) -> None:
     response = client.post("/ask", json={"question": "Why did Russian peacekeepers leave Karabakh?"})
     assert response.status_code == 200
     body = response.json()
@@ -57,7 +56,7 @@ def test_ask_returns_a_cited_answer(client: TestClient[object]) -> None:
     assert set(body["timings_ms"]) == {"embed", "retrieve", "compose", "total"}
 
 
-def test_ask_with_filters_and_as_of(client: TestClient[object]) -> None:
+def test_ask_with_filters_and_as_of(client: TestClient[Litestar]) -> None:
     response = client.post(
         "/ask",
         json={
@@ -72,7 +71,7 @@ def test_ask_with_filters_and_as_of(client: TestClient[object]) -> None:
     assert body["citations"][0]["published_at"] == "2024-04-21"
 
 
-def test_search_articles_and_delete(client: TestClient[object]) -> None:
+def test_search_articles_and_delete(client: TestClient[Litestar]) -> None:
     passages = client.get("/search", params={"q": "drought wheat", "k": 2}).json()["passages"]
     assert passages[0]["article_id"] == "t-wheat-harvest"
     assert len(passages) == 2
@@ -85,7 +84,7 @@ def test_search_articles_and_delete(client: TestClient[object]) -> None:
     assert "t-wheat-harvest" not in {p["article_id"] for p in passages}
 
 
-def test_post_articles_ingests_json_and_is_idempotent(client: TestClient[object]) -> None:
+def test_post_articles_ingests_json_and_is_idempotent(client: TestClient[Litestar]) -> None:
     article = {
         "id": "api-1",
         "title": "Ferry service resumes",
@@ -104,7 +103,7 @@ def test_post_articles_ingests_json_and_is_idempotent(client: TestClient[object]
     assert answer["citations"][0]["article_id"] == "api-1"
 
 
-def test_health_and_openapi(client: TestClient[object]) -> None:
+def test_health_and_openapi(client: TestClient[Litestar]) -> None:
     health = client.get("/health").json()
     assert health == {"status": "ready", "articles": 7, "chunks": health["chunks"]}
     assert health["chunks"] >= 7
@@ -125,23 +124,25 @@ def test_health_and_openapi(client: TestClient[object]) -> None:
     ],
 )
 def test_bad_questions_get_problem_details(
-    client: TestClient[object], payload: dict[str, object], status: int, fragment: str
+    client: TestClient[Litestar], payload: dict[str, object], status: int, fragment: str
 ) -> None:
     body = _problem(client.post("/ask", json=payload), status)
     assert fragment in str(body.get("detail", "")) + str(body.get("title", ""))
 
 
-def test_broken_json_is_a_400_problem(client: TestClient[object]) -> None:
-    response = client.post("/ask", content=b'{"question": "unterminated', headers={"content-type": "application/json"})
+def test_broken_json_is_a_400_problem(client: TestClient[Litestar]) -> None:
+    response = client.post(
+        "/ask", content=b'{"question": "unterminated', headers={"content-type": "application/json"}
+    )
     _problem(response, 400)
 
 
-def test_a_body_over_the_limit_is_a_413_problem(client: TestClient[object]) -> None:
+def test_a_body_over_the_limit_is_a_413_problem(client: TestClient[Litestar]) -> None:
     response = client.post("/ask", json={"question": "x" * 30_000})
     _problem(response, 413)
 
 
-def test_empty_and_unusable_article_posts(client: TestClient[object]) -> None:
+def test_empty_and_unusable_article_posts(client: TestClient[Litestar]) -> None:
     _problem(client.post("/articles", json=[]), 422)
     body = _problem(client.post("/articles", json=[{"title": "no body"}]), 422)
     assert "missing or empty 'body'" in str(body["detail"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from index.sentences import split_sentences
 from index.tokens import encoding
 
 LONG_BODY = " ".join(
-    f"Sentence number {i} reports that the committee met again on day {i} to discuss the budget." for i in range(80)
+    f"Sentence number {i} reports that the committee met again on day {i} to discuss the budget."
+    for i in range(80)
 )
 
 
@@ -38,7 +40,7 @@ def test_chunks_respect_the_token_budget_and_sentence_boundaries(chunker: Chunke
 
 def test_consecutive_chunks_overlap_and_cover_everything(chunker: Chunker) -> None:
     drafts = chunker.chunk(Article(id="a", title="T", body=LONG_BODY))
-    for before, after in zip(drafts, drafts[1:], strict=False):
+    for before, after in itertools.pairwise(drafts):
         assert after.span.start < before.span.end  # overlap
         assert after.span.start > before.span.start  # progress
 

@@ -19,7 +19,11 @@ def test_txt_first_line_is_the_title_and_the_file_stem_the_id(tmp_path: Path) ->
     (tmp_path / "my story.txt").write_text("Bridge reopens\n\nThe bridge reopened on Monday.\n")
     (article,), errors = _load(tmp_path / "my story.txt")
     assert not errors
-    assert (article.id, article.title, article.body) == ("my-story", "Bridge reopens", "The bridge reopened on Monday.")
+    assert (article.id, article.title, article.body) == (
+        "my-story",
+        "Bridge reopens",
+        "The bridge reopened on Monday.",
+    )
 
 
 def test_markdown_front_matter_and_syntax(tmp_path: Path) -> None:
@@ -39,7 +43,8 @@ def test_markdown_front_matter_and_syntax(tmp_path: Path) -> None:
 def test_html_main_text_and_metadata_are_extracted(tmp_path: Path) -> None:
     path = tmp_path / "page.html"
     paragraphs = "".join(
-        f"<p>Paragraph {i} says the council approved the new tram line after a long debate.</p>" for i in range(6)
+        f"<p>Paragraph {i} says the council approved the new tram line after a long debate.</p>"
+        for i in range(6)
     )
     path.write_text(
         "<html><head><title>Tram line approved | City Paper</title>"
@@ -98,8 +103,12 @@ def test_folders_are_read_recursively_skipping_hidden_and_unknown_files(tmp_path
 def test_bad_inputs_name_the_file_and_reason_and_the_rest_still_loads(tmp_path: Path) -> None:
     good = {"id": "ok", "body": "Fine."}
     (tmp_path / "mixed.jsonl").write_text(
-        json.dumps(good) + "\n{not json\n" + json.dumps({"id": "nobody"}) + "\n"
-        + json.dumps({"body": "x", "published_at": "someday"}) + "\n"
+        json.dumps(good)
+        + "\n{not json\n"
+        + json.dumps({"id": "nobody"})
+        + "\n"
+        + json.dumps({"body": "x", "published_at": "someday"})
+        + "\n"
     )
     (tmp_path / "latin1.txt").write_bytes("Caf\xe9\nBody.".encode("latin-1"))
     (tmp_path / "empty.txt").write_text("Only a title\n")

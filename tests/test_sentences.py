@@ -8,7 +8,10 @@ def _split(text: str) -> list[str]:
 
 
 def test_abbreviations_initials_and_decimals_do_not_split() -> None:
-    text = 'Mr. Smith met Dr. Jones on Jan. 5. "It is over." Then U.S. troops left! J. K. Rowling sold 3.5 million.'
+    text = (
+        'Mr. Smith met Dr. Jones on Jan. 5. "It is over." Then U.S. troops left! '
+        "J. K. Rowling sold 3.5 million."
+    )
     assert _split(text) == [
         "Mr. Smith met Dr. Jones on Jan. 5.",
         '"It is over."',

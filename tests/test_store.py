@@ -68,8 +68,18 @@ def test_delete_removes_the_article_and_its_vectors(
 ) -> None:
     _ingest(settings, store, embedder, SEEDS, NEWS)
     before = store.size
-    seed_chunks = len(store.chunk_ids()) - len(store.chunk_ids(sources=["Example Science Desk", "Example Farm Report",
-        "Example Arts Wire", "Example Sports", "Example Local", "Example Travel"]))
+    seed_chunks = len(store.chunk_ids()) - len(
+        store.chunk_ids(
+            sources=[
+                "Example Science Desk",
+                "Example Farm Report",
+                "Example Arts Wire",
+                "Example Sports",
+                "Example Local",
+                "Example Travel",
+            ]
+        )
+    )
     store.delete(SEED_ID)
     assert store.size == before - seed_chunks
     with pytest.raises(ArticleNotFoundError):
@@ -112,7 +122,9 @@ def test_a_corrupt_vector_file_stops_with_what_to_do(settings: Settings, embedde
         open_store(settings, embedder)
 
 
-def test_a_corrupt_metadata_file_stops_with_what_to_do(settings: Settings, embedder: PackagedEmbedder) -> None:
+def test_a_corrupt_metadata_file_stops_with_what_to_do(
+    settings: Settings, embedder: PackagedEmbedder
+) -> None:
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / "meta.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(IndexCorruptError, match=r"run `rag ingest` again"):
@@ -189,7 +201,9 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     assert np.unique(store.chunk_ids()).size == store.size
 
 
-def test_article_round_trip_keeps_metadata(settings: Settings, store: IndexStore, embedder: PackagedEmbedder) -> None:
+def test_article_round_trip_keeps_metadata(
+    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+) -> None:
     _ingest(settings, store, embedder, NEWS)
     article = store.article("t-orchestra-strike")
     assert isinstance(article, Article)
