@@ -15,7 +15,7 @@ from rag.retrieve import DenseRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
 # Chosen from data with evals/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
-DEFAULT_ABSTAIN_BELOW = 0.30
+DEFAULT_ABSTAIN_BELOW = 0.37
 MAX_TOP_K = 50
 ABSTAIN_TEXT = "The indexed news does not answer this question."
 _CLOSEST = 3

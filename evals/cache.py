@@ -1,0 +1,56 @@
+"""Indexes built for evaluation, cached by the content hash of everything that shapes them."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.config import PROJECT_ROOT, Settings
+from evals.data import DatasetError
+from rag import Answerer
+
+_INDEX_CODE = (
+    "clean.py",
+    "load.py",
+    "sentences.py",
+    "chunk.py",
+    "ingest.py",
+    "store.py",
+    "embed.py",
+    "config.py",
+)
+
+
+def index_key(corpus: Path, settings: Settings) -> str:
+    """Hash of the corpus bytes, the chunking settings, the model and the indexing code."""
+    digest = hashlib.sha256()
+    digest.update(corpus.read_bytes())
+    digest.update(f"{settings.model_name}|{settings.chunk_tokens}|{settings.chunk_overlap_tokens}".encode())
+    for name in _INDEX_CODE:
+        digest.update((PROJECT_ROOT / "index" / name).read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def cached_answerer(
+    corpus: Path, base: Settings, embedder: PackagedEmbedder, progress: bool | None = None
+) -> Answerer:
+    """An Answerer over ``corpus``, built once and reused while nothing that shapes it changes."""
+    cache_root = base.data_dir / "eval-cache"
+    key = index_key(corpus, base)
+    folder = cache_root / key
+    settings = Settings(data_dir=folder, tiktoken_cache_dir=base.tiktoken_cache_dir)
+    done = folder / "COMPLETE"
+    if not done.exists():
+        if folder.exists():
+            shutil.rmtree(folder)  # an interrupted build: start over rather than trust it
+        store = open_store(settings, embedder)
+        report = make_ingestor(settings, store, embedder).ingest(load_paths([corpus]), progress=progress)
+        if report.failed:
+            store.close()
+            shutil.rmtree(folder)
+            raise DatasetError(f"{corpus}: {len(report.failed)} records failed: {report.failed[:3]}")
+        done.write_text(key)
+        store.close()
+    return Answerer(open_store(settings, embedder), embedder, settings)

@@ -1,0 +1,90 @@
+"""Choose the abstention threshold from data.
+
+For each dev question we take the score of the best passage the system retrieves (the question is
+answerable from the index) and the score of the best passage from an article that is *not* gold (what
+the system would see if the index did not hold the story: a hard case, since the nearest other article
+is often on the same topic). A wrong refusal costs more than a weak answer that still cites its sources,
+so the rule is: the highest threshold that keeps at least 95% of the answerable questions of one half
+(by hash of the id); it is then checked on the other half. The best-balanced threshold is printed too.
+
+    python -m evals.calibrate evals/datasets/realtimeqa-articles evals/datasets/realtimeqa-briefs
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from evals.cache import cached_answerer
+from evals.data import load_dataset
+from index import PackagedEmbedder
+from index.config import Settings
+
+SEARCH_DEPTH = 50
+KEEP_ANSWERABLE = 0.95
+
+
+def in_tune_half(question_id: str) -> bool:
+    """A fixed half of the questions, by hash of the id: tune on it, check on the rest."""
+    return hashlib.sha256(question_id.encode()).digest()[0] % 2 == 0
+
+
+def _balanced_accuracy(pos: np.ndarray, neg: np.ndarray, threshold: float) -> float:
+    return float(((pos >= threshold).mean() + (neg < threshold).mean()) / 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("datasets", nargs="+", type=Path)
+    parser.add_argument("--limit", type=int, default=500, help="questions per dataset")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    embedder = PackagedEmbedder()
+    scores: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
+    for folder in args.datasets:
+        dataset = load_dataset(folder)
+        answerer = cached_answerer(dataset.corpus, settings, embedder)
+        for q in dataset.questions[: args.limit]:
+            if not q.answerable:
+                continue
+            hits = answerer.search(answerer.question(q.question, as_of=q.asked_on, top_k=SEARCH_DEPTH))
+            if not hits:
+                continue
+            negatives = [h.score for h in hits if h.article.id not in q.gold_ids]
+            pos, neg = scores[in_tune_half(q.id)]
+            pos.append(hits[0].score)
+            if negatives:
+                neg.append(negatives[0])
+    tune_pos, tune_neg = (np.array(s) for s in scores[True])
+    check_pos, check_neg = (np.array(s) for s in scores[False])
+    grid = np.round(np.arange(0.05, 0.8, 0.01), 2)
+    balanced = max(grid, key=lambda t: _balanced_accuracy(tune_pos, tune_neg, float(t)))
+    best = max(t for t in grid if (tune_pos >= t).mean() >= KEEP_ANSWERABLE)
+    print(
+        f"tune half: {tune_pos.size} answerable, {tune_neg.size} not; check half: {check_pos.size}, {check_neg.size}"
+    )
+    print(
+        f"answerable best-passage score: median {np.median(check_pos):.3f}, p10 {np.percentile(check_pos, 10):.3f}"
+    )
+    print(
+        f"not-in-index best-passage score: median {np.median(check_neg):.3f}, p90 {np.percentile(check_neg, 90):.3f}"
+    )
+    for t in sorted({float(best), float(balanced), 0.2, 0.3}):
+        print(
+            f"threshold {t:.2f}: balanced accuracy tune {_balanced_accuracy(tune_pos, tune_neg, t):.3f}, "
+            f"check {_balanced_accuracy(check_pos, check_neg, t):.3f}; answerable kept on check "
+            f"{(check_pos >= t).mean():.3f}, not-in-index refused on check {(check_neg < t).mean():.3f}"
+        )
+    print(f"best balanced accuracy on tune: {balanced:.2f}")
+    print(f"chosen (keeps >= {KEEP_ANSWERABLE:.0%} of answerable on tune): {best:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
