@@ -6,9 +6,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from evals.data import DatasetError
 from index import PackagedEmbedder, load_paths, make_ingestor, open_store
 from index.config import PROJECT_ROOT, Settings
-from evals.data import DatasetError
 from rag import Answerer
 
 _INDEX_CODE = (
