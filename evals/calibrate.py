@@ -67,13 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     balanced = max(grid, key=lambda t: _balanced_accuracy(tune_pos, tune_neg, float(t)))
     best = max(t for t in grid if (tune_pos >= t).mean() >= KEEP_ANSWERABLE)
     print(
-        f"tune half: {tune_pos.size} answerable, {tune_neg.size} not; check half: {check_pos.size}, {check_neg.size}"
+        f"tune half: {tune_pos.size} answerable, {tune_neg.size} not; "
+        f"check half: {check_pos.size}, {check_neg.size}"
     )
     print(
-        f"answerable best-passage score: median {np.median(check_pos):.3f}, p10 {np.percentile(check_pos, 10):.3f}"
+        f"answerable best-passage score: median {np.median(check_pos):.3f}, "
+        f"p10 {np.percentile(check_pos, 10):.3f}"
     )
     print(
-        f"not-in-index best-passage score: median {np.median(check_neg):.3f}, p90 {np.percentile(check_neg, 90):.3f}"
+        f"not-in-index best-passage score: median {np.median(check_neg):.3f}, "
+        f"p90 {np.percentile(check_neg, 90):.3f}"
     )
     for t in sorted({float(best), float(balanced), 0.2, 0.3}):
         print(
