@@ -37,9 +37,8 @@ def cached_answerer(
     corpus: Path, base: Settings, embedder: PackagedEmbedder, progress: bool | None = None
 ) -> Answerer:
     """An Answerer over ``corpus``, built once and reused while nothing that shapes it changes."""
-    cache_root = base.data_dir / "eval-cache"
     key = index_key(corpus, base)
-    folder = cache_root / key
+    folder = base.eval_cache_dir / key
     settings = Settings(data_dir=folder, tiktoken_cache_dir=base.tiktoken_cache_dir)
     done = folder / "COMPLETE"
     if not done.exists():

@@ -1,12 +1,114 @@
-"""`rag eval` (filled in by the evaluation harness)."""
+"""`rag eval`: score the production pipeline on a dataset, write a report, gate on minimums."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
 from typing import Any
+
+from evals.harness import ANSWER_METRICS, RETRIEVAL_METRICS
+from index.config import Settings
+
+GATE_METRICS = (*RETRIEVAL_METRICS, *ANSWER_METRICS)
 
 
 def add_eval_command(commands: Any) -> None:
     """Register `rag eval` on the `rag` parser."""
-    del commands
-    _ = argparse
+    parser = commands.add_parser(
+        "eval",
+        help="score retrieval and answers on a dataset",
+        description="Score the production pipeline on DATASET_DIR (corpus.jsonl + questions.jsonl) or on "
+        "--corpus/--questions files. Each question is asked with as_of = its asked_on date.",
+    )
+    parser.add_argument("dataset", nargs="?", type=Path, metavar="DATASET_DIR")
+    parser.add_argument("--corpus", type=Path, help="corpus JSONL (with --questions)")
+    parser.add_argument("--questions", type=Path, help="questions JSONL (with --corpus)")
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--sample", type=int, help="a fixed sample of N questions (chosen by hash of the id)")
+    parser.add_argument("--k", type=int, default=10, help="documents retrieved per question (default 10)")
+    parser.add_argument("--baselines", action="store_true", help="also score BM25 and plain dense search")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, summary.md, ...")
+    parser.add_argument("--json", action="store_true", help="print the metrics JSON on stdout")
+    parser.add_argument(
+        "--min",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help=f"fail (exit 1) when METRIC is below VALUE; repeatable. METRIC: {', '.join(GATE_METRICS)}",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run_eval)
+
+
+def parse_minimums(values: list[str]) -> list[tuple[str, float]]:
+    minimums = []
+    for value in values:
+        metric, sep, number = value.partition("=")
+        if not sep or metric not in GATE_METRICS:
+            raise SystemExit(f"rag eval: --min takes METRIC=VALUE with METRIC in {', '.join(GATE_METRICS)}")
+        try:
+            minimums.append((metric, float(number)))
+        except ValueError:
+            raise SystemExit(f"rag eval: --min {value}: {number!r} is not a number") from None
+    return minimums
+
+
+def run_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from evals.cache import cached_answerer
+    from evals.data import Dataset, load_dataset, load_files
+    from evals.evaluate import evaluate_dataset
+    from evals.report import write_report
+    from index import PackagedEmbedder
+
+    minimums = parse_minimums(args.min)
+    if args.dataset and not (args.corpus or args.questions):
+        dataset = load_dataset(args.dataset)
+    elif args.corpus and args.questions and not args.dataset:
+        dataset = load_files(args.corpus, args.questions)
+    else:
+        raise SystemExit("rag eval: give DATASET_DIR, or both --corpus and --questions")
+    if args.sample:
+        chosen = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
+        keep = {q.id for q in chosen[: args.sample]}
+        dataset = Dataset(dataset.name, dataset.corpus, tuple(q for q in dataset.questions if q.id in keep))
+    progress = False if args.quiet else None
+    embedder = PackagedEmbedder()
+    answerer = cached_answerer(dataset.corpus, settings, embedder, progress)
+    evaluation = evaluate_dataset(answerer, dataset, args.k, args.limit, args.baselines, progress)
+    metrics = evaluation.metrics
+    checks = []
+    for metric, minimum in minimums:
+        value = metrics.get(metric)
+        checks.append((metric, minimum, value, value is not None and value >= minimum))
+    metrics["gate"] = [
+        {"metric": metric, "min": minimum, "value": value, "passed": ok}
+        for metric, minimum, value, ok in checks
+    ]
+    if args.report:
+        for path in write_report(args.report, evaluation, checks):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_table(metrics)
+    failed = [c for c in checks if not c[3]]
+    for metric, minimum, value, _ in failed:
+        print(f"rag eval: gate failed: {metric} = {value} < {minimum}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_table(metrics: dict[str, Any]) -> None:
+    print(f"{metrics['dataset']}: {metrics['questions']} questions ({metrics['answerable']} answerable)")
+    for key in GATE_METRICS:
+        value = metrics.get(key)
+        line = f"  {key:<22} {'n/a' if value is None else f'{value:.4f}'}"
+        for name, base in metrics.get("baselines", {}).items():
+            if key in base:
+                test = base["vs_system"].get(key, {})
+                line += f"   {name} {base[key]:.4f} (p={test.get('p_value', float('nan')):.3f})"
+        print(line)
+    for stage, v in metrics["latency_ms"].items():
+        print(f"  latency {stage:<14} p50 {v['p50']:.1f} ms  p95 {v['p95']:.1f} ms")

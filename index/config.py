@@ -17,6 +17,7 @@ DEFAULT_CHUNK_OVERLAP_TOKENS = 40
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_QUESTION_CHARS = 2000
 DEFAULT_MAX_BODY_BYTES = 5_000_000
+DEFAULT_EVAL_CACHE = Path.home() / ".cache" / "newsrag" / "eval-indexes"
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,15 @@ class Settings:
     tiktoken_cache_dir: Path = field(default_factory=lambda: DEFAULT_DATA_DIR / "tiktoken")
     """Where the offline cl100k_base file is placed for tiktoken. Env: TIKTOKEN_CACHE_DIR."""
 
+    eval_cache_dir: Path = DEFAULT_EVAL_CACHE
+    """Indexes built by `rag eval`, one folder per content hash; outside the clone so CI reuses them.
+    Env: RAG_EVAL_CACHE."""
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """Build settings from environment variables, falling back to the defaults."""
         env = dict(os.environ if environ is None else environ)
         data_dir = Path(env.get("RAG_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser().resolve()
         cache = Path(env.get("TIKTOKEN_CACHE_DIR", str(data_dir / "tiktoken"))).expanduser().resolve()
-        return cls(data_dir=data_dir, tiktoken_cache_dir=cache)
+        eval_cache = Path(env.get("RAG_EVAL_CACHE", str(DEFAULT_EVAL_CACHE))).expanduser().resolve()
+        return cls(data_dir=data_dir, tiktoken_cache_dir=cache, eval_cache_dir=eval_cache)

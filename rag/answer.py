@@ -17,6 +17,8 @@ from rag.retrieve import DenseRetriever, Retriever
 # Chosen from data with evals/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
 DEFAULT_ABSTAIN_BELOW = 0.37
 MAX_TOP_K = 50
+# The composer reads the best few passages only; more passages add noise and time, not answers.
+DEFAULT_COMPOSE_PASSAGES = 5
 ABSTAIN_TEXT = "The indexed news does not answer this question."
 _CLOSEST = 3
 
@@ -92,7 +94,7 @@ class Answerer:
         lap("retrieve")
         best = hits[0].score if hits else float("-inf")
         if best < self.abstain_below:
-            citations = self.composer.closest(vector, hits, _CLOSEST)
+            citations = self.composer.closest(vector, hits[:_CLOSEST], _CLOSEST)
             text = ABSTAIN_TEXT
             if citations:
                 listed = "; ".join(f"{c.title} [{c.n}]" for c in citations)
@@ -100,7 +102,7 @@ class Answerer:
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
             return Answer(text, True, citations, tuple(hits), timings)
-        composition = self.composer.compose(vector, hits)
+        composition = self.composer.compose(vector, hits[:DEFAULT_COMPOSE_PASSAGES])
         lap("compose")
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         return Answer(composition.text, False, composition.citations, tuple(hits), timings)

@@ -6,8 +6,11 @@ from datetime import date
 from typing import Protocol
 
 from index.embed import Embedder, Vectors
+from index.records import Chunk
 from index.store import IndexStore
 from rag.records import Filters, Hit
+
+_OVERFETCH = 4
 
 
 class Retriever(Protocol):
@@ -19,7 +22,10 @@ class Retriever(Protocol):
 
 
 class DenseRetriever:
-    """Inner product of unit vectors (cosine) between the question and every allowed chunk."""
+    """Inner product of unit vectors (cosine) between the question and every allowed chunk.
+
+    Returns the best passage of each of the ``k`` best articles, so one long article cannot fill the list.
+    """
 
     def __init__(self, store: IndexStore, embedder: Embedder) -> None:
         self._store = store
@@ -34,11 +40,20 @@ class DenseRetriever:
         allowed = None
         if filters.sources or filters.published_after or before:
             allowed = self._store.chunk_ids(filters.sources, filters.published_after, before)
-        found = self._store.search(query_vector, k, allowed)
-        chunks = self._store.chunks([chunk_id for chunk_id, _ in found])
-        articles = self._store.articles(c.article_id for c in chunks)
+        depth = k * _OVERFETCH
+        while True:
+            found = self._store.search(query_vector, depth, allowed)
+            chunks = self._store.chunks([chunk_id for chunk_id, _ in found])
+            best: dict[str, Chunk] = {}
+            for chunk in chunks:
+                best.setdefault(chunk.article_id, chunk)
+            if len(best) >= k or len(found) < depth:
+                break
+            depth *= 4
         scores = dict(found)
+        top = list(best.values())[:k]
+        articles = self._store.articles(c.article_id for c in top)
         return [
             Hit(rank=rank, score=scores[chunk.id], chunk=chunk, article=articles[chunk.article_id])
-            for rank, chunk in enumerate(chunks, start=1)
+            for rank, chunk in enumerate(top, start=1)
         ]
