@@ -1,0 +1,186 @@
+"""The evaluation harness: metric definitions on small hand-checked cases, the `rag eval` command on the
+seed set, and a gate that fails when retrieval is degraded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from evals.data import DatasetError, EvalQuestion, load_questions
+from evals.harness import (
+    Outcome,
+    answer_metrics,
+    mean_scores,
+    normalize_answer,
+    retrieval_scores,
+    significance,
+)
+from tests.conftest import ROOT
+
+SEED_SET = ROOT / "evals" / "datasets" / "seed"
+ARTICLES_SET = ROOT / "evals" / "datasets" / "realtimeqa-articles"
+
+
+def _q(qid: str, gold: tuple[str, ...] = ("d1",), answers: tuple[str, ...] = ("Europe",)) -> EvalQuestion:
+    return EvalQuestion(qid, "q?", date(2024, 1, 1), answers, (), gold, answerable=bool(gold))
+
+
+def test_retrieval_metrics_match_hand_computed_values() -> None:
+    questions = [_q("a"), _q("b"), _q("c", gold=("d1", "d2"))]
+    rankings = {"a": ["d1", "x"], "b": ["x", "y", "d1"], "c": ["d2", "z"]}
+    means = mean_scores(retrieval_scores(questions, rankings, "t"))
+    assert means["hit@1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert means["hit@5"] == 1.0
+    assert means["mrr@10"] == pytest.approx((1 + 1 / 3 + 1) / 3, abs=1e-4)
+    assert means["recall@10"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-4)
+
+
+def test_a_question_with_nothing_retrieved_scores_zero() -> None:
+    means = mean_scores(retrieval_scores([_q("a"), _q("b")], {"a": ["d1"], "b": []}, "t"))
+    assert means["hit@10"] == 0.5
+
+
+def test_answer_metrics() -> None:
+    outcomes = [
+        Outcome(_q("a"), ("d1",), "In Europe, phones. [1]", cited=("d1",), grounded=(True,), correct=True),
+        Outcome(_q("b"), ("x",), "Elsewhere. [1] More. [2]", cited=("x", "d1"), grounded=(True, False)),
+        Outcome(_q("c"), (), "none", abstained=True),
+        Outcome(_q("n1", gold=(), answers=()), (), "none", abstained=True),
+        Outcome(_q("n2", gold=(), answers=()), ("x",), "Wrong. [1]", cited=("x",), grounded=(True,)),
+    ]
+    metrics = answer_metrics(outcomes)
+    assert metrics["answer_accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    assert metrics["citation_precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["citation_recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["groundedness"] == pytest.approx(3 / 4, abs=1e-4)
+    assert metrics["abstention_precision"] == 0.5
+    assert metrics["abstention_recall"] == 0.5
+    assert metrics["abstention_f1"] == 0.5
+
+
+def test_answer_normalisation() -> None:
+    assert normalize_answer("“Squid Game”") == "squid game"
+    assert normalize_answer("The Côte d'Ivoire!") == "cote d ivoire"
+
+
+def test_significance_of_identical_and_different_runs() -> None:
+    questions = [_q(f"q{i}") for i in range(40)]
+    good = {q.id: ["d1"] for q in questions}
+    bad = {q.id: ["x", "d1"] for q in questions}
+    same = significance(retrieval_scores(questions, good, "a"), retrieval_scores(questions, good, "b"))
+    assert same["hit@1"]["p_value"] == 1.0
+    assert not same["hit@1"]["significant"]
+    differ = significance(retrieval_scores(questions, good, "a"), retrieval_scores(questions, bad, "b"))
+    assert differ["hit@1"]["significant"]
+    assert differ["hit@1"]["difference"] == 1.0
+
+
+def test_malformed_question_files_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"id": "1", "question": "ok?", "gold_ids": ["a"]}\n{"id": "2"}\n')
+    with pytest.raises(DatasetError, match=r"q.jsonl:2: not a question record"):
+        load_questions(path)
+    path.write_text('{"id": "1", "question": "ok?", "gold_ids": []}\n')
+    with pytest.raises(DatasetError, match="needs gold_ids"):
+        load_questions(path)
+
+
+def _rag_eval(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data")}
+    return subprocess.run(
+        [sys.executable, "-m", "api", "eval", "--quiet", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_rag_eval_on_the_seed_set_writes_every_report_file(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = _rag_eval(
+        str(SEED_SET),
+        "--json",
+        "--baselines",
+        "--report",
+        str(report),
+        "--min",
+        "hit@1=0.9",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    for key in (
+        "hit@1",
+        "hit@5",
+        "hit@10",
+        "mrr@10",
+        "ndcg@10",
+        "recall@10",
+        "answer_accuracy",
+        "citation_precision",
+        "citation_recall",
+        "groundedness",
+        "abstention_precision",
+        "abstention_recall",
+        "abstention_f1",
+    ):
+        assert isinstance(metrics[key], float), key
+    assert set(metrics["latency_ms"]) == {"embed", "retrieve", "compose", "total"}
+    assert set(metrics["baselines"]) == {"bm25", "dense"}
+    assert metrics["questions"] == 30
+    assert metrics["groundedness"] == 1.0
+    assert json.loads((report / "metrics.json").read_text())["hit@1"] == metrics["hit@1"]
+    assert (report / "hit_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| hit@1 |" in (report / "summary.md").read_text()
+    assert (report / "failures.csv").read_text().startswith("id,question,asked_on")
+    suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
+
+
+@pytest.mark.slow
+def test_corpus_and_question_files_with_limit(tmp_path: Path) -> None:
+    result = _rag_eval(
+        "--corpus",
+        str(SEED_SET / "corpus.jsonl"),
+        "--questions",
+        str(SEED_SET / "questions.jsonl"),
+        "--limit",
+        "5",
+        "--json",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["questions"] == 5
+
+
+@pytest.mark.slow
+def test_the_gate_fails_when_retrieval_is_degraded(tmp_path: Path) -> None:
+    """A gate on the articles set passes as built and fails when only one document is retrieved per
+    question (hit@5 then falls to hit@1)."""
+    gate = ["--min", "hit@5=0.9", "--min", "citation_recall=0.8"]
+    healthy = _rag_eval(str(ARTICLES_SET), *gate, tmp_path=tmp_path)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    report = tmp_path / "degraded"
+    degraded = _rag_eval(str(ARTICLES_SET), *gate, "--k", "1", "--report", str(report), tmp_path=tmp_path)
+    assert degraded.returncode == 1
+    assert "gate failed: hit@5" in degraded.stderr
+    suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("failures") in {"1", "2"}
+
+
+def test_unknown_gate_metric_is_refused(tmp_path: Path) -> None:
+    result = _rag_eval(str(SEED_SET), "--min", "speed=3", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "--min takes METRIC=VALUE" in result.stderr
