@@ -15,7 +15,7 @@ import bm25s
 from tqdm import tqdm
 
 from evals.data import EvalQuestion
-from index.ingest import passage_text
+from index.chunk import passage_text
 from rag import Answerer
 
 _DEPTH_PER_DOC = 4

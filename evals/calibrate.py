@@ -13,7 +13,6 @@ so the rule is: the highest threshold that keeps at least 95% of the answerable 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -21,16 +20,12 @@ import numpy as np
 
 from evals.cache import cached_answerer
 from evals.data import load_dataset
+from evals.split import in_tune_half
 from index import PackagedEmbedder
 from index.config import Settings
 
 SEARCH_DEPTH = 50
 KEEP_ANSWERABLE = 0.95
-
-
-def in_tune_half(question_id: str) -> bool:
-    """A fixed half of the questions, by hash of the id: tune on it, check on the rest."""
-    return hashlib.sha256(question_id.encode()).digest()[0] % 2 == 0
 
 
 def _balanced_accuracy(pos: np.ndarray, neg: np.ndarray, threshold: float) -> float:

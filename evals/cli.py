@@ -28,6 +28,12 @@ def add_eval_command(commands: Any) -> None:
     parser.add_argument("--questions", type=Path, help="questions JSONL (with --corpus)")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--sample", type=int, help="a fixed sample of N questions (chosen by hash of the id)")
+    parser.add_argument(
+        "--split",
+        choices=["tune", "check"],
+        help="only the tune or the check half of the questions (evals/split.py); the ranker and thresholds "
+        "were fitted on tune",
+    )
     parser.add_argument("--k", type=int, default=10, help="documents retrieved per question (default 10)")
     parser.add_argument("--baselines", action="store_true", help="also score BM25 and plain dense search")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, summary.md, ...")
@@ -70,6 +76,15 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         dataset = load_files(args.corpus, args.questions)
     else:
         raise SystemExit("rag eval: give DATASET_DIR, or both --corpus and --questions")
+    if args.split:
+        from evals.split import in_tune_half
+
+        wanted = args.split == "tune"
+        dataset = Dataset(
+            f"{dataset.name} ({args.split} half)",
+            dataset.corpus,
+            tuple(q for q in dataset.questions if in_tune_half(q.id) == wanted),
+        )
     if args.sample:
         chosen = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
         keep = {q.id for q in chosen[: args.sample]}

@@ -20,7 +20,7 @@ from ranx.statistical_tests import fisher_randomization_test
 from tqdm import tqdm
 
 from evals.data import EvalQuestion
-from rag import Answer, Answerer
+from rag import Answer, Answerer, Hit
 
 RETRIEVAL_METRICS = {
     "hit@1": "hit_rate@1",
@@ -72,7 +72,7 @@ def run_system(
 
 
 def _outcome(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
-    ranking = tuple(dict.fromkeys(h.article.id for h in answer.passages))
+    ranking = ranking_of(answer.passages)
     by_n = {c.n: c for c in answer.citations}
     grounded = []
     if not answer.abstained:
@@ -91,6 +91,12 @@ def _outcome(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
         correct=correct,
         timings_ms=answer.timings_ms,
     )
+
+
+def ranking_of(hits: Sequence[Hit]) -> tuple[str, ...]:
+    """Article ids in rank order; the copies of a collapsed story follow the copy that is shown."""
+    ids = (a.id for h in hits for a in (h.article, *h.also_reported))
+    return tuple(dict.fromkeys(ids))
 
 
 def normalize_answer(text: str) -> str:

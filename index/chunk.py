@@ -10,6 +10,11 @@ from index.records import Article, Span
 from index.sentences import split_sentences
 
 
+def passage_text(title: str, chunk_text: str) -> str:
+    """What is indexed for a chunk: the headline gives the chunk its topic when the text alone does not."""
+    return f"{title}\n{chunk_text}" if title else chunk_text
+
+
 @dataclass(frozen=True)
 class ChunkDraft:
     """A chunk before the store gives it an id."""

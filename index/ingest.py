@@ -7,18 +7,13 @@ from collections.abc import Iterable
 
 from tqdm import tqdm
 
-from index.chunk import ChunkDraft, Chunker
+from index.chunk import ChunkDraft, Chunker, passage_text
 from index.embed import Embedder
 from index.errors import ArticleError
 from index.records import Article, IngestReport
 from index.store import ArticleWrite, IndexStore
 
 DEFAULT_BATCH_ARTICLES = 64
-
-
-def passage_text(title: str, chunk_text: str) -> str:
-    """What is embedded for a chunk: the headline gives the chunk its topic when the text alone does not."""
-    return f"{title}\n{chunk_text}" if title else chunk_text
 
 
 class Ingestor:

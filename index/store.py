@@ -1,16 +1,22 @@
-"""The index on disk: metadata and vectors in SQLite (the truth), a FAISS file beside it (the fast copy).
+"""The index on disk: metadata and vectors in SQLite (the truth); FAISS vectors and a BM25 index beside
+it (derived copies, rebuilt from SQLite whenever they are missing).
 
 Writes are crash-safe by construction. Each write is one SQLite transaction that also bumps a
 ``generation`` counter; SQLite's journal makes it all-or-nothing. The FAISS file is named after the
 generation it holds (``vectors-<gen>.faiss``) and is written to a temporary file, fsynced and renamed
-into place. A crash before the commit leaves the previous generation, whole; a crash after it leaves a
-FAISS file one generation behind, which ``open`` notices and rebuilds from the vectors kept in SQLite.
+into place; the BM25 index likewise (``bm25-<gen>/``). A crash before the commit leaves the previous
+generation, whole; a crash after it leaves derived files one generation behind, which ``open`` notices
+and rebuilds from SQLite.
+
+Near-duplicate articles (syndicated or updated copies) share a ``story_id``, assigned at write time
+from MinHash signatures (index/dedup.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -23,19 +29,21 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from index.chunk import ChunkDraft
+from index.chunk import ChunkDraft, passage_text
+from index.dedup import StoryIndex, signature
 from index.embed import Vectors
 from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchError
+from index.lexical import LexicalIndex, tokenize
 from index.records import Article, Chunk, Span
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 DB_NAME = "meta.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS articles (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL, source TEXT, url TEXT,
     published_at TEXT, authors TEXT NOT NULL, content_hash TEXT NOT NULL, origin TEXT NOT NULL,
-    ingested_at TEXT NOT NULL
+    ingested_at TEXT NOT NULL, story_id TEXT NOT NULL, minhash BLOB
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,6 +55,27 @@ CREATE INDEX IF NOT EXISTS chunks_article ON chunks(article_id);
 CREATE INDEX IF NOT EXISTS articles_published ON articles(published_at);
 """
 _RECOVER = "delete the folder {dir} and run `rag ingest` again to rebuild it"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Per-chunk and per-article metadata held in memory, so filters and features cost no SQL."""
+
+    chunk_ids: npt.NDArray[np.int64]
+    """Every chunk id, ascending."""
+    chunk_article: npt.NDArray[np.int64]
+    """For each chunk (same order), the position of its article in ``article_ids``."""
+    article_ids: tuple[str, ...]
+    published: npt.NDArray[np.int64]
+    """Publication date of each article as a proleptic ordinal (``date.toordinal``), -1 when unknown."""
+    sources: tuple[str, ...]
+    """Lowercased outlet of each article ('' when unknown)."""
+    stories: tuple[str, ...]
+    """Story id of each article; near-duplicates share one."""
+    title_terms: tuple[frozenset[str], ...]
+    """BM25 terms of each article's title."""
+    copies: dict[str, tuple[int, ...]]
+    """Article positions of every story that has more than one article."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +99,10 @@ class IndexStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._db = self._connect(data_dir / DB_NAME)
         self._check_meta()
-        self._index = self._load_vectors()
+        self._stories = StoryIndex()
+        for article_id, data in self._db.execute("SELECT id, minhash FROM articles"):
+            self._stories.add(article_id, data)
+        self._load_derived()
 
     # --- opening -------------------------------------------------------------------------------------
 
@@ -114,6 +146,57 @@ class IndexStore:
                 f"dimensions) but the service embeds with {self.model_name} ({self.dimension}); "
                 f"{_RECOVER.format(dir=self.data_dir)}, or point RAG_DATA_DIR elsewhere"
             )
+
+    def _load_derived(self) -> None:
+        """FAISS vectors, the catalog and BM25 for the current generation (rebuilt when missing)."""
+        self._index = self._load_vectors()
+        self.catalog = self._build_catalog()
+        folder = self._lexical_path(self._loaded_generation)
+        try:
+            self.lexical = LexicalIndex.load(folder) if folder.exists() else self._build_lexical(persist=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexCorruptError(
+                f"the BM25 index {folder} is unreadable ({exc}); delete it and it is rebuilt from "
+                f"{DB_NAME} at the next start"
+            ) from exc
+        if self.lexical.chunk_ids.size != self.catalog.chunk_ids.size:
+            raise IndexCorruptError(
+                f"the BM25 index {folder} does not match the metadata; delete it to rebuild it"
+            )
+
+    def _build_catalog(self) -> Catalog:
+        articles = self._db.execute(
+            "SELECT id, published_at, source, story_id, title FROM articles ORDER BY id"
+        ).fetchall()
+        stories: dict[str, list[int]] = {}
+        for i, row in enumerate(articles):
+            stories.setdefault(row[3], []).append(i)
+        position = {row[0]: i for i, row in enumerate(articles)}
+        chunks = self._db.execute("SELECT id, article_id FROM chunks ORDER BY id").fetchall()
+        return Catalog(
+            chunk_ids=np.array([c[0] for c in chunks], dtype=np.int64),
+            chunk_article=np.array([position[c[1]] for c in chunks], dtype=np.int64),
+            article_ids=tuple(a[0] for a in articles),
+            published=np.array(
+                [date.fromisoformat(a[1]).toordinal() if a[1] else -1 for a in articles], dtype=np.int64
+            ),
+            sources=tuple((a[2] or "").lower() for a in articles),
+            stories=tuple(a[3] for a in articles),
+            title_terms=tuple(frozenset(t) for t in tokenize([a[4] for a in articles])) if articles else (),
+            copies={story: tuple(members) for story, members in stories.items() if len(members) > 1},
+        )
+
+    def _build_lexical(self, persist: bool) -> LexicalIndex:
+        rows = self._db.execute(
+            "SELECT c.id, a.title, c.text FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.id"
+        ).fetchall()
+        lexical = LexicalIndex.build(
+            np.array([r[0] for r in rows], dtype=np.int64), [passage_text(r[1], r[2]) for r in rows]
+        )
+        if persist:
+            lexical.save(self._lexical_path(self.generation))
+            self._remove_stale("bm25-*", self._lexical_path(self.generation))
+        return lexical
 
     def _load_vectors(self) -> Any:
         self._loaded_generation = self.generation
@@ -224,27 +307,38 @@ class IndexStore:
 
         Articles without a date pass date filters only when ``undated`` is true.
         """
-        clauses: list[str] = []
-        params: list[str] = []
+        return self.catalog.chunk_ids[self.chunk_mask(sources, published_after, published_before, undated)]
+
+    def chunk_mask(
+        self,
+        sources: Sequence[str] | None = None,
+        published_after: date | None = None,
+        published_before: date | None = None,
+        undated: bool = True,
+    ) -> npt.NDArray[np.bool_]:
+        """The filters of ``chunk_ids`` as a boolean mask over ``catalog.chunk_ids``."""
+        catalog = self.catalog
+        allowed = np.ones(len(catalog.article_ids), dtype=bool)
         if sources:
-            clauses.append(f"lower(a.source) IN ({','.join('?' * len(sources))})")
-            params.extend(s.lower() for s in sources)
-        date_clauses = []
-        if published_after:
-            date_clauses.append("a.published_at >= ?")
-            params.append(published_after.isoformat())
-        if published_before:
-            date_clauses.append("a.published_at <= ?")
-            params.append(published_before.isoformat())
-        if date_clauses:
-            dated = " AND ".join(date_clauses)
-            clauses.append(f"(({dated}) OR a.published_at IS NULL)" if undated else f"({dated})")
-        where = " AND ".join(clauses) or "1"
+            wanted = {s.lower() for s in sources}
+            allowed &= np.array([s in wanted for s in catalog.sources], dtype=bool)
+        if published_after or published_before:
+            pub = catalog.published
+            dated = pub >= 0
+            in_range = dated.copy()
+            if published_after:
+                in_range &= pub >= published_after.toordinal()
+            if published_before:
+                in_range &= pub <= published_before.toordinal()
+            allowed &= in_range | (~dated if undated else False)
+        return allowed[catalog.chunk_article]
+
+    def vectors(self, ids: npt.NDArray[np.int64]) -> Vectors:
+        """The stored vectors of chunk ``ids``."""
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT c.id FROM chunks c JOIN articles a ON a.id = c.article_id WHERE {where}", params
-            ).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+            if not ids.size:
+                return np.zeros((0, self.dimension), dtype=np.float32)
+            return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
 
     def search(
         self, query: Vectors, k: int, allowed: npt.NDArray[np.int64] | None = None
@@ -279,8 +373,12 @@ class IndexStore:
                 for item in batch:
                     a = item.article
                     self._db.execute("DELETE FROM articles WHERE id = ?", (a.id,))
+                    self._stories.remove(a.id)
+                    minhash = signature(a.body)
+                    story = self._story_of(a.id, minhash)
+                    self._stories.add(a.id, minhash)
                     self._db.execute(
-                        "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             a.id,
                             a.title,
@@ -292,6 +390,8 @@ class IndexStore:
                             a.content_hash,
                             a.origin,
                             now,
+                            story,
+                            minhash,
                         ),
                     )
                     for draft, vector in zip(item.chunks, item.vectors, strict=True):
@@ -322,6 +422,7 @@ class IndexStore:
                 if not deleted:
                     raise ArticleNotFoundError(f"no article with id {article_id!r}")
                 self._bump_generation()
+            self._stories.remove(article_id)
             self._apply(old, [], [], persist=True)
 
     def close(self) -> None:
@@ -333,20 +434,41 @@ class IndexStore:
         rows = self._db.execute(f"SELECT id FROM chunks WHERE article_id IN ({marks})", article_ids)
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    def _story_of(self, article_id: str, minhash: bytes | None) -> str:
+        """The story of the earliest stored near-duplicate, or a new story named after this article."""
+        similar = [s for s in self._stories.similar(minhash) if s != article_id]
+        if not similar:
+            return article_id
+        marks = ",".join("?" * len(similar))
+        row = self._db.execute(
+            f"SELECT story_id FROM articles WHERE id IN ({marks}) "
+            f"ORDER BY published_at IS NULL, published_at, id LIMIT 1",
+            similar,
+        ).fetchone()
+        return str(row[0]) if row else article_id
+
+    def story_members(self, story_id: str) -> list[str]:
+        """Ids of every stored article of one story."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM articles WHERE story_id = ? ORDER BY id", (story_id,))
+            return [r[0] for r in rows]
+
     def _bump_generation(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
     def flush(self) -> None:
-        """Write the FAISS file for the current generation if it is not on disk yet."""
+        """Write the derived files for the current generation if they are not on disk yet."""
         with self._lock:
             if not self._vectors_path(self.generation).exists():
                 self._write_vectors(self._index)
+            if not self._lexical_path(self.generation).exists():
+                self.lexical = self._build_lexical(persist=True)
 
     def refresh(self) -> None:
         """Pick up writes made by another process (for example `rag ingest` while the API serves)."""
         with self._lock:
             if self.generation != self._loaded_generation:
-                self._index = self._load_vectors()
+                self._load_derived()
 
     def _apply(
         self, removed: npt.NDArray[np.int64], ids: list[int], vectors: list[Vectors], persist: bool
@@ -356,8 +478,10 @@ class IndexStore:
         if ids:
             self._index.add_with_ids(np.vstack(vectors).astype(np.float32), np.array(ids, dtype=np.int64))
         self._loaded_generation = self.generation
+        self.catalog = self._build_catalog()
         if persist:
             self._write_vectors(self._index)
+            self.lexical = self._build_lexical(persist=True)
 
     def _write_vectors(self, index: Any) -> None:
         generation = self.generation
@@ -372,12 +496,22 @@ class IndexStore:
             os.fsync(directory)
         finally:
             os.close(directory)
-        for stale in self.data_dir.glob("vectors-*.faiss"):
-            if stale != target:
+        self._remove_stale("vectors-*.faiss", target)
+
+    def _remove_stale(self, pattern: str, keep: Path) -> None:
+        for stale in self.data_dir.glob(pattern):
+            if stale == keep:
+                continue
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
                 stale.unlink(missing_ok=True)
 
     def _vectors_path(self, generation: int) -> Path:
         return self.data_dir / f"vectors-{generation}.faiss"
+
+    def _lexical_path(self, generation: int) -> Path:
+        return self.data_dir / f"bm25-{generation}"
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -11,7 +11,8 @@ from index.errors import QuestionError
 from index.store import IndexStore
 from rag.compose import ExtractiveComposer
 from rag.records import Answer, Filters, Hit, Question
-from rag.retrieve import DenseRetriever, Retriever
+from rag.rank import LinearRanker
+from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
 # Chosen from data with evals/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
@@ -38,7 +39,7 @@ class Answerer:
         self.store = store
         self.embedder = embedder
         self.settings = settings
-        self.retriever = retriever or DenseRetriever(store, embedder)
+        self.retriever = retriever or NewsRetriever(store, LinearRanker.load())
         self.composer = composer or ExtractiveComposer(embedder)
         self.abstain_below = abstain_below
 

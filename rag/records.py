@@ -36,6 +36,8 @@ class Hit:
     score: float
     chunk: Chunk
     article: Article
+    also_reported: tuple[Article, ...] = ()
+    """Near-duplicate copies of the same story (syndicated or updated), collapsed into this hit."""
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def test_default_chunks_fit_the_models_256_word_piece_window(
     embedder: PackagedEmbedder, tiktoken_dir: Path
 ) -> None:
     from index.config import DEFAULT_CHUNK_OVERLAP_TOKENS, DEFAULT_CHUNK_TOKENS
-    from index.ingest import passage_text
+    from index.chunk import passage_text
 
     tokenizer = embedder._model.tokenizer
     chunker = Chunker(encoding(tiktoken_dir), DEFAULT_CHUNK_TOKENS, DEFAULT_CHUNK_OVERLAP_TOKENS)

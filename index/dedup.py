@@ -1,0 +1,62 @@
+"""Near-duplicate stories: MinHash signatures of word shingles, grouped with an LSH index (datasketch).
+
+Syndicated copies and lightly updated versions of one story share most 3-word shingles; a Jaccard
+similarity estimate of at least ``THRESHOLD`` puts two articles in the same story.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+NUM_PERM = 64
+THRESHOLD = 0.7
+SHINGLE_WORDS = 3
+MIN_WORDS = 12
+_WORD = re.compile(r"\w+")
+_SCHEME = "affine32"
+
+
+def signature(text: str) -> bytes | None:
+    """The MinHash signature of ``text`` as bytes, or None when the text is too short to compare."""
+    words = _WORD.findall(text.casefold())
+    if len(words) < MIN_WORDS:
+        return None
+    shingles = {
+        " ".join(words[i : i + SHINGLE_WORDS]).encode() for i in range(len(words) - SHINGLE_WORDS + 1)
+    }
+    minhash = MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME)
+    minhash.update_batch(list(shingles))
+    return bytes(minhash.hashvalues.astype(np.uint32).tobytes())
+
+
+def _minhash(data: bytes) -> MinHash:
+    return MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME, hashvalues=np.frombuffer(data, dtype=np.uint32))
+
+
+class StoryIndex:
+    """Which stored articles are near-duplicates of a new one."""
+
+    def __init__(self) -> None:
+        self._lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+        self._keys: set[str] = set()
+
+    def add(self, article_id: str, data: bytes | None) -> None:
+        if data is None:
+            return
+        self.remove(article_id)
+        self._lsh.insert(article_id, _minhash(data))
+        self._keys.add(article_id)
+
+    def remove(self, article_id: str) -> None:
+        if article_id in self._keys:
+            self._lsh.remove(article_id)
+            self._keys.discard(article_id)
+
+    def similar(self, data: bytes | None) -> list[str]:
+        """Ids of stored articles whose estimated Jaccard similarity passes the threshold."""
+        if data is None:
+            return []
+        return sorted(self._lsh.query(_minhash(data)))
