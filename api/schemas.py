@@ -39,6 +39,16 @@ class CitationOut(msgspec.Struct):
     span: SpanOut
 
 
+class CopyOut(msgspec.Struct):
+    """Another outlet's (or a later) copy of the same story."""
+
+    article_id: str
+    title: str
+    source: str | None
+    url: str | None
+    published_at: date | None
+
+
 class PassageOut(msgspec.Struct):
     rank: int
     score: float
@@ -50,6 +60,7 @@ class PassageOut(msgspec.Struct):
     chunk_id: int
     text: str
     span: SpanOut
+    also_reported: list[CopyOut]
 
 
 class AnswerOut(msgspec.Struct):
@@ -113,6 +124,7 @@ def passage_out(h: Hit) -> PassageOut:
         chunk_id=h.chunk.id,
         text=h.chunk.text,
         span=SpanOut(h.chunk.span.start, h.chunk.span.end),
+        also_reported=[CopyOut(c.id, c.headline, c.source, c.url, c.published_at) for c in h.also_reported],
     )
 
 

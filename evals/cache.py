@@ -46,10 +46,17 @@ def cached_answerer(
             shutil.rmtree(folder)  # an interrupted build: start over rather than trust it
         store = open_store(settings, embedder)
         report = make_ingestor(settings, store, embedder).ingest(load_paths([corpus]), progress=progress)
-        if report.failed:
+        if not (report.added or report.replaced):
             store.close()
             shutil.rmtree(folder)
-            raise DatasetError(f"{corpus}: {len(report.failed)} records failed: {report.failed[:3]}")
+            raise DatasetError(f"{corpus}: no record could be ingested: {report.failed[:3]}")
+        (folder / "REJECTED").write_text("".join(f"{line}\n" for line in report.failed))
         done.write_text(key)
         store.close()
     return Answerer(open_store(settings, embedder), embedder, settings)
+
+
+def rejected_records(corpus: Path, base: Settings) -> list[str]:
+    """Messages for the corpus records that the cached index for ``corpus`` could not ingest."""
+    path = base.eval_cache_dir / index_key(corpus, base) / "REJECTED"
+    return path.read_text().splitlines() if path.exists() else []

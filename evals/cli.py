@@ -34,6 +34,13 @@ def add_eval_command(commands: Any) -> None:
         help="only the tune or the check half of the questions (evals/split.py); the ranker and thresholds "
         "were fitted on tune",
     )
+    parser.add_argument(
+        "--stage",
+        choices=["full", "hybrid", "dense"],
+        default="full",
+        help="retrieval stage (evals/stages.py): full is what the API serves; hybrid is dense+BM25 fused "
+        "by RRF; dense is plain dense search with the as_of cap",
+    )
     parser.add_argument("--k", type=int, default=10, help="documents retrieved per question (default 10)")
     parser.add_argument("--baselines", action="store_true", help="also score BM25 and plain dense search")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, summary.md, ...")
@@ -91,9 +98,14 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         dataset = Dataset(dataset.name, dataset.corpus, tuple(q for q in dataset.questions if q.id in keep))
     progress = False if args.quiet else None
     embedder = PackagedEmbedder()
-    answerer = cached_answerer(dataset.corpus, settings, embedder, progress)
+    from evals.stages import staged
+
+    answerer = staged(cached_answerer(dataset.corpus, settings, embedder, progress), args.stage)
     evaluation = evaluate_dataset(answerer, dataset, args.k, args.limit, args.baselines, progress)
     metrics = evaluation.metrics
+    from evals.cache import rejected_records
+
+    metrics["corpus_rejected"] = rejected_records(dataset.corpus, settings)
     checks = []
     for metric, minimum in minimums:
         value = metrics.get(metric)

@@ -9,10 +9,30 @@ import tiktoken
 from index.records import Article, Span
 from index.sentences import split_sentences
 
+_SLUG_NOISE = frozenset(
+    ["index", "html", "htm", "cnn", "intl", "spt", "vpx", "nr", "sot", "ovn", "contd", "hnk", "gbr", "trnd"]
+)
 
-def passage_text(title: str, chunk_text: str) -> str:
-    """What is indexed for a chunk: the headline gives the chunk its topic when the text alone does not."""
-    return f"{title}\n{chunk_text}" if title else chunk_text
+
+def url_topic(url: str | None) -> str:
+    """Words of the most descriptive path segment of a URL (``/2022/06/15/business/ford-recall/index.html``
+    gives "ford recall"): many news records carry no title, but their address names the story."""
+    if not url:
+        return ""
+    path = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+    segments = [
+        s.rsplit(".", 1)[0] if s.endswith((".html", ".htm", ".cnn")) else s for s in path.split("/")[1:]
+    ]
+    best = max(segments, key=lambda s: s.count("-"), default="")
+    words = [w for w in best.replace("_", "-").split("-") if w and w.lower() not in _SLUG_NOISE]
+    return " ".join(words) if len(words) >= 2 else ""
+
+
+def passage_text(title: str, chunk_text: str, url: str | None = None) -> str:
+    """What is indexed for a chunk: the headline (or, without one, the words of the URL) gives the chunk
+    its topic when the text alone does not."""
+    topic = title or url_topic(url)
+    return f"{topic}\n{chunk_text}" if topic else chunk_text
 
 
 @dataclass(frozen=True)

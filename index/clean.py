@@ -3,8 +3,8 @@
 Rules, each one cheap to check by eye:
 - inline HTML is reduced to its text (entities decoded, tags dropped, block tags become line breaks);
 - lines equal to the title are dropped (pages often repeat the headline above the text);
-- known page furniture ("Leave a review", "Follow us on social networks", "Advertisement", ...) is dropped
-  wherever it stands;
+- known page furniture ("Leave a review", "Follow us on social networks", "Advertisement", newsletter
+  promotions, an ad-feedback widget, ...) is dropped wherever it stands;
 - a bare dateline such as "CNN —" at the top is dropped;
 - the tail is trimmed: after the last line that ends like a sentence, short lines that do not
   (related-article links, section names, sharing prompts, in any language) are dropped.
@@ -21,7 +21,11 @@ _FURNITURE = re.compile(
     r"^(leave a (review|comment|reply)|follow us( on [\w\s]+)?|news ?line|advertisement"
     r"|share( this)?( article| story)?|read more|related( articles?| news| stories)?|subscribe( now)?"
     r"|sign up( for [\w\s]+)?"
-    r"|comments?|print|email|tags?:.*|ad feedback)\W*$",
+    r"|comments?|print|email|tags?:.*|ad feedback"
+    # CNN's ad-feedback widget, captured instead of the text on video pages:
+    r"|\d+\. how relevant is this ad to you\?|video player was slow to load content.*"
+    # newsletter promotions:
+    r"|(get|sign up for) .{0,60}newsletter.*)\W*$",
     re.IGNORECASE,
 )
 _DATELINE = re.compile(r"^[A-Z][\w .,&'-]{0,40}\s[—–-]+$")

@@ -67,7 +67,7 @@ class Ingestor:
                 continue
             (added if stored is None else replaced).append(article.id)
             drafts = self._chunker.chunk(article)
-            texts.extend(passage_text(article.title, d.text) for d in drafts)
+            texts.extend(passage_text(article.title, d.text, article.url) for d in drafts)
             planned.append((article, drafts))
         pending.clear()
         if not planned:

@@ -188,10 +188,11 @@ class IndexStore:
 
     def _build_lexical(self, persist: bool) -> LexicalIndex:
         rows = self._db.execute(
-            "SELECT c.id, a.title, c.text FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.id"
+            "SELECT c.id, a.title, c.text, a.url FROM chunks c JOIN articles a ON a.id = c.article_id "
+            "ORDER BY c.id"
         ).fetchall()
         lexical = LexicalIndex.build(
-            np.array([r[0] for r in rows], dtype=np.int64), [passage_text(r[1], r[2]) for r in rows]
+            np.array([r[0] for r in rows], dtype=np.int64), [passage_text(r[1], r[2], r[3]) for r in rows]
         )
         if persist:
             lexical.save(self._lexical_path(self.generation))

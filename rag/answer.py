@@ -10,8 +10,8 @@ from index.embed import Embedder
 from index.errors import QuestionError
 from index.store import IndexStore
 from rag.compose import ExtractiveComposer
-from rag.records import Answer, Filters, Hit, Question
 from rag.rank import LinearRanker
+from rag.records import Answer, Filters, Hit, Question
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
@@ -93,7 +93,7 @@ class Answerer:
             question.text, vector, question.top_k, question.filters, question.as_of
         )
         lap("retrieve")
-        best = hits[0].score if hits else float("-inf")
+        best = max((h.similarity for h in hits), default=float("-inf"))
         if best < self.abstain_below:
             citations = self.composer.closest(vector, hits[:_CLOSEST], _CLOSEST)
             text = ABSTAIN_TEXT

@@ -109,7 +109,7 @@ class ExtractiveComposer:
         similarity = vectors @ query_vector.reshape(-1)
         weight = self.sentence_weight
         scored = [
-            _Candidate(hit, span, text, float(weight * sim + (1 - weight) * hit.score), vector)
+            _Candidate(hit, span, text, float(weight * sim + (1 - weight) * hit.similarity), vector)
             for (hit, span, text), sim, vector in zip(found, similarity, vectors, strict=True)
         ]
         scored.sort(key=lambda c: -c.score)

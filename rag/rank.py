@@ -50,6 +50,7 @@ class CandidateSignals:
     bm25_rank: int
     title_overlap: float
     age_days: int | None
+    """Days from the period the question names (from the day it is asked when it names none)."""
     in_period: bool
 
 

@@ -34,8 +34,11 @@ class Hit:
 
     rank: int
     score: float
+    """The ranker's score: comparable within one result list only."""
     chunk: Chunk
     article: Article
+    similarity: float
+    """Cosine between the question and this passage: comparable across questions (used to abstain)."""
     also_reported: tuple[Article, ...] = ()
     """Near-duplicate copies of the same story (syndicated or updated), collapsed into this hit."""
 

@@ -56,8 +56,8 @@ def test_an_over_long_sentence_is_cut_at_words(chunker: Chunker) -> None:
 def test_default_chunks_fit_the_models_256_word_piece_window(
     embedder: PackagedEmbedder, tiktoken_dir: Path
 ) -> None:
-    from index.config import DEFAULT_CHUNK_OVERLAP_TOKENS, DEFAULT_CHUNK_TOKENS
     from index.chunk import passage_text
+    from index.config import DEFAULT_CHUNK_OVERLAP_TOKENS, DEFAULT_CHUNK_TOKENS
 
     tokenizer = embedder._model.tokenizer
     chunker = Chunker(encoding(tiktoken_dir), DEFAULT_CHUNK_TOKENS, DEFAULT_CHUNK_OVERLAP_TOKENS)

@@ -1,0 +1,44 @@
+"""Retrieval stages, from the plain dense search of the first version to the full news retriever.
+
+Each stage is the production code with fewer parts switched on (``RetrievalConfig``, a ranker), so the
+ablation measures what each part adds. ``full`` is what the API serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from rag import Answerer
+from rag.rank import FusionRanker, LinearRanker
+from rag.retrieve import DenseRetriever, NewsRetriever, RetrievalConfig, Retriever
+
+FULL = RetrievalConfig()
+STAGES: dict[str, Callable[[Answerer], Retriever]] = {
+    "dense": lambda a: DenseRetriever(a.store, a.embedder),
+    "hybrid": lambda a: NewsRetriever(
+        a.store, FusionRanker(), RetrievalConfig(time=False, collapse_stories=False)
+    ),
+    "full": lambda a: NewsRetriever(a.store, LinearRanker.load(), FULL),
+}
+"""Stages that need no training: `rag eval --stage NAME`."""
+
+
+def with_retriever(answerer: Answerer, retriever: Retriever) -> Answerer:
+    """The same index, model and composer, answering through ``retriever``."""
+    return Answerer(
+        answerer.store,
+        answerer.embedder,
+        answerer.settings,
+        retriever=retriever,
+        composer=answerer.composer,
+        abstain_below=answerer.abstain_below,
+    )
+
+
+def staged(answerer: Answerer, stage: str) -> Answerer:
+    return with_retriever(answerer, STAGES[stage](answerer))
+
+
+def no_collapse() -> RetrievalConfig:
+    return replace(FULL, collapse_stories=False)
