@@ -156,13 +156,15 @@ def significance(
         ids = sorted(per_question)
         if not ids:
             continue
-        a = np.array([baseline[metric][i] for i in ids])
-        b = np.array([per_question[i] for i in ids])
+        # Scores scaled to integers: the test compares permuted mean differences with the observed one,
+        # and float rounding would otherwise make equal differences look smaller (p = 0 for ties).
+        a = np.round(np.array([baseline[metric][i] for i in ids]) * 1e6)
+        b = np.round(np.array([per_question[i] for i in ids]) * 1e6)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             p_value, _ = fisher_randomization_test(a, b, PERMUTATIONS, SIGNIFICANCE_LEVEL, 42)
         result[metric] = {
-            "difference": round(float(b.mean() - a.mean()), 4),
+            "difference": round(float(b.mean() - a.mean()) / 1e6, 4),
             "p_value": round(float(p_value), 4),
             "significant": bool(p_value <= SIGNIFICANCE_LEVEL),
         }

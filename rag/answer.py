@@ -95,7 +95,7 @@ class Answerer:
         lap("retrieve")
         best = max((h.similarity for h in hits), default=float("-inf"))
         if best < self.abstain_below:
-            citations = self.composer.closest(vector, hits[:_CLOSEST], _CLOSEST)
+            citations = self.composer.closest(question.text, vector, hits[:_CLOSEST], _CLOSEST)
             text = ABSTAIN_TEXT
             if citations:
                 listed = "; ".join(f"{c.title} [{c.n}]" for c in citations)
@@ -103,7 +103,7 @@ class Answerer:
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
             return Answer(text, True, citations, tuple(hits), timings)
-        composition = self.composer.compose(vector, hits[:DEFAULT_COMPOSE_PASSAGES])
+        composition = self.composer.compose(question.text, vector, hits[:DEFAULT_COMPOSE_PASSAGES])
         lap("compose")
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         return Answer(composition.text, False, composition.citations, tuple(hits), timings)

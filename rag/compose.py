@@ -1,7 +1,8 @@
 """Retrieved passages to a short answer made only of verbatim, cited sentences. No language model.
 
 Every sentence of every retrieved passage is a candidate. A candidate's score mixes how close the
-sentence is to the question (cosine of the packaged bi-encoder) with how well its passage was ranked.
+sentence is to the question (cosine of the packaged bi-encoder), the share of the question's words it
+contains (stemmed, no stopwords), and how high its passage was ranked.
 The best few candidates within a margin of the top one are kept, near-repeats dropped, and they are
 read out grouped by article (best article first) in the order they stand in the article.
 """
@@ -16,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from index.embed import Embedder, Vectors
+from index.lexical import tokenize
 from index.records import Span
 from index.sentences import split_sentences
 from rag.records import Citation, Hit
@@ -23,7 +25,9 @@ from rag.records import Citation, Hit
 DEFAULT_MAX_SENTENCES = 3
 DEFAULT_MARGIN = 0.12
 DEFAULT_REPEAT_COSINE = 0.9
-DEFAULT_SENTENCE_WEIGHT = 0.7
+DEFAULT_SENTENCE_WEIGHT = 0.4
+DEFAULT_LEXICAL_WEIGHT = 0.4
+DEFAULT_RANK_WEIGHT = 0.2
 DEFAULT_MIN_SENTENCE_CHARS = 25
 _CACHE_SIZE = 20_000
 
@@ -40,7 +44,7 @@ class Composition:
 class AnswerComposer(Protocol):
     """Builds a cited answer from retrieved passages."""
 
-    def compose(self, query_vector: Vectors, hits: list[Hit]) -> Composition: ...
+    def compose(self, query: str, query_vector: Vectors, hits: list[Hit]) -> Composition: ...
 
 
 @dataclass(frozen=True)
@@ -62,17 +66,21 @@ class ExtractiveComposer:
         margin: float = DEFAULT_MARGIN,
         repeat_cosine: float = DEFAULT_REPEAT_COSINE,
         sentence_weight: float = DEFAULT_SENTENCE_WEIGHT,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+        rank_weight: float = DEFAULT_RANK_WEIGHT,
     ) -> None:
         self._embedder = embedder
         self.max_sentences = max_sentences
         self.margin = margin
         self.repeat_cosine = repeat_cosine
         self.sentence_weight = sentence_weight
+        self.lexical_weight = lexical_weight
+        self.rank_weight = rank_weight
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_lock = threading.Lock()
 
-    def compose(self, query_vector: Vectors, hits: list[Hit]) -> Composition:
-        candidates = self.candidates(query_vector, hits)
+    def compose(self, query: str, query_vector: Vectors, hits: list[Hit]) -> Composition:
+        candidates = self.candidates(query, query_vector, hits)
         if not candidates:
             return Composition("", (), 0.0)
         chosen = self._select(candidates)
@@ -82,14 +90,16 @@ class ExtractiveComposer:
         text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
         return Composition(text, citations, candidates[0].score)
 
-    def closest(self, query_vector: Vectors, hits: list[Hit], articles: int) -> tuple[Citation, ...]:
+    def closest(
+        self, query: str, query_vector: Vectors, hits: list[Hit], articles: int
+    ) -> tuple[Citation, ...]:
         """The best sentence of each of the first ``articles`` distinct articles (used when abstaining)."""
         best: dict[str, _Candidate] = {}
-        for candidate in self.candidates(query_vector, hits):
+        for candidate in self.candidates(query, query_vector, hits):
             best.setdefault(candidate.hit.article.id, candidate)
         return tuple(_citation(n, c) for n, c in enumerate(list(best.values())[:articles], start=1))
 
-    def candidates(self, query_vector: Vectors, hits: list[Hit]) -> list[_Candidate]:
+    def candidates(self, query: str, query_vector: Vectors, hits: list[Hit]) -> list[_Candidate]:
         """Every distinct sentence of the hits, best first."""
         seen: set[tuple[str, int]] = set()
         found: list[tuple[Hit, Span, str]] = []
@@ -107,11 +117,19 @@ class ExtractiveComposer:
             return []
         vectors = self._embed([text for _, _, text in found])
         similarity = vectors @ query_vector.reshape(-1)
-        weight = self.sentence_weight
-        scored = [
-            _Candidate(hit, span, text, float(weight * sim + (1 - weight) * hit.similarity), vector)
-            for (hit, span, text), sim, vector in zip(found, similarity, vectors, strict=True)
-        ]
+        query_terms = set(tokenize([query])[0])
+        sentence_terms = tokenize([text for _, _, text in found])
+        scored = []
+        for (hit, span, text), sim, vector, terms in zip(
+            found, similarity, vectors, sentence_terms, strict=True
+        ):
+            overlap = len(query_terms & set(terms)) / len(query_terms) if query_terms else 0.0
+            score = (
+                self.sentence_weight * float(sim)
+                + self.lexical_weight * overlap
+                + self.rank_weight / hit.rank
+            )
+            scored.append(_Candidate(hit, span, text, score, vector))
         scored.sort(key=lambda c: -c.score)
         return scored
 

@@ -1,0 +1,127 @@
+"""Ablation: what each retrieval stage adds, on the check half of the dev questions (never tuned on).
+
+Stages, each the production code with more switched on:
+  1. plain dense      FAISS top chunks for the question, no dates (the "dense" baseline)
+  2. + as_of cap      nothing published after the day asked (DenseRetriever, the first version)
+  3. + BM25, RRF      dense and BM25 candidates fused by reciprocal rank (NewsRetriever, no time)
+  4. + learned ranker text features only, trained here on the tune half
+  5. + time           period and recent-window candidates, date features (the served ranker)
+  6. + stories        near-duplicate copies collapsed (what the API serves)
+Each row's p is Fisher's paired randomization test against the row above. Latency is embedding plus
+retrieval per question, in this run, with its ratio to plain dense search.
+
+    python -m evals.ablation evals/datasets/realtimeqa-briefs evals/datasets/realtimeqa-articles
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from evals.cache import cached_answerer
+from evals.data import EvalQuestion, load_dataset
+from evals.harness import mean_scores, ranking_of, retrieval_scores, significance
+from evals.split import in_tune_half
+from evals.train_ranker import fit, training_rows
+from index import PackagedEmbedder
+from index.config import Settings
+from rag import Answerer, Filters
+from rag.rank import TEXT_FEATURES, FusionRanker, LinearRanker
+from rag.retrieve import DenseRetriever, NewsRetriever, RetrievalConfig, Retriever
+
+METRICS = ("hit@1", "hit@5", "hit@10", "mrr@10")
+
+
+def _plain_dense(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
+    vector = answerer.embedder.embed([q.question])[0]
+    found = answerer.store.search(vector, k * 4)
+    chunks = answerer.store.chunks([i for i, _ in found])
+    return list(dict.fromkeys(c.article_id for c in chunks))[:k]
+
+
+def _through(retriever: Retriever) -> Callable[[Answerer, EvalQuestion, int], list[str]]:
+    def rank(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
+        vector = answerer.embedder.embed([q.question])[0]
+        return list(ranking_of(retriever.retrieve(q.question, vector, k, Filters(), q.asked_on)))
+
+    return rank
+
+
+def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, Callable[..., list[str]]]]:
+    store, full = answerer.store, RetrievalConfig()
+    text_only = replace(full, time=False, collapse_stories=False)
+    rows, labels, _ = training_rows(answerer, tune, text_only)
+    text_ranker = fit(rows, labels, TEXT_FEATURES)
+    served = LinearRanker.load()
+    return [
+        ("plain dense", _plain_dense),
+        ("+ as_of cap", _through(DenseRetriever(store, answerer.embedder))),
+        ("+ BM25, RRF", _through(NewsRetriever(store, FusionRanker(), text_only))),
+        ("+ learned ranker (text)", _through(NewsRetriever(store, text_ranker, text_only))),
+        ("+ time", _through(NewsRetriever(store, served, replace(full, collapse_stories=False)))),
+        ("+ stories (served)", _through(NewsRetriever(store, served, full))),
+    ]
+
+
+def run(folder: Path, settings: Settings, embedder: PackagedEmbedder, k: int) -> list[str]:
+    dataset = load_dataset(folder)
+    answerer = cached_answerer(dataset.corpus, settings, embedder)
+    answerable = [q for q in dataset.questions if q.answerable]
+    tune = [q for q in answerable if in_tune_half(q.id)]
+    check = [q for q in answerable if not in_tune_half(q.id)]
+    lines = [
+        f"### {dataset.name}: check half, {len(check)} questions",
+        "",
+        "| stage | hit@1 | hit@5 | hit@10 | mrr@10 | Δ hit@1 vs above (p) | Δ mrr@10 vs above (p) "
+        "| latency p50 / p95 ms | × plain dense (p50) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    previous = None
+    dense_p50 = 0.0
+    for name, rank in stages(answerer, tune):
+        rankings, times = {}, []
+        for q in check:
+            started = time.perf_counter()
+            rankings[q.id] = rank(answerer, q, k)
+            times.append((time.perf_counter() - started) * 1000)
+        scores = retrieval_scores(check, rankings, name)
+        means = mean_scores(scores)
+        p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
+        dense_p50 = dense_p50 or p50
+        cells = [f"{means[m]:.3f}" for m in METRICS]
+        for metric in ("hit@1", "mrr@10"):
+            if previous is None:
+                cells.append("")
+            else:
+                test = significance(scores, previous)[metric]
+                cells.append(f"{test['difference']:+.3f} (p={test['p_value']:.3f})")
+        cells.append(f"{p50:.1f} / {p95:.1f}")
+        cells.append(f"{p50 / dense_p50:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        previous = scores
+        print(lines[-1], file=sys.stderr)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("datasets", nargs="+", type=Path)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args(argv)
+    settings, embedder = Settings.from_env(), PackagedEmbedder()
+    embedder.embed(["warm up"])
+    for folder in args.datasets:
+        print("\n".join(run(folder, settings, embedder, args.k)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
