@@ -40,13 +40,13 @@ eval-gate: $(STAMP)
 	  --min hit@1=0.99 --min mrr@10=0.99 --min answer_accuracy=0.75 --min citation_precision=0.95 \
 	  --min citation_recall=0.9 --min groundedness=1.0 --min abstention_f1=0.8
 	$(EVAL) evals/datasets/realtimeqa-articles --baselines --report $(GATE_REPORTS)/articles \
-	  --min hit@1=0.81 --min hit@5=0.92 --min hit@10=0.92 --min mrr@10=0.86 --min ndcg@10=0.87 \
-	  --min recall@10=0.91 --min answer_accuracy=0.44 --min citation_precision=0.72 \
-	  --min citation_recall=0.87 --min groundedness=1.0
+	  --min hit@1=0.92 --min hit@5=0.92 --min hit@10=0.92 --min mrr@10=0.92 --min ndcg@10=0.92 \
+	  --min recall@10=0.92 --min answer_accuracy=0.47 --min citation_precision=0.84 \
+	  --min citation_recall=0.91 --min groundedness=1.0
 	$(EVAL) evals/datasets/realtimeqa-briefs --sample 500 --baselines --report $(GATE_REPORTS)/briefs \
-	  --min hit@1=0.62 --min hit@5=0.84 --min hit@10=0.91 --min mrr@10=0.72 --min ndcg@10=0.77 \
-	  --min recall@10=0.91 --min answer_accuracy=0.47 --min citation_precision=0.41 \
-	  --min citation_recall=0.75 --min groundedness=1.0
+	  --min hit@1=0.94 --min hit@5=0.99 --min hit@10=0.99 --min mrr@10=0.96 --min ndcg@10=0.97 \
+	  --min recall@10=0.99 --min answer_accuracy=0.54 --min citation_precision=0.76 \
+	  --min citation_recall=0.91 --min groundedness=1.0
 
 clean:
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache

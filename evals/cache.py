@@ -13,6 +13,8 @@ from rag import Answerer
 
 _INDEX_CODE = (
     "clean.py",
+    "lexical.py",
+    "dedup.py",
     "load.py",
     "sentences.py",
     "chunk.py",

@@ -53,6 +53,7 @@ def test_ask_returns_a_cited_answer(client: TestClient[Litestar]) -> None:
     assert set(first) == {"n", "article_id", "title", "source", "url", "published_at", "quote", "span"}
     assert first["quote"] in body["answer"]
     assert body["passages"][0]["article_id"] == SEED_ID
+    assert body["passages"][0]["also_reported"] == []
     assert set(body["timings_ms"]) == {"embed", "retrieve", "compose", "total"}
 
 
