@@ -158,8 +158,9 @@ class NewsRetriever:
         candidate_ids = self._dense_candidates(query_vector, mask)
         lexical = np.zeros(catalog.chunk_ids.size, dtype=np.float32)
         if config.hybrid:
-            lexical = store.lexical.scores(query)
-            if lexical.size == catalog.chunk_ids.size:
+            index = store.lexical
+            lexical = index.scores(query)
+            if np.array_equal(index.chunk_ids, catalog.chunk_ids):
                 masked = np.where(mask, lexical, 0.0)
                 top = np.argsort(-masked)[: config.candidates]
                 candidate_ids |= {int(catalog.chunk_ids[i]) for i in top if masked[i] > 0}
