@@ -10,7 +10,8 @@ from tqdm import tqdm
 from index.chunk import ChunkDraft, Chunker, passage_text
 from index.embed import Embedder
 from index.errors import ArticleError
-from index.records import Article, IngestReport
+from index.records import Article, IngestReport, Span
+from index.sentences import split_sentences
 from index.store import ArticleWrite, IndexStore
 
 DEFAULT_BATCH_ARTICLES = 64
@@ -58,7 +59,7 @@ class Ingestor:
     def _flush_batch(
         self, pending: dict[str, Article], added: list[str], replaced: list[str], unchanged: list[str]
     ) -> None:
-        planned: list[tuple[Article, list[ChunkDraft]]] = []
+        planned: list[tuple[Article, list[ChunkDraft], list[Span]]] = []
         texts: list[str] = []
         for article in pending.values():
             stored = self._store.content_hash(article.id)
@@ -67,14 +68,20 @@ class Ingestor:
                 continue
             (added if stored is None else replaced).append(article.id)
             drafts = self._chunker.chunk(article)
+            sentences = split_sentences(article.body)
             texts.extend(passage_text(article.title, d.text, article.url) for d in drafts)
-            planned.append((article, drafts))
+            texts.extend(article.body[s.start : s.end] for s in sentences)
+            planned.append((article, drafts, sentences))
         pending.clear()
         if not planned:
             return
         vectors = self._embedder.embed(texts)
         writes, offset = [], 0
-        for article, drafts in planned:
-            writes.append(ArticleWrite(article, drafts, vectors[offset : offset + len(drafts)]))
-            offset += len(drafts)
+        for article, drafts, sentences in planned:
+            middle = offset + len(drafts)
+            end = middle + len(sentences)
+            writes.append(
+                ArticleWrite(article, drafts, vectors[offset:middle], sentences, vectors[middle:end])
+            )
+            offset = end
         self._store.write(writes, persist=False)

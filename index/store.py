@@ -36,7 +36,7 @@ from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchE
 from index.lexical import LexicalIndex, tokenize
 from index.records import Article, Chunk, Span
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 DB_NAME = "meta.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL, n_tokens INTEGER NOT NULL, vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_article ON chunks(article_id);
+CREATE TABLE IF NOT EXISTS sentences (
+    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (article_id, start)
+);
 CREATE INDEX IF NOT EXISTS articles_published ON articles(published_at);
 """
 _RECOVER = "delete the folder {dir} and run `rag ingest` again to rebuild it"
@@ -80,11 +85,14 @@ class Catalog:
 
 @dataclass(frozen=True)
 class ArticleWrite:
-    """One article with its chunks and their vectors, ready to store."""
+    """One article with its chunks and sentences and their vectors, ready to store."""
 
     article: Article
     chunks: Sequence[ChunkDraft]
     vectors: Vectors
+    sentences: Sequence[Span] = ()
+    sentence_vectors: Vectors | None = None
+    """Vectors of ``sentences``, kept so answers need not embed sentences at query time."""
 
 
 class IndexStore:
@@ -334,6 +342,23 @@ class IndexStore:
             allowed &= in_range | (~dated if undated else False)
         return allowed[catalog.chunk_article]
 
+    def sentence_vectors(self, article_id: str, spans: Sequence[Span]) -> dict[Span, Vectors]:
+        """Stored vectors of the given sentence spans of one article (those that were stored)."""
+        if not spans:
+            return {}
+        wanted = {span.start: span for span in spans}
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(
+                f'SELECT start, "end", vector FROM sentences WHERE article_id = ? AND start IN ({marks})',
+                [article_id, *wanted],
+            ).fetchall()
+        return {
+            wanted[start]: np.frombuffer(vector, dtype=np.float32)
+            for start, end, vector in rows
+            if wanted[start].end == end
+        }
+
     def vectors(self, ids: npt.NDArray[np.int64]) -> Vectors:
         """The stored vectors of chunk ``ids``."""
         with self._lock:
@@ -411,6 +436,15 @@ class IndexStore:
                         )
                         new_ids.append(int(cursor.lastrowid or 0))
                     new_vectors.append(item.vectors)
+                    if item.sentence_vectors is not None:
+                        self._db.executemany(
+                            'INSERT OR REPLACE INTO sentences (article_id, start, "end", vector) '
+                            "VALUES (?, ?, ?, ?)",
+                            [
+                                (a.id, span.start, span.end, np.asarray(v, dtype=np.float32).tobytes())
+                                for span, v in zip(item.sentences, item.sentence_vectors, strict=True)
+                            ],
+                        )
                 self._bump_generation()
             self._apply(old, new_ids, new_vectors, persist)
 

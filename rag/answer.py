@@ -40,7 +40,7 @@ class Answerer:
         self.embedder = embedder
         self.settings = settings
         self.retriever = retriever or NewsRetriever(store, LinearRanker.load())
-        self.composer = composer or ExtractiveComposer(embedder)
+        self.composer = composer or ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
         self.abstain_below = abstain_below
 
     def question(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,10 @@ DEFAULT_LEXICAL_WEIGHT = 0.4
 DEFAULT_RANK_WEIGHT = 0.2
 DEFAULT_MIN_SENTENCE_CHARS = 25
 _CACHE_SIZE = 20_000
+
+
+SentenceVectors = Callable[[str, Sequence[Span]], dict[Span, Vectors]]
+"""(article id, sentence spans) to the vectors stored for those spans."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,12 @@ class ExtractiveComposer:
         sentence_weight: float = DEFAULT_SENTENCE_WEIGHT,
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         rank_weight: float = DEFAULT_RANK_WEIGHT,
+        stored_vectors: SentenceVectors | None = None,
     ) -> None:
+        """``stored_vectors`` looks up sentence vectors computed at ingest; sentences it lacks are
+        embedded here (and cached)."""
         self._embedder = embedder
+        self._stored = stored_vectors
         self.max_sentences = max_sentences
         self.margin = margin
         self.repeat_cosine = repeat_cosine
@@ -115,7 +124,7 @@ class ExtractiveComposer:
                 found.append((hit, span, text))
         if not found:
             return []
-        vectors = self._embed([text for _, _, text in found])
+        vectors = self._vectors(found)
         similarity = vectors @ query_vector.reshape(-1)
         query_terms = set(tokenize([query])[0])
         sentence_terms = tokenize([text for _, _, text in found])
@@ -143,6 +152,22 @@ class ExtractiveComposer:
                 continue
             chosen.append(candidate)
         return chosen
+
+    def _vectors(self, found: list[tuple[Hit, Span, str]]) -> Vectors:
+        stored: dict[tuple[str, Span], Vectors] = {}
+        if self._stored is not None:
+            by_article: dict[str, list[Span]] = {}
+            for hit, span, _ in found:
+                by_article.setdefault(hit.article.id, []).append(span)
+            for article_id, spans in by_article.items():
+                for span, vector in self._stored(article_id, spans).items():
+                    stored[(article_id, span)] = vector
+        missing = [text for hit, span, text in found if (hit.article.id, span) not in stored]
+        embedded = dict(zip(missing, self._embed(missing), strict=True)) if missing else {}
+        rows = [
+            stored[(h.article.id, s)] if (h.article.id, s) in stored else embedded[t] for h, s, t in found
+        ]
+        return np.vstack(rows).astype(np.float32)
 
     def _embed(self, texts: list[str]) -> Vectors:
         with self._cache_lock:

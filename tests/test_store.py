@@ -212,3 +212,19 @@ def test_article_round_trip_keeps_metadata(
         ("Lena Park",),
         "2024-01-19",
     )
+
+
+def test_sentence_vectors_are_stored_at_ingest_and_deleted_with_the_article(
+    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+) -> None:
+    from index.sentences import split_sentences
+
+    _ingest(settings, store, embedder, SEEDS)
+    body = store.article(SEED_ID).body
+    spans = split_sentences(body)
+    stored = store.sentence_vectors(SEED_ID, spans)
+    assert set(stored) == set(spans)
+    fresh = embedder.embed([body[spans[3].start : spans[3].end]])[0]
+    assert float(stored[spans[3]] @ fresh) > 0.999
+    store.delete(SEED_ID)
+    assert store.sentence_vectors(SEED_ID, spans) == {}
