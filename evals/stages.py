@@ -7,7 +7,6 @@ ablation measures what each part adds. ``full`` is what the API serves.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from rag import Answerer
 from rag.rank import FusionRanker, LinearRanker
@@ -38,7 +37,3 @@ def with_retriever(answerer: Answerer, retriever: Retriever) -> Answerer:
 
 def staged(answerer: Answerer, stage: str) -> Answerer:
     return with_retriever(answerer, STAGES[stage](answerer))
-
-
-def no_collapse() -> RetrievalConfig:
-    return replace(FULL, collapse_stories=False)
