@@ -52,6 +52,9 @@ class CopyOut(msgspec.Struct):
 class PassageOut(msgspec.Struct):
     rank: int
     score: float
+    """The ranker's score: orders this list, not comparable across questions."""
+    similarity: float
+    """Cosine between the question and the passage (what abstention looks at)."""
     article_id: str
     title: str
     source: str | None
@@ -116,6 +119,7 @@ def passage_out(h: Hit) -> PassageOut:
     return PassageOut(
         rank=h.rank,
         score=round(h.score, 4),
+        similarity=round(h.similarity, 4),
         article_id=a.id,
         title=a.headline,
         source=a.source,
