@@ -11,7 +11,6 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.plugins.problem_details import (
@@ -168,11 +167,6 @@ def _problem(exc: RagError) -> ProblemDetailsException:
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if isinstance(exc, HTTPException):
-        problem = ProblemDetailsException(
-            status_code=exc.status_code, title=exc.detail, detail=exc.detail, extra=exc.extra
-        )
-        return problem.to_response(request)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     problem = ProblemDetailsException(
         status_code=500, title="Internal error", detail="the server failed; the error is logged"
