@@ -16,7 +16,7 @@ from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
 # Chosen from data with evals/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
-DEFAULT_ABSTAIN_BELOW = 0.37
+DEFAULT_ABSTAIN_BELOW = 0.34
 MAX_TOP_K = 50
 # The composer reads the best few passages only; more passages add noise and time, not answers.
 DEFAULT_COMPOSE_PASSAGES = 5
