@@ -84,4 +84,4 @@ class Ingestor:
                 ArticleWrite(article, drafts, vectors[offset:middle], sentences, vectors[middle:end])
             )
             offset = end
-        self._store.write(writes, persist=False)
+        self._store.write(writes, publish=False)

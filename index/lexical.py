@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import bm25s
@@ -48,8 +50,8 @@ class LexicalIndex:
         return np.asarray(self._model.get_scores(known), dtype=np.float32)
 
     def save(self, folder: Path) -> None:
-        """Write to ``folder`` atomically (a temporary folder renamed into place)."""
-        tmp = folder.with_name(f".{folder.name}.tmp")
+        """Write to ``folder`` atomically (a temporary folder renamed into place), replacing it."""
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if self._model is not None:

@@ -69,7 +69,6 @@ class Answerer:
 
     def search(self, question: Question) -> list[Hit]:
         """Passages only."""
-        self.store.refresh()
         vector = self.embedder.embed([question.text])[0]
         return self.retriever.retrieve(
             question.text, vector, question.top_k, question.filters, question.as_of
@@ -86,7 +85,6 @@ class Answerer:
             timings[stage] = round((now - clock) * 1000, 2)
             clock = now
 
-        self.store.refresh()
         vector = self.embedder.embed([question.text])[0]
         lap("embed")
         hits = self.retriever.retrieve(

@@ -10,7 +10,7 @@ into the earliest, listed as "also reported by".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Protocol
 
 import numpy as np
@@ -19,10 +19,10 @@ import numpy.typing as npt
 from index.embed import Embedder, Vectors
 from index.lexical import tokenize
 from index.records import Article, Chunk
-from index.store import IndexStore
+from index.store import IndexStore, Snapshot
 from rag.rank import FEATURES, CandidateSignals, FusionRanker, Matrix, Ranker, features
 from rag.records import Filters, Hit
-from rag.when import Period, read_period
+from rag.when import Period, read_period, shift
 
 _OVERFETCH = 4
 DEFAULT_CANDIDATES = 40
@@ -59,32 +59,24 @@ class DenseRetriever:
     def retrieve(
         self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None
     ) -> list[Hit]:
+        snapshot = self._store.snapshot()
         before = _cap(filters, as_of)
         allowed = None
         if filters.sources or filters.published_after or before:
-            allowed = self._store.chunk_ids(filters.sources, filters.published_after, before)
+            allowed = snapshot.chunk_ids(filters.sources, filters.published_after, before)
         depth = k * _OVERFETCH
         while True:
-            found = self._store.search(query_vector, depth, allowed)
-            chunks = self._store.chunks([chunk_id for chunk_id, _ in found])
-            best: dict[str, Chunk] = {}
-            for chunk in chunks:
-                best.setdefault(chunk.article_id, chunk)
+            found = snapshot.search(query_vector, depth, allowed)
+            best: dict[str, tuple[Chunk, Article]] = {}
+            for chunk, article in self._store.passages([chunk_id for chunk_id, _ in found]):
+                best.setdefault(chunk.article_id, (chunk, article))
             if len(best) >= k or len(found) < depth:
                 break
             depth *= 4
         scores = dict(found)
-        top = list(best.values())[:k]
-        articles = self._store.articles(c.article_id for c in top)
         return [
-            Hit(
-                rank=rank,
-                score=scores[chunk.id],
-                chunk=chunk,
-                article=articles[chunk.article_id],
-                similarity=scores[chunk.id],
-            )
-            for rank, chunk in enumerate(top, start=1)
+            Hit(rank=rank, score=scores[chunk.id], chunk=chunk, article=article, similarity=scores[chunk.id])
+            for rank, (chunk, article) in enumerate(list(best.values())[:k], start=1)
         ]
 
 
@@ -104,8 +96,10 @@ class RetrievalConfig:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Candidate articles for one question: catalog positions, best chunk, ids and feature rows."""
+    """Candidate articles for one question: catalog positions, best chunk, ids and feature rows, all
+    about one snapshot of the index."""
 
+    snapshot: Snapshot
     positions: list[int]
     chunk_ids: list[int]
     article_ids: list[str]
@@ -141,49 +135,48 @@ class NewsRetriever:
         order = sorted(range(len(found.positions)), key=lambda i: -scores[i])
         dense = found.rows[:, FEATURES.index("dense")]
         ranked = [(float(scores[i]), found.positions[i], found.chunk_ids[i], float(dense[i])) for i in order]
-        return self._hits(ranked, k, found.mask, query_vector)
+        return self._hits(found.snapshot, ranked, k, found.mask, query_vector)
 
     def candidates(
         self, query: str, query_vector: Vectors, filters: Filters, as_of: date | None
     ) -> Candidates | None:
         """Candidate articles and their feature rows (what the ranker sees); None when nothing is allowed."""
-        store, catalog, config = self._store, self._store.catalog, self.config
+        snapshot, config = self._store.snapshot(), self.config
+        catalog = snapshot.catalog
         if catalog.chunk_ids.size == 0:
             return None
         today = as_of or date.today()
-        mask = store.chunk_mask(filters.sources, filters.published_after, _cap(filters, today))
+        mask = snapshot.chunk_mask(filters.sources, filters.published_after, _cap(filters, today))
         if not mask.any():
             return None
         period = read_period(query, today) if config.time else Period()
-        candidate_ids = self._dense_candidates(query_vector, mask)
+        candidate_ids = self._dense_candidates(snapshot, query_vector, mask)
         lexical = np.zeros(catalog.chunk_ids.size, dtype=np.float32)
-        if config.hybrid:
-            index = store.lexical
-            lexical = index.scores(query)
-            if np.array_equal(index.chunk_ids, catalog.chunk_ids):
-                masked = np.where(mask, lexical, 0.0)
-                top = np.argsort(-masked)[: config.candidates]
-                candidate_ids |= {int(catalog.chunk_ids[i]) for i in top if masked[i] > 0}
-            else:  # BM25 is rebuilt at the end of an ingest; until then it is left out
-                lexical = np.zeros(catalog.chunk_ids.size, dtype=np.float32)
+        if config.hybrid and snapshot.lexical_aligned:  # not while an ingest is half published
+            lexical = snapshot.lexical.scores(query)
+            masked = np.where(mask, lexical, 0.0)
+            top = np.argsort(-masked)[: config.candidates]
+            candidate_ids |= {int(catalog.chunk_ids[i]) for i in top if masked[i] > 0}
         if config.time:
             start, end = (
-                (period.start, period.end)
-                if period.explicit
-                else (today - timedelta(days=RECENT_DAYS), today)
+                (period.start, period.end) if period.explicit else (shift(today, -RECENT_DAYS), today)
             )
-            window = mask & store.chunk_mask(None, start, end, undated=False)
+            window = mask & snapshot.chunk_mask(None, start, end, undated=False)
             if window.any():
-                candidate_ids |= self._dense_candidates(query_vector, window)
-        return self._features(query, query_vector, sorted(candidate_ids), lexical, period, today, mask)
+                candidate_ids |= self._dense_candidates(snapshot, query_vector, window)
+        return self._features(
+            snapshot, query, query_vector, sorted(candidate_ids), lexical, period, today, mask
+        )
 
-    def _dense_candidates(self, query_vector: Vectors, mask: npt.NDArray[np.bool_]) -> set[int]:
-        catalog = self._store.catalog
-        allowed = None if mask.all() else catalog.chunk_ids[mask]
-        return {i for i, _ in self._store.search(query_vector, self.config.candidates, allowed)}
+    def _dense_candidates(
+        self, snapshot: Snapshot, query_vector: Vectors, mask: npt.NDArray[np.bool_]
+    ) -> set[int]:
+        allowed = None if mask.all() else snapshot.catalog.chunk_ids[mask]
+        return {i for i, _ in snapshot.search(query_vector, self.config.candidates, allowed)}
 
     def _features(
         self,
+        snapshot: Snapshot,
         query: str,
         query_vector: Vectors,
         chunk_ids: list[int],
@@ -192,10 +185,10 @@ class NewsRetriever:
         today: date,
         mask: npt.NDArray[np.bool_],
     ) -> Candidates:
-        catalog = self._store.catalog
+        catalog = snapshot.catalog
         ids = np.array(chunk_ids, dtype=np.int64)
         positions = np.searchsorted(catalog.chunk_ids, ids)
-        dense = self._store.vectors(ids) @ query_vector.reshape(-1)
+        dense = snapshot.vectors(ids) @ query_vector.reshape(-1)
         by_article: dict[int, _Candidate] = {}
         for chunk_id, position, cosine in zip(chunk_ids, positions, dense, strict=True):
             article = int(catalog.chunk_article[position])
@@ -228,6 +221,7 @@ class NewsRetriever:
                 )
             )
         return Candidates(
+            snapshot=snapshot,
             positions=[c.position for c in candidates],
             chunk_ids=[c.chunk_id for c in candidates],
             article_ids=[catalog.article_ids[c.position] for c in candidates],
@@ -237,13 +231,17 @@ class NewsRetriever:
 
     def _hits(
         self,
+        snapshot: Snapshot,
         ranked: list[tuple[float, int, int, float]],
         k: int,
         mask: npt.NDArray[np.bool_],
         query_vector: Vectors,
     ) -> list[Hit]:
-        """The first ``k`` stories of ``ranked`` (score, article position, chunk id, cosine) as hits."""
-        catalog = self._store.catalog
+        """The first ``k`` stories of ``ranked`` (score, article position, chunk id, cosine) as hits.
+
+        Text comes from SQLite after the ranking; an article deleted since the snapshot was taken is
+        skipped, and the next story moves up."""
+        catalog = snapshot.catalog
         chosen: list[_Slot] = []
         story_slot: dict[str, int] = {}
         for score, position, chunk_id, cosine in ranked:
@@ -251,40 +249,68 @@ class NewsRetriever:
             if self.config.collapse_stories and story in story_slot:
                 chosen[story_slot[story]].members.append(position)
                 continue
-            if len(chosen) < k:
-                story_slot[story] = len(chosen)
-                chosen.append(_Slot(score, chunk_id, cosine, [position]))
+            story_slot[story] = len(chosen)
+            chosen.append(_Slot(score, chunk_id, cosine, [position]))
         if self.config.collapse_stories and catalog.copies:
             allowed_articles = set(catalog.chunk_article[mask].tolist())
             for slot in chosen:
                 for position in catalog.copies.get(catalog.stories[slot.members[0]], ()):
                     if position not in slot.members and position in allowed_articles:
                         slot.members.append(position)
-        chunk_list = self._store.chunks([slot.chunk_id for slot in chosen])
-        articles = self._store.articles(catalog.article_ids[p] for slot in chosen for p in slot.members)
-        hits = []
-        for rank, (slot, best) in enumerate(zip(chosen, chunk_list, strict=True), start=1):
-            shown, chunk, cosine = articles[best.article_id], best, slot.cosine
-            copies = [
-                articles[catalog.article_ids[p]] for p in slot.members if catalog.article_ids[p] != shown.id
-            ]
-            earliest = min([shown, *copies], key=_published_key)
-            if earliest is not shown:  # keep the earliest copy of the story, list the others
-                copies = [shown, *[c for c in copies if c is not earliest]]
-                shown = earliest
-                chunk, cosine = self._best_chunk(earliest.id, query_vector)
-            hits.append(
-                Hit(rank, slot.score, chunk, shown, cosine, tuple(sorted(copies, key=_published_key)))
+        hits: list[Hit] = []
+        for start in range(0, len(chosen), k):
+            window = chosen[start : start + k]
+            passages = {
+                chunk.id: (chunk, article)
+                for chunk, article in self._store.passages([slot.chunk_id for slot in window])
+            }
+            copies_by_id = self._store.articles(
+                catalog.article_ids[p] for slot in window for p in slot.members[1:]
             )
+            for slot in window:
+                if slot.chunk_id not in passages:
+                    continue
+                passage = passages[slot.chunk_id]
+                hits.append(self._hit(snapshot, len(hits) + 1, slot, passage, copies_by_id, query_vector))
+                if len(hits) == k:
+                    return hits
         return hits
 
-    def _best_chunk(self, article_id: str, query_vector: Vectors) -> tuple[Chunk, float]:
-        catalog = self._store.catalog
+    def _hit(
+        self,
+        snapshot: Snapshot,
+        rank: int,
+        slot: _Slot,
+        passage: tuple[Chunk, Article],
+        copies_by_id: dict[str, Article],
+        query_vector: Vectors,
+    ) -> Hit:
+        (chunk, shown), cosine = passage, slot.cosine
+        catalog = snapshot.catalog
+        copies = [
+            copies_by_id[article_id]
+            for article_id in (catalog.article_ids[p] for p in slot.members)
+            if article_id != shown.id and article_id in copies_by_id
+        ]
+        earliest = min([shown, *copies], key=_published_key)
+        if earliest is not shown:  # keep the earliest copy of the story, list the others
+            best = self._best_chunk(snapshot, earliest.id, query_vector)
+            if best is not None:
+                copies = [shown, *[c for c in copies if c is not earliest]]
+                chunk, shown, cosine = best
+        return Hit(rank, slot.score, chunk, shown, cosine, tuple(sorted(copies, key=_published_key)))
+
+    def _best_chunk(
+        self, snapshot: Snapshot, article_id: str, query_vector: Vectors
+    ) -> tuple[Chunk, Article, float] | None:
+        """The chunk of an article closest to the question, or None when it was deleted meanwhile."""
+        catalog = snapshot.catalog
         position = catalog.article_ids.index(article_id)
         ids = catalog.chunk_ids[catalog.chunk_article == position]
-        cosines = self._store.vectors(ids) @ query_vector.reshape(-1)
+        cosines = snapshot.vectors(ids) @ query_vector.reshape(-1)
         best = int(np.argmax(cosines))
-        return self._store.chunks([int(ids[best])])[0], float(cosines[best])
+        found = self._store.passages([int(ids[best])])
+        return (*found[0], float(cosines[best])) if found else None
 
 
 @dataclass
@@ -303,7 +329,7 @@ def _distance(day: date, period: Period, today: date) -> int:
     news ("... rose in 2020 from 78.8 years in 2019. What was ...?"), and measuring age from them cost
     1.4 points of Hit@1 on the briefs tune half."""
     start, end = period.start, period.end
-    if start is None or end is None or end >= today - timedelta(days=RECENT_PERIOD_DAYS):
+    if start is None or end is None or end >= shift(today, -RECENT_PERIOD_DAYS):
         return (today - day).days
     if (end - start).days > SHORT_PERIOD_DAYS:
         return (today - day).days

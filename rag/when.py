@@ -39,9 +39,18 @@ class Period:
         return self.start is not None or self.end is not None
 
 
+def shift(day: date, days: int) -> date:
+    """``day`` moved by ``days``, held inside the calendar (0001-01-01 to 9999-12-31) at its ends."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 def read_period(question: str, as_of: date) -> Period:
     """The period ``question`` refers to, asked on ``as_of``. News about a day is published that day or
-    up to a few days later, so windows end a little after the period itself (never after ``as_of``)."""
+    up to a few days later, so windows end a little after the period itself (never after ``as_of``).
+    A date the calendar cannot hold ("in March 0000") names no period."""
     text = question.lower()
     recent = bool(_RECENT.search(question))
     window = _window(text, question, as_of)
@@ -51,24 +60,24 @@ def read_period(question: str, as_of: date) -> Period:
 
 
 def _window(text: str, question: str, as_of: date) -> tuple[date, date] | None:
-    slack = timedelta(days=3)
+    slack = 3
     if "yesterday" in text:
-        day = as_of - timedelta(days=1)
-        return day, day + slack
+        day = shift(as_of, -1)
+        return day, shift(day, slack)
     if "today" in text or "tonight" in text:
-        return as_of - timedelta(days=1), as_of
+        return shift(as_of, -1), as_of
     if "last week" in text or "past week" in text:
-        return as_of - timedelta(days=14), as_of
+        return shift(as_of, -14), as_of
     if "this week" in text:
-        return as_of - timedelta(days=7), as_of
+        return shift(as_of, -7), as_of
     if "last month" in text or "past month" in text:
         first = as_of.replace(day=1)
-        previous = (first - timedelta(days=1)).replace(day=1)
-        return previous, first + slack
+        previous = shift(first, -1).replace(day=1)
+        return previous, shift(first, slack)
     if "this month" in text:
-        return as_of.replace(day=1) - slack, as_of
+        return shift(as_of.replace(day=1), -slack), as_of
     if "last year" in text or "past year" in text:
-        return date(as_of.year - 1, 1, 1), date(as_of.year, 1, 1) + slack
+        return _year(as_of.year - 1, slack)
     if "this year" in text:
         return date(as_of.year, 1, 1), as_of
     for pattern, order in ((_ISO, "ymd"), (_MDY, "mdy"), (_DMY, "dmy")):
@@ -76,22 +85,28 @@ def _window(text: str, question: str, as_of: date) -> tuple[date, date] | None:
         if match:
             named = _date(match.groups(), order)
             if named:
-                return named - timedelta(days=1), named + slack
+                return shift(named, -1), shift(named, slack)
     match = _MONTH_YEAR.search(question)
     if match:
         month, year = _MONTHS[match.group(1).lower()[:3]], int(match.group(2))
-        last = calendar.monthrange(year, month)[1]
-        return date(year, month, 1), date(year, month, last) + slack
+        if date.min.year <= year <= date.max.year:
+            last = calendar.monthrange(year, month)[1]
+            return date(year, month, 1), shift(date(year, month, last), slack)
     match = _YEAR.search(question)
     if match:
-        year = int(match.group(1))
-        return date(year, 1, 1), date(year, 12, 31) + slack
+        return _year(int(match.group(1)), slack)
     match = _WEEKDAY.search(question)
     if match:
         back = (as_of.weekday() - _WEEKDAYS[match.group(1).lower()]) % 7
-        day = as_of - timedelta(days=back)
-        return day, day + slack
+        day = shift(as_of, -back)
+        return day, shift(day, slack)
     return None
+
+
+def _year(year: int, slack: int) -> tuple[date, date] | None:
+    if not date.min.year <= year <= date.max.year:
+        return None
+    return date(year, 1, 1), shift(date(year, 12, 31), slack)
 
 
 def _date(parts: tuple[str | None, ...], order: str) -> date | None:

@@ -112,14 +112,51 @@ def test_a_missing_vector_file_is_rebuilt_from_sqlite(settings: Settings, embedd
     assert [i for i, _ in again.search(vector, 3)] == [i for i, _ in expected]
 
 
-def test_a_corrupt_vector_file_stops_with_what_to_do(settings: Settings, embedder: PackagedEmbedder) -> None:
+@pytest.mark.parametrize("damage", ["truncated", "appended", "inside"])
+def test_a_damaged_derived_file_is_rebuilt_from_sqlite(
+    settings: Settings, embedder: PackagedEmbedder, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FAISS file whose vector count is intact (garbage appended, or bytes changed inside) used to pass
+    the start-up checks and answer from garbage; the checksum recorded in SQLite now catches it."""
+    store = open_store(settings, embedder)
+    _ingest(settings, store, embedder, NEWS)
+    vector = embedder.embed(["wheat harvest drought"])[0]
+    expected = store.search(vector, 5)
+    store.close()
+    (path,) = settings.data_dir.glob("vectors-*.faiss")
+    (bm25,) = settings.data_dir.glob("bm25-*")
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        path.write_bytes(data[:100])
+    elif damage == "appended":
+        path.write_bytes(data + b"garbage" * 10)
+    else:
+        data[-2000:-1000] = os.urandom(1000)
+        path.write_bytes(bytes(data))
+    for file in bm25.iterdir():
+        if file.suffix == ".npy":
+            file.write_bytes(file.read_bytes()[:-8])
+    again = open_store(settings, embedder)
+    assert "does not match its recorded checksum" in caplog.text
+    assert again.search(vector, 5) == expected
+    assert again.lexical.scores("wheat harvest").max() > 0
+    again.close()
+    reopened = open_store(settings, embedder)  # the rebuilt files carry fresh checksums
+    assert reopened.search(vector, 5) == expected
+    reopened.close()
+
+
+def test_a_missing_metadata_file_beside_vector_files_stops_start_up(
+    settings: Settings, embedder: PackagedEmbedder
+) -> None:
     store = open_store(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     store.close()
-    (path,) = settings.data_dir.glob("vectors-*.faiss")
-    path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(IndexCorruptError, match=r"unreadable; delete it"):
+    for path in settings.data_dir.glob("meta.sqlite*"):
+        path.unlink()
+    with pytest.raises(IndexCorruptError, match=r"meta.sqlite is missing but 2 vector or BM25 files"):
         open_store(settings, embedder)
+    assert len(list(settings.data_dir.glob("vectors-*.faiss"))) == 1  # nothing was deleted
 
 
 def test_a_corrupt_metadata_file_stops_with_what_to_do(
