@@ -1,4 +1,8 @@
-"""The HTTP face of the service (Litestar). No retrieval logic here: requests go to rag and index."""
+"""The HTTP face of the service (Litestar). No retrieval logic here: requests go to rag and index.
+
+Every request passes the guard (api/guard.py: request id, keys, origins, JSON bodies, limits) before a
+handler runs. Handlers answer from one snapshot of the index; writes publish a new one.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,96 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
-from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.datastructures import MutableScopeHeaders, State
+from litestar.exceptions import ValidationException
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_204_NO_CONTENT
+from litestar.types import Message, Scope
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from api.guard import Doorkeeper, Guard
+from api.jobs import IngestJobs, QueueFullError
+from api.keys import KeyRing
+from api.limits import DailyCaps, parse_networks
+from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
+from api.openapi import ArticlesOperation, StrictStructSchemaPlugin
 from api.schemas import (
+    MAX_ARTICLES_PER_REQUEST,
     AnswerOut,
     ArticleOut,
+    ArticlesIn,
     AskIn,
     HealthOut,
     IngestOut,
+    JobOut,
+    ProblemOut,
     SearchOut,
     answer_out,
     article_out,
     ingest_out,
+    job_out,
     passage_out,
 )
 from index import ArticleError, Ingestor, make_ingestor, parse_record
-from index.config import Settings
+from index.config import DEFAULT_MAX_QUESTION_CHARS, Settings
 from index.errors import (
     ArticleNotFoundError,
+    ConfigError,
     IndexNotReadyError,
     IndexStoreError,
     QuestionError,
     RagError,
 )
+from index.records import Article
 from rag import Answerer, Filters, open_answerer
+from rag.answer import MAX_TOP_K
 
 log = logging.getLogger("api")
-MAX_ARTICLES_PER_REQUEST = 1000
+ASK: dict[str, Any] = {"scope": "ask"}
+ADMIN: dict[str, Any] = {"scope": "admin"}
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+_REASONS = {
+    400: "Malformed JSON, a field out of range, or an invalid question",
+    401: "No API key, or an unknown or revoked one (keys are configured)",
+    403: "The key's scope does not cover this route, or the request's Origin is not allowed",
+    404: "No such article or job",
+    413: "The request body is over the size limit",
+    415: "A request body that is not application/json",
+    422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
+    429: "Over a rate limit or daily cap; see Retry-After",
+    500: "An unexpected server error (logged with the request id)",
+    503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
+}
+_GUARDED = (401, 403, 429, 500, 503)
+
+
+class NotFoundError(RagError):
+    """No such job."""
+
+
+def _problems(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=ProblemOut,
+            media_type="application/problem+json",
+            description=_REASONS[status],
+            generate_examples=False,
+        )
+        for status in sorted({*statuses, *_GUARDED})
+    }
 
 
 @dataclass
@@ -52,16 +108,30 @@ class Service:
     """What the handlers need; filled in by a background load so /health can say 'not ready' meanwhile."""
 
     settings: Settings
+    open_without_keys: bool = True
     answerer: Answerer | None = None
     ingestor: Ingestor | None = None
+    jobs: IngestJobs | None = None
+    door: Doorkeeper | None = None
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
     def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
         try:
             answerer = opener(self.settings)
-            self.ingestor = make_ingestor(self.settings, answerer.store, answerer.embedder)
+            answerer.store.watch()
+            ingestor = make_ingestor(self.settings, answerer.store, answerer.embedder)
+            keys = KeyRing(self.settings.data_dir)
+            try:
+                proxies = parse_networks(self.settings.trusted_proxies)
+            except ValueError as exc:
+                raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
+            self.jobs = IngestJobs(lambda items, done: ingestor.ingest(items, progress=False, on_batch=done))
+            self.ingestor = ingestor
             self.answerer = answerer
+            self.door = Doorkeeper(
+                keys, DailyCaps(keys), self.open_without_keys, self.settings.rate_per_address, proxies
+            )
             self.ready.set()
         except RagError as exc:
             self.error = str(exc)
@@ -74,8 +144,17 @@ class Service:
 
     def require(self) -> tuple[Answerer, Ingestor]:
         if self.answerer is None or self.ingestor is None:
-            raise IndexNotReadyError(self.error or "the index is still loading; retry in a few seconds")
+            if self.error:
+                raise IndexNotReadyError("the index could not be loaded; the server log says why")
+            raise IndexNotReadyError("the index is still loading; retry in a few seconds")
         return self.answerer, self.ingestor
+
+    def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        if self.door is not None:
+            self.door.daily.save()
+            self.door.keys.close()
 
 
 def _service(request: Request[Any, Any, Any]) -> Service:
@@ -83,7 +162,15 @@ def _service(request: Request[Any, Any, Any]) -> Service:
     return service
 
 
-@post("/ask", sync_to_thread=True, status_code=200, summary="Answer a question with cited sentences")
+@post(
+    "/ask",
+    sync_to_thread=True,
+    status_code=200,
+    opt=ASK,
+    security=_SECURITY,
+    responses=_problems(400, 413, 415, 422),
+    summary="Answer a question with cited sentences",
+)
 def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
     answerer, _ = _service(request).require()
     f = data.filters
@@ -93,76 +180,177 @@ def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
         published_before=f.published_before if f else None,
     )
     question = answerer.question(data.question, as_of=data.as_of, top_k=data.top_k, filters=filters)
-    return answer_out(answerer.ask(question))
+    answer = answerer.ask(question)
+    for stage, ms in answer.timings_ms.items():
+        STAGE_SECONDS.labels(stage).observe(ms / 1000)
+    return answer_out(answer)
 
 
-@get("/search", sync_to_thread=True, summary="Passages only, no composed answer")
+@get(
+    "/search",
+    sync_to_thread=True,
+    opt=ASK,
+    security=_SECURITY,
+    responses=_problems(400, 422),
+    summary="Passages only, no composed answer",
+)
 def search(
     request: Request[Any, Any, Any],
-    q: FromQuery[str],
-    k: FromQuery[int] = 5,
-    as_of: FromQuery[date | None] = None,
+    q: Annotated[
+        str,
+        Parameter(min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=r"\S", description="question"),
+    ],
+    k: Annotated[int, Parameter(ge=1, le=MAX_TOP_K, description="passages")] = 5,
+    as_of: Annotated[date | None, Parameter(description="nothing published after this day")] = None,
 ) -> SearchOut:
     answerer, _ = _service(request).require()
     hits = answerer.search(answerer.question(q, as_of=as_of, top_k=k))
     return SearchOut([passage_out(h) for h in hits])
 
 
-@get("/articles/{article_id:str}", sync_to_thread=True, summary="One stored article")
+@get(
+    "/articles/{article_id:str}",
+    sync_to_thread=True,
+    opt=ASK,
+    security=_SECURITY,
+    responses=_problems(404),
+    summary="One stored article",
+)
 def get_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> ArticleOut:
     answerer, _ = _service(request).require()
     return article_out(answerer.store.article(article_id))
 
 
-@post("/articles", sync_to_thread=True, summary="Ingest one JSON article or a list of them")
+@post(
+    "/articles",
+    sync_to_thread=True,
+    status_code=200,
+    opt=ADMIN,
+    security=_SECURITY,
+    responses={
+        202: ResponseSpec(JobOut, description="Accepted as a background job; poll the job's url"),
+        **_problems(400, 413, 415, 422),
+    },
+    summary="Ingest one JSON article or a list of them",
+    operation_class=ArticlesOperation,
+    description=(
+        f"Up to {MAX_ARTICLES_PER_REQUEST} articles. A small request is ingested at once (200, with what "
+        "was added, replaced, unchanged or failed); more articles or more text than the request budget "
+        "become a background job (202, Location: /jobs/{id})."
+    ),
+)
 def post_articles(
-    request: Request[Any, Any, Any], data: JSONBody[dict[str, Any] | list[dict[str, Any]]]
-) -> IngestOut:
-    _, ingestor = _service(request).require()
+    request: Request[Any, Any, Any], data: JSONBody[ArticlesIn]
+) -> Response[IngestOut | JobOut]:
+    service = _service(request)
+    _, ingestor = service.require()
     records = data if isinstance(data, list) else [data]
-    if not records:
-        raise ArticleError("body", "the list of articles is empty")
-    if len(records) > MAX_ARTICLES_PER_REQUEST:
-        raise ArticleError("body", f"more than {MAX_ARTICLES_PER_REQUEST} articles in one request")
-    items: list[Any] = []
+    if not 1 <= len(records) <= MAX_ARTICLES_PER_REQUEST:  # msgspec drops bounds inside a union
+        raise ValidationException(f"send 1 to {MAX_ARTICLES_PER_REQUEST} articles in one request")
+    items: list[Article | ArticleError] = []
     for number, record in enumerate(records):
+        fields = {k: v for k, v in msgspec.structs.asdict(record).items() if v is not None}
         try:
-            items.append(parse_record(record, f"article[{number}]"))
+            items.append(parse_record(fields, f"article[{number}]"))
         except ArticleError as exc:
             items.append(exc)
+    if all(isinstance(item, ArticleError) for item in items):
+        raise ArticleError("body", "no article could be ingested: " + "; ".join(map(str, items)))
+    settings = service.settings
+    text = sum(len(r.body) for r in records)
+    if len(records) > settings.ingest_sync_articles or text > settings.ingest_sync_chars:
+        assert service.jobs is not None
+        job = service.jobs.submit(items)
+        out = job_out(job)
+        return Response(out, status_code=202, headers={"Location": out.url})
     report = ingestor.ingest(items, progress=False)
-    if report.failed and not (report.added or report.replaced or report.unchanged):
-        raise ArticleError("body", "no article could be ingested: " + "; ".join(report.failed))
-    return ingest_out(report)
+    return Response(ingest_out(report), status_code=200)
 
 
-@delete("/articles/{article_id:str}", sync_to_thread=True, status_code=HTTP_204_NO_CONTENT)
+@get(
+    "/jobs/{job_id:str}",
+    sync_to_thread=False,
+    opt=ADMIN,
+    security=_SECURITY,
+    responses=_problems(404),
+    summary="A background ingest job",
+)
+def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
+    service = _service(request)
+    service.require()
+    job = service.jobs.get(job_id) if service.jobs else None
+    if job is None:
+        raise NotFoundError(f"no job with id {job_id!r}")
+    return job_out(job)
+
+
+@delete(
+    "/articles/{article_id:str}",
+    sync_to_thread=True,
+    status_code=HTTP_204_NO_CONTENT,
+    opt=ADMIN,
+    security=_SECURITY,
+    responses=_problems(404),
+    summary="Remove an article; no question asked after this returns can cite it",
+)
 def delete_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> None:
     answerer, _ = _service(request).require()
     answerer.store.delete(article_id)
 
 
-@get("/health", sync_to_thread=False, summary="Ready once the index is loaded")
+@get(
+    "/health",
+    sync_to_thread=False,
+    responses={503: _problems(503)[503]},
+    summary="Ready once the index is loaded",
+)
 def health(request: Request[Any, Any, Any]) -> HealthOut:
     answerer, _ = _service(request).require()
-    return HealthOut("ready", answerer.store.article_count(), answerer.store.size)
+    snapshot = answerer.store.snapshot()  # no SQL, no lock: never waits for a writer
+    return HealthOut("ready", len(snapshot.catalog.article_ids), snapshot.size, snapshot.generation)
 
 
-_STATUS: list[tuple[type[RagError], int, str]] = [
-    (QuestionError, 400, "Invalid question"),
+@get(
+    "/metrics",
+    sync_to_thread=False,
+    media_type="text/plain",
+    summary="Prometheus metrics",
+    description="Requests by route and status, latency histograms, answer stages, refusals, ingest jobs, "
+    "index size.",
+)
+def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    answerer = _service(request).answerer
+    if answerer is not None:
+        snapshot = answerer.store.snapshot()
+        INDEX_ARTICLES.set(len(snapshot.catalog.article_ids))
+        INDEX_CHUNKS.set(snapshot.size)
+        INDEX_GENERATION.set(snapshot.generation)
+    return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (QuestionError, 422, "Question cannot be answered as asked"),
     (ArticleNotFoundError, 404, "Article not found"),
+    (NotFoundError, 404, "Not found"),
     (ArticleError, 422, "Article rejected"),
     (IndexNotReadyError, 503, "Index not ready"),
     (IndexStoreError, 503, "Index unavailable"),
+    (QueueFullError, 503, "Ingest queue full"),
     (RagError, 500, "Service error"),
 ]
 
 
-def _problem(exc: RagError) -> ProblemDetailsException:
+def _problem(exc: Exception) -> ProblemDetailsException:
     for kind, status, title in _STATUS:
         if isinstance(exc, kind):
             headers = {"Retry-After": "5"} if status == 503 else None
-            return ProblemDetailsException(status_code=status, title=title, detail=str(exc), headers=headers)
+            # Store errors name files and folders: the server log has them, the client gets no paths.
+            detail = (
+                "the index is unavailable; the server log says why"
+                if (isinstance(exc, IndexStoreError) and not isinstance(exc, IndexNotReadyError))
+                else str(exc)
+            )
+            return ProblemDetailsException(status_code=status, title=title, detail=detail, headers=headers)
     raise AssertionError("RagError is the last row")
 
 
@@ -174,15 +362,31 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
     return problem.to_response(request)
 
 
+async def _complete_allow(message: Message, scope: Scope) -> None:
+    """Litestar 2's automatic OPTIONS answer lists only the methods of the first handler registered on a
+    path (litestar#4169); list them all."""
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    if "allow" not in headers:
+        return
+    for route in scope["app"].routes:
+        if isinstance(route, HTTPRoute) and route.path_format == scope.get("path_template"):
+            headers["allow"] = ", ".join(sorted(route.methods))
+            return
+
+
 def create_app(
     settings: Settings,
     opener: Callable[[Settings], Answerer] = open_answerer,
     background: bool = True,
     on_load_error: Callable[[str], None] | None = None,
+    open_without_keys: bool = True,
 ) -> Litestar:
     """The Litestar app. The index loads on start-up (in a thread when ``background``) and every route
-    answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops)."""
-    service = Service(settings)
+    answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops).
+    ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure)."""
+    service = Service(settings, open_without_keys)
 
     def start() -> None:
         args = (opener, on_load_error)
@@ -193,15 +397,33 @@ def create_app(
 
     problems = ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
-        exception_to_problem_detail_map={RagError: _problem},
+        exception_to_problem_detail_map={RagError: _problem, QueueFullError: _problem},
     )
+    prometheus = PrometheusConfig(app_name="newsqa", prefix="newsqa", group_path=True, exclude=["^/metrics$"])
     return Litestar(
-        route_handlers=[ask, search, get_article, post_articles, delete_article, health],
+        route_handlers=[ask, search, get_article, post_articles, delete_article, get_job, health, metrics],
         on_startup=[start],
-        plugins=[ProblemDetailsPlugin(problems)],
+        on_shutdown=[service.close],
+        plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],
+        middleware=[prometheus.middleware, Guard(lambda: service.door, settings.max_body_bytes)],
         exception_handlers={Exception: _internal},
+        before_send=[_complete_allow],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="News QA", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="News QA",
+            version="0.2.0",
+            path="/schema",
+            description="Questions over news, answered with a verbatim, cited quote for every sentence.",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key from `rag keys add` (not needed while none is configured).",
+                    )
+                }
+            ),
+        ),
         state=State({"service": service}),
         debug=False,
     )

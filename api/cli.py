@@ -1,8 +1,9 @@
-"""`rag`: the command line. ingest, delete, ask, serve (and eval, from evals/)."""
+"""`rag`: the command line. ingest, delete, ask, serve, keys (and eval, from evals/)."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import sys
@@ -10,7 +11,8 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from index.config import Settings
+from api.keys import SCOPES
+from index.config import DEFAULT_RATE_PER_ADDRESS, Settings
 from index.errors import RagError
 
 
@@ -54,9 +56,42 @@ def _parser() -> argparse.ArgumentParser:
     ask.set_defaults(run=_ask)
 
     serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host while no API key exists (anyone who can reach it can write)",
+    )
+    serve.add_argument(
+        "--rate-per-address",
+        type=int,
+        metavar="N",
+        help=f"requests a minute per client address (default {DEFAULT_RATE_PER_ADDRESS}; 0: no limit)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="a reverse proxy whose X-Forwarded-For is believed (repeatable; default: none)",
+    )
     serve.set_defaults(run=_serve)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    add = key_commands.add_parser("add", help="create a key and print it (only this once)")
+    add.add_argument("name")
+    add.add_argument("--scope", choices=SCOPES, required=True, help="ask: questions; admin: also writes")
+    add.add_argument("--origin", action="append", default=[], help="a web page origin allowed (repeatable)")
+    add.add_argument("--per-minute", type=int, metavar="N", help="requests a minute for this key")
+    add.add_argument("--per-day", type=int, metavar="N", help="requests a day (UTC) for this key")
+    add.set_defaults(run=_keys_add)
+    listing = key_commands.add_parser("list", help="list keys (never their tokens)")
+    listing.set_defaults(run=_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_keys_revoke)
 
     from evals.cli import add_eval_command
 
@@ -113,10 +148,87 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_add(settings: Settings, args: argparse.Namespace) -> int:
+    from api.keys import KeyRing
+
+    keys = KeyRing(settings.data_dir)
+    token = keys.add(args.name, args.scope, args.origin, args.per_minute, args.per_day)
+    keys.close()
+    print(token)
+    print(f"rag keys: created {args.scope} key {args.name!r}; the key is shown only now", file=sys.stderr)
+    return 0
+
+
+def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    from api.keys import KeyRing
+
+    del args
+    keys = KeyRing(settings.data_dir)
+    rows = keys.keys()
+    keys.close()
+    if not rows:
+        print("no keys: the service answers without one, on a loopback address only")
+        return 0
+    print(f"{'name':<20} {'scope':<6} {'prefix':<9} {'per min':>7} {'per day':>8}  {'state':<28} origins")
+    for key in rows:
+        state = f"revoked {key.revoked_at}" if key.revoked_at else f"active since {key.created_at[:10]}"
+        print(
+            f"{key.name:<20} {key.scope:<6} {key.prefix:<9} {key.per_minute or '-':>7} "
+            f"{key.per_day or '-':>8}  {state:<28} {' '.join(key.origins) or '-'}"
+        )
+    return 0
+
+
+def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from api.keys import KeyRing
+
+    keys = KeyRing(settings.data_dir)
+    keys.revoke(args.name)
+    keys.close()
+    print(f"revoked {args.name}")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import dataclasses
+
     import uvicorn
 
     from api.app import create_app
+    from api.guard import RequestIdFilter
+    from api.keys import KeyRing
+
+    if args.rate_per_address is not None:
+        settings = dataclasses.replace(settings, rate_per_address=args.rate_per_address)
+    if args.trusted_proxy is not None:
+        settings = dataclasses.replace(settings, trusted_proxies=tuple(args.trusted_proxy))
+    loopback = _is_loopback(args.host)
+    if not loopback and not args.insecure:
+        keys = KeyRing(settings.data_dir)
+        active = keys.active()
+        keys.close()
+        if not active:
+            print(
+                f"rag serve: refusing to serve on {args.host} without API keys: anyone who can reach it "
+                "could add and delete articles. Create keys with `rag keys add NAME --scope admin|ask`, "
+                "serve on 127.0.0.1, or pass --insecure.",
+                file=sys.stderr,
+            )
+            return 2
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
 
     server: uvicorn.Server | None = None
 
@@ -125,8 +237,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_load_error=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    app = create_app(settings, on_load_error=stop, open_without_keys=loopback or args.insecure)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="info", access_log=False, log_config=None
+    )
+    server = uvicorn.Server(config)
     server.run()
     service = app.state.service
     if service.error:

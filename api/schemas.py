@@ -3,24 +3,70 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 import msgspec
 
+from api.jobs import Job
+from index.config import DEFAULT_MAX_QUESTION_CHARS
 from index.records import Article, IngestReport
+from rag.answer import MAX_TOP_K
 from rag.records import Answer, Citation, Hit
+
+MAX_ARTICLE_CHARS = 200_000
+"""Longest article body accepted over HTTP (about 30,000 words)."""
+MAX_ARTICLES_PER_REQUEST = 1000
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=r"\S")]
+TopK = Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K)]
+Outlet = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class FiltersIn(msgspec.Struct, forbid_unknown_fields=True):
-    sources: list[str] | None = None
+    sources: Annotated[list[Outlet], msgspec.Meta(max_length=50)] | None = None
+    """Only these outlets (case-insensitive)."""
     published_after: date | None = None
     published_before: date | None = None
 
 
 class AskIn(msgspec.Struct, forbid_unknown_fields=True):
-    question: str
+    question: Text
+    """The question in plain language: 1-2,000 characters, not only spaces."""
     as_of: date | None = None
-    top_k: int | None = None
+    """Answer as on this day: nothing published later is used. Default: today."""
+    top_k: TopK | None = None
+    """Passages to retrieve (1-50, default 5)."""
     filters: FiltersIn | None = None
+
+
+class ArticleIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One article, with the fields of a corpus.jsonl record. Title, outlet and authors are stored as
+    plain text (markup removed); the body is cleaned of markup and page furniture."""
+
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ARTICLE_CHARS, pattern=r"\S")]
+    id: Annotated[str, msgspec.Meta(pattern=r"^[\w.:-]{1,200}$")] | None = None
+    """Stable id; default: a hash of the url, else of title, outlet and opening text."""
+    title: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")] | None = None
+    source: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    published_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """A date (2024-01-19, an ISO date-time, or a written form such as "January 19, 2024")."""
+    authors: (
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=50)] | None
+    ) = None
+
+
+ArticlesIn = (
+    ArticleIn | Annotated[list[ArticleIn], msgspec.Meta(min_length=1, max_length=MAX_ARTICLES_PER_REQUEST)]
+)
+
+
+class ProblemOut(msgspec.Struct):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    status: int
+    title: str
+    detail: str | None = None
 
 
 class SpanOut(msgspec.Struct):
@@ -95,10 +141,26 @@ class IngestOut(msgspec.Struct):
     failed: list[str]
 
 
+class JobOut(msgspec.Struct):
+    """A background ingest; poll ``url`` until ``status`` is done or failed."""
+
+    id: str
+    url: str
+    status: str
+    """queued, running, done or failed."""
+    total: int
+    done: int
+    submitted_at: str
+    finished_at: str | None
+    report: IngestOut | None
+    error: str | None
+
+
 class HealthOut(msgspec.Struct):
     status: str
     articles: int
     chunks: int
+    generation: int
 
 
 def citation_out(c: Citation) -> CitationOut:
@@ -148,3 +210,17 @@ def article_out(a: Article) -> ArticleOut:
 
 def ingest_out(report: IngestReport) -> IngestOut:
     return IngestOut(list(report.added), list(report.replaced), list(report.unchanged), list(report.failed))
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        url=f"/jobs/{job.id}",
+        status=job.status,
+        total=job.total,
+        done=job.done,
+        submitted_at=job.submitted_at,
+        finished_at=job.finished_at,
+        report=ingest_out(job.report) if job.report else None,
+        error=job.error,
+    )

@@ -1,7 +1,9 @@
 """Reduce an article body to the article: no markup, no page furniture, every sentence kept.
 
 Rules, each one cheap to check by eye:
-- inline HTML is reduced to its text (entities decoded, tags dropped, block tags become line breaks);
+- inline HTML is reduced to its text: entities are decoded first, then scripts, styles, comments and
+  tags (an unterminated one too) are dropped and block tags become line breaks, so no markup survives,
+  not even markup that arrived escaped (``&lt;script&gt;``);
 - lines equal to the title are dropped (pages often repeat the headline above the text);
 - known page furniture ("Leave a review", "Follow us on social networks", "Advertisement", newsletter
   promotions, an ad-feedback widget, ...) is dropped wherever it stands;
@@ -30,19 +32,31 @@ _FURNITURE = re.compile(
 )
 _DATELINE = re.compile(r"^[A-Z][\w .,&'-]{0,40}\s[—–-]+$")
 _SENTENCE_END = re.compile(r"""[.!?…:;]["'”’)\]]*$""")
-_TAG = re.compile(r"<[^>]+>")
-_BLOCK_TAG = re.compile(r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|tr|table|section|article)\b[^>]*>", re.I)
+# A tag starts with "<" and a letter, "/", "!" or "?"; it runs to ">" or, unterminated, to the next "<"
+# or the end. A "<" followed by anything else ("rose <5%", "x < y") is text and stays.
+_TAG = re.compile(r"<[A-Za-z/!?][^<>]*(?:>|(?=<)|$)")
+_HIDDEN = re.compile(r"<(script|style|noscript|template|iframe|object)\b.*?(?:</\1\s*>|$)", re.I | re.S)
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
+_BLOCK_TAG = re.compile(r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|tr|table|section|article)\b[^<>]*>", re.I)
 _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _TAIL_MAX_WORDS = 40
 
 
 def strip_html(text: str) -> str:
-    """Text of an HTML fragment: block tags become line breaks, other tags vanish, entities decode."""
+    """Text of an HTML fragment: entities decode, then hidden elements, comments and tags vanish and
+    block tags become line breaks. What comes out holds no markup."""
     if "<" not in text and "&" not in text:
         return text
+    text = html.unescape(text)
+    text = _HIDDEN.sub("", text)
+    text = _COMMENT.sub("", text)
     text = _BLOCK_TAG.sub("\n", text)
-    text = _TAG.sub("", text)
-    return html.unescape(text)
+    return _TAG.sub("", text)
+
+
+def plain_line(text: str) -> str:
+    """A one-line field (title, outlet, author) as plain text: markup removed, spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFC", strip_html(text)).split())
 
 
 def normalize(text: str) -> str:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -18,6 +20,9 @@ DEFAULT_TOP_K = 5
 DEFAULT_MAX_QUESTION_CHARS = 2000
 DEFAULT_MAX_BODY_BYTES = 5_000_000
 DEFAULT_EVAL_CACHE = Path.home() / ".cache" / "newsrag" / "eval-indexes"
+DEFAULT_RATE_PER_ADDRESS = 300
+DEFAULT_INGEST_SYNC_CHARS = 20_000
+DEFAULT_INGEST_SYNC_ARTICLES = 16
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,20 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest HTTP request body accepted (413 beyond)."""
 
+    rate_per_address: int = DEFAULT_RATE_PER_ADDRESS
+    """Requests a minute one client address may make to the question and article routes (0: no limit).
+    Env: RAG_RATE_PER_ADDRESS."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed; none by default.
+    Env: RAG_TRUSTED_PROXIES (comma-separated)."""
+
+    ingest_sync_chars: int = DEFAULT_INGEST_SYNC_CHARS
+    """An HTTP ingest with more article text than this runs as a background job (202)."""
+
+    ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
+    """An HTTP ingest of more articles than this runs as a background job (202)."""
+
     tiktoken_cache_dir: Path = field(default_factory=lambda: DEFAULT_DATA_DIR / "tiktoken")
     """Where the offline cl100k_base file is placed for tiktoken. Env: TIKTOKEN_CACHE_DIR."""
 
@@ -59,4 +78,15 @@ class Settings:
         data_dir = Path(env.get("RAG_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser().resolve()
         cache = Path(env.get("TIKTOKEN_CACHE_DIR", str(data_dir / "tiktoken"))).expanduser().resolve()
         eval_cache = Path(env.get("RAG_EVAL_CACHE", str(DEFAULT_EVAL_CACHE))).expanduser().resolve()
-        return cls(data_dir=data_dir, tiktoken_cache_dir=cache, eval_cache_dir=eval_cache)
+        try:
+            rate = int(env.get("RAG_RATE_PER_ADDRESS", str(DEFAULT_RATE_PER_ADDRESS)))
+        except ValueError:
+            raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
+        proxies = tuple(p.strip() for p in env.get("RAG_TRUSTED_PROXIES", "").split(",") if p.strip())
+        return cls(
+            data_dir=data_dir,
+            tiktoken_cache_dir=cache,
+            eval_cache_dir=eval_cache,
+            rate_per_address=rate,
+            trusted_proxies=proxies,
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tqdm import tqdm
 
@@ -32,10 +32,17 @@ class Ingestor:
         self._chunker = chunker
         self._batch_articles = batch_articles
 
-    def ingest(self, items: Iterable[Article | ArticleError], progress: bool | None = None) -> IngestReport:
+    def ingest(
+        self,
+        items: Iterable[Article | ArticleError],
+        progress: bool | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> IngestReport:
         """Store every article of ``items``; errors in ``items`` are reported, not raised.
 
-        Each batch is committed on its own, so a crash keeps every batch before it.
+        Each batch is committed on its own, so a crash keeps every batch before it. ``progress`` shows a
+        bar (default: when stderr is a terminal); ``on_batch`` is told how many items are done after
+        each batch. Readers see the new articles when the whole ingest is published, at its end.
         """
         added: list[str] = []
         replaced: list[str] = []
@@ -52,6 +59,8 @@ class Ingestor:
                 pending[item.id] = item
                 if len(pending) >= self._batch_articles:
                     self._flush_batch(pending, added, replaced, unchanged)
+                    if on_batch is not None:
+                        on_batch(bar.n)
             self._flush_batch(pending, added, replaced, unchanged)
         self._store.flush()
         return IngestReport(tuple(added), tuple(replaced), tuple(unchanged), tuple(failed))

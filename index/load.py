@@ -9,10 +9,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dateutil import parser as date_parser
 
-from index.clean import clean_body, normalize
+from index.clean import clean_body, plain_line
 from index.errors import ArticleError
 from index.records import Article
 
@@ -78,9 +79,9 @@ def parse_record(record: Any, origin: str) -> Article:
     body = record.get("body") or record.get("text")
     if not isinstance(body, str) or not body.strip():
         raise ArticleError(origin, "missing or empty 'body' (or 'text')")
-    title = _optional_str(record, "title", origin) or ""
-    url = _optional_str(record, "url", origin)
-    source = _optional_str(record, "source", origin)
+    title = plain_line(_optional_str(record, "title", origin) or "")
+    url = _url(_optional_str(record, "url", origin), origin)
+    source = plain_line(_optional_str(record, "source", origin) or "") or None
     authors = record.get("authors") or ()
     if isinstance(authors, str):
         authors = (authors,)
@@ -90,7 +91,6 @@ def parse_record(record: Any, origin: str) -> Article:
     raw_id = record.get("id")
     if raw_id is not None and (not isinstance(raw_id, str | int) or not _ID.match(str(raw_id))):
         raise ArticleError(origin, "'id' must be 1-200 letters, digits or . _ : -")
-    title = normalize(title)
     return _article(
         str(raw_id) if raw_id is not None else None,
         title=title,
@@ -98,9 +98,19 @@ def parse_record(record: Any, origin: str) -> Article:
         source=source,
         url=url,
         published_at=published,
-        authors=tuple(a.strip() for a in authors if a.strip()),
+        authors=tuple(name for name in (plain_line(a) for a in authors) if name),
         origin=origin,
     )
+
+
+def _url(value: str | None, origin: str) -> str | None:
+    """An http(s) address with a host, or None; anything else (``javascript:``, ``data:``) is refused."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in {"http", "https"} or not parts.netloc or any(c.isspace() for c in value):
+        raise ArticleError(origin, "'url' must be an http:// or https:// address")
+    return value
 
 
 def parse_date(value: object, origin: str) -> date | None:
@@ -219,11 +229,12 @@ def _load_html(raw: str, origin: str, stem_id: str | None) -> Article:
     if doc is None or isinstance(doc, dict) or not (doc.text or "").strip():
         raise ArticleError(origin, "no article text found in the HTML")
     authors = [a.strip() for a in (doc.author or "").split(";") if a.strip()]
+    url = doc.url if doc.url and urlsplit(doc.url).scheme.lower() in {"http", "https"} else None
     record = {
         "id": stem_id,
         "title": doc.title or "",
         "body": doc.text,
-        "url": doc.url,
+        "url": url,
         "source": doc.sitename or doc.hostname,
         "published_at": doc.date,
         "authors": authors,

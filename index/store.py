@@ -468,16 +468,11 @@ class IndexStore:
         asked, leaving out ids whose chunk a later write removed."""
         if not ids:
             return []
-        rows = (
-            self._reader()
-            .execute(
-                f'SELECT c.id, c.article_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, {_ARTICLE_COLUMNS} '
-                f"FROM chunks c JOIN articles a ON a.id = c.article_id "
-                f"WHERE c.id IN ({','.join('?' * len(ids))})",
-                list(ids),
-            )
-            .fetchall()
+        query = (
+            f'SELECT c.id, c.article_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, {_ARTICLE_COLUMNS} '
+            f"FROM chunks c JOIN articles a ON a.id = c.article_id WHERE c.id IN ({','.join('?' * len(ids))})"
         )
+        rows = self._reader().execute(query, list(ids)).fetchall()
         by_id = {r[0]: (Chunk(r[0], r[1], r[2], Span(r[3], r[4]), r[5], r[6]), _article(r[7:])) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 

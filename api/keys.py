@@ -1,0 +1,192 @@
+"""API keys: who may ask, who may write, from which web pages, how often.
+
+Keys live in the index's SQLite file (table ``api_keys``), stored as SHA-256 hashes of random 256-bit
+tokens, so a copied database reveals no usable key; the token is shown once, when it is created.
+Daily usage is kept in ``api_key_usage`` so a restart does not reset a daily cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from index.errors import ConfigError
+from index.store import DB_NAME
+
+SCOPES = ("ask", "admin")
+TOKEN_PREFIX = "nqa_"  # noqa: S105 - a marker that makes leaked keys easy to search for, not a secret
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, origins TEXT NOT NULL,
+    per_minute INTEGER, per_day INTEGER, created_at TEXT NOT NULL, revoked_at TEXT, prefix TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_key_usage (
+    name TEXT NOT NULL, day TEXT NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (name, day)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One key as stored (never the token itself)."""
+
+    name: str
+    scope: str
+    """``ask``: questions, search, reading articles. ``admin``: all of that, and adding and deleting."""
+    origins: tuple[str, ...]
+    """Web pages (``scheme://host[:port]``) allowed to use the key from a browser; empty: none."""
+    per_minute: int | None
+    per_day: int | None
+    created_at: str
+    revoked_at: str | None
+    prefix: str
+    """The token's first characters, to tell keys apart in listings."""
+
+    def allows(self, scope: str) -> bool:
+        return self.scope in {"admin", scope}
+
+
+def normalize_origin(value: str) -> str:
+    """``https://Intranet.example.com:443/page`` -> ``https://intranet.example.com``; raises ConfigError."""
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"origin {value!r} is not an http(s) address such as https://intranet.example.com")
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[scheme]
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{scheme}://{host}{port}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyRing:
+    """The keys of one index. Lookups hit SQLite every time, so a revocation takes effect at once."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(data_dir / DB_NAME, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout = 60000")
+        self._lock = threading.Lock()
+        try:
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"the key table cannot be opened ({exc})") from exc
+
+    def add(
+        self,
+        name: str,
+        scope: str,
+        origins: Sequence[str] = (),
+        per_minute: int | None = None,
+        per_day: int | None = None,
+    ) -> str:
+        """Create a key and return its token (shown this once; only its hash is kept)."""
+        if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+            raise ConfigError("a key name is 1-64 letters, digits, '.', '_' or '-'")
+        if scope not in SCOPES:
+            raise ConfigError(f"scope must be one of {', '.join(SCOPES)}")
+        for limit in (per_minute, per_day):
+            if limit is not None and limit < 1:
+                raise ConfigError("limits must be at least 1 request")
+        normalized = sorted({normalize_origin(o) for o in origins})
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._writing():
+            if self._db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
+                raise ConfigError(f"a key named {name!r} exists; revoke it or choose another name")
+            self._db.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                (name, hash_token(token), scope, json.dumps(normalized), per_minute, per_day, now, token[:8]),
+            )
+        return token
+
+    def revoke(self, name: str) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._writing():
+            changed = self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
+            ).rowcount
+        if not changed:
+            raise ConfigError(f"no active key named {name!r}")
+
+    def keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, scope, origins, per_minute, per_day, created_at, revoked_at, prefix "
+                "FROM api_keys ORDER BY created_at, name"
+            ).fetchall()
+        return [_key(row) for row in rows]
+
+    def lookup(self, token: str) -> ApiKey | None:
+        """The active key with this token, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, scope, origins, per_minute, per_day, created_at, revoked_at, prefix "
+                "FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
+                (hash_token(token),),
+            ).fetchone()
+        return None if row is None else _key(row)
+
+    def active(self) -> list[ApiKey]:
+        return [key for key in self.keys() if key.revoked_at is None]
+
+    def usage(self, day: date) -> dict[str, int]:
+        """Requests counted per key on ``day`` (UTC)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, used FROM api_key_usage WHERE day = ?", (day.isoformat(),))
+            return {name: int(used) for name, used in rows}
+
+    def save_usage(self, day: date, used: dict[str, int]) -> None:
+        if not used:
+            return
+        with self._writing():
+            self._db.execute("DELETE FROM api_key_usage WHERE day < ?", (day.isoformat(),))
+            self._db.executemany(
+                "INSERT INTO api_key_usage VALUES (?, ?, ?) ON CONFLICT (name, day) "
+                "DO UPDATE SET used = max(used, excluded.used)",
+                [(name, day.isoformat(), count) for name, count in used.items()],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+
+def _key(row: Sequence[object]) -> ApiKey:
+    name, scope, origins, per_minute, per_day, created, revoked, prefix = row
+    return ApiKey(
+        name=str(name),
+        scope=str(scope),
+        origins=tuple(json.loads(str(origins))),
+        per_minute=None if per_minute is None else int(str(per_minute)),
+        per_day=None if per_day is None else int(str(per_day)),
+        created_at=str(created),
+        revoked_at=None if revoked is None else str(revoked),
+        prefix=str(prefix),
+    )

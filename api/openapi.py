@@ -1,0 +1,40 @@
+"""OpenAPI details Litestar 2 leaves out, so clients and schema fuzzers know exactly what is refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi.spec import Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+
+from api.schemas import MAX_ARTICLES_PER_REQUEST
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's own Struct schema plugin (private in Litestar 2.25, pinned), plus
+    ``additionalProperties: false`` for Structs declared with ``forbid_unknown_fields=True``."""
+
+    def to_openapi_schema(self, field_definition: Any, schema_creator: Any) -> Schema:
+        schema: Schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema
+
+
+@dataclass
+class ArticlesOperation(Operation):
+    """``POST /articles``: Litestar drops the length bounds of a list inside a union, so the request body
+    schema (one article, or a list of 1 to ``MAX_ARTICLES_PER_REQUEST``) states them here."""
+
+    def __post_init__(self) -> None:
+        body = self.request_body
+        if not isinstance(body, RequestBody) or not body.content:
+            return
+        schema = body.content["application/json"].schema
+        for option in (schema.one_of or []) if isinstance(schema, Schema) else []:
+            if isinstance(option, Schema) and option.type == OpenAPIType.ARRAY:
+                option.min_items, option.max_items = 1, MAX_ARTICLES_PER_REQUEST
