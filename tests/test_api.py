@@ -120,8 +120,14 @@ def test_health_and_openapi(client: TestClient[Litestar]) -> None:
         ({"question": "x" * 2001}, 400, "length <= 2000"),
         ({"question": "ok", "top_k": 0}, 400, ">= 1"),
         ({"question": "ok", "top_k": 51}, 400, "<= 50"),
-        ({"question": "ok", "filters": {"published_after": "2024-02-01", "published_before": "2024-01-01"}},
-         422, "later than"),
+        (
+            {
+                "question": "ok",
+                "filters": {"published_after": "2024-02-01", "published_before": "2024-01-01"},
+            },
+            422,
+            "later than",
+        ),
         ({"question": "ok", "as_of": "not a date"}, 400, ""),
         ({"question": "ok", "surprise": 1}, 400, ""),
         ({}, 400, ""),
