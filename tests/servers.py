@@ -1,0 +1,64 @@
+"""Real `rag` processes for tests: the command line, and `rag serve` on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rag(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the `rag` command line to completion."""
+    command = [sys.executable, "-m", "api", *args]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def rag_env(data_dir: Path, tiktoken_dir: Path) -> dict[str, str]:
+    return {**os.environ, "RAG_DATA_DIR": str(data_dir), "TIKTOKEN_CACHE_DIR": str(tiktoken_dir)}
+
+
+@contextmanager
+def serving(env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
+    """`rag serve` on 127.0.0.1 (extra ``args`` appended), until its index is loaded; yields the base URL."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, log_path.read_text()
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"the server did not become ready:\n{log_path.read_text()}")
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

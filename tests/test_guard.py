@@ -1,0 +1,308 @@
+"""Keys, scopes, origins, JSON bodies, rate limits, daily caps, revocation and request ids, on the real
+app in-process (the loopback rule of `rag serve` runs the real command line)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.guard import RequestIdFilter
+from api.keys import KeyRing, normalize_origin
+from api.limits import Buckets, DailyCaps, client_address, parse_networks
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.config import Settings
+from index.errors import ConfigError
+from index.store import IndexStore
+from rag import Answerer
+from tests.conftest import NEWS, SEEDS, make_settings
+from tests.servers import free_port, rag, rag_env, serving
+
+PROBLEM = "application/problem+json"
+INTRANET = "https://intranet.example.com"
+QUESTION = {"question": "Why did Russian peacekeepers leave Karabakh?"}
+
+
+@dataclass
+class Keys:
+    admin: str
+    ask: str
+    widget: str
+    """An ask key usable from INTRANET pages."""
+    slow: str
+    """An ask key limited to 3 requests a minute."""
+    daily: str
+    """An ask key limited to 2 requests a day."""
+
+
+@pytest.fixture
+def indexed(
+    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+) -> Iterator[tuple[Settings, IndexStore]]:
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    store = open_store(settings, embedder)
+    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    yield settings, store
+    store.close()
+
+
+def _client(
+    settings: Settings, store: IndexStore, embedder: PackagedEmbedder, **options: object
+) -> TestClient[Litestar]:
+    def opener(s: Settings) -> Answerer:
+        return Answerer(store, embedder, s)
+
+    app = create_app(replace(settings, **options), opener=opener, background=False)  # type: ignore[arg-type]
+    return TestClient(app=app)
+
+
+@pytest.fixture
+def keys(indexed: tuple[Settings, IndexStore]) -> Keys:
+    ring = KeyRing(indexed[0].data_dir)
+    made = Keys(
+        admin=ring.add("ops", "admin"),
+        ask=ring.add("reader", "ask"),
+        widget=ring.add("widget", "ask", origins=[INTRANET + "/page"]),
+        slow=ring.add("slow", "ask", per_minute=3),
+        daily=ring.add("daily", "ask", per_day=2),
+    )
+    ring.close()
+    return made
+
+
+@pytest.fixture
+def client(
+    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder, keys: Keys
+) -> Iterator[TestClient[Litestar]]:
+    del keys  # created before the app starts
+    with _client(*indexed, embedder) as test_client:
+        yield test_client
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def _problem(response: object, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith(PROBLEM)  # type: ignore[attr-defined]
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert body["status"] == status
+    return body
+
+
+def test_a_key_is_needed_once_keys_exist(client: TestClient[Litestar], keys: Keys) -> None:
+    missing = client.post("/ask", json=QUESTION)
+    assert "API key" in str(_problem(missing, 401)["title"])
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    _problem(client.post("/ask", json=QUESTION, headers=_bearer("nqa_not-a-key")), 401)
+    _problem(client.post("/ask", json=QUESTION, headers={"authorization": keys.ask}), 401)  # no scheme
+    assert client.post("/ask", json=QUESTION, headers=_bearer(keys.ask)).status_code == 200
+    assert client.get("/search", params={"q": "wheat"}, headers=_bearer(keys.ask)).status_code == 200
+    assert client.get("/articles/t-wheat-harvest", headers=_bearer(keys.ask)).status_code == 200
+
+
+def test_scopes_separate_asking_from_writing(client: TestClient[Litestar], keys: Keys) -> None:
+    article = {"id": "scoped", "body": "The council approved the new harbour budget on Tuesday evening."}
+    body = _problem(client.post("/articles", json=article, headers=_bearer(keys.ask)), 403)
+    assert "needs 'admin'" in str(body["detail"])
+    _problem(client.delete("/articles/t-wheat-harvest", headers=_bearer(keys.ask)), 403)
+    assert client.post("/articles", json=article, headers=_bearer(keys.admin)).status_code == 200
+    assert (
+        client.post("/ask", json=QUESTION, headers=_bearer(keys.admin)).status_code == 200
+    )  # admin asks too
+    assert client.delete("/articles/scoped", headers=_bearer(keys.admin)).status_code == 204
+
+
+def test_health_metrics_and_schema_stay_open(client: TestClient[Litestar]) -> None:
+    assert client.get("/health").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/schema/openapi.json").status_code == 200
+
+
+def test_origins_and_cors(client: TestClient[Litestar], keys: Keys) -> None:
+    listed = client.post("/ask", json=QUESTION, headers={**_bearer(keys.widget), "origin": INTRANET})
+    assert listed.status_code == 200
+    assert listed.headers["access-control-allow-origin"] == INTRANET
+    assert "Retry-After" in listed.headers["access-control-expose-headers"]
+    assert "RateLimit-Remaining" in listed.headers["access-control-expose-headers"]
+    assert listed.headers["vary"] == "Origin"
+    other = client.post(
+        "/ask", json=QUESTION, headers={**_bearer(keys.widget), "origin": "https://evil.example"}
+    )
+    assert "evil.example" in str(_problem(other, 403)["detail"])
+    # A key without origins cannot be used from another site's pages either.
+    _problem(client.post("/ask", json=QUESTION, headers={**_bearer(keys.ask), "origin": INTRANET}), 403)
+    # Without an Origin (a server-side client) the widget key works.
+    assert client.post("/ask", json=QUESTION, headers=_bearer(keys.widget)).status_code == 200
+
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    allowed = client.options("/ask", headers={**preflight, "origin": INTRANET})
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-origin"] == INTRANET
+    assert "Authorization" in allowed.headers["access-control-allow-headers"]
+    _problem(client.options("/ask", headers={**preflight, "origin": "https://evil.example"}), 403)
+
+
+def test_bodies_must_be_json(client: TestClient[Litestar], keys: Keys) -> None:
+    """A browser sends text/plain across sites without a preflight; such a body is refused unread."""
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        response = client.post(
+            "/articles",
+            content=b'{"id": "x", "body": "Replaced by another site."}',
+            headers={**_bearer(keys.admin), "content-type": content_type},
+        )
+        _problem(response, 415)
+    _problem(client.post("/ask", content=b"{}", headers=_bearer(keys.ask)), 415)  # no content type at all
+
+
+def test_per_key_rate_limit_answers_429_with_retry_after(client: TestClient[Litestar], keys: Keys) -> None:
+    first = client.post("/ask", json=QUESTION, headers=_bearer(keys.slow))
+    assert (first.status_code, first.headers["ratelimit-limit"], first.headers["ratelimit-remaining"]) == (
+        200,
+        "3",
+        "2",
+    )
+    for _ in range(2):
+        assert client.post("/ask", json=QUESTION, headers=_bearer(keys.slow)).status_code == 200
+    refused = client.post("/ask", json=QUESTION, headers=_bearer(keys.slow))
+    body = _problem(refused, 429)
+    assert 1 <= int(refused.headers["retry-after"]) <= 20  # one request comes back every 20 s
+    assert refused.headers["ratelimit-remaining"] == "0"
+    assert "3 requests a minute for this key" in str(body["detail"])
+    assert (
+        client.post("/ask", json=QUESTION, headers=_bearer(keys.ask)).status_code == 200
+    )  # others unaffected
+    metrics = client.get("/metrics").text
+    assert 'newsqa_rate_limited_total{limit="key"}' in metrics
+
+
+def test_daily_cap_survives_a_restart(
+    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder, keys: Keys
+) -> None:
+    with _client(*indexed, embedder) as client:
+        for _ in range(2):
+            assert client.post("/ask", json=QUESTION, headers=_bearer(keys.daily)).status_code == 200
+        refused = client.post("/ask", json=QUESTION, headers=_bearer(keys.daily))
+        _problem(refused, 429)
+        assert 1 <= int(refused.headers["retry-after"]) <= 86_400
+    with _client(*indexed, embedder) as client:  # the counts were saved at shutdown and read back
+        _problem(client.post("/ask", json=QUESTION, headers=_bearer(keys.daily)), 429)
+
+
+def test_per_address_limit(indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder) -> None:
+    with _client(*indexed, embedder, rate_per_address=2) as client:
+        assert client.get("/search", params={"q": "wheat"}).status_code == 200
+        assert client.get("/search", params={"q": "wheat"}).status_code == 200
+        refused = client.get("/search", params={"q": "wheat"})
+        assert "from one address" in str(_problem(refused, 429)["detail"])
+        assert int(refused.headers["retry-after"]) >= 1
+        assert client.get("/health").status_code == 200  # health is never limited
+
+
+def test_revocation_takes_effect_at_once(
+    client: TestClient[Litestar], keys: Keys, indexed: tuple[Settings, IndexStore]
+) -> None:
+    assert client.post("/ask", json=QUESTION, headers=_bearer(keys.ask)).status_code == 200
+    ring = KeyRing(indexed[0].data_dir)
+    ring.revoke("reader")
+    ring.close()
+    _problem(client.post("/ask", json=QUESTION, headers=_bearer(keys.ask)), 401)
+
+
+def test_request_ids_in_headers_and_logs(
+    client: TestClient[Litestar], keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())
+    given = client.post("/ask", json=QUESTION, headers={**_bearer(keys.ask), "x-request-id": "trace-42"})
+    assert given.headers["x-request-id"] == "trace-42"
+    made = client.post("/ask", json=QUESTION, headers={**_bearer(keys.ask), "x-request-id": "bad id\n"})
+    assert len(made.headers["x-request-id"]) == 32
+    refused = client.post("/ask", json=QUESTION)
+    assert len(refused.headers["x-request-id"]) == 32
+    access = [r for r in caplog.records if r.name == "api.access"]
+    assert {getattr(r, "request_id", None) for r in access} >= {"trace-42", made.headers["x-request-id"]}
+
+
+def test_open_mode_refuses_other_sites(
+    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+) -> None:
+    with _client(*indexed, embedder) as client:  # no keys at all
+        assert client.post("/ask", json=QUESTION).status_code == 200
+        _problem(client.post("/ask", json=QUESTION, headers={"origin": "https://evil.example"}), 403)
+        local = client.post("/ask", json=QUESTION, headers={"origin": "http://localhost:5173"})
+        assert local.status_code == 200
+        assert local.headers["access-control-allow-origin"] == "http://localhost:5173"
+
+
+def test_limits_and_addresses_in_isolation() -> None:
+    clock = [0.0]
+    buckets = Buckets(clock=lambda: clock[0])
+    assert [buckets.take("a", 2, "key").allowed for _ in range(3)] == [True, True, False]
+    assert buckets.take("a", 2, "key").reset_seconds == 30
+    clock[0] = 30.0
+    assert buckets.take("a", 2, "key").allowed
+    proxies = parse_networks(["10.0.0.0/8"])
+    assert client_address("203.0.113.9", "1.2.3.4", proxies) == "203.0.113.9"  # not a proxy: header ignored
+    assert client_address("10.0.0.2", "1.2.3.4, 10.0.0.7", proxies) == "1.2.3.4"
+    assert client_address("10.0.0.2", "1.2.3.4", []) == "10.0.0.2"  # off by default
+    assert normalize_origin("HTTPS://Intranet.Example.com:443/page?x=1") == INTRANET
+    assert normalize_origin("http://localhost:8000") == "http://localhost:8000"
+    with pytest.raises(ConfigError):
+        normalize_origin("javascript:alert(1)")
+
+
+def test_daily_caps_roll_over_at_midnight(tmp_path: Path) -> None:
+    ring = KeyRing(tmp_path)
+    ring.add("d", "ask", per_day=1)
+    (key,) = ring.active()
+    today = [date(2026, 1, 1)]
+    caps = DailyCaps(ring, today=lambda: today[0])
+    verdicts = [caps.take(key), caps.take(key)]
+    assert [v.allowed if v else None for v in verdicts] == [True, False]
+    today[0] = date(2026, 1, 2)
+    fresh = caps.take(key)
+    assert fresh is not None
+    assert fresh.allowed
+    ring.close()
+
+
+def test_keys_command_line(tmp_path: Path, tiktoken_dir: Path) -> None:
+    env = rag_env(tmp_path / "data", tiktoken_dir)
+    made = rag(
+        "keys", "add", "intranet", "--scope", "ask", "--origin", INTRANET, "--per-minute", "30", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("nqa_")
+    assert len(token) > 40
+    listing = rag("keys", "list", env=env)
+    assert "intranet" in listing.stdout
+    assert INTRANET in listing.stdout
+    assert token not in listing.stdout
+    assert token not in (tmp_path / "data" / "meta.sqlite").read_bytes().decode("latin-1")
+    assert rag("keys", "add", "intranet", "--scope", "ask", env=env).returncode == 2  # names are unique
+    assert rag("keys", "add", "x", "--scope", "ask", "--origin", "ftp://a", env=env).returncode == 2
+    assert rag("keys", "revoke", "intranet", env=env).returncode == 0
+    assert "revoked" in rag("keys", "list", env=env).stdout
+    assert rag("keys", "revoke", "intranet", env=env).returncode == 2
+
+
+@pytest.mark.slow
+def test_serving_beyond_loopback_needs_keys_or_insecure(tmp_path: Path, tiktoken_dir: Path) -> None:
+    env = rag_env(tmp_path / "data", tiktoken_dir)
+    refused = rag("serve", "--host", "0.0.0.0", "--port", str(free_port()), env=env, timeout=120)
+    assert refused.returncode == 2
+    assert "without API keys" in refused.stderr
+    assert "--insecure" in refused.stderr
+    assert rag("keys", "add", "ops", "--scope", "admin", env=env).returncode == 0
+    with serving(env, tmp_path / "server.log", "--host", "0.0.0.0") as base:
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+        assert httpx.post(f"{base}/ask", json=QUESTION, timeout=30).status_code == 401
