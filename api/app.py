@@ -213,7 +213,7 @@ def search(
     sync_to_thread=True,
     opt=ASK,
     security=_SECURITY,
-    responses=_problems(404),
+    responses=_problems(400, 404),
     summary="One stored article",
 )
 def get_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> ArticleOut:
@@ -272,7 +272,7 @@ def post_articles(
     sync_to_thread=False,
     opt=ADMIN,
     security=_SECURITY,
-    responses=_problems(404),
+    responses=_problems(400, 404),
     summary="A background ingest job",
 )
 def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
@@ -290,7 +290,7 @@ def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
     status_code=HTTP_204_NO_CONTENT,
     opt=ADMIN,
     security=_SECURITY,
-    responses=_problems(404),
+    responses=_problems(400, 404),
     summary="Remove an article; no question asked after this returns can cite it",
 )
 def delete_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> None:
