@@ -17,6 +17,7 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import MutableScopeHeaders, State
 from litestar.exceptions import ValidationException
+from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody, Parameter
@@ -31,7 +32,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.guard import Doorkeeper, Guard
+from api.guard import Doorkeeper, Guard, RequestIdFilter
 from api.jobs import IngestJobs, QueueFullError
 from api.keys import KeyRing
 from api.limits import DailyCaps, parse_networks
@@ -85,6 +86,7 @@ _REASONS = {
     503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
 }
 _GUARDED = (401, 403, 429, 500, 503)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 class NotFoundError(RagError):
@@ -400,6 +402,19 @@ def create_app(
         exception_to_problem_detail_map={RagError: _problem, QueueFullError: _problem},
     )
     prometheus = PrometheusConfig(app_name="newsqa", prefix="newsqa", group_path=True, exclude=["^/metrics$"])
+    logging_config = LoggingConfig(
+        formatters={"standard": {"format": LOG_FORMAT}},
+        filters={"request_id": {"()": RequestIdFilter}},
+        handlers={
+            "queue_listener": {
+                "class": "litestar.logging.standard.QueueListenerHandler",
+                "level": "DEBUG",
+                "formatter": "standard",
+                "filters": ["request_id"],
+            }
+        },
+        log_exceptions="never",  # _internal logs them, with the request id
+    )
     return Litestar(
         route_handlers=[ask, search, get_article, post_articles, delete_article, get_job, health, metrics],
         on_startup=[start],
@@ -425,5 +440,6 @@ def create_app(
             ),
         ),
         state=State({"service": service}),
+        logging_config=logging_config,
         debug=False,
     )

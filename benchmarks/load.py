@@ -1,0 +1,210 @@
+"""Bounded load on a real `rag serve` over loopback: questions from N clients, with and without a writer
+adding and deleting articles over HTTP, and while `rag ingest` runs in another process. A phase asks at
+least ``--requests`` questions and goes on until its writer (or ingest) has finished.
+
+    .venv/bin/python benchmarks/load.py [DATASET_DIR] [--clients 8 32] [--requests 600] [--writes 200]
+
+The server serves a copy of the dataset's cached eval index (so writes leave the cache alone), with an
+admin and an ask key and no per-address limit. Each phase prints requests, errors by status, 5xx, p50
+and p95 latency and throughput; the writer's adds and deletes count as requests of the phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from evals.cache import cached_answerer  # noqa: E402
+from evals.data import load_dataset  # noqa: E402
+from index import PackagedEmbedder  # noqa: E402
+from index.config import Settings  # noqa: E402
+from tests.servers import rag, serving  # noqa: E402
+
+
+@dataclass
+class Phase:
+    name: str
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, status: int, ms: float, timed: bool = True) -> None:
+        with self.lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if timed:
+                self.latencies.append(ms)
+
+    def row(self) -> str:
+        total = sum(self.statuses.values())
+        errors = sum(n for s, n in self.statuses.items() if s >= 400)
+        server = sum(n for s, n in self.statuses.items() if s >= 500)
+        p50, p95 = np.percentile(self.latencies, [50, 95]) if self.latencies else (0.0, 0.0)
+        return (
+            f"{self.name:<34} {total:>6} {errors:>6} {server:>4} {p50:>8.1f} {p95:>8.1f} "
+            f"{total / self.seconds:>7.1f}"
+        )
+
+
+def _ask(
+    base: str,
+    key: str,
+    questions: list[dict[str, str | None]],
+    count: int,
+    phase: Phase,
+    busy: threading.Event,
+) -> None:
+    """At least ``count`` questions, and on while ``busy`` (a writer or an ingest is still working)."""
+    with httpx.Client(base_url=base, timeout=300, headers={"authorization": f"Bearer {key}"}) as client:
+        i = 0
+        while i < count or busy.is_set():
+            q = questions[i % len(questions)]
+            i += 1
+            started = time.perf_counter()
+            response = client.post("/ask", json={"question": q["question"], "as_of": q["as_of"]})
+            phase.record(response.status_code, (time.perf_counter() - started) * 1000)
+
+
+def _write(base: str, key: str, writes: int, phase: Phase, busy: threading.Event) -> None:
+    with httpx.Client(base_url=base, timeout=300, headers={"authorization": f"Bearer {key}"}) as client:
+        for i in range(writes // 2):
+            story = {
+                "id": f"load-{i}",
+                "title": f"Harbour works update {i}",
+                "published_at": "2022-06-01",
+                "body": f"Update {i}: the harbour authority said repairs to the north pier continue this "
+                "week. Ferries use the south berth until the works end.",
+            }
+            added = client.post("/articles", json=story)
+            phase.record(added.status_code, 0.0, timed=False)
+            removed = client.delete(f"/articles/load-{i}")
+            phase.record(removed.status_code, 0.0, timed=False)
+    busy.clear()
+
+
+def _run(
+    name: str,
+    base: str,
+    keys: dict[str, str],
+    questions: list[dict[str, str | None]],
+    clients: int,
+    requests: int,
+    writes: int,
+    ingest: list[str] | None,
+    env: dict[str, str],
+) -> Phase:
+    phase = Phase(name)
+    busy = threading.Event()
+    if writes or ingest:
+        busy.set()
+    per_client = max(requests // clients, 1)
+    threads = [
+        threading.Thread(
+            target=_ask, args=(base, keys["ask"], questions[i::clients], per_client, phase, busy)
+        )
+        for i in range(clients)
+    ]
+    if writes:
+        threads.append(threading.Thread(target=_write, args=(base, keys["admin"], writes, phase, busy)))
+    started = time.perf_counter()
+    process = (
+        subprocess.Popen(ingest, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if ingest
+        else None
+    )
+    for thread in threads:
+        thread.start()
+    if process:
+        process.wait()
+        busy.clear()
+        phase.name += f" (exit {process.returncode})"
+    for thread in threads:
+        thread.join()
+    phase.seconds = time.perf_counter() - started
+    return phase
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dataset", nargs="?", type=Path, default=ROOT / "evals/datasets/realtimeqa-briefs")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--requests", type=int, default=600, help="questions per phase")
+    parser.add_argument("--writes", type=int, default=200, help="adds plus deletes in a writer phase")
+    args = parser.parse_args()
+
+    dataset = load_dataset(args.dataset)
+    settings = Settings.from_env()
+    answerer = cached_answerer(dataset.corpus, settings, PackagedEmbedder())
+    source = answerer.store.data_dir
+    answerer.store.close()
+    work = Path(tempfile.mkdtemp(prefix="newsrag-load-"))
+    shutil.copytree(source, work / "data")
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(work / "data"),
+        "TIKTOKEN_CACHE_DIR": str(settings.tiktoken_cache_dir),
+    }
+    keys = {
+        scope: rag("keys", "add", f"load-{scope}", "--scope", scope, env=env).stdout.strip()
+        for scope in ("admin", "ask")
+    }
+    questions = [
+        {"question": q.question, "as_of": q.asked_on.isoformat() if q.asked_on else None}
+        for q in dataset.questions
+    ]
+    feed = work / "feed.jsonl"
+    with feed.open("w") as handle:
+        for i in range(300):
+            body = (
+                f"Council report {i}: the regional council voted on measure {i} about roads and schools. " * 3
+            )
+            handle.write(json.dumps({"id": f"feed-{i}", "title": f"Council vote {i}", "body": body}) + "\n")
+    ingest = [sys.executable, "-m", "api", "ingest", "--quiet", str(feed)]
+
+    print(f"{dataset.name}: {len(dataset.questions)} questions; server: rag serve on 127.0.0.1")
+    print(f"{'phase':<34} {'reqs':>6} {'errors':>6} {'5xx':>4} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7}")
+    with serving(env, work / "server.log", "--rate-per-address", "0") as base:
+        for clients in args.clients:
+            for writes in (0, args.writes):
+                label = f"{clients} clients" + (f" + writer ({writes} writes)" if writes else "")
+                print(
+                    _run(label, base, keys, questions, clients, args.requests, writes, None, env).row(),
+                    flush=True,
+                )
+        phase = _run(
+            f"{args.clients[0]} clients + rag ingest (300)",
+            base,
+            keys,
+            questions,
+            args.clients[0],
+            args.requests,
+            0,
+            ingest,
+            env,
+        )
+        print(phase.row(), flush=True)
+    tracebacks = (work / "server.log").read_text().count("Traceback")
+    print(f"server log: {tracebacks} tracebacks")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
