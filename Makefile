@@ -26,7 +26,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The widget's browser tests drive Debian's Chromium (Playwright's own browser download cannot run here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+unit: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest
 
 test: lint unit eval-gate

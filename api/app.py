@@ -6,13 +6,16 @@ handler runs. Handlers answer from one snapshot of the index; writes publish a n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import MutableScopeHeaders, State
@@ -27,6 +30,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
@@ -66,7 +70,7 @@ from index.errors import (
     RagError,
 )
 from index.records import Article
-from rag import Answerer, Filters, open_answerer
+from rag import Answer, Answerer, Filters, open_answerer
 from rag.answer import MAX_TOP_K
 
 log = logging.getLogger("api")
@@ -86,6 +90,7 @@ _REASONS = {
     503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
 }
 _GUARDED = (401, 403, 429, 500, 503)
+DEFAULT_HEARTBEAT_SECONDS = 10.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
@@ -116,6 +121,8 @@ class Service:
     jobs: IngestJobs | None = None
     door: Doorkeeper | None = None
     error: str | None = None
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    """How long a stream may stay silent before a ``: keepalive`` comment is sent."""
     ready: threading.Event = field(default_factory=threading.Event)
 
     def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
@@ -155,7 +162,7 @@ class Service:
         if self.jobs is not None:
             self.jobs.close()
         if self.door is not None:
-            self.door.daily.save()
+            self.door.daily.close()
             self.door.keys.close()
 
 
@@ -175,6 +182,10 @@ def _service(request: Request[Any, Any, Any]) -> Service:
 )
 def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
     answerer, _ = _service(request).require()
+    return answer_out(_answer(answerer, data))
+
+
+def _answer(answerer: Answerer, data: AskIn) -> Answer:
     f = data.filters
     filters = Filters(
         sources=tuple(f.sources or ()) if f else (),
@@ -185,7 +196,63 @@ def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
     answer = answerer.ask(question)
     for stage, ms in answer.timings_ms.items():
         STAGE_SECONDS.labels(stage).observe(ms / 1000)
-    return answer_out(answer)
+    return answer
+
+
+@post(
+    "/ask/stream",
+    status_code=200,
+    opt=ASK,
+    security=_SECURITY,
+    media_type="text/event-stream",
+    responses=_problems(400, 413, 415),
+    summary="Answer a question as a stream of Server-Sent Events",
+    description=(
+        'Takes the /ask body. Events: `sources` (`{"citations": [...]}`, before any text), one `sentence` '
+        'per answer sentence (`{"text", "cites": [n]}`), then `done` (`{"abstained", "timings_ms"}`); '
+        "or `error` (an RFC 9457 problem) when the question cannot be answered. Comment lines "
+        "(`: keepalive`) are sent while an answer takes long. Malformed requests, keys, origins and limits "
+        "are answered before the stream starts, as for /ask."
+    ),
+)
+async def ask_stream(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> ServerSentEvent:
+    service = _service(request)
+    answerer, _ = service.require()
+    return ServerSentEvent(_answer_events(answerer, data, service.heartbeat_seconds))
+
+
+async def _answer_events(
+    answerer: Answerer, data: AskIn, heartbeat: float
+) -> AsyncIterator[ServerSentEventMessage]:
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(_answer, answerer, data))
+    while not work.done():
+        await asyncio.wait({work}, timeout=heartbeat)
+        if not work.done():
+            yield ServerSentEventMessage(comment="keepalive", data=None)
+    try:
+        answer = work.result()
+    except Exception as exc:
+        if isinstance(exc, RagError):
+            problem = _problem(exc)
+            body = ProblemOut(problem.status_code, problem.title or "", problem.detail)
+        else:
+            log.exception("answering a streamed question failed")
+            body = ProblemOut(500, "Internal error", "the server failed; the error is logged")
+        yield ServerSentEventMessage(event="error", data=msgspec.json.encode(body).decode())
+        return
+    out = answer_out(answer)
+    yield ServerSentEventMessage(event="sources", data=_json({"citations": out.citations}))
+    for sentence in answer.sentences:
+        yield ServerSentEventMessage(
+            event="sentence", data=_json({"text": sentence.text, "cites": sentence.cites})
+        )
+    yield ServerSentEventMessage(
+        event="done", data=_json({"abstained": answer.abstained, "timings_ms": answer.timings_ms})
+    )
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 @get(
@@ -330,6 +397,25 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+_WIDGET = Path(__file__).with_name("widget")
+
+
+@get("/widget.js", sync_to_thread=False, include_in_schema=False)
+def widget_js() -> Response[bytes]:
+    """The chat widget: one file, no build step (api/widget/widget.js)."""
+    return Response(
+        (_WIDGET / "widget.js").read_bytes(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=300", "Cross-Origin-Resource-Policy": "cross-origin"},
+    )
+
+
+@get("/", sync_to_thread=False, include_in_schema=False)
+def demo_page() -> Response[bytes]:
+    """A page that embeds the widget with one tag."""
+    return Response((_WIDGET / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (QuestionError, 422, "Question cannot be answered as asked"),
     (ArticleNotFoundError, 404, "Article not found"),
@@ -384,11 +470,12 @@ def create_app(
     background: bool = True,
     on_load_error: Callable[[str], None] | None = None,
     open_without_keys: bool = True,
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
 ) -> Litestar:
     """The Litestar app. The index loads on start-up (in a thread when ``background``) and every route
     answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops).
     ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure)."""
-    service = Service(settings, open_without_keys)
+    service = Service(settings, open_without_keys, heartbeat_seconds=heartbeat_seconds)
 
     def start() -> None:
         args = (opener, on_load_error)
@@ -416,7 +503,19 @@ def create_app(
         log_exceptions="never",  # _internal logs them, with the request id
     )
     return Litestar(
-        route_handlers=[ask, search, get_article, post_articles, delete_article, get_job, health, metrics],
+        route_handlers=[
+            ask,
+            ask_stream,
+            search,
+            get_article,
+            post_articles,
+            delete_article,
+            get_job,
+            health,
+            metrics,
+            widget_js,
+            demo_page,
+        ],
         on_startup=[start],
         on_shutdown=[service.close],
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],

@@ -78,13 +78,19 @@ class KeyRing:
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(data_dir / DB_NAME, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 60000")
-        self._lock = threading.Lock()
+        path = data_dir / DB_NAME
         try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 60000")
             self._db.executescript(_SCHEMA)
+            # Lookups run on the server's event loop: a connection of their own, which a writer waiting
+            # for SQLite's write lock (an ingest in another process) never holds up.
+            self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"the key table cannot be opened ({exc})") from exc
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
 
     def add(
         self,
@@ -125,8 +131,8 @@ class KeyRing:
 
     def keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT name, scope, origins, per_minute, per_day, created_at, revoked_at, prefix "
                 "FROM api_keys ORDER BY created_at, name"
             ).fetchall()
@@ -134,8 +140,8 @@ class KeyRing:
 
     def lookup(self, token: str) -> ApiKey | None:
         """The active key with this token, or None."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT name, scope, origins, per_minute, per_day, created_at, revoked_at, prefix "
                 "FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
                 (hash_token(token),),
@@ -147,8 +153,10 @@ class KeyRing:
 
     def usage(self, day: date) -> dict[str, int]:
         """Requests counted per key on ``day`` (UTC)."""
-        with self._lock:
-            rows = self._db.execute("SELECT name, used FROM api_key_usage WHERE day = ?", (day.isoformat(),))
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT name, used FROM api_key_usage WHERE day = ?", (day.isoformat(),)
+            )
             return {name: int(used) for name, used in rows}
 
     def save_usage(self, day: date, used: dict[str, int]) -> None:
@@ -163,8 +171,9 @@ class KeyRing:
             )
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

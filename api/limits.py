@@ -8,6 +8,7 @@ key per UTC day; the counts are saved to the key table every few seconds and rea
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import threading
 import time
@@ -17,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from api.keys import ApiKey, KeyRing
 
+log = logging.getLogger("api.limits")
 _MAX_BUCKETS = 100_000
 _SAVE_EVERY_SECONDS = 5.0
 
@@ -72,7 +74,8 @@ class Buckets:
 
 
 class DailyCaps:
-    """Requests per key per UTC day, persisted through the key ring."""
+    """Requests per key per UTC day, persisted through the key ring by a background thread (a request
+    never waits for a database write)."""
 
     def __init__(self, keys: KeyRing, today: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
         self._keys = keys
@@ -80,8 +83,10 @@ class DailyCaps:
         self._day = today()
         self._used = keys.usage(self._day)
         self._dirty = False
-        self._saved_at = time.monotonic()
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._saver = threading.Thread(target=self._save_periodically, name="daily-caps", daemon=True)
+        self._saver.start()
 
     def take(self, key: ApiKey) -> Verdict | None:
         if key.per_day is None:
@@ -96,18 +101,29 @@ class DailyCaps:
             self._used[key.name] = used + 1
             self._dirty = True
             remaining = key.per_day - used - 1
-        self.save(force=False)
         return Verdict(True, key.per_day, remaining, 0, "daily")
 
-    def save(self, force: bool = True) -> None:
-        """Write today's counts to the key table (at most every few seconds unless forced)."""
+    def save(self) -> None:
+        """Write today's counts to the key table if they changed."""
         with self._lock:
-            if not self._dirty or (not force and time.monotonic() - self._saved_at < _SAVE_EVERY_SECONDS):
+            if not self._dirty:
                 return
             day, used = self._day, dict(self._used)
             self._dirty = False
-            self._saved_at = time.monotonic()
         self._keys.save_usage(day, used)
+
+    def close(self) -> None:
+        """Stop the saving thread and save once more."""
+        self._stop.set()
+        self._saver.join(timeout=60)
+        self.save()
+
+    def _save_periodically(self) -> None:
+        while not self._stop.wait(_SAVE_EVERY_SECONDS):
+            try:
+                self.save()
+            except Exception:
+                log.exception("saving daily usage failed; retrying")
 
     def _roll(self) -> None:
         today = self._today()

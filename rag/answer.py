@@ -11,7 +11,7 @@ from index.errors import QuestionError
 from index.store import IndexStore
 from rag.compose import ExtractiveComposer
 from rag.rank import LinearRanker
-from rag.records import Answer, Filters, Hit, Question
+from rag.records import Answer, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
@@ -100,11 +100,12 @@ class Answerer:
                 text += f" The closest sources are: {listed}."
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-            return Answer(text, True, citations, tuple(hits), timings)
+            return Answer(text, True, citations, tuple(hits), timings, (Sentence(ABSTAIN_TEXT, ()),))
         composition = self.composer.compose(question.text, vector, hits[:DEFAULT_COMPOSE_PASSAGES])
         lap("compose")
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-        return Answer(composition.text, False, composition.citations, tuple(hits), timings)
+        sentences = tuple(Sentence(c.quote, (c.n,)) for c in composition.citations)
+        return Answer(composition.text, False, composition.citations, tuple(hits), timings, sentences)
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:

@@ -59,6 +59,14 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Sentence:
+    """One sentence of an answer and the numbers of the citations behind it (what a stream sends)."""
+
+    text: str
+    cites: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Answer:
     """A short answer whose every sentence is a verbatim quote ending in ``[n]``."""
 
@@ -67,3 +75,5 @@ class Answer:
     citations: tuple[Citation, ...]
     passages: tuple[Hit, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    sentences: tuple[Sentence, ...] = ()
+    """The answer sentence by sentence, without the ``[n]`` marks (``text`` has them)."""

@@ -271,6 +271,8 @@ def test_daily_caps_roll_over_at_midnight(tmp_path: Path) -> None:
     fresh = caps.take(key)
     assert fresh is not None
     assert fresh.allowed
+    caps.close()
+    assert ring.usage(date(2026, 1, 2)) == {"d": 1}
     ring.close()
 
 
