@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -198,13 +199,18 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _set_threads(threads: int) -> None:
-    """Measured on 2 cores (benchmarks/RESULTS.md): with one thread per request, 8 concurrent clients get
-    about 20% more answers a second than with torch's and FAISS's default of one thread per core."""
+    """Threads for torch, FAISS, and the BLAS and OpenMP pools numpy and tokenizers use. Measured on 2
+    cores (benchmarks/RESULTS.md): with one thread per request, 8 concurrent clients get about 20% more
+    answers a second than with each library's default of one thread per core."""
     import faiss
     import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(max(threads, 1))
-    faiss.omp_set_num_threads(max(threads, 1))
+    count = max(threads, 1)
+    threadpool_limits(limits=count)
+    torch.set_num_threads(count)
+    faiss.omp_set_num_threads(count)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _is_loopback(host: str) -> bool:

@@ -146,7 +146,11 @@ def main() -> int:
     parser.add_argument("dataset", nargs="?", type=Path, default=ROOT / "evals/datasets/realtimeqa-briefs")
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--requests", type=int, default=600, help="questions per phase")
-    parser.add_argument("--writes", type=int, default=200, help="adds plus deletes in a writer phase")
+    parser.add_argument(
+        "--writes", type=int, default=200, help="adds plus deletes in a writer phase (0: none)"
+    )
+    parser.add_argument("--no-ingest", action="store_true", help="leave out the phase beside `rag ingest`")
+    parser.add_argument("--threads", type=int, default=1, help="`rag serve --threads`")
     args = parser.parse_args()
 
     dataset = load_dataset(args.dataset)
@@ -180,26 +184,18 @@ def main() -> int:
 
     print(f"{dataset.name}: {len(dataset.questions)} questions; server: rag serve on 127.0.0.1")
     print(f"{'phase':<34} {'reqs':>6} {'errors':>6} {'5xx':>4} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7}")
-    with serving(env, work / "server.log", "--rate-per-address", "0") as base:
+    with serving(env, work / "server.log", "--rate-per-address", "0", "--threads", str(args.threads)) as base:
         for clients in args.clients:
-            for writes in (0, args.writes):
+            for writes in sorted({0, args.writes}):
                 label = f"{clients} clients" + (f" + writer ({writes} writes)" if writes else "")
                 print(
                     _run(label, base, keys, questions, clients, args.requests, writes, None, env).row(),
                     flush=True,
                 )
-        phase = _run(
-            f"{args.clients[0]} clients + rag ingest (300)",
-            base,
-            keys,
-            questions,
-            args.clients[0],
-            args.requests,
-            0,
-            ingest,
-            env,
-        )
-        print(phase.row(), flush=True)
+        if not args.no_ingest:
+            label = f"{args.clients[0]} clients + rag ingest (300)"
+            phase = _run(label, base, keys, questions, args.clients[0], args.requests, 0, ingest, env)
+            print(phase.row(), flush=True)
     tracebacks = (work / "server.log").read_text().count("Traceback")
     print(f"server log: {tracebacks} tracebacks")
     shutil.rmtree(work, ignore_errors=True)
