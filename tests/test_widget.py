@@ -109,6 +109,7 @@ def site(
             yield Site(api=api, pages=pages_origin, other=f"http://127.0.0.1:{pages_port}")
         finally:
             httpd.shutdown()
+            httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,8 @@ def test_launcher_streams_a_cited_answer_and_follows_citations(
     page.screenshot(path=str(DOCS / "widget-launcher.png"))
     launcher.click()
     expect(widget.get_by_role("dialog")).to_be_visible()
+    font = widget.get_by_role("dialog").evaluate("p => getComputedStyle(p).fontFamily")
+    assert "system-ui" in font  # the host page's "* { font-family: serif !important }" stays out
     _ask(page, KARABAKH)
     answer = widget.locator(".answer").last
     expect(answer.locator(".cite").first).to_have_text("[1]", timeout=30_000)

@@ -87,13 +87,15 @@
   };
 
   const STYLE = `
-    :host { all: initial; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-      --accent: #1f5fbf; --bg: #ffffff; --fg: #1b1f24; --muted: #5b6570; --line: #d9dee4; --soft: #f3f5f8;
+    :host { all: initial; --accent: #1f5fbf; --bg: #ffffff; --fg: #1b1f24; --muted: #5b6570; --line: #d9dee4; --soft: #f3f5f8;
       color: var(--fg); }
     @media (prefers-color-scheme: dark) {
       :host { --bg: #16191d; --fg: #e8ecf0; --muted: #a3adb8; --line: #323840; --soft: #20252b; }
     }
     * { box-sizing: border-box; }
+    /* Fonts set here, not on :host: a page rule such as "* { font-family: ... !important }" reaches the
+       host element itself, and everything inside would inherit it. */
+    .panel, .launcher, input, button { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
     .launcher { position: fixed; bottom: 20px; width: 56px; height: 56px; border-radius: 50%; border: 0;
       background: var(--accent); color: #fff; font-size: 24px; cursor: pointer; z-index: 2147483646;
       box-shadow: 0 4px 14px rgba(0,0,0,.25); }
@@ -493,9 +495,10 @@
 
   if (!customElements.get(TAG)) customElements.define(TAG, NewsQa);
 
-  // The one-tag embedding: a <script src=".../widget.js" data-...> creates its own element.
+  // The one-tag embedding: a <script src=".../widget.js" data-...> creates its own element, unless the
+  // page already holds <news-qa> markup (then the script only defines the element).
   const script = document.currentScript;
-  if (script && script.src) {
+  if (script && script.src && !document.querySelector(TAG)) {
     const widget = document.createElement(TAG);
     widget.setAttribute("api", new URL(script.src).origin);
     for (const name of OPTIONS) {
