@@ -9,17 +9,17 @@ into the earliest, listed as "also reported by".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from index.embed import Embedder, Vectors
 from index.lexical import tokenize
 from index.records import Article, Chunk
-from index.store import IndexStore, Snapshot
+from index.store import Catalog, IndexStore, Snapshot, Window
+from index.store.lexical import LexicalScores
 from rag.rank import FEATURES, CandidateSignals, FusionRanker, Matrix, Ranker, features
 from rag.records import Filters, Hit
 from rag.when import Period, read_period, shift
@@ -60,13 +60,10 @@ class DenseRetriever:
         self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None
     ) -> list[Hit]:
         snapshot = self._store.snapshot()
-        before = _cap(filters, as_of)
-        allowed = None
-        if filters.sources or filters.published_after or before:
-            allowed = snapshot.chunk_ids(filters.sources, filters.published_after, before)
+        window = snapshot.catalog.window(filters.published_after, _cap(filters, as_of), True, filters.sources)
         depth = k * _OVERFETCH
         while True:
-            found = snapshot.search(query_vector, depth, allowed)
+            found = snapshot.search(query_vector, depth, window)
             best: dict[str, tuple[Chunk, Article]] = {}
             for chunk, article in self._store.passages([chunk_id for chunk_id, _ in found]):
                 best.setdefault(chunk.article_id, (chunk, article))
@@ -101,10 +98,12 @@ class Candidates:
 
     snapshot: Snapshot
     positions: list[int]
+    """Catalog slots of the candidate articles."""
     chunk_ids: list[int]
     article_ids: list[str]
     rows: Matrix
-    mask: npt.NDArray[np.bool_]
+    window: Window
+    """What the filters and the date cap allow."""
 
 
 @dataclass
@@ -135,7 +134,7 @@ class NewsRetriever:
         order = sorted(range(len(found.positions)), key=lambda i: -scores[i])
         dense = found.rows[:, FEATURES.index("dense")]
         ranked = [(float(scores[i]), found.positions[i], found.chunk_ids[i], float(dense[i])) for i in order]
-        return self._hits(found.snapshot, ranked, k, found.mask, query_vector)
+        return self._hits(found.snapshot, ranked, k, found.window, query_vector)
 
     def candidates(
         self, query: str, query_vector: Vectors, filters: Filters, as_of: date | None
@@ -143,67 +142,60 @@ class NewsRetriever:
         """Candidate articles and their feature rows (what the ranker sees); None when nothing is allowed."""
         snapshot, config = self._store.snapshot(), self.config
         catalog = snapshot.catalog
-        if catalog.chunk_ids.size == 0:
+        if not catalog.chunks:
             return None
         today = as_of or date.today()
-        mask = snapshot.chunk_mask(filters.sources, filters.published_after, _cap(filters, today))
-        if not mask.any():
+        cap = _cap(filters, today)
+        window = catalog.window(filters.published_after, cap, True, filters.sources)
+        if window.ids is not None and not window.ids.size:
             return None
         period = read_period(query, today) if config.time else Period()
-        candidate_ids = self._dense_candidates(snapshot, query_vector, mask)
-        lexical = np.zeros(catalog.chunk_ids.size, dtype=np.float32)
-        if config.hybrid and snapshot.lexical_aligned:  # not while an ingest is half published
-            lexical = snapshot.lexical.scores(query)
-            masked = np.where(mask, lexical, 0.0)
-            top = np.argsort(-masked)[: config.candidates]
-            candidate_ids |= {int(catalog.chunk_ids[i]) for i in top if masked[i] > 0}
+        candidate_ids = {i for i, _ in snapshot.search(query_vector, config.candidates, window)}
+        tokens = tokenize([query])[0]
+        lexical = snapshot.lexical.query(tokens if config.hybrid else [])
+        if config.hybrid:
+            candidate_ids |= {i for i, _ in lexical.top(config.candidates, window)}
         if config.time:
-            start, end = (
-                (period.start, period.end) if period.explicit else (shift(today, -RECENT_DAYS), today)
-            )
-            window = mask & snapshot.chunk_mask(None, start, end, undated=False)
-            if window.any():
-                candidate_ids |= self._dense_candidates(snapshot, query_vector, window)
-        return self._features(
-            snapshot, query, query_vector, sorted(candidate_ids), lexical, period, today, mask
-        )
-
-    def _dense_candidates(
-        self, snapshot: Snapshot, query_vector: Vectors, mask: npt.NDArray[np.bool_]
-    ) -> set[int]:
-        allowed = None if mask.all() else snapshot.catalog.chunk_ids[mask]
-        return {i for i, _ in snapshot.search(query_vector, self.config.candidates, allowed)}
+            recent_start = shift(today, -RECENT_DAYS)
+            start, end = (period.start, period.end) if period.explicit else (recent_start, today)
+            after = max(start, filters.published_after) if start and filters.published_after else start
+            before = min(end, cap) if end and cap else end
+            recent = replace(window, after=_ordinal(after), before=_ordinal(before), undated=False)
+            candidate_ids |= {i for i, _ in snapshot.search(query_vector, config.candidates, recent)}
+        if not candidate_ids:
+            return None
+        ids = sorted(candidate_ids)
+        return self._features(snapshot, tokens, query_vector, ids, lexical, period, today, window)
 
     def _features(
         self,
         snapshot: Snapshot,
-        query: str,
+        tokens: list[str],
         query_vector: Vectors,
         chunk_ids: list[int],
-        lexical: npt.NDArray[np.float32],
+        lexical: LexicalScores,
         period: Period,
         today: date,
-        mask: npt.NDArray[np.bool_],
+        window: Window,
     ) -> Candidates:
         catalog = snapshot.catalog
         ids = np.array(chunk_ids, dtype=np.int64)
-        positions = np.searchsorted(catalog.chunk_ids, ids)
+        slots = catalog.slots(ids)
         dense = snapshot.vectors(ids) @ query_vector.reshape(-1)
+        bm25_scores = lexical.of(ids)
         by_article: dict[int, _Candidate] = {}
-        for chunk_id, position, cosine in zip(chunk_ids, positions, dense, strict=True):
-            article = int(catalog.chunk_article[position])
-            bm25 = float(lexical[position])
-            seen = by_article.get(article)
+        for chunk_id, slot, cosine, bm25 in zip(chunk_ids, slots.tolist(), dense, bm25_scores, strict=True):
+            seen = by_article.get(slot)
             if seen is None:
-                by_article[article] = _Candidate(article, chunk_id, float(cosine), bm25)
+                by_article[slot] = _Candidate(slot, chunk_id, float(cosine), float(bm25))
             else:
                 if cosine > seen.dense:
                     seen.dense, seen.chunk_id = float(cosine), chunk_id
-                seen.bm25 = max(seen.bm25, bm25)
+                seen.bm25 = max(seen.bm25, float(bm25))
         candidates = list(by_article.values())
         dense_rank = _ranks([c.dense for c in candidates])
         bm25_rank = _ranks([c.bm25 for c in candidates])
-        query_terms = set(tokenize([query])[0])
+        query_terms = set(tokens)
         signals = []
         for i, c in enumerate(candidates):
             published = int(catalog.published[c.position])
@@ -226,7 +218,7 @@ class NewsRetriever:
             chunk_ids=[c.chunk_id for c in candidates],
             article_ids=[catalog.article_ids[c.position] for c in candidates],
             rows=features(signals, period.explicit, period.recent),
-            mask=mask,
+            window=window,
         )
 
     def _hits(
@@ -234,7 +226,7 @@ class NewsRetriever:
         snapshot: Snapshot,
         ranked: list[tuple[float, int, int, float]],
         k: int,
-        mask: npt.NDArray[np.bool_],
+        window: Window,
         query_vector: Vectors,
     ) -> list[Hit]:
         """The first ``k`` stories of ``ranked`` (score, article position, chunk id, cosine) as hits.
@@ -251,23 +243,21 @@ class NewsRetriever:
                 continue
             story_slot[story] = len(chosen)
             chosen.append(_Slot(score, chunk_id, cosine, [position]))
-        if self.config.collapse_stories and catalog.copies:
-            allowed_articles = set(catalog.chunk_article[mask].tolist())
+        if self.config.collapse_stories:
             for slot in chosen:
-                for position in catalog.copies.get(catalog.stories[slot.members[0]], ()):
-                    if position not in slot.members and position in allowed_articles:
+                for position in catalog.copies(catalog.stories[slot.members[0]]):
+                    if position not in slot.members and _admits(catalog, position, window):
                         slot.members.append(position)
         hits: list[Hit] = []
         for start in range(0, len(chosen), k):
-            window = chosen[start : start + k]
+            page = chosen[start : start + k]
             passages = {
                 chunk.id: (chunk, article)
-                for chunk, article in self._store.passages([slot.chunk_id for slot in window])
+                for chunk, article in self._store.passages([slot.chunk_id for slot in page])
             }
-            copies_by_id = self._store.articles(
-                catalog.article_ids[p] for slot in window for p in slot.members[1:]
-            )
-            for slot in window:
+            copies = (catalog.article_ids[p] for slot in page for p in slot.members[1:])
+            copies_by_id = self._store.articles(copies)
+            for slot in page:
                 if slot.chunk_id not in passages:
                     continue
                 passage = passages[slot.chunk_id]
@@ -305,12 +295,34 @@ class NewsRetriever:
     ) -> tuple[Chunk, Article, float] | None:
         """The chunk of an article closest to the question, or None when it was deleted meanwhile."""
         catalog = snapshot.catalog
-        position = catalog.article_ids.index(article_id)
-        ids = catalog.chunk_ids[catalog.chunk_article == position]
+        position = catalog.slot_of.get(article_id)
+        if position is None:
+            return None
+        ids = np.array(catalog.chunks_of[position], dtype=np.int64)
         cosines = snapshot.vectors(ids) @ query_vector.reshape(-1)
         best = int(np.argmax(cosines))
         found = self._store.passages([int(ids[best])])
         return (*found[0], float(cosines[best])) if found else None
+
+
+def _ordinal(day: date | None) -> int | None:
+    return day.toordinal() if day else None
+
+
+def _admits(catalog: Catalog, slot: int, window: Window) -> bool:
+    """Whether an article passes the window's dates and outlets (a copy of a story must, to be listed)."""
+    day = int(catalog.published[slot])
+    if day < 0:
+        dated_ok = window.undated
+    else:
+        after, before = window.after, window.before
+        dated_ok = (after is None or day >= after) and (before is None or day <= before)
+    if not dated_ok:
+        return False
+    if window.ids is None:
+        return True
+    chunks = catalog.chunks_of.get(slot, ())
+    return bool(chunks) and bool(np.isin(chunks[0], window.ids))
 
 
 @dataclass

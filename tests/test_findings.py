@@ -256,16 +256,18 @@ def test_7_damaged_vectors_with_an_intact_count_are_rebuilt_not_served(
 ) -> None:
     """Before: garbage inside the FAISS file passed the count check and answers came from garbage."""
     settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
+
+    def saving(s: Settings) -> IndexStore:  # saves every segment to disk, however small
+        return IndexStore(s.data_dir, embedder.name, embedder.dimension, persist_min=1)
+
+    store = saving(settings)
     make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
     store.close()
-    (path,) = settings.data_dir.glob("vectors-*.faiss")
-    data = bytearray(path.read_bytes())
-    data[-3000:-100] = os.urandom(2900)
-    path.write_bytes(bytes(data))
-    app = create_app(
-        settings, opener=lambda s: Answerer(open_store(s, embedder), embedder, s), background=False
-    )
+    for path in settings.data_dir.glob("seg-*.npz"):
+        data = bytearray(path.read_bytes())
+        data[-3000:-100] = os.urandom(2900)
+        path.write_bytes(bytes(data))
+    app = create_app(settings, opener=lambda s: Answerer(saving(s), embedder, s), background=False)
     with TestClient(app=app) as client:
         answer = client.post("/ask", json={"question": "Who won the city marathon?"}).json()
         assert answer["passages"][0]["article_id"] == "t-marathon-record"

@@ -68,18 +68,7 @@ def test_delete_removes_the_article_and_its_vectors(
 ) -> None:
     _ingest(settings, store, embedder, SEEDS, NEWS)
     before = store.size
-    seed_chunks = len(store.chunk_ids()) - len(
-        store.chunk_ids(
-            sources=[
-                "Example Science Desk",
-                "Example Farm Report",
-                "Example Arts Wire",
-                "Example Sports",
-                "Example Local",
-                "Example Travel",
-            ]
-        )
-    )
+    seed_chunks = len(store.catalog.chunks_of[store.catalog.slot_of[SEED_ID]])
     store.delete(SEED_ID)
     assert store.size == before - seed_chunks
     with pytest.raises(ArticleNotFoundError):
@@ -100,63 +89,87 @@ def test_reopening_reads_the_same_index(settings: Settings, embedder: PackagedEm
     assert (again.size, _chunk_ids(again)) == (size, ids)
 
 
-def test_a_missing_vector_file_is_rebuilt_from_sqlite(settings: Settings, embedder: PackagedEmbedder) -> None:
-    store = open_store(settings, embedder)
+def _saving(settings: Settings, embedder: PackagedEmbedder) -> IndexStore:
+    """A store that saves every segment, however small (the default saves segments of 20,000 chunks)."""
+    return IndexStore(settings.data_dir, embedder.name, embedder.dimension, persist_min=1)
+
+
+def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedEmbedder) -> None:
+    store = _saving(settings, embedder)
+    _ingest(settings, store, embedder, SEEDS, NEWS)
+    vector = embedder.embed(["wheat harvest drought"])[0]
+    expected = store.search(vector, 5)
+    store.delete("t-wheat-harvest")
+    after_delete = store.search(vector, 5)
+    store.close()
+    files = sorted(p.name for p in settings.data_dir.glob("seg-*.npz"))
+    assert len(files) == 2  # one vector and one lexical segment
+    again = _saving(settings, embedder)
+    assert again.search(vector, 5) == after_delete
+    assert expected != after_delete
+    assert sorted(p.name for p in settings.data_dir.glob("seg-*.npz")) == files  # nothing rebuilt
+    again.close()
+
+
+def test_a_missing_segment_file_is_rebuilt_from_sqlite(
+    settings: Settings, embedder: PackagedEmbedder
+) -> None:
+    store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
     expected = store.search(vector, 3)
     store.close()
-    for path in settings.data_dir.glob("vectors-*.faiss"):
+    for path in settings.data_dir.glob("seg-*.npz"):
         path.unlink()
-    again = open_store(settings, embedder)
+    again = _saving(settings, embedder)
     assert [i for i, _ in again.search(vector, 3)] == [i for i, _ in expected]
+    assert len(list(settings.data_dir.glob("seg-*.npz"))) == 2  # saved again
+    again.close()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "appended", "inside"])
-def test_a_damaged_derived_file_is_rebuilt_from_sqlite(
+def test_a_damaged_segment_file_is_rebuilt_from_sqlite(
     settings: Settings, embedder: PackagedEmbedder, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A FAISS file whose vector count is intact (garbage appended, or bytes changed inside) used to pass
+    """A vector file whose vector count is intact (garbage appended, or bytes changed inside) used to pass
     the start-up checks and answer from garbage; the checksum recorded in SQLite now catches it."""
-    store = open_store(settings, embedder)
+    store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
     expected = store.search(vector, 5)
     store.close()
-    (path,) = settings.data_dir.glob("vectors-*.faiss")
-    (bm25,) = settings.data_dir.glob("bm25-*")
-    data = bytearray(path.read_bytes())
-    if damage == "truncated":
-        path.write_bytes(data[:100])
-    elif damage == "appended":
-        path.write_bytes(data + b"garbage" * 10)
-    else:
-        data[-2000:-1000] = os.urandom(1000)
-        path.write_bytes(bytes(data))
-    for file in bm25.iterdir():
-        if file.suffix == ".npy":
-            file.write_bytes(file.read_bytes()[:-8])
-    again = open_store(settings, embedder)
-    assert "does not match its recorded checksum" in caplog.text
+    for path in settings.data_dir.glob("seg-*.npz"):
+        data = bytearray(path.read_bytes())
+        if damage == "truncated":
+            path.write_bytes(data[:100])
+        elif damage == "appended":
+            path.write_bytes(data + b"garbage" * 10)
+        else:
+            data[-2000:-1000] = os.urandom(1000)
+            path.write_bytes(bytes(data))
+    again = _saving(settings, embedder)
+    assert "does not match its checksum" in caplog.text
     assert again.search(vector, 5) == expected
-    assert again.lexical.scores("wheat harvest").max() > 0
+    assert again.snapshot().lexical.query(["wheat", "harvest"]).top(1)
     again.close()
-    reopened = open_store(settings, embedder)  # the rebuilt files carry fresh checksums
+    caplog.clear()
+    reopened = _saving(settings, embedder)  # the rebuilt segments were saved with fresh checksums
+    assert "checksum" not in caplog.text
     assert reopened.search(vector, 5) == expected
     reopened.close()
 
 
-def test_a_missing_metadata_file_beside_vector_files_stops_start_up(
+def test_a_missing_metadata_file_beside_segment_files_stops_start_up(
     settings: Settings, embedder: PackagedEmbedder
 ) -> None:
-    store = open_store(settings, embedder)
+    store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     store.close()
     for path in settings.data_dir.glob("meta.sqlite*"):
         path.unlink()
-    with pytest.raises(IndexCorruptError, match=r"meta.sqlite is missing but 2 vector or BM25 files"):
+    with pytest.raises(IndexCorruptError, match=r"meta.sqlite is missing but 2 segment files"):
         open_store(settings, embedder)
-    assert len(list(settings.data_dir.glob("vectors-*.faiss"))) == 1  # nothing was deleted
+    assert len(list(settings.data_dir.glob("seg-*.npz"))) == 2  # nothing was deleted
 
 
 def test_a_corrupt_metadata_file_stops_with_what_to_do(

@@ -1,0 +1,376 @@
+"""Lexical indexes: BM25 (the Lucene variant: k1 = 1.5, b = 0.75) over tokenized chunks.
+
+Two implementations of one protocol, tested by one contract suite (tests/test_store_contract.py):
+
+``FullBM25``
+    bm25s over every chunk, rebuilt on every change: the reference, linear in the corpus per write.
+``SegmentedBM25``
+    Immutable segments holding raw term frequencies (a sparse positions x terms matrix) and document
+    lengths; a write adds one small segment, removals are tombstones, and segments of a size tier merge
+    as vectors do. Scores use corpus-wide statistics at query time (document frequencies summed over
+    segments, the current average length), so a term scores the same whichever segment holds the
+    chunk. As in Lucene, removed chunks count in document frequencies until their segment merges.
+
+Tokens come from ``index.lexical.tokenize``; a query scores what its tokens match (a token repeated in the
+question counts again, as in bm25s).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import bm25s
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from index.store.window import EVERYTHING, Ids, Layout, Window
+
+K1 = 1.5
+B = 0.75
+Hits = list[tuple[int, float]]
+Tokens = Sequence[str]
+
+
+class LexicalScores(Protocol):
+    """One query's BM25 scores over a reader's chunks."""
+
+    def top(self, k: int, window: Window = EVERYTHING) -> Hits:
+        """The best ``k`` (chunk id, score) with a positive score inside the window, best first."""
+        ...
+
+    def of(self, ids: Ids) -> npt.NDArray[np.float32]:
+        """The scores of ``ids`` (0 for chunks not matched or not present)."""
+        ...
+
+
+class LexicalReader(Protocol):
+    """An immutable view of a lexical index."""
+
+    @property
+    def size(self) -> int: ...
+
+    def query(self, tokens: Tokens) -> LexicalScores: ...
+
+
+class LexicalIndex(Protocol):
+    """The writer's side: one writer at a time; readers are taken with ``reader()``."""
+
+    def add(self, ids: Ids, documents: Sequence[Tokens], published: npt.NDArray[np.int32]) -> None: ...
+
+    def remove(self, ids: Ids) -> None: ...
+
+    def reader(self) -> LexicalReader: ...
+
+
+def idf(df: npt.NDArray[np.float64], n: float) -> npt.NDArray[np.float64]:
+    return np.log1p((n - df + 0.5) / (df + 0.5))
+
+
+def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
+    positive = scores > 0
+    scores, ids = scores[positive], ids[positive]
+    if not scores.size or k <= 0:
+        return []
+    if scores.size > k:
+        cut = np.argpartition(-scores, k - 1)[:k]
+        scores, ids = scores[cut], ids[cut]
+    order = np.lexsort((ids, -scores))
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+def _merge(found: Sequence[Hits], k: int) -> Hits:
+    every = [hit for hits in found for hit in hits]
+    every.sort(key=lambda hit: (-hit[1], hit[0]))
+    return every[:k]
+
+
+# --- the reference: bm25s, rebuilt ---------------------------------------------------------------------
+
+
+class _FullScores:
+    def __init__(self, scores: npt.NDArray[np.float32], ids: Ids, published: npt.NDArray[np.int32]) -> None:
+        self._scores, self._ids, self._published = scores, ids, published
+        self._order = np.argsort(ids)
+
+    def top(self, k: int, window: Window = EVERYTHING) -> Hits:
+        keep = np.ones(self._ids.size, dtype=bool)
+        dated = self._published >= 0
+        if window.after is not None:
+            keep &= ~dated | (self._published >= window.after)
+        if window.before is not None:
+            keep &= ~dated | (self._published <= window.before)
+        if not window.undated:
+            keep &= dated
+        if window.ids is not None:
+            keep &= np.isin(self._ids, window.ids)
+        return _top(self._scores[keep], self._ids[keep], k)
+
+    def of(self, ids: Ids) -> npt.NDArray[np.float32]:
+        if not self._ids.size:
+            return np.zeros(ids.size, dtype=np.float32)
+        at = np.minimum(np.searchsorted(self._ids[self._order], ids), self._ids.size - 1)
+        hit = self._ids[self._order][at] == ids
+        return np.where(hit, self._scores[self._order][at], 0.0).astype(np.float32)
+
+
+class _FullReader:
+    def __init__(self, model: bm25s.BM25 | None, ids: Ids, published: npt.NDArray[np.int32]) -> None:
+        self._model, self._ids, self._published = model, ids, published
+
+    @property
+    def size(self) -> int:
+        return int(self._ids.size)
+
+    def query(self, tokens: Tokens) -> _FullScores:
+        known = [t for t in tokens if self._model is not None and t in self._model.vocab_dict]
+        if not known or self._model is None:
+            scores = np.zeros(self._ids.size, dtype=np.float32)
+        else:
+            scores = np.asarray(self._model.get_scores(known), dtype=np.float32)
+        return _FullScores(scores, self._ids, self._published)
+
+
+class FullBM25:
+    """bm25s over all chunks, rebuilt whenever they change."""
+
+    def __init__(self) -> None:
+        self._documents: dict[int, tuple[list[str], int]] = {}
+        self._reader: _FullReader | None = None
+
+    def add(self, ids: Ids, documents: Sequence[Tokens], published: npt.NDArray[np.int32]) -> None:
+        for i, tokens, day in zip(ids.tolist(), documents, published.tolist(), strict=True):
+            self._documents[i] = (list(tokens), day)
+        self._reader = None
+
+    def remove(self, ids: Ids) -> None:
+        for i in ids.tolist():
+            self._documents.pop(i, None)
+        self._reader = None
+
+    def reader(self) -> _FullReader:
+        if self._reader is None:
+            ids = np.array(sorted(self._documents), dtype=np.int64)
+            published = np.array([self._documents[i][1] for i in ids.tolist()], dtype=np.int32)
+            model = None
+            corpus = [self._documents[i][0] for i in ids.tolist()]
+            if ids.size and any(corpus):
+                model = bm25s.BM25(k1=K1, b=B, method="lucene")
+                model.index(corpus, show_progress=False)
+            self._reader = _FullReader(model, ids, published)
+        return self._reader
+
+
+# --- segmented ---------------------------------------------------------------------------------------
+
+
+class Vocabulary:
+    """Term ids, shared by every segment of one index; it only grows."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def encode(self, tokens: Tokens) -> list[int]:
+        ids = self.ids
+        return [ids.setdefault(t, len(ids)) for t in tokens]
+
+
+@dataclass(frozen=True)
+class Segment:
+    layout: Layout
+    tf: sp.csc_matrix
+    """Positions x term ids (as many terms as the vocabulary had at build), raw term frequencies."""
+    lengths: npt.NDArray[np.float32]
+    df: npt.NDArray[np.int64]
+    """Chunks of this segment holding each term (removed chunks included, as in Lucene)."""
+    deleted: npt.NDArray[np.bool_]
+    removed: int
+    name: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Stable across removals (the file of a saved segment keeps its name)."""
+
+    @property
+    def live(self) -> int:
+        return self.layout.size - self.removed
+
+    def scores(
+        self, terms: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], avgdl: float
+    ) -> npt.NDArray[np.float32]:
+        usable = terms < self.tf.shape[1]
+        terms, weights = terms[usable], weights[usable]
+        if not terms.size:
+            return np.zeros(self.layout.size, dtype=np.float32)
+        sub = self.tf[:, terms]
+        rows = sub.indices
+        per_term = np.repeat(weights, np.diff(sub.indptr))
+        tf = sub.data.astype(np.float64)
+        norm = K1 * ((1 - B) + B * self.lengths[rows] / avgdl)
+        contribution = per_term * tf / (tf + norm)
+        return np.bincount(rows, contribution, minlength=self.layout.size).astype(np.float32)
+
+    def without(self, positions: npt.NDArray[np.int64]) -> Segment:
+        deleted = self.deleted.copy()
+        deleted[positions] = True
+        return replace(self, deleted=deleted, removed=int(np.count_nonzero(deleted)))
+
+
+def build_segment(
+    ids: Ids, documents: Sequence[Sequence[int]], published: npt.NDArray[np.int32], vocabulary_size: int
+) -> Segment:
+    layout, order = Layout.build(ids, published)
+    rows: list[int] = []
+    cols: list[int] = []
+    counts: list[int] = []
+    lengths = np.zeros(ids.size, dtype=np.float32)
+    for position, source in enumerate(order.tolist()):
+        terms = Counter(documents[source])
+        lengths[position] = sum(terms.values())
+        rows.extend([position] * len(terms))
+        cols.extend(terms)
+        counts.extend(terms.values())
+    tf = sp.csc_matrix(
+        (
+            np.array(counts, dtype=np.float32),
+            (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)),
+        ),
+        shape=(ids.size, vocabulary_size),
+    )
+    df = np.diff(tf.indptr).astype(np.int64)
+    return Segment(layout, tf, lengths, df, np.zeros(ids.size, dtype=bool), 0)
+
+
+class SegmentedScores:
+    def __init__(self, segments: tuple[Segment, ...], scores: list[npt.NDArray[np.float32]]) -> None:
+        self._segments, self._scores = segments, scores
+
+    def top(self, k: int, window: Window = EVERYTHING) -> Hits:
+        found = []
+        for segment, scores in zip(self._segments, self._scores, strict=True):
+            if not scores.size:
+                continue
+            if window.ids is not None:
+                positions = segment.layout.allowed(window, segment.deleted if segment.removed else None)
+                found.append(_top(scores[positions], segment.layout.ids[positions], k))
+                continue
+            for lo, hi in segment.layout.ranges(window):
+                part = scores[lo:hi]
+                if segment.removed:
+                    part = np.where(segment.deleted[lo:hi], 0.0, part).astype(np.float32)
+                found.append(_top(part, segment.layout.ids[lo:hi], k))
+        return _merge(found, k)
+
+    def of(self, ids: Ids) -> npt.NDArray[np.float32]:
+        out = np.zeros(ids.size, dtype=np.float32)
+        for segment, scores in zip(self._segments, self._scores, strict=True):
+            if not scores.size:
+                continue
+            here, positions = segment.layout.locate(ids)
+            if segment.removed:
+                here[here] &= ~segment.deleted[positions[here]]
+            out[here] = scores[positions[here]]
+        return out
+
+
+class SegmentedReader:
+    def __init__(self, segments: tuple[Segment, ...], vocabulary: Vocabulary) -> None:
+        self._segments = segments
+        self._vocabulary = vocabulary
+        self._documents = sum(s.layout.size for s in segments)
+        self._avgdl = (
+            (sum(float(s.lengths.sum()) for s in segments) / self._documents) if self._documents else 1.0
+        )
+        width = max((s.tf.shape[1] for s in segments), default=0)
+        self._df = np.zeros(width, dtype=np.int64)
+        for s in segments:
+            self._df[: s.df.size] += s.df
+
+    @property
+    def size(self) -> int:
+        return sum(s.live for s in self._segments)
+
+    def query(self, tokens: Tokens) -> SegmentedScores:
+        counts = Counter(self._vocabulary.ids.get(t, -1) for t in tokens)
+        counts.pop(-1, None)
+        terms = np.array(sorted(t for t in counts if t < self._df.size), dtype=np.int64)
+        if not terms.size:
+            return SegmentedScores(self._segments, [np.zeros(0, dtype=np.float32) for _ in self._segments])
+        weights = np.array([counts[t] for t in terms.tolist()], dtype=np.float64) * idf(
+            self._df[terms].astype(np.float64), float(self._documents)
+        )
+        return SegmentedScores(
+            self._segments, [s.scores(terms, weights, self._avgdl) for s in self._segments]
+        )
+
+
+class SegmentedBM25:
+    """Log-structured BM25 segments; see the module docstring."""
+
+    def __init__(self, fanout: int = 8, vocabulary: Vocabulary | None = None) -> None:
+        self.fanout = fanout
+        self.vocabulary = vocabulary or Vocabulary()
+        self._segments: list[Segment] = []
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        return tuple(self._segments)
+
+    def add(self, ids: Ids, documents: Sequence[Tokens], published: npt.NDArray[np.int32]) -> None:
+        if ids.size:
+            encoded = [self.vocabulary.encode(tokens) for tokens in documents]
+            self._segments.append(build_segment(ids, encoded, published, len(self.vocabulary.ids)))
+            self._merge_tiers()
+
+    def add_segment(self, segment: Segment) -> None:
+        self._segments.append(segment)
+
+    def remove(self, ids: Ids) -> None:
+        if not ids.size:
+            return
+        for i, segment in enumerate(self._segments):
+            positions = segment.layout.positions(ids)
+            if positions.size:
+                self._segments[i] = segment.without(positions)
+
+    def reader(self) -> SegmentedReader:
+        return SegmentedReader(tuple(self._segments), self.vocabulary)
+
+    def merge_all(self) -> None:
+        if len(self._segments) > 1 or any(s.removed for s in self._segments):
+            merged = self._merged(self._segments)
+            self._segments = [merged] if merged.layout.size else []
+
+    def _merge_tiers(self) -> None:
+        while True:
+            live = sorted(self._segments, key=lambda s: s.live)
+            group: list[Segment] = []
+            for segment in live:
+                if group and segment.live > max(group[0].live, 1) * self.fanout:
+                    break
+                group.append(segment)
+            if len(group) < self.fanout:
+                return
+            merged = self._merged(group)
+            chosen = {id(s) for s in group}
+            self._segments = [s for s in self._segments if id(s) not in chosen]
+            if merged.layout.size:
+                self._segments.append(merged)
+
+    def _merged(self, group: Sequence[Segment]) -> Segment:
+        width = len(self.vocabulary.ids)
+        ids, published, matrices, lengths = [], [], [], []
+        for segment in group:
+            alive = np.flatnonzero(~segment.deleted)
+            ids.append(segment.layout.ids[alive])
+            published.append(segment.layout.published[alive])
+            tf = segment.tf[alive].tocsr()
+            tf.resize((alive.size, width))
+            matrices.append(tf)
+            lengths.append(segment.lengths[alive])
+        all_ids = np.concatenate(ids)
+        layout, order = Layout.build(all_ids, np.concatenate(published))
+        tf = sp.vstack(matrices, format="csr")[order].tocsc()
+        df = np.diff(tf.indptr).astype(np.int64)
+        return Segment(layout, tf, np.concatenate(lengths)[order], df, np.zeros(all_ids.size, dtype=bool), 0)
