@@ -19,7 +19,11 @@ _INDEX_CODE = (
     "sentences.py",
     "chunk.py",
     "ingest.py",
-    "store.py",
+    "store/store.py",
+    "store/catalog.py",
+    "store/vectors.py",
+    "store/lexical.py",
+    "store/window.py",
     "embed.py",
     "config.py",
 )
