@@ -217,27 +217,26 @@ class Segment:
         return replace(self, deleted=deleted, removed=int(np.count_nonzero(deleted)))
 
 
-def build_segment(
-    ids: Ids, documents: Sequence[Sequence[int]], published: npt.NDArray[np.int32], vocabulary_size: int
-) -> Segment:
-    layout, order = Layout.build(ids, published)
+def term_counts(documents: Sequence[Sequence[int]], vocabulary_size: int) -> sp.csr_matrix:
+    """Documents (term ids) as a documents x terms matrix of term frequencies."""
     rows: list[int] = []
     cols: list[int] = []
     counts: list[int] = []
-    lengths = np.zeros(ids.size, dtype=np.float32)
-    for position, source in enumerate(order.tolist()):
-        terms = Counter(documents[source])
-        lengths[position] = sum(terms.values())
-        rows.extend([position] * len(terms))
+    for row, document in enumerate(documents):
+        terms = Counter(document)
+        rows.extend([row] * len(terms))
         cols.extend(terms)
         counts.extend(terms.values())
-    tf = sp.csc_matrix(
-        (
-            np.array(counts, dtype=np.float32),
-            (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)),
-        ),
-        shape=(ids.size, vocabulary_size),
-    )
+    data = np.array(counts, dtype=np.float32)
+    coordinates = (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64))
+    return sp.csr_matrix((data, coordinates), shape=(len(documents), vocabulary_size))
+
+
+def build_segment(ids: Ids, tf: sp.csr_matrix, published: npt.NDArray[np.int32]) -> Segment:
+    """An immutable segment from a documents x terms matrix of term frequencies (rows in ``ids`` order)."""
+    layout, order = Layout.build(ids, published)
+    tf = tf[order].tocsc()
+    lengths = np.asarray(tf.sum(axis=1)).ravel().astype(np.float32)
     df = np.diff(tf.indptr).astype(np.int64)
     return Segment(layout, tf, lengths, df, np.zeros(ids.size, dtype=bool), 0)
 
@@ -320,7 +319,12 @@ class SegmentedBM25:
     def add(self, ids: Ids, documents: Sequence[Tokens], published: npt.NDArray[np.int32]) -> None:
         if ids.size:
             encoded = [self.vocabulary.encode(tokens) for tokens in documents]
-            self._segments.append(build_segment(ids, encoded, published, len(self.vocabulary.ids)))
+            self.add_counts(ids, term_counts(encoded, len(self.vocabulary.ids)), published)
+
+    def add_counts(self, ids: Ids, tf: sp.csr_matrix, published: npt.NDArray[np.int32]) -> None:
+        """Add documents given as term frequencies over this index's vocabulary (rows in ``ids`` order)."""
+        if ids.size:
+            self._segments.append(build_segment(ids, tf, published))
             self._merge_tiers()
 
     def add_segment(self, segment: Segment) -> None:
@@ -360,7 +364,7 @@ class SegmentedBM25:
 
     def _merged(self, group: Sequence[Segment]) -> Segment:
         width = len(self.vocabulary.ids)
-        ids, published, matrices, lengths = [], [], [], []
+        ids, published, matrices = [], [], []
         for segment in group:
             alive = np.flatnonzero(~segment.deleted)
             ids.append(segment.layout.ids[alive])
@@ -368,9 +372,6 @@ class SegmentedBM25:
             tf = segment.tf[alive].tocsr()
             tf.resize((alive.size, width))
             matrices.append(tf)
-            lengths.append(segment.lengths[alive])
-        all_ids = np.concatenate(ids)
-        layout, order = Layout.build(all_ids, np.concatenate(published))
-        tf = sp.vstack(matrices, format="csr")[order].tocsc()
-        df = np.diff(tf.indptr).astype(np.int64)
-        return Segment(layout, tf, np.concatenate(lengths)[order], df, np.zeros(all_ids.size, dtype=bool), 0)
+        return build_segment(
+            np.concatenate(ids), sp.vstack(matrices, format="csr"), np.concatenate(published)
+        )

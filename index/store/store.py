@@ -372,28 +372,42 @@ class IndexStore:
         ]
 
     def _add_from_rows(self, ids: npt.NDArray[np.int64], vectors: bool = True, lexical: bool = True) -> None:
-        """Add chunks to the in-memory indexes from their SQLite rows (vectors and stored tokens)."""
+        """Add chunks to the in-memory indexes from their SQLite rows (vectors and stored tokens), as one
+        segment of each kind, read in pieces so that only the segment's own arrays are ever whole."""
+        id_parts, day_parts, vector_parts, count_parts = [], [], [], []
         for start in range(0, ids.size, 50_000):
             part = ids[start : start + 50_000].tolist()
             rows = self._db.execute(
-                f"SELECT c.id, c.vector, c.terms, a.published_at FROM chunks c JOIN articles a "
-                f"ON a.id = c.article_id WHERE c.id IN ({','.join('?' * len(part))}) ORDER BY c.id",
+                f"SELECT c.id, {'c.vector' if vectors else 'NULL'}, {'c.terms' if lexical else 'NULL'}, "
+                f"a.published_at FROM chunks c JOIN articles a ON a.id = c.article_id "
+                f"WHERE c.id IN ({','.join('?' * len(part))}) ORDER BY c.id",
                 part,
             ).fetchall()
             if not rows:
                 continue
-            chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
-            published = np.array(
-                [date.fromisoformat(r[3]).toordinal() if r[3] else -1 for r in rows], dtype=np.int32
+            id_parts.append(np.array([r[0] for r in rows], dtype=np.int64))
+            day_parts.append(
+                np.array([date.fromisoformat(r[3]).toordinal() if r[3] else -1 for r in rows], dtype=np.int32)
             )
             if vectors:
                 matrix = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
                 if matrix.shape[1] != self.dimension:
                     recover = _RECOVER.format(dir=self.data_dir)
                     raise IndexCorruptError(f"stored vectors have dimension {matrix.shape[1]}; {recover}")
-                self._vectors.add(chunk_ids, matrix, published)
+                vector_parts.append(matrix)
             if lexical:
-                self._lexical.add(chunk_ids, [r[2].split() for r in rows], published)
+                encoded = [self._vocabulary.encode(r[2].split()) for r in rows]
+                count_parts.append(lexical_segments.term_counts(encoded, len(self._vocabulary.ids)))
+        if not id_parts:
+            return
+        chunk_ids, published = np.concatenate(id_parts), np.concatenate(day_parts)
+        if vectors:
+            self._vectors.add(chunk_ids, np.vstack(vector_parts), published)
+        if lexical:
+            width = len(self._vocabulary.ids)
+            for counts in count_parts:
+                counts.resize((counts.shape[0], width))
+            self._lexical.add_counts(chunk_ids, sp.vstack(count_parts, format="csr"), published)
 
     # --- reading -------------------------------------------------------------------------------------
 

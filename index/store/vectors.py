@@ -231,7 +231,7 @@ def build_segment(
     dimension = vectors.shape[1]
     ivf = ids.size >= ivf_threshold
     if ivf:
-        nlist = int(min(4096, max(64, 4 * math.sqrt(ids.size))))
+        nlist = int(min(1024, max(64, 2 * math.sqrt(ids.size))))
         quantizer = faiss.IndexFlatIP(dimension)
         index: Any = faiss.IndexIVFFlat(quantizer, dimension, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
