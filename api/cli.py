@@ -19,8 +19,10 @@ from index.errors import RagError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rag` console script; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # The evaluation harness (ranx, numba, matplotlib) is loaded only for `rag eval`.
+    parser = _parser(with_eval=arguments[:1] == ["eval"])
+    args = parser.parse_args(arguments)
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -33,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Question answering over news, with citations.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -102,9 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=_keys_revoke)
 
-    from evals.cli import add_eval_command
+    if with_eval:
+        from evals.cli import add_eval_command
 
-    add_eval_command(commands)
+        add_eval_command(commands)
+    else:
+        commands.add_parser("eval", help="score retrieval and answers on a dataset (`rag eval --help`)")
     return parser
 
 
@@ -229,6 +234,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.keys import KeyRing
+    from index.embed import BatchingEmbedder, PackagedEmbedder
+    from rag import Answerer, open_answerer
 
     _set_threads(args.threads)
     if args.rate_per_address is not None:
@@ -255,7 +262,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_load_error=stop, open_without_keys=loopback or args.insecure)
+    def opener(s: Settings) -> Answerer:  # concurrent questions share model calls
+        return open_answerer(s, BatchingEmbedder(PackagedEmbedder()))
+
+    app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="info", access_log=False, log_config=None
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +26,79 @@ class Embedder(Protocol):
     def dimension(self) -> int: ...
 
     def embed(self, texts: list[str]) -> Vectors: ...
+
+
+class BatchingEmbedder:
+    """Embeds the texts of concurrent callers in one model call.
+
+    A caller that finds the model idle runs it for everything queued, its own texts included; callers that
+    arrive meanwhile wait, and one of them runs the next call for all of them. Alone, a caller pays
+    nothing extra; under load, one model call for several short questions costs far less than one call
+    each (benchmarks/RESULTS.md).
+    """
+
+    def __init__(self, embedder: Embedder, max_batch: int = 32) -> None:
+        self._embedder = embedder
+        self._max_batch = max_batch
+        self._ready = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._running = False
+
+    @property
+    def name(self) -> str:
+        return self._embedder.name
+
+    @property
+    def dimension(self) -> int:
+        return self._embedder.dimension
+
+    def embed(self, texts: list[str]) -> Vectors:
+        if len(texts) >= self._max_batch:  # large work (an ingest) goes straight through
+            return self._embedder.embed(texts)
+        mine = _Pending(texts)
+        with self._ready:
+            self._queue.append(mine)
+            while not mine.finished:
+                if self._running:
+                    self._ready.wait()
+                    continue
+                self._running = True
+                batch: list[_Pending] = []
+                size = 0
+                while self._queue and (not batch or size + len(self._queue[0].texts) <= self._max_batch):
+                    batch.append(self._queue.pop(0))
+                    size += len(batch[-1].texts)
+                self._ready.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._ready.acquire()
+                    self._running = False
+                    self._ready.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            vectors = self._embedder.embed([t for item in batch for t in item.texts])
+        except Exception as exc:  # noqa: BLE001 - each caller in the batch gets it re-raised, none hangs
+            for item in batch:
+                item.error, item.finished = exc, True
+            return
+        offset = 0
+        for item in batch:
+            item.result = vectors[offset : offset + len(item.texts)]
+            item.finished = True
+            offset += len(item.texts)
+
+
+class _Pending:
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.finished = False
+        self.result: Vectors = np.zeros((0, 0), dtype=np.float32)
+        self.error: Exception | None = None
 
 
 class PackagedEmbedder:

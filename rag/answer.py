@@ -15,7 +15,7 @@ from rag.records import Answer, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
-# Chosen from data with evals/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
+# Chosen from data with evals/fit/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
 DEFAULT_ABSTAIN_BELOW = 0.34
 MAX_TOP_K = 50
 # The composer reads the best few passages only; more passages add noise and time, not answers.

@@ -1,6 +1,6 @@
 """Features of a candidate article for a question, and the small learned ranker that scores them.
 
-The ranker is a logistic regression over standardised features, trained by ``python -m evals.train_ranker``
+The ranker is a logistic regression over standardised features, trained by ``python -m evals.fit.ranker``
 on one half of the dev questions and checked on the other; its weights live in ``rag/ranker.json``.
 Any object with ``score(features) -> scores`` can stand in for it (a cross-encoder, say).
 """
@@ -135,7 +135,7 @@ class LinearRanker:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"the ranker weights {path} cannot be read ({exc}); restore them from git or retrain "
-                f"with `python -m evals.train_ranker`"
+                f"with `python -m evals.fit.ranker`"
             ) from exc
 
 

@@ -10,27 +10,22 @@ Stages, each the production code with more switched on:
 Each row's p is Fisher's paired randomization test against the row above. Latency is embedding plus
 retrieval per question, in this run, with its ratio to plain dense search.
 
-    python -m evals.ablation evals/datasets/realtimeqa-briefs evals/datasets/realtimeqa-articles
+    python -m evals.fit.ablation evals/datasets/realtimeqa-briefs evals/datasets/realtimeqa-articles
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-from evals.cache import cached_answerer
-from evals.data import EvalQuestion, load_dataset
+from evals import fit
+from evals.data import EvalQuestion
+from evals.fit.ranker import fit_ranker, training_rows
 from evals.harness import mean_scores, ranking_of, retrieval_scores, significance
-from evals.split import in_tune_half
-from evals.train_ranker import fit, training_rows
-from index import PackagedEmbedder
-from index.config import Settings
 from rag import Answerer, Filters
 from rag.rank import TEXT_FEATURES, FusionRanker, LinearRanker
 from rag.retrieve import DenseRetriever, NewsRetriever, RetrievalConfig, Retriever
@@ -57,7 +52,7 @@ def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, 
     store, full = answerer.store, RetrievalConfig()
     text_only = replace(full, time=False, collapse_stories=False)
     rows, labels, _ = training_rows(answerer, tune, text_only)
-    text_ranker = fit(rows, labels, TEXT_FEATURES)
+    text_ranker = fit_ranker(rows, labels, TEXT_FEATURES)
     served = LinearRanker.load()
     return [
         ("plain dense", _plain_dense),
@@ -69,12 +64,9 @@ def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, 
     ]
 
 
-def run(folder: Path, settings: Settings, embedder: PackagedEmbedder, k: int) -> list[str]:
-    dataset = load_dataset(folder)
-    answerer = cached_answerer(dataset.corpus, settings, embedder)
-    answerable = [q for q in dataset.questions if q.answerable]
-    tune = [q for q in answerable if in_tune_half(q.id)]
-    check = [q for q in answerable if not in_tune_half(q.id)]
+def run(chosen: fit.FitSet, k: int) -> list[str]:
+    dataset, answerer = chosen.dataset, chosen.answerer
+    tune, check = chosen.half(tune=True), chosen.half(tune=False)
     lines = [
         f"### {dataset.name}: check half, {len(check)} questions",
         "",
@@ -110,16 +102,12 @@ def run(folder: Path, settings: Settings, embedder: PackagedEmbedder, k: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("datasets", nargs="+", type=Path)
+    parser = fit.parser(__doc__)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
-    settings, embedder = Settings.from_env(), PackagedEmbedder()
-    embedder.embed(["warm up"])
-    for folder in args.datasets:
-        print("\n".join(run(folder, settings, embedder, args.k)) + "\n")
+    for chosen in fit.fit_sets(args.datasets):
+        chosen.answerer.embedder.embed(["warm up"])
+        print("\n".join(run(chosen, args.k)) + "\n")
     return 0
 
 

@@ -7,21 +7,17 @@ is often on the same topic). A wrong refusal costs more than a weak answer that 
 so the rule is: the highest threshold that keeps at least 95% of the answerable questions of one half
 (by hash of the id); it is then checked on the other half. The best-balanced threshold is printed too.
 
-    python -m evals.calibrate evals/datasets/realtimeqa-articles evals/datasets/realtimeqa-briefs
+    python -m evals.fit.calibrate evals/datasets/realtimeqa-articles evals/datasets/realtimeqa-briefs
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from evals.cache import cached_answerer
-from evals.data import load_dataset
+from evals import fit
 from evals.split import in_tune_half
-from index import PackagedEmbedder
 from index.config import Settings
 
 SEARCH_DEPTH = 50
@@ -33,19 +29,14 @@ def _balanced_accuracy(pos: np.ndarray, neg: np.ndarray, threshold: float) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("datasets", nargs="+", type=Path)
+    parser = fit.parser(__doc__)
     parser.add_argument("--limit", type=int, default=500, help="questions per dataset")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    embedder = PackagedEmbedder()
     scores: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
-    for folder in args.datasets:
-        dataset = load_dataset(folder)
-        answerer = cached_answerer(dataset.corpus, settings, embedder)
-        for q in dataset.questions[: args.limit]:
+    for chosen in fit.fit_sets(args.datasets, settings):
+        answerer = chosen.answerer
+        for q in chosen.dataset.questions[: args.limit]:
             if not q.answerable:
                 continue
             hits = answerer.search(answerer.question(q.question, as_of=q.asked_on, top_k=SEARCH_DEPTH))

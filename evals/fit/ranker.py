@@ -4,12 +4,11 @@ For every tune question, the production NewsRetriever proposes its candidate art
 features (asked with as_of = asked_on); gold articles are the positives. A logistic regression over
 standardised features is fitted and written as plain weights, so serving needs no scikit-learn.
 
-    python -m evals.train_ranker evals/datasets/realtimeqa-briefs evals/datasets/realtimeqa-articles
+    python -m evals.fit.ranker evals/datasets/realtimeqa-briefs evals/datasets/realtimeqa-articles
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -18,11 +17,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from evals.cache import cached_answerer
-from evals.data import EvalQuestion, load_dataset
-from evals.split import in_tune_half
-from index import PackagedEmbedder
-from index.config import Settings
+from evals import fit
+from evals.data import EvalQuestion
 from rag import Answerer, Filters
 from rag.rank import DEFAULT_RANKER_PATH, FEATURES, LinearRanker, Matrix
 from rag.retrieve import NewsRetriever, RetrievalConfig
@@ -48,7 +44,7 @@ def training_rows(
     return np.vstack(rows), np.array(labels, dtype=int), np.array(groups)
 
 
-def fit(rows: Matrix, labels: np.ndarray, names: Sequence[str] = FEATURES) -> LinearRanker:
+def fit_ranker(rows: Matrix, labels: np.ndarray, names: Sequence[str] = FEATURES) -> LinearRanker:
     columns = [FEATURES.index(n) for n in names]
     x = rows[:, columns]
     mean, scale = x.mean(axis=0), x.std(axis=0)
@@ -60,34 +56,22 @@ def fit(rows: Matrix, labels: np.ndarray, names: Sequence[str] = FEATURES) -> Li
     )
 
 
-def tune_questions(folders: Sequence[Path]) -> list[tuple[Path, list[EvalQuestion]]]:
-    return [
-        (folder, [q for q in load_dataset(folder).questions if q.answerable and in_tune_half(q.id)])
-        for folder in folders
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("datasets", nargs="+", type=Path)
+    parser = fit.parser(__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_RANKER_PATH)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    embedder = PackagedEmbedder()
     all_rows, all_labels = [], []
     used = []
-    for folder, questions in tune_questions(args.datasets):
-        answerer = cached_answerer(load_dataset(folder).corpus, settings, embedder)
-        rows, labels, _ = training_rows(answerer, questions, RetrievalConfig())
+    for chosen in fit.fit_sets(args.datasets):
+        questions = chosen.half(tune=True)
+        rows, labels, _ = training_rows(chosen.answerer, questions, RetrievalConfig())
         all_rows.append(rows)
         all_labels.append(labels)
-        used.append(f"{folder.name}: {len(questions)} tune questions, {len(labels)} candidates")
-    ranker = fit(np.vstack(all_rows), np.concatenate(all_labels))
+        used.append(f"{chosen.folder.name}: {len(questions)} tune questions, {len(labels)} candidates")
+    ranker = fit_ranker(np.vstack(all_rows), np.concatenate(all_labels))
     args.out.write_text(
         ranker.to_json(
-            trained_on=used, command="python -m evals.train_ranker " + " ".join(map(str, args.datasets))
+            trained_on=used, command="python -m evals.fit.ranker " + " ".join(map(str, args.datasets))
         )
         + "\n"
     )
