@@ -49,10 +49,7 @@ from index import PackagedEmbedder  # noqa: E402
 from index.chunk import ChunkDraft  # noqa: E402
 from index.config import Settings  # noqa: E402
 from index.lexical import tokenize  # noqa: E402
-from index.records import (
-    Article,
-    Span,
-)
+from index.records import Article, Span  # noqa: E402
 from index.sentences import split_sentences  # noqa: E402
 from index.store import ArticleWrite, IndexStore  # noqa: E402
 from index.store.store import quantize  # noqa: E402
@@ -100,7 +97,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def _article(
     i: int, n_articles: int, source: Source, rng: np.random.Generator
 ) -> tuple[dict[str, object], list[tuple[str, np.ndarray, list[str]]], list[tuple[int, int, np.ndarray]]]:
-    """One synthetic article: its row, its chunks (text, vector, stems), its sentences (start, end, vector)."""
+    """One synthetic article: its row, its chunks (text, vector, stems) and sentences (start, end, vector)."""
     day = FIRST_DAY + timedelta(days=int(i * DAYS / n_articles))
     base = source.vectors[rng.integers(source.vectors.shape[0])]
     topic = _unit(base + rng.normal(0, ARTICLE_NOISE, base.shape))
@@ -245,7 +242,7 @@ def _exact_top(store: IndexStore, queries: np.ndarray, caps: list[int], k: int) 
     return [set(row.tolist()) for row in best_ids]
 
 
-def measure(n_chunks: int, questions: int) -> dict[str, float]:
+def measure(n_chunks: int, questions: int) -> dict[str, float]:  # noqa: PLR0915 - one measurement, in order
     import httpx
 
     from rag import Answerer
