@@ -209,7 +209,8 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     summary="Answer a question as a stream of Server-Sent Events",
     description=(
         'Takes the /ask body. Events: `sources` (`{"citations": [...]}`, before any text), one `sentence` '
-        'per answer sentence (`{"text", "cites": [n]}`), then `done` (`{"abstained", "timings_ms"}`); '
+        'per answer sentence (`{"text", "cites": [n], "verified"}`), then `done` '
+        '(`{"abstained", "timings_ms", "generated", "fallback"}`); '
         "or `error` (an RFC 9457 problem) when the question cannot be answered. Comment lines "
         "(`: keepalive`) are sent while an answer takes long. Malformed requests, keys, origins and limits "
         "are answered before the stream starts, as for /ask."
@@ -243,12 +244,15 @@ async def _answer_events(
     out = answer_out(answer)
     yield ServerSentEventMessage(event="sources", data=_json({"citations": out.citations}))
     for sentence in answer.sentences:
-        yield ServerSentEventMessage(
-            event="sentence", data=_json({"text": sentence.text, "cites": sentence.cites})
-        )
-    yield ServerSentEventMessage(
-        event="done", data=_json({"abstained": answer.abstained, "timings_ms": answer.timings_ms})
-    )
+        said = {"text": sentence.text, "cites": sentence.cites, "verified": sentence.verified}
+        yield ServerSentEventMessage(event="sentence", data=_json(said))
+    done = {
+        "abstained": answer.abstained,
+        "timings_ms": answer.timings_ms,
+        "generated": answer.generated,
+        "fallback": answer.fallback,
+    }
+    yield ServerSentEventMessage(event="done", data=_json(done))
 
 
 def _json(value: object) -> str:

@@ -112,12 +112,28 @@ class PassageOut(msgspec.Struct):
     also_reported: list[CopyOut]
 
 
+class SentenceOut(msgspec.Struct):
+    text: str
+    cites: list[int]
+    verified: bool
+    """Checked against its citations (quotes always are; generated sentences that fail are dropped unless
+    the service keeps them marked)."""
+
+
 class AnswerOut(msgspec.Struct):
     answer: str
     abstained: bool
     citations: list[CitationOut]
     passages: list[PassageOut]
     timings_ms: dict[str, float]
+    """Per stage, in ms; with a language model also ``model`` (ms), ``prompt_tokens`` and
+    ``completion_tokens``."""
+    sentences: list[SentenceOut]
+    generated: bool
+    """Written by the language model and checked, rather than quoted."""
+    fallback: str | None
+    """Why the quoted answer is given although a language model is configured (it was down, slow, or
+    nothing it wrote was supported)."""
 
 
 class SearchOut(msgspec.Struct):
@@ -201,6 +217,9 @@ def answer_out(answer: Answer) -> AnswerOut:
         citations=[citation_out(c) for c in answer.citations],
         passages=[passage_out(h) for h in answer.passages],
         timings_ms=answer.timings_ms,
+        sentences=[SentenceOut(s.text, list(s.cites), s.verified) for s in answer.sentences],
+        generated=answer.generated,
+        fallback=answer.fallback,
     )
 
 

@@ -64,6 +64,16 @@ class Settings:
     ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
     """An HTTP ingest of more articles than this runs as a background job (202)."""
 
+    llm_base_url: str | None = None
+    """An OpenAI-compatible API that writes answers (checked before use); none: extractive answers.
+    Env: RAG_LLM_BASE_URL."""
+
+    llm_model: str | None = None
+    """The model name to ask for. Env: RAG_LLM_MODEL."""
+
+    llm_api_key: str | None = None
+    """Env: RAG_LLM_API_KEY."""
+
     tiktoken_cache_dir: Path = field(default_factory=lambda: DEFAULT_DATA_DIR / "tiktoken")
     """Where the offline cl100k_base file is placed for tiktoken. Env: TIKTOKEN_CACHE_DIR."""
 
@@ -89,4 +99,7 @@ class Settings:
             eval_cache_dir=eval_cache,
             rate_per_address=rate,
             trusted_proxies=proxies,
+            llm_base_url=env.get("RAG_LLM_BASE_URL") or None,
+            llm_model=env.get("RAG_LLM_MODEL") or None,
+            llm_api_key=env.get("RAG_LLM_API_KEY") or None,
         )

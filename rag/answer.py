@@ -7,9 +7,9 @@ from datetime import date
 
 from index.config import Settings
 from index.embed import Embedder
-from index.errors import QuestionError
+from index.errors import ConfigError, QuestionError
 from index.store import IndexStore
-from rag.compose import ExtractiveComposer
+from rag.compose import AnswerComposer, ExtractiveComposer
 from rag.rank import LinearRanker
 from rag.records import Answer, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
@@ -33,14 +33,16 @@ class Answerer:
         embedder: Embedder,
         settings: Settings,
         retriever: Retriever | None = None,
-        composer: ExtractiveComposer | None = None,
+        composer: AnswerComposer | None = None,
         abstain_below: float = DEFAULT_ABSTAIN_BELOW,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.retriever = retriever or NewsRetriever(store, LinearRanker.load())
-        self.composer = composer or ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
+        self.composer: AnswerComposer = composer or ExtractiveComposer(
+            embedder, stored_vectors=store.sentence_vectors
+        )
         self.abstain_below = abstain_below
 
     def question(
@@ -101,16 +103,47 @@ class Answerer:
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
             return Answer(text, True, citations, tuple(hits), timings, (Sentence(ABSTAIN_TEXT, ()),))
-        composition = self.composer.compose(question.text, vector, hits[:DEFAULT_COMPOSE_PASSAGES])
+        composition = self.composer.compose(
+            question.text, vector, hits[:DEFAULT_COMPOSE_PASSAGES], question.as_of or date.today()
+        )
         lap("compose")
+        timings.update(composition.usage)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-        sentences = tuple(Sentence(c.quote, (c.n,)) for c in composition.citations)
-        return Answer(composition.text, False, composition.citations, tuple(hits), timings, sentences)
+        generated = not isinstance(self.composer, ExtractiveComposer) and composition.fallback is None
+        return Answer(
+            composition.text,
+            False,
+            composition.citations,
+            tuple(hits),
+            timings,
+            composition.sentences,
+            generated=generated,
+            fallback=composition.fallback,
+        )
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:
-    """An Answerer over the index under ``settings.data_dir``, loading the packaged model if not given."""
+    """An Answerer over the index under ``settings.data_dir``, loading the packaged model if not given;
+    its answers are generated (and checked) when a language model is configured, quoted otherwise."""
     from index import PackagedEmbedder, open_store
 
     embedder = embedder or PackagedEmbedder()
-    return Answerer(open_store(settings, embedder), embedder, settings)
+    store = open_store(settings, embedder)
+    return Answerer(store, embedder, settings, composer=make_composer(settings, embedder, store))
+
+
+def make_composer(settings: Settings, embedder: Embedder, store: IndexStore) -> AnswerComposer:
+    """The generative composer when ``settings`` name a model (``llm_base_url`` and ``llm_model``), else the
+    extractive one; the extractive one is the generative one's fallback."""
+    extractive = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
+    if not settings.llm_base_url:
+        return extractive
+    if not settings.llm_model:
+        raise ConfigError(
+            "a language model's address is set (RAG_LLM_BASE_URL) but not its name (RAG_LLM_MODEL)"
+        )
+    from index.tokens import encoding
+    from rag.generate import GenerativeComposer, ModelConfig
+
+    config = ModelConfig(settings.llm_base_url, settings.llm_model, settings.llm_api_key or "none")
+    return GenerativeComposer(config, extractive, encoding(settings.tiktoken_cache_dir))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +22,7 @@ from index.embed import Embedder, Vectors
 from index.lexical import tokenize
 from index.records import Span
 from index.sentences import split_sentences
-from rag.records import Citation, Hit
+from rag.records import Citation, Hit, Sentence
 
 DEFAULT_MAX_SENTENCES = 3
 DEFAULT_MARGIN = 0.12
@@ -44,12 +45,25 @@ class Composition:
     text: str
     citations: tuple[Citation, ...]
     best_score: float
+    sentences: tuple[Sentence, ...] = ()
+    fallback: str | None = None
+    """Set when a generative composer answered extractively instead, and why."""
+    usage: dict[str, float] = field(default_factory=dict)
+    """Model time (``model``, ms) and token counts, for ``timings_ms``."""
 
 
 class AnswerComposer(Protocol):
     """Builds a cited answer from retrieved passages."""
 
-    def compose(self, query: str, query_vector: Vectors, hits: list[Hit]) -> Composition: ...
+    def compose(
+        self, query: str, query_vector: Vectors, hits: list[Hit], today: date | None = None
+    ) -> Composition: ...
+
+    def closest(
+        self, query: str, query_vector: Vectors, hits: list[Hit], articles: int
+    ) -> tuple[Citation, ...]:
+        """The best sentence of each of the first ``articles`` articles (what an abstention lists)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,10 @@ class ExtractiveComposer:
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_lock = threading.Lock()
 
-    def compose(self, query: str, query_vector: Vectors, hits: list[Hit]) -> Composition:
+    def compose(
+        self, query: str, query_vector: Vectors, hits: list[Hit], today: date | None = None
+    ) -> Composition:
+        del today  # quotes carry their own dates
         candidates = self.candidates(query, query_vector, hits)
         if not candidates:
             return Composition("", (), 0.0)
@@ -97,7 +114,8 @@ class ExtractiveComposer:
         chosen.sort(key=lambda c: (order[c.hit.article.id], c.span.start))
         citations = tuple(_citation(n, c) for n, c in enumerate(chosen, start=1))
         text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
-        return Composition(text, citations, candidates[0].score)
+        sentences = tuple(Sentence(c.quote, (c.n,)) for c in citations)
+        return Composition(text, citations, candidates[0].score, sentences)
 
     def closest(
         self, query: str, query_vector: Vectors, hits: list[Hit], articles: int

@@ -64,6 +64,8 @@ class Sentence:
 
     text: str
     cites: tuple[int, ...]
+    verified: bool = True
+    """Checked and supported by its citations (always, for verbatim quotes)."""
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,7 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
     sentences: tuple[Sentence, ...] = ()
     """The answer sentence by sentence, without the ``[n]`` marks (``text`` has them)."""
+    generated: bool = False
+    """Written by the language model (and checked), rather than quoted."""
+    fallback: str | None = None
+    """Why a generated answer was asked for but the extractive one is given (the model was down, ...)."""
