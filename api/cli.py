@@ -56,6 +56,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     ask.add_argument("--after", type=date.fromisoformat, help="published on or after (YYYY-MM-DD)")
     ask.add_argument("--before", type=date.fromisoformat, help="published on or before (YYYY-MM-DD)")
     ask.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
+    _model_options(ask)
     ask.set_defaults(run=_ask)
 
     serve = commands.add_parser("serve", help="serve the HTTP API")
@@ -87,6 +88,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
         metavar="CIDR",
         help="a reverse proxy whose X-Forwarded-For is believed (repeatable; default: none)",
     )
+    _model_options(serve)
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
@@ -111,6 +113,30 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     else:
         commands.add_parser("eval", help="score retrieval and answers on a dataset (`rag eval --help`)")
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--llm-base-url",
+        metavar="URL",
+        help="an OpenAI-compatible API that writes the answers, each sentence checked "
+        "(env RAG_LLM_BASE_URL); without one, answers are quoted sentences",
+    )
+    parser.add_argument("--llm-model", metavar="NAME", help="the model to ask for (env RAG_LLM_MODEL)")
+    parser.add_argument(
+        "--llm-api-key", metavar="KEY", help="its API key, if it needs one (env RAG_LLM_API_KEY)"
+    )
+
+
+def _with_model(settings: Settings, args: argparse.Namespace) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(
+        settings,
+        llm_base_url=args.llm_base_url or settings.llm_base_url,
+        llm_model=args.llm_model or settings.llm_model,
+        llm_api_key=args.llm_api_key or settings.llm_api_key,
+    )
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -147,7 +173,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from api.schemas import answer_out
     from rag import Filters, open_answerer
 
-    answerer = open_answerer(settings)
+    answerer = open_answerer(_with_model(settings, args))
     filters = Filters(tuple(args.source), args.after, args.before)
     answer = answerer.ask(
         answerer.question(args.question, as_of=args.as_of, top_k=args.top_k, filters=filters)
@@ -156,6 +182,8 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(msgspec.to_builtins(answer_out(answer)), indent=2, ensure_ascii=False))
         return 0
     print(answer.text)
+    if answer.fallback:
+        print(f"(quoted instead of generated: {answer.fallback})")
     for c in answer.citations:
         when = c.published_at.isoformat() if c.published_at else "undated"
         print(f"[{c.n}] {c.title} ({c.source or 'unknown outlet'}, {when}) {c.url or c.article_id}")
@@ -238,6 +266,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from rag import Answerer, open_answerer
 
     _set_threads(args.threads)
+    settings = _with_model(settings, args)
     if args.rate_per_address is not None:
         settings = dataclasses.replace(settings, rate_per_address=args.rate_per_address)
     if args.trusted_proxy is not None:

@@ -52,6 +52,15 @@ def add_eval_command(commands: Any) -> None:
         metavar="METRIC=VALUE",
         help=f"fail (exit 1) when METRIC is below VALUE; repeatable. METRIC: {', '.join(GATE_METRICS)}",
     )
+    parser.add_argument(
+        "--composer",
+        choices=["extractive", "generative"],
+        default="extractive",
+        help="generative: answers written by the language model of RAG_LLM_BASE_URL / RAG_LLM_MODEL (or "
+        "--llm-base-url / --llm-model), each sentence checked; groundedness then means checked and supported",
+    )
+    parser.add_argument("--llm-base-url", help="an OpenAI-compatible API (with --composer generative)")
+    parser.add_argument("--llm-model", help="the model's name (with --composer generative)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
 
@@ -71,7 +80,7 @@ def parse_minimums(values: list[str]) -> list[tuple[str, float]]:
 
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     from evals.cache import cached_answerer
-    from evals.data import Dataset, load_dataset, load_files
+    from evals.data import Dataset, DatasetError, load_dataset, load_files
     from evals.evaluate import evaluate_dataset
     from evals.report import write_report
     from index import PackagedEmbedder
@@ -101,6 +110,19 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     from evals.stages import staged
 
     answerer = staged(cached_answerer(dataset.corpus, settings, embedder, progress), args.stage)
+    if args.composer == "generative":
+        import dataclasses
+
+        from rag.answer import make_composer
+
+        llm = dataclasses.replace(
+            settings,
+            llm_base_url=args.llm_base_url or settings.llm_base_url,
+            llm_model=args.llm_model or settings.llm_model,
+        )
+        if not llm.llm_base_url:
+            raise DatasetError("--composer generative needs a model: --llm-base-url and --llm-model")
+        answerer.composer = make_composer(llm, embedder, answerer.store)
     evaluation = evaluate_dataset(answerer, dataset, args.k, args.limit, args.baselines, progress)
     metrics = evaluation.metrics
     from evals.cache import rejected_records

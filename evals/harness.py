@@ -75,7 +75,9 @@ def _outcome(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
     ranking = ranking_of(answer.passages)
     by_n = {c.n: c for c in answer.citations}
     grounded = []
-    if not answer.abstained:
+    if answer.generated:  # written by a model: grounded means checked and supported by its citations
+        grounded = [s.verified for s in answer.sentences]
+    elif not answer.abstained:
         for sentence, n in _CITED_SENTENCE.findall(answer.text):
             citation = by_n.get(int(n))
             body = answerer.store.article(citation.article_id).body if citation else ""

