@@ -30,8 +30,9 @@ def with_retriever(answerer: Answerer, retriever: Retriever) -> Answerer:
         answerer.embedder,
         answerer.settings,
         retriever=retriever,
-        composer=answerer.composer,
+        composer=answerer.composer if answerer.composer is not answerer.quotes else None,
         abstain_below=answerer.abstain_below,
+        abstainer=answerer.abstainer,
     )
 
 

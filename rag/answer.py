@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import date
+
+import numpy as np
+import numpy.typing as npt
 
 from index.config import Settings
 from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
 from index.store import IndexStore
-from rag.compose import AnswerComposer, ExtractiveComposer
+from rag.abstain import Abstainer, evidence
+from rag.compose import AnswerComposer, Composition, ExtractiveComposer
 from rag.rank import LinearRanker
 from rag.records import Answer, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
-# Chosen from data with evals/fit/calibrate.py (see evals/RESULTS.md, "Abstention threshold").
+# The cosine-only rule of the first version (evals/RESULTS.md, "Abstention threshold"): kept for
+# comparison; answers abstain by the evidence model of rag/abstain.py unless ``abstain_below`` is given.
 DEFAULT_ABSTAIN_BELOW = 0.34
 MAX_TOP_K = 50
 # The composer reads the best few passages only; more passages add noise and time, not answers.
@@ -34,16 +40,20 @@ class Answerer:
         settings: Settings,
         retriever: Retriever | None = None,
         composer: AnswerComposer | None = None,
-        abstain_below: float = DEFAULT_ABSTAIN_BELOW,
+        abstain_below: float | None = None,
+        abstainer: Abstainer | None = None,
     ) -> None:
+        """``abstain_below``: abstain on the best passage's cosine alone (the first version's rule) instead
+        of the evidence model (``abstainer``, default rag/abstain.json)."""
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.retriever = retriever or NewsRetriever(store, LinearRanker.load())
-        self.composer: AnswerComposer = composer or ExtractiveComposer(
-            embedder, stored_vectors=store.sentence_vectors
-        )
+        self.quotes = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
+        """The extractive composer: quoted answers, and the evidence abstention looks at."""
+        self.composer: AnswerComposer = composer or self.quotes
         self.abstain_below = abstain_below
+        self.abstainer = abstainer or (Abstainer.load() if abstain_below is None else None)
 
     def question(
         self,
@@ -93,8 +103,9 @@ class Answerer:
             question.text, vector, question.top_k, question.filters, question.as_of
         )
         lap("retrieve")
-        best = max((h.similarity for h in hits), default=float("-inf"))
-        if best < self.abstain_below:
+        passages = hits[:DEFAULT_COMPOSE_PASSAGES]
+        quoted = self.quotes.compose(question.text, vector, passages)
+        if self.abstains(question.text, passages, quoted):
             citations = self.composer.closest(question.text, vector, hits[:_CLOSEST], _CLOSEST)
             text = ABSTAIN_TEXT
             if citations:
@@ -103,9 +114,11 @@ class Answerer:
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
             return Answer(text, True, citations, tuple(hits), timings, (Sentence(ABSTAIN_TEXT, ()),))
-        composition = self.composer.compose(
-            question.text, vector, hits[:DEFAULT_COMPOSE_PASSAGES], question.as_of or date.today()
-        )
+        composition = quoted
+        if self.composer is not self.quotes:
+            composition = self.composer.compose(
+                question.text, vector, passages, question.as_of or date.today()
+            )
         lap("compose")
         timings.update(composition.usage)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
@@ -120,6 +133,23 @@ class Answerer:
             generated=generated,
             fallback=composition.fallback,
         )
+
+    def abstains(self, question: str, passages: Sequence[Hit], quoted: Composition) -> bool:
+        """Whether the passages (and what would be quoted from them) do not answer the question."""
+        if not passages:
+            return True
+        if self.abstainer is None:
+            threshold = DEFAULT_ABSTAIN_BELOW if self.abstain_below is None else self.abstain_below
+            return max(h.similarity for h in passages) < threshold
+        row = self.evidence(question, passages, quoted)
+        return self.abstainer.abstains(row)
+
+    def evidence(
+        self, question: str, passages: Sequence[Hit], quoted: Composition
+    ) -> npt.NDArray[np.float64]:
+        """The abstention features (rag/abstain.py) of a question and its passages."""
+        lexical = self.store.snapshot().lexical
+        return evidence(question, passages, [c.quote for c in quoted.citations], lexical.idf)
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:

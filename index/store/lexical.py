@@ -56,6 +56,10 @@ class LexicalReader(Protocol):
 
     def query(self, tokens: Tokens) -> LexicalScores: ...
 
+    def idf(self, tokens: Tokens) -> npt.NDArray[np.float64]:
+        """The BM25 inverse document frequency of each token (unknown tokens: the rarest possible)."""
+        ...
+
 
 class LexicalIndex(Protocol):
     """The writer's side: one writer at a time; readers are taken with ``reader()``."""
@@ -119,12 +123,24 @@ class _FullScores:
 
 
 class _FullReader:
-    def __init__(self, model: bm25s.BM25 | None, ids: Ids, published: npt.NDArray[np.int32]) -> None:
+    def __init__(
+        self,
+        model: bm25s.BM25 | None,
+        ids: Ids,
+        published: npt.NDArray[np.int32],
+        documents: Sequence[Sequence[str]] = (),
+    ) -> None:
         self._model, self._ids, self._published = model, ids, published
+        self._documents = documents
 
     @property
     def size(self) -> int:
         return int(self._ids.size)
+
+    def idf(self, tokens: Tokens) -> npt.NDArray[np.float64]:
+        counts = Counter(t for document in self._documents for t in set(document))
+        df = np.array([counts.get(t, 0) for t in tokens], dtype=np.float64)
+        return idf(df, float(len(self._documents)))
 
     def query(self, tokens: Tokens) -> _FullScores:
         known = [t for t in tokens if self._model is not None and t in self._model.vocab_dict]
@@ -161,7 +177,7 @@ class FullBM25:
             if ids.size and any(corpus):
                 model = bm25s.BM25(k1=K1, b=B, method="lucene")
                 model.index(corpus, show_progress=False)
-            self._reader = _FullReader(model, ids, published)
+            self._reader = _FullReader(model, ids, published, corpus)
         return self._reader
 
 
@@ -289,6 +305,11 @@ class SegmentedReader:
     @property
     def size(self) -> int:
         return sum(s.live for s in self._segments)
+
+    def idf(self, tokens: Tokens) -> npt.NDArray[np.float64]:
+        ids = [self._vocabulary.ids.get(t, -1) for t in tokens]
+        df = np.array([self._df[i] if 0 <= i < self._df.size else 0 for i in ids], dtype=np.float64)
+        return idf(df, float(self._documents))
 
     def query(self, tokens: Tokens) -> SegmentedScores:
         counts = Counter(self._vocabulary.ids.get(t, -1) for t in tokens)

@@ -1,0 +1,150 @@
+"""Knowing when the story is missing: abstain when the evidence does not answer, not only when it is far.
+
+Features of a question and the passages an answer would come from (the best five, and the sentences
+the extractive composer would quote from them):
+  cosine          best question-passage cosine (what abstention looked at before)
+  margin          that cosine minus the best cosine of another article
+  coverage        share of the question's word weight (BM25 idf) found in the passages
+  rare            share of the question's three rarest words found in the passages
+  entities        share of the question's names (capitalised words) found in the passages
+  wanted_missing  the question asks for a number or a date ("how many", "what year", "when", ...)
+                  that no quoted sentence holds
+A logistic regression over them (rag/abstain.json), fitted by ``python -m evals.fit.calibrate`` on the
+tune half of the dev questions: answerable ones as served, against the same questions with their gold
+articles removed from the index (the story is missing, the nearest other article on the same topic is
+there); its threshold keeps 95% of the answerable tune questions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from index.errors import ConfigError
+from index.lexical import tokenize
+from rag.records import Hit
+
+DEFAULT_PATH = Path(__file__).with_name("abstain.json")
+FEATURES = ("cosine", "margin", "coverage", "rare", "entities", "wanted_missing")
+_WANTS_NUMBER = re.compile(
+    r"\b(how (many|much|long|old|far|big|high|tall|fast)|what (percentage|percent|number|amount|age)|"
+    r"what (year|date|day|month)|when did|when was|when will|in which year|how large)\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(
+    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion|"
+    r"dozen|january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"\b[A-Z][\w'’-]+")
+_COMMON = frozenset(
+    [
+        "what",
+        "who",
+        "which",
+        "when",
+        "where",
+        "why",
+        "how",
+        "the",
+        "a",
+        "an",
+        "in",
+        "on",
+        "at",
+        "of",
+        "is",
+        "was",
+        "are",
+        "were",
+        "did",
+        "does",
+        "do",
+    ]
+)
+
+Idf = Callable[[Sequence[str]], npt.NDArray[np.float64]]
+
+
+def evidence(question: str, hits: Sequence[Hit], quoted: Sequence[str], idf: Idf) -> npt.NDArray[np.float64]:
+    """The feature row (FEATURES) of a question, its passages and the sentences that would be quoted."""
+    if not hits:
+        return np.zeros(len(FEATURES))
+    best = max(h.similarity for h in hits)
+    lead = max(hits, key=lambda h: h.similarity).article.id
+    others = [h.similarity for h in hits if h.article.id != lead]
+    margin = best - max(others) if others else 0.2
+    text = " ".join(h.chunk.text + " " + h.article.title for h in hits)
+    present = set(tokenize([text])[0])
+    terms = list(dict.fromkeys(tokenize([question])[0]))
+    weights = idf(terms) if terms else np.zeros(0)
+    found = np.array([t in present for t in terms], dtype=bool)
+    coverage = float(weights[found].sum() / weights.sum()) if terms and weights.sum() > 0 else 1.0
+    rare_order = np.argsort(-weights)[:3] if terms else np.zeros(0, dtype=int)
+    rare = float(found[rare_order].mean()) if terms else 1.0
+    lowered = text.lower()
+    names = [n for n in _NAME.findall(question)[1:] if n.lower() not in _COMMON]
+    entities = float(np.mean([n.lower() in lowered for n in names])) if names else 1.0
+    wanted_missing = float(
+        bool(_WANTS_NUMBER.search(question)) and not any(_NUMBER.search(s) for s in quoted)
+    )
+    return np.array([best, margin, coverage, rare, entities, wanted_missing], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Abstainer:
+    """Logistic regression over standardised evidence features; abstains below ``threshold``."""
+
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+    weights: npt.NDArray[np.float64]
+    bias: float
+    threshold: float
+
+    def answerable(self, row: npt.NDArray[np.float64]) -> float:
+        """Probability that the passages answer the question."""
+        z = float(((row - self.mean) / self.scale) @ self.weights + self.bias)
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def abstains(self, row: npt.NDArray[np.float64]) -> bool:
+        return self.answerable(row) < self.threshold
+
+    def to_json(self, **about: object) -> str:
+        return json.dumps(
+            {
+                **about,
+                "features": list(FEATURES),
+                "mean": self.mean.round(6).tolist(),
+                "scale": self.scale.round(6).tolist(),
+                "weights": self.weights.round(6).tolist(),
+                "bias": round(self.bias, 6),
+                "threshold": round(self.threshold, 6),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_PATH) -> Abstainer:
+        try:
+            data = json.loads(path.read_text())
+            if tuple(data["features"]) != FEATURES:
+                raise ValueError(f"features {data['features']} are not {list(FEATURES)}")
+            return cls(
+                np.array(data["mean"], dtype=np.float64),
+                np.array(data["scale"], dtype=np.float64),
+                np.array(data["weights"], dtype=np.float64),
+                float(data["bias"]),
+                float(data["threshold"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"the abstention model {path} cannot be read ({exc}); restore it from git or refit it with "
+                "`python -m evals.fit.calibrate`"
+            ) from exc
