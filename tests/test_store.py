@@ -103,7 +103,7 @@ def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedE
     after_delete = store.search(vector, 5)
     store.close()
     files = sorted(p.name for p in settings.data_dir.glob("seg-*.npz"))
-    assert len(files) == 2  # one vector and one lexical segment
+    assert len(files) == 2  # one vector and one lexical segment (and the vectors' .faiss file)
     again = _saving(settings, embedder)
     assert again.search(vector, 5) == after_delete
     assert expected != after_delete
@@ -167,7 +167,7 @@ def test_a_missing_metadata_file_beside_segment_files_stops_start_up(
     store.close()
     for path in settings.data_dir.glob("meta.sqlite*"):
         path.unlink()
-    with pytest.raises(IndexCorruptError, match=r"meta.sqlite is missing but 2 segment files"):
+    with pytest.raises(IndexCorruptError, match=r"meta.sqlite is missing but 3 segment files"):
         open_store(settings, embedder)
     assert len(list(settings.data_dir.glob("seg-*.npz"))) == 2  # nothing was deleted
 

@@ -86,6 +86,34 @@ class Catalog:
             ids=ids,
         )
 
+    @classmethod
+    def build(cls, entries: Sequence[CatalogEntry]) -> Catalog:
+        """A catalog of ``entries`` from scratch (what opening an index does), without per-entry copies."""
+        if not entries:
+            return cls()
+        counts = np.array([len(e.chunk_ids) for e in entries], dtype=np.int64)
+        chunk_ids = np.fromiter(
+            (c for e in entries for c in e.chunk_ids), dtype=np.int64, count=int(counts.sum())
+        )
+        chunk_slot = np.full(int(chunk_ids.max()) + 1 if chunk_ids.size else 0, -1, dtype=np.int32)
+        chunk_slot[chunk_ids] = np.repeat(np.arange(len(entries), dtype=np.int32), counts)
+        story_slots: dict[str, list[int]] = {}
+        for slot, entry in enumerate(entries):
+            story_slots.setdefault(entry.story, []).append(slot)
+        return cls(
+            article_ids=tuple(e.article_id for e in entries),
+            published=np.array([_ordinal(e.published) for e in entries], dtype=np.int32),
+            sources=tuple((e.source or "").lower() for e in entries),
+            stories=tuple(e.story for e in entries),
+            title_terms=tuple(e.title_terms for e in entries),
+            alive=np.ones(len(entries), dtype=bool),
+            chunk_slot=chunk_slot,
+            slot_of={e.article_id: slot for slot, e in enumerate(entries)},
+            chunks_of={slot: e.chunk_ids for slot, e in enumerate(entries)},
+            story_slots={story: tuple(slots) for story, slots in story_slots.items()},
+            chunks=int(counts.sum()),
+        )
+
     def changed(self, added: Iterable[CatalogEntry], removed: Iterable[str]) -> Catalog:
         """The next catalog: ``removed`` article ids gone (replaced ones too), ``added`` appended."""
         added = list(added)

@@ -76,15 +76,15 @@ def idf(df: npt.NDArray[np.float64], n: float) -> npt.NDArray[np.float64]:
 
 
 def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
-    positive = scores > 0
-    scores, ids = scores[positive], ids[positive]
-    if not scores.size or k <= 0:
+    """The ``k`` best positive scores (one pass to find the matched positions, then only those)."""
+    matched = np.flatnonzero(scores > 0)
+    if not matched.size or k <= 0:
         return []
-    if scores.size > k:
-        cut = np.argpartition(-scores, k - 1)[:k]
-        scores, ids = scores[cut], ids[cut]
-    order = np.lexsort((ids, -scores))
-    return [(int(ids[i]), float(scores[i])) for i in order]
+    if matched.size > k:
+        matched = matched[np.argpartition(-scores[matched], k - 1)[:k]]
+    chosen, named = scores[matched], ids[matched]
+    order = np.lexsort((named, -chosen))
+    return [(int(named[i]), float(chosen[i])) for i in order]
 
 
 def _merge(found: Sequence[Hits], k: int) -> Hits:

@@ -221,8 +221,9 @@ class IndexStore:
                 return db
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
+            # Reading the schema fails on a file that is not a database. (PRAGMA quick_check would read
+            # every page: minutes at a million chunks.)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(
@@ -277,15 +278,14 @@ class IndexStore:
         """Segment name -> kind, for the segments of this process's indexes that are on disk."""
         self._discard: list[str] = []
         """Recorded segments found damaged or overlapping: forgotten once the load is done."""
-        entries = self._catalog_entries(None)
-        self._catalog = Catalog().changed(entries, ())
+        self._catalog = Catalog.build(self._catalog_entries(None))
         live = np.flatnonzero(self._catalog.chunk_slot >= 0).astype(np.int64)
         covered = {
             "vectors": self._load_segments("vectors", live),
             "lexical": self._load_segments("lexical", live),
         }
         for kind, done in covered.items():
-            missing = np.setdiff1d(live, done)
+            missing = live[~np.isin(live, done, assume_unique=True, kind="table")] if done.size else live
             if missing.size:
                 self._add_from_rows(missing, vectors=kind == "vectors", lexical=kind == "lexical")
         self._remove_unrecorded_files()
@@ -293,27 +293,30 @@ class IndexStore:
     def _load_segments(self, kind: str, live: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Adopt the recorded segments of ``kind`` whose files are whole and that do not overlap each
         other (two processes may each have saved one); returns the live chunk ids they cover."""
-        covered = np.zeros(0, dtype=np.int64)
+        top = int(live.max()) + 1 if live.size else 0
+        alive = np.zeros(top, dtype=bool)
+        alive[live] = True
+        covered = np.zeros(top, dtype=bool)
         rows = self._db.execute(
             "SELECT name, checksum FROM segments WHERE kind = ? ORDER BY chunks DESC", (kind,)
         ).fetchall()
         for name, checksum in rows:
-            path = self.data_dir / f"seg-{name}.npz"
             try:
-                if not path.exists() or _checksum(path) != checksum:
+                if _segment_checksum(self.data_dir, name, kind) != checksum:
                     log.warning("segment %s is missing or does not match its checksum; rebuilding", name)
                     self._discard.append(name)
                     continue
-                segment = _read_segment(path, kind, self.dimension, name)
+                segment = _read_segment(self.data_dir, kind, self.dimension, name)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 log.warning("segment %s cannot be read (%s); rebuilding it from %s", name, exc, DB_NAME)
                 self._discard.append(name)
                 continue
             ids = segment.layout.ids
-            if np.intersect1d(ids, covered).size:
+            inside = ids < top
+            if covered[ids[inside]].any():
                 self._discard.append(name)  # overlaps a larger segment saved by another process
                 continue
-            gone = np.flatnonzero(~np.isin(ids, live))
+            gone = np.flatnonzero(~inside | ~alive[np.minimum(ids, max(top - 1, 0))])
             if gone.size:
                 segment = segment.without(gone)
             if kind == "vectors":
@@ -321,8 +324,8 @@ class IndexStore:
             else:
                 self._lexical.add_segment(segment)
             self._persisted[segment.name] = kind
-            covered = np.union1d(covered, ids)
-        return np.intersect1d(covered, live)
+            covered[ids[inside]] = True
+        return np.flatnonzero(covered & alive).astype(np.int64)
 
     def _forget_discarded(self) -> None:
         if not self._discard:
@@ -331,11 +334,12 @@ class IndexStore:
             self._db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n in self._discard])
         for name in self._discard:
             (self.data_dir / f"seg-{name}.npz").unlink(missing_ok=True)
+            (self.data_dir / f"seg-{name}.faiss").unlink(missing_ok=True)
         self._discard = []
 
     def _remove_unrecorded_files(self) -> None:
         recorded = {r[0] for r in self._db.execute("SELECT name FROM segments")}
-        for path in self.data_dir.glob("seg-*.npz"):
+        for path in [*self.data_dir.glob("seg-*.npz"), *self.data_dir.glob("seg-*.faiss")]:
             if path.stem[4:] not in recorded:
                 path.unlink(missing_ok=True)
         for path in self.data_dir.glob(".seg-*"):
@@ -781,8 +785,9 @@ class IndexStore:
             return
         written = []
         for name, (kind, segment) in new.items():
-            path = self.data_dir / f"seg-{name}.npz"
-            written.append((name, kind, _write_segment(path, kind, segment), segment.layout.size))
+            written.append(
+                (name, kind, _write_segment(self.data_dir, name, kind, segment), segment.layout.size)
+            )
         with self._transaction():
             recorded = {r[0] for r in self._db.execute("SELECT name FROM segments")}
             self._db.executemany("INSERT INTO segments VALUES (?, ?, ?, ?)", written)
@@ -794,6 +799,7 @@ class IndexStore:
         for name in dropped:
             if name in recorded:
                 (self.data_dir / f"seg-{name}.npz").unlink(missing_ok=True)
+                (self.data_dir / f"seg-{name}.faiss").unlink(missing_ok=True)
             del self._persisted[name]
         self._persisted.update({name: kind for name, kind, _, _ in written})
 
@@ -848,13 +854,14 @@ def _ordinal(day: date | None) -> int:
     return day.toordinal() if day else -1
 
 
-def _write_segment(path: Path, kind: str, segment: Any) -> str:
-    """Save a segment (one .npz: layout, and the FAISS index or the term matrix) atomically; its SHA-256."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+def _write_segment(folder: Path, name: str, kind: str, segment: Any) -> str:
+    """Save a segment atomically: its layout (and, for BM25, its term matrix) in ``seg-NAME.npz``, and for
+    vectors the FAISS index in ``seg-NAME.faiss`` (read back directly, without a copy). Returns the
+    checksum of both."""
     arrays: dict[str, Any] = {"ids": segment.layout.ids, "published": segment.layout.published}
     if kind == "vectors":
-        arrays["faiss"] = faiss.serialize_index(segment.index)
         arrays["ivf"] = np.array(segment.ivf)
+        _atomically(folder / f"seg-{name}.faiss", lambda tmp: faiss.write_index(segment.index, str(tmp)))
     else:
         tf = segment.tf
         arrays.update(
@@ -864,24 +871,38 @@ def _write_segment(path: Path, kind: str, segment: Any) -> str:
             shape=np.array(tf.shape),
             lengths=segment.lengths,
         )
-    with tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+
+    _atomically(folder / f"seg-{name}.npz", save)
+    return _segment_checksum(folder, name, kind)
+
+
+def _atomically(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    write(tmp)
+    with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
-    digest = _checksum(tmp)
     tmp.replace(path)
-    return digest
 
 
-def _read_segment(path: Path, kind: str, dimension: int, name: str) -> Any:
-    with np.load(path, allow_pickle=False) as data:
+def _segment_checksum(folder: Path, name: str, kind: str) -> str:
+    """SHA-256 of a segment's files (raises OSError when one is missing)."""
+    files = [folder / f"seg-{name}.npz"] + ([folder / f"seg-{name}.faiss"] if kind == "vectors" else [])
+    return ":".join(_checksum(path) for path in files)
+
+
+def _read_segment(folder: Path, kind: str, dimension: int, name: str) -> Any:
+    with np.load(folder / f"seg-{name}.npz", allow_pickle=False) as data:
         ids, published = data["ids"].astype(np.int64), data["published"].astype(np.int32)
         layout, order = Layout.build(ids, published)
         if not np.array_equal(order, np.arange(ids.size)):
             raise ValueError("positions out of order")
         deleted = np.zeros(ids.size, dtype=bool)
         if kind == "vectors":
-            index: Any = faiss.deserialize_index(data["faiss"])
+            index: Any = faiss.read_index(str(folder / f"seg-{name}.faiss"))
             if index.d != dimension or index.ntotal != ids.size:
                 raise ValueError(f"{index.ntotal} vectors of dimension {index.d}")
             ivf = bool(data["ivf"])
