@@ -74,3 +74,8 @@ eval-gate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache
+
+# Cost curves at 10k, 100k and 1M chunks (outside CI: about an hour the first time, indexes are cached
+# under $$RAG_SCALE_DIR, default ~/.cache/newsrag/scale; several GB of disk at 1M).
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py

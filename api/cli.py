@@ -6,7 +6,6 @@ import argparse
 import ipaddress
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -231,21 +230,6 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_threads(threads: int) -> None:
-    """Threads for torch, FAISS, and the BLAS and OpenMP pools numpy and tokenizers use. Measured on 2
-    cores (benchmarks/RESULTS.md): with one thread per request, 8 concurrent clients get about 20% more
-    answers a second than with each library's default of one thread per core."""
-    import faiss
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    count = max(threads, 1)
-    threadpool_limits(limits=count)
-    torch.set_num_threads(count)
-    faiss.omp_set_num_threads(count)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -262,10 +246,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.keys import KeyRing
-    from index.embed import BatchingEmbedder, PackagedEmbedder
+    from index.embed import BatchingEmbedder, PackagedEmbedder, set_threads
     from rag import Answerer, open_answerer
 
-    _set_threads(args.threads)
+    set_threads(args.threads)
     settings = _with_model(settings, args)
     if args.rate_per_address is not None:
         settings = dataclasses.replace(settings, rate_per_address=args.rate_per_address)

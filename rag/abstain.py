@@ -4,7 +4,10 @@ Features of a question and the passages an answer would come from (the best five
 the extractive composer would quote from them):
   cosine          best question-passage cosine (what abstention looked at before)
   margin          that cosine minus the best cosine of another article
+  score           the ranker's score of the first passage
+  sentence        the composer's score of the best sentence it would quote
   coverage        share of the question's word weight (BM25 idf) found in the passages
+  top_coverage    the same, in the first passage alone
   rare            share of the question's three rarest words found in the passages
   entities        share of the question's names (capitalised words) found in the passages
   wanted_missing  the question asks for a number or a date ("how many", "what year", "when", ...)
@@ -31,7 +34,9 @@ from index.lexical import tokenize
 from rag.records import Hit
 
 DEFAULT_PATH = Path(__file__).with_name("abstain.json")
-FEATURES = ("cosine", "margin", "coverage", "rare", "entities", "wanted_missing")
+FEATURES = (
+    "cosine", "margin", "score", "sentence", "coverage", "top_coverage", "rare", "entities", "wanted_missing",
+)  # fmt: skip
 _WANTS_NUMBER = re.compile(
     r"\b(how (many|much|long|old|far|big|high|tall|fast)|what (percentage|percent|number|amount|age)|"
     r"what (year|date|day|month)|when did|when was|when will|in which year|how large)\b",
@@ -73,7 +78,9 @@ _COMMON = frozenset(
 Idf = Callable[[Sequence[str]], npt.NDArray[np.float64]]
 
 
-def evidence(question: str, hits: Sequence[Hit], quoted: Sequence[str], idf: Idf) -> npt.NDArray[np.float64]:
+def evidence(
+    question: str, hits: Sequence[Hit], quoted: Sequence[str], best_sentence: float, idf: Idf
+) -> npt.NDArray[np.float64]:
     """The feature row (FEATURES) of a question, its passages and the sentences that would be quoted."""
     if not hits:
         return np.zeros(len(FEATURES))
@@ -81,12 +88,19 @@ def evidence(question: str, hits: Sequence[Hit], quoted: Sequence[str], idf: Idf
     lead = max(hits, key=lambda h: h.similarity).article.id
     others = [h.similarity for h in hits if h.article.id != lead]
     margin = best - max(others) if others else 0.2
-    text = " ".join(h.chunk.text + " " + h.article.title for h in hits)
-    present = set(tokenize([text])[0])
     terms = list(dict.fromkeys(tokenize([question])[0]))
     weights = idf(terms) if terms else np.zeros(0)
-    found = np.array([t in present for t in terms], dtype=bool)
-    coverage = float(weights[found].sum() / weights.sum()) if terms and weights.sum() > 0 else 1.0
+
+    def covered(text: str) -> npt.NDArray[np.bool_]:
+        present = set(tokenize([text])[0])
+        return np.array([t in present for t in terms], dtype=bool)
+
+    def share(found: npt.NDArray[np.bool_]) -> float:
+        return float(weights[found].sum() / weights.sum()) if terms and weights.sum() > 0 else 1.0
+
+    text = " ".join(h.chunk.text + " " + h.article.title for h in hits)
+    found = covered(text)
+    top = hits[0]
     rare_order = np.argsort(-weights)[:3] if terms else np.zeros(0, dtype=int)
     rare = float(found[rare_order].mean()) if terms else 1.0
     lowered = text.lower()
@@ -95,7 +109,20 @@ def evidence(question: str, hits: Sequence[Hit], quoted: Sequence[str], idf: Idf
     wanted_missing = float(
         bool(_WANTS_NUMBER.search(question)) and not any(_NUMBER.search(s) for s in quoted)
     )
-    return np.array([best, margin, coverage, rare, entities, wanted_missing], dtype=np.float64)
+    return np.array(
+        [
+            best,
+            margin,
+            top.score,
+            best_sentence,
+            share(found),
+            share(covered(top.chunk.text + " " + top.article.title)),
+            rare,
+            entities,
+            wanted_missing,
+        ],
+        dtype=np.float64,
+    )
 
 
 @dataclass(frozen=True)

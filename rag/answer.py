@@ -149,7 +149,8 @@ class Answerer:
     ) -> npt.NDArray[np.float64]:
         """The abstention features (rag/abstain.py) of a question and its passages."""
         lexical = self.store.snapshot().lexical
-        return evidence(question, passages, [c.quote for c in quoted.citations], lexical.idf)
+        quotes = [c.quote for c in quoted.citations]
+        return evidence(question, passages, quotes, quoted.best_score, lexical.idf)
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:

@@ -32,6 +32,9 @@ from index.store.window import EVERYTHING, Ids, Layout, Window
 
 K1 = 1.5
 B = 0.75
+LARGE_SEGMENT = 50_000
+COMMON_SHARE = 0.05
+NOMINATION_POSTINGS = 20
 Hits = list[tuple[int, float]]
 Tokens = Sequence[str]
 
@@ -227,6 +230,29 @@ class Segment:
         contribution = per_term * tf / (tf + norm)
         return np.bincount(rows, contribution, minlength=self.layout.size).astype(np.float32)
 
+    def scores_at(
+        self,
+        positions: npt.NDArray[np.int64],
+        terms: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64],
+        avgdl: float,
+    ) -> npt.NDArray[np.float32]:
+        """Exact scores of a few positions: each term's postings (sorted) are searched, not scanned."""
+        out = np.zeros(positions.size, dtype=np.float64)
+        if not positions.size:
+            return out.astype(np.float32)
+        norm = K1 * ((1 - B) + B * self.lengths[positions] / avgdl)
+        indptr, indices, data = self.tf.indptr, self.tf.indices, self.tf.data
+        for term, weight in zip(terms.tolist(), weights.tolist(), strict=True):
+            if term >= self.tf.shape[1]:
+                continue
+            rows = indices[indptr[term] : indptr[term + 1]]
+            at = np.minimum(np.searchsorted(rows, positions), max(rows.size - 1, 0))
+            hit = rows[at] == positions if rows.size else np.zeros(positions.size, dtype=bool)
+            tf = np.where(hit, data[indptr[term] + at] if rows.size else 0.0, 0.0)
+            out += weight * tf / (tf + norm)
+        return out.astype(np.float32)
+
     def without(self, positions: npt.NDArray[np.int64]) -> Segment:
         deleted = self.deleted.copy()
         deleted[positions] = True
@@ -252,46 +278,86 @@ def build_segment(ids: Ids, tf: sp.csr_matrix, published: npt.NDArray[np.int32])
     """An immutable segment from a documents x terms matrix of term frequencies (rows in ``ids`` order)."""
     layout, order = Layout.build(ids, published)
     tf = tf[order].tocsc()
+    tf.sort_indices()
     lengths = np.asarray(tf.sum(axis=1)).ravel().astype(np.float32)
     df = np.diff(tf.indptr).astype(np.int64)
     return Segment(layout, tf, lengths, df, np.zeros(ids.size, dtype=bool), 0)
 
 
 class SegmentedScores:
-    def __init__(self, segments: tuple[Segment, ...], scores: list[npt.NDArray[np.float32]]) -> None:
-        self._segments, self._scores = segments, scores
+    """One query's scores. In a segment of ``LARGE_SEGMENT`` chunks or more, only the query's rarer terms
+    nominate candidates (those in at most ``COMMON_SHARE`` of its chunks, and more, rarest first, until
+    their postings number ``NOMINATION_POSTINGS`` times the candidates wanted), whose exact scores (every
+    term) then rank them: the long posting lists of common words are not scanned whole. Smaller segments
+    are scored exactly throughout."""
+
+    def __init__(
+        self,
+        segments: tuple[Segment, ...],
+        terms: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64],
+        avgdl: float,
+        large_segment: int = LARGE_SEGMENT,
+    ) -> None:
+        self._segments, self._terms, self._weights, self._avgdl = segments, terms, weights, avgdl
+        self._large = large_segment
 
     def top(self, k: int, window: Window = EVERYTHING) -> Hits:
+        if not self._terms.size or k <= 0:
+            return []
         found = []
-        for segment, scores in zip(self._segments, self._scores, strict=True):
-            if not scores.size:
-                continue
+        for segment in self._segments:
+            depth = max(4 * k, 100)
+            nominate = self._terms
+            if segment.layout.size >= self._large:
+                usable = self._terms[self._terms < segment.tf.shape[1]]
+                order = np.argsort(segment.df[usable], kind="stable")
+                postings = np.cumsum(segment.df[usable][order])
+                # The rarest terms, until they reach every common term's share or enough postings to fill
+                # the candidates many times over.
+                enough = postings >= NOMINATION_POSTINGS * depth
+                rare = segment.df[usable][order] <= COMMON_SHARE * segment.layout.size
+                keep = rare | ~np.concatenate([[False], enough[:-1]])
+                nominate = np.sort(usable[order][keep])
+            weights = self._weights[np.isin(self._terms, nominate)]
+            scores = segment.scores(nominate, weights, self._avgdl)
+            exact = nominate.size == self._terms.size
+            depth = k if exact else depth
             if window.ids is not None:
-                positions = segment.layout.allowed(window, segment.deleted if segment.removed else None)
-                found.append(_top(scores[positions], segment.layout.ids[positions], k))
-                continue
-            for lo, hi in segment.layout.ranges(window):
-                part = scores[lo:hi]
+                parts = [segment.layout.allowed(window, segment.deleted if segment.removed else None)]
+            else:
+                parts = [np.arange(lo, hi) for lo, hi in segment.layout.ranges(window)]
+            for positions in parts:
+                part = scores[positions]
                 if segment.removed:
-                    part = np.where(segment.deleted[lo:hi], 0.0, part).astype(np.float32)
-                found.append(_top(part, segment.layout.ids[lo:hi], k))
+                    part = np.where(segment.deleted[positions], 0.0, part).astype(np.float32)
+                hits = _top(part, positions, depth)
+                if not exact and hits:
+                    chosen = np.array([p for p, _ in hits], dtype=np.int64)
+                    exact_scores = segment.scores_at(chosen, self._terms, self._weights, self._avgdl)
+                    hits = _top(exact_scores, chosen, k)
+                found.append([(int(segment.layout.ids[p]), score) for p, score in hits])
         return _merge(found, k)
 
     def of(self, ids: Ids) -> npt.NDArray[np.float32]:
         out = np.zeros(ids.size, dtype=np.float32)
-        for segment, scores in zip(self._segments, self._scores, strict=True):
-            if not scores.size:
-                continue
+        if not self._terms.size:
+            return out
+        for segment in self._segments:
             here, positions = segment.layout.locate(ids)
             if segment.removed:
                 here[here] &= ~segment.deleted[positions[here]]
-            out[here] = scores[positions[here]]
+            if here.any():
+                out[here] = segment.scores_at(positions[here], self._terms, self._weights, self._avgdl)
         return out
 
 
 class SegmentedReader:
-    def __init__(self, segments: tuple[Segment, ...], vocabulary: Vocabulary) -> None:
+    def __init__(
+        self, segments: tuple[Segment, ...], vocabulary: Vocabulary, large_segment: int = LARGE_SEGMENT
+    ) -> None:
         self._segments = segments
+        self._large = large_segment
         self._vocabulary = vocabulary
         self._documents = sum(s.layout.size for s in segments)
         self._avgdl = (
@@ -315,21 +381,21 @@ class SegmentedReader:
         counts = Counter(self._vocabulary.ids.get(t, -1) for t in tokens)
         counts.pop(-1, None)
         terms = np.array(sorted(t for t in counts if t < self._df.size), dtype=np.int64)
-        if not terms.size:
-            return SegmentedScores(self._segments, [np.zeros(0, dtype=np.float32) for _ in self._segments])
         weights = np.array([counts[t] for t in terms.tolist()], dtype=np.float64) * idf(
             self._df[terms].astype(np.float64), float(self._documents)
         )
-        return SegmentedScores(
-            self._segments, [s.scores(terms, weights, self._avgdl) for s in self._segments]
-        )
+        return SegmentedScores(self._segments, terms, weights, self._avgdl, self._large)
 
 
 class SegmentedBM25:
     """Log-structured BM25 segments; see the module docstring."""
 
-    def __init__(self, fanout: int = 8, vocabulary: Vocabulary | None = None) -> None:
+    def __init__(
+        self, fanout: int = 8, vocabulary: Vocabulary | None = None, large_segment: int = LARGE_SEGMENT
+    ) -> None:
         self.fanout = fanout
+        self.large_segment = large_segment
+        """Segments this large nominate candidates by their rarer terms only (see SegmentedScores)."""
         self.vocabulary = vocabulary or Vocabulary()
         self._segments: list[Segment] = []
 
@@ -360,7 +426,7 @@ class SegmentedBM25:
                 self._segments[i] = segment.without(positions)
 
     def reader(self) -> SegmentedReader:
-        return SegmentedReader(tuple(self._segments), self.vocabulary)
+        return SegmentedReader(tuple(self._segments), self.vocabulary, self.large_segment)
 
     def merge_all(self) -> None:
         if len(self._segments) > 1 or any(s.removed for s in self._segments):

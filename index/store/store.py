@@ -911,6 +911,7 @@ def _read_segment(folder: Path, kind: str, dimension: int, name: str) -> Any:
             bits = np.packbits(deleted, bitorder="little")
             return vector_segments.Segment(layout, index, ivf, deleted, bits, 0, name)
         tf = sp.csc_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"]))
+        tf.sort_indices()
         df = np.diff(tf.indptr).astype(np.int64)
         return lexical_segments.Segment(layout, tf, data["lengths"], df, deleted, 0, name)
 
