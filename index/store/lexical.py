@@ -39,6 +39,27 @@ Hits = list[tuple[int, float]]
 Tokens = Sequence[str]
 
 
+@dataclass(frozen=True)
+class Statistics:
+    """Corpus statistics for some tokens: document frequencies, documents, total length. Shards add them
+    up (``combine``), so every shard scores with the whole corpus's numbers."""
+
+    tokens: tuple[str, ...]
+    df: tuple[int, ...]
+    documents: int
+    lengths: float
+
+    @property
+    def avgdl(self) -> float:
+        return self.lengths / self.documents if self.documents else 1.0
+
+    @staticmethod
+    def combine(parts: Sequence[Statistics]) -> Statistics:
+        first = parts[0]
+        df = tuple(sum(p.df[i] for p in parts) for i in range(len(first.tokens)))
+        return Statistics(first.tokens, df, sum(p.documents for p in parts), sum(p.lengths for p in parts))
+
+
 class LexicalScores(Protocol):
     """One query's BM25 scores over a reader's chunks."""
 
@@ -377,14 +398,27 @@ class SegmentedReader:
         df = np.array([self._df[i] if 0 <= i < self._df.size else 0 for i in ids], dtype=np.float64)
         return idf(df, float(self._documents))
 
-    def query(self, tokens: Tokens) -> SegmentedScores:
+    def statistics(self, tokens: Tokens) -> Statistics:
+        """This index's share of the corpus statistics BM25 needs for ``tokens`` (summed across shards)."""
+        ids = [self._vocabulary.ids.get(t, -1) for t in tokens]
+        df = tuple(int(self._df[i]) if 0 <= i < self._df.size else 0 for i in ids)
+        lengths = sum(float(s.lengths.sum()) for s in self._segments)
+        return Statistics(tuple(tokens), df, self._documents, lengths)
+
+    def query(self, tokens: Tokens, statistics: Statistics | None = None) -> SegmentedScores:
+        """Scores of ``tokens``; with ``statistics`` (the whole corpus's, when this index is one shard of
+        it) a chunk scores as it would in one index holding everything."""
         counts = Counter(self._vocabulary.ids.get(t, -1) for t in tokens)
         counts.pop(-1, None)
         terms = np.array(sorted(t for t in counts if t < self._df.size), dtype=np.int64)
-        weights = np.array([counts[t] for t in terms.tolist()], dtype=np.float64) * idf(
-            self._df[terms].astype(np.float64), float(self._documents)
-        )
-        return SegmentedScores(self._segments, terms, weights, self._avgdl, self._large)
+        df, documents, avgdl = self._df[terms].astype(np.float64), float(self._documents), self._avgdl
+        if statistics is not None:
+            known = dict(zip(statistics.tokens, statistics.df, strict=True))
+            names = {self._vocabulary.ids[t]: t for t in tokens if t in self._vocabulary.ids}
+            df = np.array([known.get(names[t], 0) for t in terms.tolist()], dtype=np.float64)
+            documents, avgdl = float(statistics.documents), statistics.avgdl
+        weights = np.array([counts[t] for t in terms.tolist()], dtype=np.float64) * idf(df, documents)
+        return SegmentedScores(self._segments, terms, weights, avgdl, self._large)
 
 
 class SegmentedBM25:
