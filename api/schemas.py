@@ -134,6 +134,9 @@ class AnswerOut(msgspec.Struct):
     fallback: str | None
     """Why the quoted answer is given although a language model is configured (it was down, slow, or
     nothing it wrote was supported)."""
+    degraded: bool
+    """On a cluster: some shards could not take part; the answer comes from the others."""
+    missing_shards: list[int]
 
 
 class SearchOut(msgspec.Struct):
@@ -220,6 +223,8 @@ def answer_out(answer: Answer) -> AnswerOut:
         sentences=[SentenceOut(s.text, list(s.cites), s.verified) for s in answer.sentences],
         generated=answer.generated,
         fallback=answer.fallback,
+        degraded=bool(answer.missing_shards),
+        missing_shards=list(answer.missing_shards),
     )
 
 

@@ -12,6 +12,7 @@ from index.ingest import Ingestor
 from index.load import load_paths, parse_record
 from index.records import Article, Chunk, IngestReport, Span
 from index.store import IndexStore
+from index.store.protocols import StoreView
 from index.tokens import encoding
 
 __all__ = [
@@ -39,7 +40,7 @@ def open_store(settings: Settings, embedder: Embedder) -> IndexStore:
     return IndexStore(Path(settings.data_dir), embedder.name, embedder.dimension)
 
 
-def make_ingestor(settings: Settings, store: IndexStore, embedder: Embedder) -> Ingestor:
+def make_ingestor(settings: Settings, store: StoreView, embedder: Embedder) -> Ingestor:
     """An Ingestor with the chunking the settings ask for."""
     chunker = Chunker(
         encoding(settings.tiktoken_cache_dir), settings.chunk_tokens, settings.chunk_overlap_tokens

@@ -12,7 +12,8 @@ from index.embed import Embedder
 from index.errors import ArticleError
 from index.records import Article, IngestReport, Span
 from index.sentences import split_sentences
-from index.store import ArticleWrite, IndexStore
+from index.store import ArticleWrite
+from index.store.protocols import StoreView
 
 DEFAULT_BATCH_ARTICLES = 64
 
@@ -22,7 +23,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: IndexStore,
+        store: StoreView,
         embedder: Embedder,
         chunker: Chunker,
         batch_articles: int = DEFAULT_BATCH_ARTICLES,

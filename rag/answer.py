@@ -12,7 +12,7 @@ import numpy.typing as npt
 from index.config import Settings
 from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
-from index.store import IndexStore
+from index.store.protocols import StoreView
 from rag.abstain import Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
 from rag.rank import LinearRanker
@@ -35,7 +35,7 @@ class Answerer:
 
     def __init__(
         self,
-        store: IndexStore,
+        store: StoreView,
         embedder: Embedder,
         settings: Settings,
         retriever: Retriever | None = None,
@@ -113,7 +113,16 @@ class Answerer:
                 text += f" The closest sources are: {listed}."
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-            return Answer(text, True, citations, tuple(hits), timings, (Sentence(ABSTAIN_TEXT, ()),))
+            missing = self.store.missing_shards()
+            return Answer(
+                text,
+                True,
+                citations,
+                tuple(hits),
+                timings,
+                (Sentence(ABSTAIN_TEXT, ()),),
+                missing_shards=missing,
+            )
         composition = quoted
         if self.composer is not self.quotes:
             composition = self.composer.compose(
@@ -132,6 +141,7 @@ class Answerer:
             composition.sentences,
             generated=generated,
             fallback=composition.fallback,
+            missing_shards=self.store.missing_shards(),
         )
 
     def abstains(self, question: str, passages: Sequence[Hit], quoted: Composition) -> bool:
@@ -163,7 +173,7 @@ def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answe
     return Answerer(store, embedder, settings, composer=make_composer(settings, embedder, store))
 
 
-def make_composer(settings: Settings, embedder: Embedder, store: IndexStore) -> AnswerComposer:
+def make_composer(settings: Settings, embedder: Embedder, store: StoreView) -> AnswerComposer:
     """The generative composer when ``settings`` name a model (``llm_base_url`` and ``llm_model``), else the
     extractive one; the extractive one is the generative one's fallback."""
     extractive = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)

@@ -15,6 +15,8 @@ class Filters:
     sources: tuple[str, ...] = ()
     published_after: date | None = None
     published_before: date | None = None
+    exclude: tuple[str, ...] = ()
+    """Article ids to leave out (and with them, nothing else)."""
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,5 @@ class Answer:
     """Written by the language model (and checked), rather than quoted."""
     fallback: str | None = None
     """Why a generated answer was asked for but the extractive one is given (the model was down, ...)."""
+    missing_shards: tuple[int, ...] = ()
+    """On a cluster: shards that could not take part (the answer comes from the others)."""

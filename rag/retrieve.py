@@ -18,8 +18,9 @@ import numpy as np
 from index.embed import Embedder, Vectors
 from index.lexical import tokenize
 from index.records import Article, Chunk
-from index.store import Catalog, IndexStore, Snapshot, Window
+from index.store import Catalog, Window
 from index.store.lexical import LexicalScores
+from index.store.protocols import SnapshotView, StoreView
 from rag.rank import FEATURES, CandidateSignals, FusionRanker, Matrix, Ranker, features
 from rag.records import Filters, Hit
 from rag.when import Period, read_period, shift
@@ -52,7 +53,7 @@ class DenseRetriever:
     Returns the best passage of each of the ``k`` best articles, so one long article cannot fill the list.
     """
 
-    def __init__(self, store: IndexStore, embedder: Embedder) -> None:
+    def __init__(self, store: StoreView, embedder: Embedder) -> None:
         self._store = store
         self._embedder = embedder
 
@@ -60,7 +61,9 @@ class DenseRetriever:
         self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None
     ) -> list[Hit]:
         snapshot = self._store.snapshot()
-        window = snapshot.catalog.window(filters.published_after, _cap(filters, as_of), True, filters.sources)
+        window = snapshot.catalog.window(
+            filters.published_after, _cap(filters, as_of), True, filters.sources, filters.exclude
+        )
         depth = k * _OVERFETCH
         while True:
             found = snapshot.search(query_vector, depth, window)
@@ -96,7 +99,7 @@ class Candidates:
     """Candidate articles for one question: catalog positions, best chunk, ids and feature rows, all
     about one snapshot of the index."""
 
-    snapshot: Snapshot
+    snapshot: SnapshotView
     positions: list[int]
     """Catalog slots of the candidate articles."""
     chunk_ids: list[int]
@@ -118,7 +121,7 @@ class NewsRetriever:
     """Hybrid candidates, news-aware features, a learned ranker, collapsed duplicates."""
 
     def __init__(
-        self, store: IndexStore, ranker: Ranker | None = None, config: RetrievalConfig | None = None
+        self, store: StoreView, ranker: Ranker | None = None, config: RetrievalConfig | None = None
     ) -> None:
         self._store = store
         self._ranker = ranker or FusionRanker()
@@ -146,7 +149,7 @@ class NewsRetriever:
             return None
         today = as_of or date.today()
         cap = _cap(filters, today)
-        window = catalog.window(filters.published_after, cap, True, filters.sources)
+        window = catalog.window(filters.published_after, cap, True, filters.sources, filters.exclude)
         if window.ids is not None and not window.ids.size:
             return None
         period = read_period(query, today) if config.time else Period()
@@ -169,7 +172,7 @@ class NewsRetriever:
 
     def _features(
         self,
-        snapshot: Snapshot,
+        snapshot: SnapshotView,
         tokens: list[str],
         query_vector: Vectors,
         chunk_ids: list[int],
@@ -223,7 +226,7 @@ class NewsRetriever:
 
     def _hits(
         self,
-        snapshot: Snapshot,
+        snapshot: SnapshotView,
         ranked: list[tuple[float, int, int, float]],
         k: int,
         window: Window,
@@ -268,7 +271,7 @@ class NewsRetriever:
 
     def _hit(
         self,
-        snapshot: Snapshot,
+        snapshot: SnapshotView,
         rank: int,
         slot: _Slot,
         passage: tuple[Chunk, Article],
@@ -291,7 +294,7 @@ class NewsRetriever:
         return Hit(rank, slot.score, chunk, shown, cosine, tuple(sorted(copies, key=_published_key)))
 
     def _best_chunk(
-        self, snapshot: Snapshot, article_id: str, query_vector: Vectors
+        self, snapshot: SnapshotView, article_id: str, query_vector: Vectors
     ) -> tuple[Chunk, Article, float] | None:
         """The chunk of an article closest to the question, or None when it was deleted meanwhile."""
         catalog = snapshot.catalog

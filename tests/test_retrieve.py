@@ -92,7 +92,7 @@ def test_this_week_finds_the_recent_story(answerer: Answerer) -> None:
 
 
 def test_copies_of_one_story_collapse_into_the_earliest(answerer: Answerer) -> None:
-    catalog = answerer.store.catalog
+    catalog = answerer.store.snapshot().catalog
     stories = dict(zip(catalog.article_ids, catalog.stories, strict=True))
     assert stories["rates-2024"] == stories["rates-2024-wire"] != stories["rates-2023"]
     hits = answerer.search(answerer.question("Why did the central bank cut rates?", as_of=AS_OF, top_k=10))
@@ -112,7 +112,7 @@ def test_bm25_follows_deletes(answerer: Answerer) -> None:
     tokens = tokenize(["wheat harvest"])[0]
     before = store.snapshot().lexical.query(tokens).top(5)
     assert before
-    harvest = set(store.catalog.chunks_of[store.catalog.slot_of["harvest"]])
+    harvest = set(store.snapshot().catalog.chunks_of[store.snapshot().catalog.slot_of["harvest"]])
     assert {i for i, _ in before} & harvest
     store.delete("harvest")
     after = store.snapshot().lexical.query(tokens).top(5)

@@ -72,13 +72,20 @@ class Catalog:
         before: date | None = None,
         undated: bool = True,
         sources: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
     ) -> Window:
-        """A search window for these filters; an outlet filter becomes the outlets' chunk ids."""
+        """A search window for these filters; an outlet filter, or articles to leave out, become the chunk
+        ids allowed."""
         ids = None
         if sources:
             wanted = {s.lower() for s in sources}
             chosen = [slot for slot in self.chunks_of if self.sources[slot] in wanted]
             ids = np.sort(np.array([c for slot in chosen for c in self.chunks_of[slot]], dtype=np.int64))
+        if exclude:
+            left_out = [c for a in exclude if a in self.slot_of for c in self.chunks_of[self.slot_of[a]]]
+            if ids is None:
+                ids = np.flatnonzero(self.chunk_slot >= 0).astype(np.int64)
+            ids = np.setdiff1d(ids, np.array(left_out, dtype=np.int64))
         return Window(
             after=after.toordinal() if after else None,
             before=before.toordinal() if before else None,

@@ -156,6 +156,9 @@ class ArticleWrite:
     sentences: Sequence[Span] = ()
     sentence_vectors: Vectors | None = None
     """Vectors of ``sentences``, kept so answers need not embed sentences at query time."""
+    story: str | None = None
+    """The story the article belongs to, when the writer knows it (a cluster's ingest decides across all
+    shards); otherwise the store finds near-duplicates among its own articles."""
 
 
 class IndexStore:
@@ -500,6 +503,17 @@ class IndexStore:
         )
         return {wanted[start]: dequantize(vector) for start, end, vector in rows if wanted[start].end == end}
 
+    def minhashes(self) -> list[tuple[str, bytes | None, str, str | None]]:
+        """(article id, MinHash signature, story, publication date) of every article, in insertion order."""
+        rows = self._reader().execute(
+            "SELECT id, minhash, story_id, published_at FROM articles ORDER BY rowid"
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def missing_shards(self) -> tuple[int, ...]:
+        """Shards that could not answer the last query of this thread (none: this store is one machine)."""
+        return ()
+
     def story_members(self, story_id: str) -> list[str]:
         """Ids of every stored article of one story."""
         rows = self._reader().execute("SELECT id FROM articles WHERE story_id = ? ORDER BY id", (story_id,))
@@ -621,7 +635,7 @@ class IndexStore:
         self._db.execute("DELETE FROM articles WHERE id = ?", (a.id,))
         stories.remove(a.id)
         minhash = signature(a.body)
-        story = self._story_of(a.id, minhash, stories)
+        story = item.story or self._story_of(a.id, minhash, stories)
         stories.add(a.id, minhash)
         title_terms = tokenize([a.title])[0] if a.title else []
         self._db.execute(
