@@ -41,6 +41,15 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="add or update articles from files and folders")
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument("--cluster", metavar="ADDRESS", help="ingest into the index on this Ray cluster")
+    ingest.add_argument("--shards", type=int, default=2, help="shards, when the cluster has no index yet")
+    ingest.add_argument("--replicas", type=int, default=1, help="copies of each shard, on different nodes")
+    ingest.add_argument(
+        "--cluster-dir",
+        default=None,
+        help="folder for the shards on each node (default: RAG_DATA_DIR/cluster)",
+    )
+    ingest.add_argument("--workers", type=int, default=1, help="embedding workers on the cluster")
     ingest.set_defaults(run=_ingest)
 
     remove = commands.add_parser("delete", help="remove articles by id")
@@ -87,6 +96,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
         metavar="CIDR",
         help="a reverse proxy whose X-Forwarded-For is believed (repeatable; default: none)",
     )
+    serve.add_argument("--cluster", metavar="ADDRESS", help="answer from the index on this Ray cluster")
     _model_options(serve)
     serve.set_defaults(run=_serve)
 
@@ -112,6 +122,18 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     else:
         commands.add_parser("eval", help="score retrieval and answers on a dataset (`rag eval --help`)")
     return parser
+
+
+def _cluster_options(ingest: argparse.ArgumentParser) -> None:
+    ingest.add_argument("--cluster", metavar="ADDRESS", help="ingest into the index on this Ray cluster")
+    ingest.add_argument("--shards", type=int, default=2, help="shards, when the cluster has no index yet")
+    ingest.add_argument("--replicas", type=int, default=1, help="copies of each shard, on different nodes")
+    ingest.add_argument(
+        "--cluster-dir",
+        default=None,
+        help="folder for the shards on each node (default: RAG_DATA_DIR/cluster)",
+    )
+    ingest.add_argument("--workers", type=int, default=1, help="embedding workers on the cluster")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +163,8 @@ def _with_model(settings: Settings, args: argparse.Namespace) -> Settings:
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     from index import PackagedEmbedder, load_paths, make_ingestor, open_store
 
+    if args.cluster:
+        return _ingest_on_cluster(settings, args)
     embedder = PackagedEmbedder()
     store = open_store(settings, embedder)
     report = make_ingestor(settings, store, embedder).ingest(
@@ -152,6 +176,31 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
         f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
         f"{len(report.failed)} failed; "
         f"the index holds {store.article_count()} articles in {store.size} chunks"
+    )
+    return 1 if report.failed else 0
+
+
+def _ingest_on_cluster(settings: Settings, args: argparse.Namespace) -> int:
+    from index import load_paths
+    from index.cluster import ShardedStore, connect, create_layout, find_layout
+    from index.cluster_ingest import ingest_on_cluster
+    from index.config import DEFAULT_MODEL_NAME
+
+    connect(args.cluster)
+    layout = find_layout()
+    if not layout:
+        base = args.cluster_dir or str(settings.data_dir / "cluster")
+        layout = create_layout(base, args.shards, args.replicas, DEFAULT_MODEL_NAME, 384)
+    store = ShardedStore(layout)
+    report = ingest_on_cluster(
+        store, load_paths(args.paths), settings, workers=args.workers, progress=False if args.quiet else None
+    )
+    for message in report.failed:
+        print(f"rag ingest: skipped {message}", file=sys.stderr)
+    print(
+        f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
+        f"{len(report.failed)} failed; the cluster holds {store.article_count()} articles in {store.size} "
+        f"chunks on {store.shards} shards"
     )
     return 1 if report.failed else 0
 
@@ -276,7 +325,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             server.should_exit = True
 
     def opener(s: Settings) -> Answerer:  # concurrent questions share model calls
-        return open_answerer(s, BatchingEmbedder(PackagedEmbedder()))
+        embedder = BatchingEmbedder(PackagedEmbedder())
+        if args.cluster:
+            from index.cluster import ShardedStore, connect, find_layout
+            from rag.answer import make_composer
+
+            connect(args.cluster)
+            store = ShardedStore(find_layout())
+            return Answerer(store, embedder, s, composer=make_composer(s, embedder, store))
+        return open_answerer(s, embedder)
 
     app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
     config = uvicorn.Config(

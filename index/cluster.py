@@ -67,18 +67,7 @@ class ShardActor:
         return self.store.generation
 
     def catalog_entries(self) -> list[CatalogEntry]:
-        catalog = self.store.catalog
-        return [
-            CatalogEntry(
-                article_id=catalog.article_ids[slot],
-                published=None if catalog.published[slot] < 0 else _day(int(catalog.published[slot])),
-                source=catalog.sources[slot] or None,
-                story=catalog.stories[slot],
-                title_terms=catalog.title_terms[slot],
-                chunk_ids=chunks,
-            )
-            for slot, chunks in catalog.chunks_of.items()
-        ]
+        return self.store.catalog_entries()
 
     def minhashes(self) -> list[tuple[str, bytes | None, str, str | None]]:
         return self.store.minhashes()
@@ -88,8 +77,7 @@ class ShardActor:
 
     def write(self, writes: list[ArticleWrite], publish: bool) -> list[CatalogEntry]:
         self.store.write(writes, publish=publish)
-        wanted = {w.article.id for w in writes}
-        return [e for e in self.catalog_entries() if e.article_id in wanted]
+        return self.store.catalog_entries(w.article.id for w in writes)
 
     def flush(self) -> None:
         self.store.flush()
@@ -127,10 +115,12 @@ class ShardActor:
         return self.store.sentence_vectors(article_id, spans)
 
 
-def _day(ordinal: int) -> Any:
-    from datetime import date
+def connect(address: str) -> None:
+    """Join the Ray cluster at ``address`` (``auto``, or ``HOST:PORT`` of its head)."""
+    import ray
 
-    return date.fromordinal(ordinal)
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
 
 
 def create_layout(
@@ -191,6 +181,8 @@ class ShardedStore:
         self.data_dir = Path("cluster")
         self._generations = self._all("generation")
         self._catalog = self._gather_catalog()
+        self._pending = self._catalog
+        """The catalog with writes the shards have not published yet (published by ``flush``)."""
 
     # --- calls with failover ---------------------------------------------------------------------------
 
@@ -381,7 +373,9 @@ class ShardedStore:
                 if not results:
                     raise ShardUnavailableError(f"no replica of shard {shard} took the write")
                 entries.extend(self._global(shard, e) for e in results[0])
-            self._catalog = self._catalog.changed(entries, ())
+            self._pending = self._pending.changed(entries, ())
+            if publish:
+                self._catalog = self._pending
             self._generations = self._all("generation")
 
     def flush(self) -> None:
@@ -400,7 +394,8 @@ class ShardedStore:
             done = ray.get([a.delete.remote(article_id) for _, a in self._live(shard)], timeout=self._timeout)
             if not any(done):
                 raise ArticleNotFoundError(f"no article with id {article_id!r}")
-            self._catalog = self._catalog.changed((), [article_id])
+            self._pending = self._pending.changed((), [article_id])
+            self._catalog = self._pending
             self._generations = self._all("generation")
 
     def refresh(self) -> bool:
@@ -409,7 +404,7 @@ class ShardedStore:
         if generations == self._generations:
             return False
         with self._lock:
-            self._catalog = self._gather_catalog()
+            self._catalog = self._pending = self._gather_catalog()
             self._generations = generations
         return True
 

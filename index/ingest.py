@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
@@ -69,29 +69,37 @@ class Ingestor:
     def _flush_batch(
         self, pending: dict[str, Article], added: list[str], replaced: list[str], unchanged: list[str]
     ) -> None:
-        planned: list[tuple[Article, list[ChunkDraft], list[Span]]] = []
-        texts: list[str] = []
+        todo: list[Article] = []
         for article in pending.values():
             stored = self._store.content_hash(article.id)
             if stored == article.content_hash:
                 unchanged.append(article.id)
                 continue
             (added if stored is None else replaced).append(article.id)
-            drafts = self._chunker.chunk(article)
-            sentences = split_sentences(article.body)
-            texts.extend(passage_text(article.title, d.text, article.url) for d in drafts)
-            texts.extend(article.body[s.start : s.end] for s in sentences)
-            planned.append((article, drafts, sentences))
+            todo.append(article)
         pending.clear()
-        if not planned:
-            return
-        vectors = self._embedder.embed(texts)
-        writes, offset = [], 0
-        for article, drafts, sentences in planned:
-            middle = offset + len(drafts)
-            end = middle + len(sentences)
-            writes.append(
-                ArticleWrite(article, drafts, vectors[offset:middle], sentences, vectors[middle:end])
-            )
-            offset = end
-        self._store.write(writes, publish=False)
+        if todo:
+            self._store.write(prepare(todo, self._chunker, self._embedder), publish=False)
+
+
+def prepare(articles: Sequence[Article], chunker: Chunker, embedder: Embedder) -> list[ArticleWrite]:
+    """Chunks, sentences and their vectors for each article (one model call for the whole batch): what a
+    store writes. Pure, so that a cluster's workers can run it too (index/cluster_ingest.py)."""
+    planned: list[tuple[Article, list[ChunkDraft], list[Span]]] = []
+    texts: list[str] = []
+    for article in articles:
+        drafts = chunker.chunk(article)
+        sentences = split_sentences(article.body)
+        texts.extend(passage_text(article.title, d.text, article.url) for d in drafts)
+        texts.extend(article.body[s.start : s.end] for s in sentences)
+        planned.append((article, drafts, sentences))
+    if not planned:
+        return []
+    vectors = embedder.embed(texts)
+    writes, offset = [], 0
+    for article, drafts, sentences in planned:
+        middle = offset + len(drafts)
+        end = middle + len(sentences)
+        writes.append(ArticleWrite(article, drafts, vectors[offset:middle], sentences, vectors[middle:end]))
+        offset = end
+    return writes

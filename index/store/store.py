@@ -503,6 +503,28 @@ class IndexStore:
         )
         return {wanted[start]: dequantize(vector) for start, end, vector in rows if wanted[start].end == end}
 
+    def catalog_entries(self, article_ids: Iterable[str] | None = None) -> list[CatalogEntry]:
+        """What the catalog holds of these articles (all when None), writes not yet published included."""
+        catalog = self._catalog
+        slots = (
+            list(catalog.chunks_of)
+            if article_ids is None
+            else [catalog.slot_of[a] for a in article_ids if a in catalog.slot_of]
+        )
+        return [
+            CatalogEntry(
+                article_id=catalog.article_ids[slot],
+                published=date.fromordinal(int(catalog.published[slot]))
+                if catalog.published[slot] > 0
+                else None,
+                source=catalog.sources[slot] or None,
+                story=catalog.stories[slot],
+                title_terms=catalog.title_terms[slot],
+                chunk_ids=catalog.chunks_of[slot],
+            )
+            for slot in slots
+        ]
+
     def minhashes(self) -> list[tuple[str, bytes | None, str, str | None]]:
         """(article id, MinHash signature, story, publication date) of every article, in insertion order."""
         rows = self._reader().execute(
