@@ -41,15 +41,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="add or update articles from files and folders")
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
-    ingest.add_argument("--cluster", metavar="ADDRESS", help="ingest into the index on this Ray cluster")
-    ingest.add_argument("--shards", type=int, default=2, help="shards, when the cluster has no index yet")
-    ingest.add_argument("--replicas", type=int, default=1, help="copies of each shard, on different nodes")
-    ingest.add_argument(
-        "--cluster-dir",
-        default=None,
-        help="folder for the shards on each node (default: RAG_DATA_DIR/cluster)",
-    )
-    ingest.add_argument("--workers", type=int, default=1, help="embedding workers on the cluster")
+    _cluster_options(ingest)
     ingest.set_defaults(run=_ingest)
 
     remove = commands.add_parser("delete", help="remove articles by id")
