@@ -33,8 +33,8 @@ from index.store.window import EVERYTHING, Ids, Layout, Window
 K1 = 1.5
 B = 0.75
 LARGE_SEGMENT = 50_000
-COMMON_SHARE = 0.05
-NOMINATION_POSTINGS = 20
+COMMON_SHARE = 0.2
+NOMINATION_POSTINGS = 100
 Hits = list[tuple[int, float]]
 Tokens = Sequence[str]
 
@@ -109,6 +109,19 @@ def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
     chosen, named = scores[matched], ids[matched]
     order = np.lexsort((named, -chosen))
     return [(int(named[i]), float(chosen[i])) for i in order]
+
+
+def _top_at(scores: npt.NDArray[np.float32], where: npt.NDArray[np.int64] | int, k: int) -> Hits:
+    """``_top`` of a slice of positions (``where``: its first position) or of explicit ``where`` positions."""
+    matched = np.flatnonzero(scores > 0)
+    if not matched.size or k <= 0:
+        return []
+    if matched.size > k:
+        matched = matched[np.argpartition(-scores[matched], k - 1)[:k]]
+    chosen = scores[matched]
+    positions = matched + where if isinstance(where, int) else where[matched]
+    order = np.lexsort((positions, -chosen))
+    return [(int(positions[i]), float(chosen[i])) for i in order]
 
 
 def _merge(found: Sequence[Hits], k: int) -> Hits:
@@ -345,14 +358,19 @@ class SegmentedScores:
             exact = nominate.size == self._terms.size
             depth = k if exact else depth
             if window.ids is not None:
-                parts = [segment.layout.allowed(window, segment.deleted if segment.removed else None)]
+                allowed = segment.layout.allowed(window, segment.deleted if segment.removed else None)
+                parts: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64] | int]] = [
+                    (scores[allowed], allowed)
+                ]
             else:
-                parts = [np.arange(lo, hi) for lo, hi in segment.layout.ranges(window)]
-            for positions in parts:
-                part = scores[positions]
-                if segment.removed:
-                    part = np.where(segment.deleted[positions], 0.0, part).astype(np.float32)
-                hits = _top(part, positions, depth)
+                parts = []
+                for lo, hi in segment.layout.ranges(window):
+                    part = scores[lo:hi]
+                    if segment.removed:
+                        part = np.where(segment.deleted[lo:hi], 0.0, part).astype(np.float32)
+                    parts.append((part, lo))
+            for part, where in parts:
+                hits = _top_at(part, where, depth)
                 if not exact and hits:
                     chosen = np.array([p for p, _ in hits], dtype=np.int64)
                     exact_scores = segment.scores_at(chosen, self._terms, self._weights, self._avgdl)

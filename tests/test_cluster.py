@@ -1,0 +1,171 @@
+"""The index in shards on a real Ray cluster simulated on this machine (a head and two worker nodes):
+the same answers as one machine, the eval gate through the cluster, a node lost while questions are
+asked, and an ingest killed half-way and run again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from evals.data import load_dataset
+from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index.cluster import NAMESPACE, ShardedStore, create_layout, find_layout
+from index.cluster_ingest import ingest_on_cluster
+from rag import Answerer
+from tests.conftest import ROOT, make_settings
+from tests.servers import rag_env
+
+pytestmark = pytest.mark.slow
+
+ARTICLES = ROOT / "evals" / "datasets" / "realtimeqa-articles"
+SEED = ROOT / "evals" / "datasets" / "seed"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Any], Path]]:
+    from ray.cluster_utils import Cluster
+
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [made.add_node(num_cpus=1) for _ in range(2)]
+    made.wait_for_nodes()
+    ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
+    try:
+        yield made, workers, tmp_path_factory.mktemp("cluster")
+    finally:
+        ray.shutdown()
+        made.shutdown()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture(scope="module")
+def sharded(cluster: tuple[Any, list[Any], Path], tiktoken_dir: Path) -> ShardedStore:
+    """Two shards of two replicas each, the articles and seed corpora ingested through Ray Data."""
+    _, _, folder = cluster
+    create_layout(str(folder / "shards"), shards=2, replicas=2, model_name="all-MiniLM-L6-v2", dimension=384)
+    store = ShardedStore(find_layout())
+    settings = make_settings(folder / "driver", tiktoken_dir)
+    corpora = [ARTICLES / "corpus.jsonl", SEED / "corpus.jsonl"]
+    report = ingest_on_cluster(store, load_paths(corpora), settings, workers=1, progress=False)
+    assert report.added
+    return store
+
+
+@pytest.fixture(scope="module")
+def one_machine(
+    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
+) -> Answerer:
+    settings = make_settings(tmp_path_factory.mktemp("one-machine") / "data", tiktoken_dir)
+    store = open_store(settings, embedder)
+    make_ingestor(settings, store, embedder).ingest(
+        load_paths([ARTICLES / "corpus.jsonl", SEED / "corpus.jsonl"]), progress=False
+    )
+    return Answerer(store, embedder, settings)
+
+
+def _questions() -> list[Any]:
+    return [*load_dataset(ARTICLES).questions, *load_dataset(SEED).questions]
+
+
+def test_the_cluster_answers_as_one_machine(
+    sharded: ShardedStore, one_machine: Answerer, embedder: PackagedEmbedder, tiktoken_dir: Path
+) -> None:
+    clustered = Answerer(sharded, embedder, make_settings(Path("unused"), tiktoken_dir))
+    questions = _questions()
+    same_top, same_answer = 0, 0
+    for q in questions:
+        local = one_machine.ask(one_machine.question(q.question, as_of=q.asked_on, top_k=10))
+        remote = clustered.ask(clustered.question(q.question, as_of=q.asked_on, top_k=10))
+        same_top += [h.article.id for h in local.passages] == [h.article.id for h in remote.passages]
+        same_answer += local.text == remote.text
+        assert not remote.missing_shards
+    assert same_top >= 0.99 * len(questions)
+    assert same_answer >= 0.99 * len(questions)
+
+
+def test_the_eval_gate_holds_through_the_cluster(
+    sharded: ShardedStore, embedder: PackagedEmbedder, tiktoken_dir: Path
+) -> None:
+    """The thresholds `make eval-gate` applies to the articles set on one machine."""
+    from evals.evaluate import evaluate_dataset
+
+    clustered = Answerer(sharded, embedder, make_settings(Path("unused"), tiktoken_dir))
+    metrics = evaluate_dataset(clustered, load_dataset(ARTICLES), progress=False).metrics
+    gate = {"hit@1": 0.92, "hit@10": 0.92, "mrr@10": 0.92, "answer_accuracy": 0.47, "groundedness": 1.0}
+    for metric, minimum in gate.items():
+        assert metrics[metric] >= minimum, (metric, metrics[metric])
+
+
+def test_losing_a_node_keeps_answering(
+    cluster: tuple[Any, list[Any], Path],
+    sharded: ShardedStore,
+    embedder: PackagedEmbedder,
+    tiktoken_dir: Path,
+) -> None:
+    made, workers, _ = cluster
+    clustered = Answerer(sharded, embedder, make_settings(Path("unused"), tiktoken_dir))
+    questions = list(load_dataset(ARTICLES).questions)[:40]
+    outcomes: list[Any] = []
+    errors: list[Exception] = []
+
+    def ask() -> None:
+        for q in questions:
+            try:
+                outcomes.append(clustered.ask(clustered.question(q.question, as_of=q.asked_on)))
+            except Exception as exc:  # noqa: BLE001 - any failure is what this test looks for
+                errors.append(exc)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(2)
+    made.remove_node(workers[0])  # every shard has a replica elsewhere
+    asking.join(timeout=600)
+    assert not errors, errors
+    assert len(outcomes) == len(questions)
+    after = clustered.ask(clustered.question("Why did Russian peacekeepers leave Karabakh?"))
+    assert not after.missing_shards  # answered from the replicas that remain
+    assert after.citations
+
+
+def test_a_killed_ingest_resumes_without_loss_or_duplicates(
+    cluster: tuple[Any, list[Any], Path], sharded: ShardedStore, tmp_path: Path, tiktoken_dir: Path
+) -> None:
+    made, _, _ = cluster
+    corpus = tmp_path / "feed.jsonl"
+    with corpus.open("w") as handle:
+        for i in range(160):
+            body = f"Report {i}: the regional council voted on measure {i} about roads and schools. " * 3
+            handle.write(json.dumps({"id": f"feed-{i}", "title": f"Council vote {i}", "body": body}) + "\n")
+    before = sharded.article_count()
+    env = rag_env(tmp_path / "data", tiktoken_dir)
+    command = [sys.executable, "-m", "api", "ingest", "--quiet", "--cluster", made.address, str(corpus)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        sharded.refresh()
+        if sharded.article_count() > before:
+            break
+        time.sleep(1)
+    assert process.poll() is None, "the ingest finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    sharded.refresh()
+    partial = sharded.article_count() - before
+    assert 0 < partial < 160
+    finish = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert finish.returncode == 0, finish.stderr
+    assert f"{partial} unchanged" in finish.stdout
+    sharded.refresh()
+    assert sharded.article_count() == before + 160
+    ids = sharded.chunk_ids()
+    assert len(set(ids.tolist())) == ids.size
