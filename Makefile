@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,eval]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,eval,cluster]'
 	touch $@
 
 serve: $(STAMP)

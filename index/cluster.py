@@ -385,6 +385,9 @@ class ShardedStore:
             [a.flush.remote() for s in range(self.shards) for _, a in self._live(s)],
             timeout=self._timeout * 10,
         )
+        with self._lock:
+            self._catalog = self._pending
+            self._generations = self._all("generation")
 
     def delete(self, article_id: str) -> None:
         import ray

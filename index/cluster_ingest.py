@@ -113,7 +113,7 @@ def ingest_on_cluster(
             _Prepare,
             fn_constructor_kwargs={"settings": settings},
             batch_size=batch_articles,
-            concurrency=max(workers, 1),
+            compute=ray.data.ActorPoolStrategy(size=max(workers, 1)),
             num_cpus=1,
         )
         show = sys.stderr.isatty() if progress is None else progress

@@ -35,7 +35,7 @@ SEED = ROOT / "evals" / "datasets" / "seed"
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Any], Path]]:
     from ray.cluster_utils import Cluster
 
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [made.add_node(num_cpus=1) for _ in range(2)]
     made.wait_for_nodes()
     ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
