@@ -174,16 +174,11 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ingest_on_cluster(settings: Settings, args: argparse.Namespace) -> int:
     from index import load_paths
-    from index.cluster import ShardedStore, connect, create_layout, find_layout
+    from index.cluster import open_cluster
     from index.cluster_ingest import ingest_on_cluster
-    from index.config import DEFAULT_MODEL_NAME
 
-    connect(args.cluster)
-    layout = find_layout()
-    if not layout:
-        base = args.cluster_dir or str(settings.data_dir / "cluster")
-        layout = create_layout(base, args.shards, args.replicas, DEFAULT_MODEL_NAME, 384)
-    store = ShardedStore(layout)
+    base = args.cluster_dir or str(settings.data_dir / "cluster")
+    store = open_cluster(args.cluster, base, args.shards, args.replicas)
     report = ingest_on_cluster(
         store, load_paths(args.paths), settings, workers=args.workers, progress=False if args.quiet else None
     )

@@ -61,6 +61,12 @@ def add_eval_command(commands: Any) -> None:
     )
     parser.add_argument("--llm-base-url", help="an OpenAI-compatible API (with --composer generative)")
     parser.add_argument("--llm-model", help="the model's name (with --composer generative)")
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="score through the index on this Ray cluster (its shards started when it has none: two "
+        "shards, one replica); the dataset's corpus is ingested there first, articles already held skipped",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
 
@@ -79,8 +85,7 @@ def parse_minimums(values: list[str]) -> list[tuple[str, float]]:
 
 
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
-    from evals.cache import cached_answerer
-    from evals.data import Dataset, DatasetError, load_dataset, load_files
+    from evals.data import Dataset, load_dataset, load_files
     from evals.evaluate import evaluate_dataset
     from evals.report import write_report
     from index import PackagedEmbedder
@@ -107,22 +112,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         dataset = Dataset(dataset.name, dataset.corpus, tuple(q for q in dataset.questions if q.id in keep))
     progress = False if args.quiet else None
     embedder = PackagedEmbedder()
-    from evals.stages import staged
-
-    answerer = staged(cached_answerer(dataset.corpus, settings, embedder, progress), args.stage)
-    if args.composer == "generative":
-        import dataclasses
-
-        from rag.answer import make_composer
-
-        llm = dataclasses.replace(
-            settings,
-            llm_base_url=args.llm_base_url or settings.llm_base_url,
-            llm_model=args.llm_model or settings.llm_model,
-        )
-        if not llm.llm_base_url:
-            raise DatasetError("--composer generative needs a model: --llm-base-url and --llm-model")
-        answerer.composer = make_composer(llm, embedder, answerer.store)
+    answerer = _answerer(dataset, settings, embedder, args, progress)
     evaluation = evaluate_dataset(answerer, dataset, args.k, args.limit, args.baselines, progress)
     metrics = evaluation.metrics
     from evals.cache import rejected_records
@@ -161,3 +151,38 @@ def _print_table(metrics: dict[str, Any]) -> None:
         print(line)
     for stage, v in metrics["latency_ms"].items():
         print(f"  latency {stage:<14} p50 {v['p50']:.1f} ms  p95 {v['p95']:.1f} ms")
+
+
+def _answerer(
+    dataset: Any, settings: Settings, embedder: Any, args: argparse.Namespace, progress: bool | None
+) -> Any:
+    """The Answerer to score: over the cached index of the dataset's corpus, or through the cluster."""
+    from evals.cache import cached_answerer
+    from evals.data import DatasetError
+    from evals.stages import staged
+
+    if args.cluster:
+        from index import load_paths
+        from index.cluster import open_cluster
+        from index.cluster_ingest import ingest_on_cluster
+        from rag import Answerer
+
+        store = open_cluster(args.cluster, str(settings.data_dir / "cluster"))
+        ingest_on_cluster(store, load_paths([dataset.corpus]), settings, progress=progress)
+        answerer = staged(Answerer(store, embedder, settings), args.stage)
+    else:
+        answerer = staged(cached_answerer(dataset.corpus, settings, embedder, progress), args.stage)
+    if args.composer == "generative":
+        import dataclasses
+
+        from rag.answer import make_composer
+
+        llm = dataclasses.replace(
+            settings,
+            llm_base_url=args.llm_base_url or settings.llm_base_url,
+            llm_model=args.llm_model or settings.llm_model,
+        )
+        if not llm.llm_base_url:
+            raise DatasetError("--composer generative needs a model: --llm-base-url and --llm-model")
+        answerer.composer = make_composer(llm, embedder, answerer.store)
+    return answerer

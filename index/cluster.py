@@ -66,6 +66,12 @@ class ShardActor:
     def generation(self) -> int:
         return self.store.generation
 
+    def node(self) -> str:
+        """The Ray node this replica runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     def catalog_entries(self) -> list[CatalogEntry]:
         return self.store.catalog_entries()
 
@@ -131,6 +137,8 @@ def create_layout(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # Hard affinity: with soft affinity Ray placed every zero-CPU actor on one node (measured with three
+    # nodes), which would leave no replica when that node goes.
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])  # type: ignore[no-untyped-call]
     remote = ray.remote(num_cpus=0, max_restarts=0)(ShardActor)
     layout = []
@@ -142,7 +150,7 @@ def create_layout(
                 name=f"{PREFIX}-{shard}-{replica}",
                 namespace=NAMESPACE,
                 lifetime="detached",
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
             ).remote(f"{base_dir}/shard-{shard}-replica-{replica}", model_name, dimension)
             copies.append(actor)
         layout.append(copies)
@@ -162,6 +170,17 @@ def find_layout() -> list[list[Any]]:
             shard, replica = (int(x) for x in name[len(PREFIX) + 1 :].split("-"))
             found.setdefault(shard, {})[replica] = ray.get_actor(name, namespace=NAMESPACE)
     return [[found[s][r] for r in sorted(found[s])] for s in sorted(found)]
+
+
+def open_cluster(
+    address: str, base_dir: str, shards: int = 2, replicas: int = 1, dimension: int = 384
+) -> ShardedStore:
+    """The index on the Ray cluster at ``address``, its shard actors started when it has none yet."""
+    from index.config import DEFAULT_MODEL_NAME
+
+    connect(address)
+    layout = find_layout() or create_layout(base_dir, shards, replicas, DEFAULT_MODEL_NAME, dimension)
+    return ShardedStore(layout)
 
 
 class ShardedStore:

@@ -58,8 +58,10 @@ class _Prepare:
     def __init__(self, settings: Settings) -> None:
         from index import PackagedEmbedder
         from index.chunk import Chunker
+        from index.embed import set_threads
         from index.tokens import encoding
 
+        set_threads(1)  # one CPU reserved per worker: one thread, or workers on one node fight over cores
         self._embedder = PackagedEmbedder()
         self._chunker = Chunker(
             encoding(settings.tiktoken_cache_dir), settings.chunk_tokens, settings.chunk_overlap_tokens
