@@ -56,6 +56,16 @@ def test_an_unrelated_question_abstains_and_lists_the_closest_sources(news_answe
         assert f"[{citation.n}]" in answer.text
 
 
+def test_a_question_on_the_topic_that_the_news_does_not_answer_abstains(news_answerer: Answerer) -> None:
+    """The seed covers the peacekeepers' withdrawal but gives no head count: the passages are close, the
+    quotes hold no number, so the service says the news does not answer (issue 10's example)."""
+    question = "How many Russian peacekeepers were stationed in Karabakh?"
+    answer = news_answerer.ask(news_answerer.question(question))
+    assert answer.abstained
+    assert answer.citations[0].article_id == SEED_ID  # the closest source is still shown
+    assert not news_answerer.ask(news_answerer.question(KARABAKH)).abstained
+
+
 def test_as_of_hides_later_articles_but_keeps_undated_ones(news_answerer: Answerer) -> None:
     question = news_answerer.question("marathon course record", as_of=date(2024, 4, 20), top_k=10)
     ids = {h.article.id for h in news_answerer.search(question)}

@@ -15,6 +15,7 @@ rag/abstain.json.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 from evals import fit
 from evals.split import in_tune_half
+from index.errors import ConfigError
 from rag import Filters
 from rag.abstain import DEFAULT_PATH, FEATURES, Abstainer
 from rag.answer import DEFAULT_ABSTAIN_BELOW, DEFAULT_COMPOSE_PASSAGES
@@ -35,35 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = fit.parser(__doc__)
     parser.add_argument("--limit", type=int, default=800, help="questions per dataset")
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    parser.add_argument("--rows", type=Path, help="also save the feature rows here (.npz)")
+    parser.add_argument("--from-rows", type=Path, help="refit from rows saved by --rows, retrieving nothing")
     args = parser.parse_args(argv)
-    rows: dict[bool, list[np.ndarray]] = {True: [], False: []}
-    labels: dict[bool, list[int]] = {True: [], False: []}
-    for chosen in fit.fit_sets(args.datasets):
-        answerer = chosen.answerer
-        questions = [q for q in chosen.dataset.questions if q.answerable][: args.limit]
-        vectors = answerer.embedder.embed([q.question for q in questions])
-        catalog = answerer.store.snapshot().catalog
-        for q, vector in zip(questions, vectors, strict=True):
-            hits = answerer.retriever.retrieve(q.question, vector, SEARCH_DEPTH, Filters(), q.asked_on)
-            # The story missing: retrieve again with the gold articles, and their stories' other copies,
-            # left out of the index, so the passages that remain are ranked among themselves.
-            stories = {catalog.stories[catalog.slot_of[g]] for g in q.gold_ids if g in catalog.slot_of}
-            gone = {catalog.article_ids[s] for story in stories for s in catalog.copies(story)} | set(
-                q.gold_ids
-            )
-            missing = answerer.retriever.retrieve(
-                q.question, vector, SEARCH_DEPTH, Filters(exclude=tuple(sorted(gone))), q.asked_on
-            )
-            tune = in_tune_half(q.id)
-            for passages, label in (
-                (hits[:DEFAULT_COMPOSE_PASSAGES], 1),
-                (missing[:DEFAULT_COMPOSE_PASSAGES], 0),
-            ):
-                if not passages:
-                    continue
-                quoted = answerer.quotes.compose(q.question, vector, passages)
-                rows[tune].append(answerer.evidence(q.question, passages, quoted))
-                labels[tune].append(label)
+    try:
+        Abstainer.load(args.out)
+    except ConfigError:  # the features changed: answerers must open while the model is refitted
+        n = len(FEATURES)
+        neutral = Abstainer(np.zeros(n), np.ones(n), np.zeros(n), 0.0, 0.0)
+        args.out.write_text(neutral.to_json(command="placeholder while refitting") + "\n")
+    if args.from_rows:
+        saved = np.load(args.from_rows)
+        rows = {h: list(saved[f"x_{h}"]) for h in (True, False)}
+        labels = {h: list(saved[f"y_{h}"]) for h in (True, False)}
+    else:
+        rows, labels = _gather(args)
+    if args.rows:  # the features, for refitting without retrieving again
+        np.savez(
+            args.rows, **{f"x_{h}": np.vstack(rows[h]) for h in rows}, **{f"y_{h}": labels[h] for h in rows}
+        )
     x_tune, y_tune = np.vstack(rows[True]), np.array(labels[True])
     mean, scale = x_tune.mean(axis=0), x_tune.std(axis=0)
     scale[scale == 0] = 1.0
@@ -92,6 +84,39 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(abstainer.to_json(command=command, keep_answerable=KEEP_ANSWERABLE) + "\n")
     print(f"threshold {threshold:.4f}; wrote {args.out}")
     return 0
+
+
+def _gather(args: argparse.Namespace) -> tuple[dict[bool, list[np.ndarray]], dict[bool, list[int]]]:
+    """Feature rows and labels (1: the story is in the index), by half (True: tune)."""
+    rows: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    labels: dict[bool, list[int]] = {True: [], False: []}
+    for chosen in fit.fit_sets(args.datasets):
+        answerer = chosen.answerer
+        questions = [q for q in chosen.dataset.questions if q.answerable][: args.limit]
+        vectors = answerer.embedder.embed([q.question for q in questions])
+        catalog = answerer.store.snapshot().catalog
+        for q, vector in zip(questions, vectors, strict=True):
+            hits = answerer.retriever.retrieve(q.question, vector, SEARCH_DEPTH, Filters(), q.asked_on)
+            # The story missing: retrieve again with the gold articles, and their stories' other copies,
+            # left out of the index, so the passages that remain are ranked among themselves.
+            stories = {catalog.stories[catalog.slot_of[g]] for g in q.gold_ids if g in catalog.slot_of}
+            gone = {catalog.article_ids[s] for story in stories for s in catalog.copies(story)} | set(
+                q.gold_ids
+            )
+            missing = answerer.retriever.retrieve(
+                q.question, vector, SEARCH_DEPTH, Filters(exclude=tuple(sorted(gone))), q.asked_on
+            )
+            tune = in_tune_half(q.id)
+            for passages, label in (
+                (hits[:DEFAULT_COMPOSE_PASSAGES], 1),
+                (missing[:DEFAULT_COMPOSE_PASSAGES], 0),
+            ):
+                if not passages:
+                    continue
+                quoted = answerer.quotes.compose(q.question, vector, passages)
+                rows[tune].append(answerer.evidence(q.question, passages, quoted))
+                labels[tune].append(label)
+    return rows, labels
 
 
 if __name__ == "__main__":
