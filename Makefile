@@ -55,14 +55,16 @@ unit: $(STAMP) $(CHROMIUM) $(LLM_STAMP)
 
 test: lint unit eval-gate
 
-# Quality gate: each --min sits just below the value measured when it was set (evals/RESULTS.md).
+# Quality gate: each --min sits just below the value measured when it was set (evals/RESULTS.md). Briefs'
+# citation_recall went from 0.91 to 0.90 when abstention learned to refuse weak evidence (issue 10: 7% of
+# answerable questions refused instead of 4%, and 62% of missing stories instead of 45%).
 # Indexes are cached by content hash in $$RAG_EVAL_CACHE (default ~/.cache/newsrag/eval-indexes).
 EVAL := $(BIN)/rag eval --quiet
 GATE_REPORTS := build/eval
 eval-gate: $(STAMP)
 	$(EVAL) evals/datasets/seed --baselines --report $(GATE_REPORTS)/seed \
 	  --min hit@1=0.99 --min mrr@10=0.99 --min answer_accuracy=0.75 --min citation_precision=0.95 \
-	  --min citation_recall=0.9 --min groundedness=1.0 --min abstention_f1=0.8
+	  --min citation_recall=0.9 --min groundedness=1.0 --min abstention_f1=0.94
 	$(EVAL) evals/datasets/realtimeqa-articles --baselines --report $(GATE_REPORTS)/articles \
 	  --min hit@1=0.92 --min hit@5=0.92 --min hit@10=0.92 --min mrr@10=0.92 --min ndcg@10=0.92 \
 	  --min recall@10=0.92 --min answer_accuracy=0.47 --min citation_precision=0.84 \
@@ -70,7 +72,7 @@ eval-gate: $(STAMP)
 	$(EVAL) evals/datasets/realtimeqa-briefs --sample 500 --baselines --report $(GATE_REPORTS)/briefs \
 	  --min hit@1=0.94 --min hit@5=0.99 --min hit@10=0.99 --min mrr@10=0.96 --min ndcg@10=0.97 \
 	  --min recall@10=0.99 --min answer_accuracy=0.54 --min citation_precision=0.76 \
-	  --min citation_recall=0.91 --min groundedness=1.0
+	  --min citation_recall=0.90 --min groundedness=1.0
 
 clean:
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache

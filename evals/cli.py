@@ -150,7 +150,11 @@ def _print_table(metrics: dict[str, Any]) -> None:
                 line += f"   {name} {base[key]:.4f} (p={test.get('p_value', float('nan')):.3f})"
         print(line)
     for stage, v in metrics["latency_ms"].items():
-        print(f"  latency {stage:<14} p50 {v['p50']:.1f} ms  p95 {v['p95']:.1f} ms")
+        unit = "" if stage.endswith("tokens") else " ms"
+        print(f"  latency {stage:<14} p50 {v['p50']:.1f}{unit}  p95 {v['p95']:.1f}{unit}")
+    if "answers_generated" in metrics:
+        print(f"  answers generated      {metrics['answers_generated']:.4f} of those not abstained")
+        print(f"  fallbacks              {metrics['fallbacks'] or 'none'}")
 
 
 def _answerer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,10 @@ def evaluate_dataset(
         **answer_metrics(outcomes),
         "latency_ms": latency(outcomes),
     }
+    answered = [o for o in outcomes if not o.abstained]
+    if any(o.generated or o.fallback for o in outcomes):  # a language model was configured
+        metrics["answers_generated"] = sum(o.generated for o in answered) / max(len(answered), 1)
+        metrics["fallbacks"] = dict(Counter(o.fallback for o in outcomes if o.fallback))
     rankings: dict[str, dict[str, list[str]]] = {}
     if baselines:
         answerable = [q for q in questions if q.answerable]

@@ -57,6 +57,8 @@ class Outcome:
     grounded: tuple[bool, ...] = ()
     correct: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    generated: bool = False
+    fallback: str | None = None
 
 
 def run_system(
@@ -92,6 +94,8 @@ def _outcome(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
         grounded=tuple(grounded),
         correct=correct,
         timings_ms=answer.timings_ms,
+        generated=answer.generated,
+        fallback=answer.fallback,
     )
 
 

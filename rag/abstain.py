@@ -9,8 +9,10 @@ the extractive composer would quote from them):
   top_coverage    the same, in the first passage alone
   rare            share of the question's three rarest words found in the passages
   entities        share of the question's names (capitalised words) found in the passages
-  wanted_missing  the question asks for a number or a date ("how many", "what year", "when", ...)
-                  that no quoted sentence holds
+  wanted_missing  the question asks for a count or an amount ("how many", "what percentage", ...) and
+                  the lead article's passages hold none (a year or a day of the month is not a count),
+                  or for a date ("what year", "when did", ...) and they hold no year, month, weekday or
+                  relative day
 A logistic regression over them (rag/abstain.json), fitted by ``python -m evals.fit.calibrate`` on the
 tune half of the dev questions: answerable ones as served, against the same questions with their gold
 articles removed from the index (the story is missing, the nearest other article on the same topic is
@@ -39,15 +41,29 @@ DEFAULT_PATH = Path(__file__).with_name("abstain.json")
 FEATURES = (
     "cosine", "margin", "sentence", "coverage", "top_coverage", "rare", "entities", "wanted_missing",
 )  # fmt: skip
-_WANTS_NUMBER = re.compile(
-    r"\b(how (many|much|long|old|far|big|high|tall|fast)|what (percentage|percent|number|amount|age)|"
-    r"what (year|date|day|month)|when did|when was|when will|in which year|how large)\b",
+_WANTS_COUNT = re.compile(
+    r"\b(how (many|much|long|old|far|big|large|high|tall|fast)|"
+    r"what (percentage|percent|number|amount|age|share|rate))\b",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(
-    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion|"
-    r"dozen|january|february|march|april|may|june|july|august|september|october|november|"
-    r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+_WANTS_DATE = re.compile(
+    r"\b(what (year|date|day|month)|which (year|date|day|month)|when (did|was|were|will|is)|until when)\b",
+    re.IGNORECASE,
+)
+_YEAR = r"\b(1[89]|20)\d\d\b"
+_COUNT = re.compile(
+    r"\b(?!(1[89]|20)\d\d\b)\d[\d,.]*|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?|dozens?|half|a third|quarter|"
+    r"percent)\b",
+    re.IGNORECASE,
+)
+_MONTH = r"(january|february|march|april|may|june|july|august|september|october|november|december)"
+_DAY_OF_MONTH = re.compile(
+    rf"\b{_MONTH}\s+\d{{1,2}}(st|nd|rd|th)?\b|\b\d{{1,2}}(st|nd|rd|th)?\s+(of\s+)?{_MONTH}\b", re.IGNORECASE
+)
+_DATE = re.compile(
+    _YEAR + rf"|\b({_MONTH[1:-1]}|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"yesterday|today|tomorrow|next (year|week|month)|last (year|week|month))\b",
     re.IGNORECASE,
 )
 _NAME = re.compile(r"\b[A-Z][\w'’-]+")
@@ -80,10 +96,9 @@ _COMMON = frozenset(
 Idf = Callable[[Sequence[str]], npt.NDArray[np.float64]]
 
 
-def evidence(
-    question: str, hits: Sequence[Hit], quoted: Sequence[str], best_sentence: float, idf: Idf
-) -> npt.NDArray[np.float64]:
-    """The feature row (FEATURES) of a question, its passages and the sentences that would be quoted."""
+def evidence(question: str, hits: Sequence[Hit], best_sentence: float, idf: Idf) -> npt.NDArray[np.float64]:
+    """The feature row (FEATURES) of a question, its passages and the best sentence score the composer
+    would quote with."""
     if not hits:
         return np.zeros(len(FEATURES))
     best = max(h.similarity for h in hits)
@@ -108,8 +123,11 @@ def evidence(
     lowered = text.lower()
     names = [n for n in _NAME.findall(question)[1:] if n.lower() not in _COMMON]
     entities = float(np.mean([n.lower() in lowered for n in names])) if names else 1.0
+    # The lead article's passages: an answer quotes them first, and another story's numbers answer nothing.
+    lead_text = " ".join(h.chunk.text + " " + h.article.title for h in hits if h.article.id == top.article.id)
     wanted_missing = float(
-        bool(_WANTS_NUMBER.search(question)) and not any(_NUMBER.search(s) for s in quoted)
+        (bool(_WANTS_COUNT.search(question)) and not _COUNT.search(_DAY_OF_MONTH.sub(" ", lead_text)))
+        or (bool(_WANTS_DATE.search(question)) and not _DATE.search(lead_text))
     )
     return np.array(
         [
@@ -142,8 +160,8 @@ class Abstainer:
         return float(1.0 / (1.0 + np.exp(-z)))
 
     def abstains(self, row: npt.NDArray[np.float64]) -> bool:
-        """Below the threshold, or the question asks for a number or a date that no quote holds (a rule:
-        RealTime QA's questions almost never do that, so the regression cannot learn it)."""
+        """Below the threshold, or the question asks for a count or a date of a kind the passages do not
+        hold at all (a rule: on RealTime QA that almost never happens, so the regression cannot learn it)."""
         return bool(row[FEATURES.index("wanted_missing")]) or self.answerable(row) < self.threshold
 
     def to_json(self, **about: object) -> str:

@@ -159,8 +159,7 @@ class Answerer:
     ) -> npt.NDArray[np.float64]:
         """The abstention features (rag/abstain.py) of a question and its passages."""
         lexical = self.store.snapshot().lexical
-        quotes = [c.quote for c in quoted.citations]
-        return evidence(question, passages, quotes, quoted.best_score, lexical.idf)
+        return evidence(question, passages, quoted.best_score, lexical.idf)
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:
