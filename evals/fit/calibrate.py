@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     model = LogisticRegression(C=1.0, max_iter=1000).fit((x_tune - mean) / scale, y_tune)
     draft = Abstainer(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]), 0.0)
     # The threshold keeps 95% of the answerable tune questions counting the number rule's refusals too.
-    rule = FEATURES.index("wanted_missing")
+    by_rule = FEATURES.index("wanted_missing")
     answerable_tune = np.array(
-        [-1.0 if r[rule] else draft.answerable(r) for r, y in zip(x_tune, y_tune, strict=True) if y == 1]
+        [-1.0 if r[by_rule] else draft.answerable(r) for r, y in zip(x_tune, y_tune, strict=True) if y == 1]
     )
     threshold = float(np.quantile(answerable_tune, 1 - KEEP_ANSWERABLE))
     abstainer = Abstainer(draft.mean, draft.scale, draft.weights, draft.bias, threshold)
