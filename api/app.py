@@ -380,7 +380,7 @@ def delete_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -
 def health(request: Request[Any, Any, Any]) -> HealthOut:
     answerer, _ = _service(request).require()
     snapshot = answerer.store.snapshot()  # no SQL, no lock: never waits for a writer
-    return HealthOut("ready", len(snapshot.catalog.article_ids), snapshot.size, snapshot.generation)
+    return HealthOut("ready", snapshot.catalog.articles, snapshot.size, snapshot.generation)
 
 
 @get(
@@ -395,7 +395,7 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     answerer = _service(request).answerer
     if answerer is not None:
         snapshot = answerer.store.snapshot()
-        INDEX_ARTICLES.set(len(snapshot.catalog.article_ids))
+        INDEX_ARTICLES.set(snapshot.catalog.articles)
         INDEX_CHUNKS.set(snapshot.size)
         INDEX_GENERATION.set(snapshot.generation)
     return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -78,7 +78,9 @@ def test_search_articles_and_delete(client: TestClient[Litestar]) -> None:
     assert len(passages) == 2
     article = client.get("/articles/t-wheat-harvest").json()
     assert article["source"] == "Example Farm Report"
+    before = client.get("/health").json()["articles"]
     assert client.delete("/articles/t-wheat-harvest").status_code == 204
+    assert client.get("/health").json()["articles"] == before - 1
     _problem(client.get("/articles/t-wheat-harvest"), 404)
     _problem(client.delete("/articles/t-wheat-harvest"), 404)
     passages = client.get("/search", params={"q": "drought wheat", "k": 7}).json()["passages"]
