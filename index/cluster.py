@@ -37,6 +37,7 @@ from index.records import Article, Chunk, Span
 from index.store import ArticleWrite, IndexStore
 from index.store.catalog import Catalog, CatalogEntry
 from index.store.lexical import Statistics
+from index.store.store import start_watcher
 from index.store.window import EVERYTHING, Window
 
 log = logging.getLogger("index.cluster")
@@ -431,18 +432,8 @@ class ShardedStore:
         return True
 
     def watch(self, interval: float = 2.0) -> None:
-        if self._watcher is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.refresh()
-                except Exception:
-                    log.exception("picking up the cluster's latest writes failed; retrying")
-
-        self._watcher = threading.Thread(target=loop, name="cluster-watch", daemon=True)
-        self._watcher.start()
+        if self._watcher is None:
+            self._watcher = start_watcher(self.refresh, interval, self._stop, "cluster")
 
     def close(self) -> None:
         self._stop.set()

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from index.store.tiers import merge_tiers, without_ids
 from index.store.window import EVERYTHING, Ids, Layout, Window
 
 K1 = 1.5
@@ -470,12 +471,7 @@ class SegmentedBM25:
         self._segments.append(segment)
 
     def remove(self, ids: Ids) -> None:
-        if not ids.size:
-            return
-        for i, segment in enumerate(self._segments):
-            positions = segment.layout.positions(ids)
-            if positions.size:
-                self._segments[i] = segment.without(positions)
+        self._segments = without_ids(self._segments, ids)
 
     def reader(self) -> SegmentedReader:
         return SegmentedReader(tuple(self._segments), self.vocabulary, self.large_segment)
@@ -486,20 +482,7 @@ class SegmentedBM25:
             self._segments = [merged] if merged.layout.size else []
 
     def _merge_tiers(self) -> None:
-        while True:
-            live = sorted(self._segments, key=lambda s: s.live)
-            group: list[Segment] = []
-            for segment in live:
-                if group and segment.live > max(group[0].live, 1) * self.fanout:
-                    break
-                group.append(segment)
-            if len(group) < self.fanout:
-                return
-            merged = self._merged(group)
-            chosen = {id(s) for s in group}
-            self._segments = [s for s in self._segments if id(s) not in chosen]
-            if merged.layout.size:
-                self._segments.append(merged)
+        self._segments = merge_tiers(self._segments, self.fanout, self._merged)
 
     def _merged(self, group: Sequence[Segment]) -> Segment:
         width = len(self.vocabulary.ids)

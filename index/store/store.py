@@ -33,7 +33,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -159,6 +159,24 @@ class ArticleWrite:
     story: str | None = None
     """The story the article belongs to, when the writer knows it (a cluster's ingest decides across all
     shards); otherwise the store finds near-duplicates among its own articles."""
+
+
+def start_watcher(
+    refresh: Callable[[], object], interval: float, stop: threading.Event, what: str
+) -> threading.Thread:
+    """A daemon thread calling ``refresh`` every ``interval`` seconds until ``stop`` is set; a failure
+    is logged and retried at the next tick."""
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                refresh()
+            except Exception:
+                log.exception("picking up the %s's latest writes failed; retrying", what)
+
+    watcher = threading.Thread(target=loop, name=f"{what}-watch", daemon=True)
+    watcher.start()
+    return watcher
 
 
 class IndexStore:
@@ -619,18 +637,8 @@ class IndexStore:
 
     def watch(self, interval: float = DEFAULT_WATCH_SECONDS) -> None:
         """Start a thread that publishes other processes' writes within about ``interval`` seconds."""
-        if self._watcher is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.refresh()
-                except Exception:
-                    log.exception("picking up the index's latest writes failed; retrying")
-
-        self._watcher = threading.Thread(target=loop, name="index-watch", daemon=True)
-        self._watcher.start()
+        if self._watcher is None:
+            self._watcher = start_watcher(self.refresh, interval, self._stop, "index")
 
     def close(self) -> None:
         self._stop.set()
