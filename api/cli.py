@@ -221,7 +221,8 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         print(f"(quoted instead of generated: {answer.fallback})")
     for c in answer.citations:
         when = c.published_at.isoformat() if c.published_at else "undated"
-        print(f"[{c.n}] {c.title} ({c.source or 'unknown outlet'}, {when}) {c.url or c.article_id}")
+        marked = " (headline only: no text to quote)" if c.headline_only else ""
+        print(f"[{c.n}] {c.title} ({c.source or 'unknown outlet'}, {when}) {c.url or c.article_id}{marked}")
     return 0
 
 

@@ -83,6 +83,9 @@ class CitationOut(msgspec.Struct):
     published_at: date | None
     quote: str
     span: SpanOut
+    headline_only: bool = False
+    """A source known by its headline alone (no article text was captured): pointed to, never quoted;
+    ``quote`` is empty."""
 
 
 class CopyOut(msgspec.Struct):
@@ -108,8 +111,11 @@ class PassageOut(msgspec.Struct):
     published_at: date | None
     chunk_id: int
     text: str
+    """The chunk's text; empty for a headline-only article (found by its headline, outlet, date and
+    address)."""
     span: SpanOut
     also_reported: list[CopyOut]
+    headline_only: bool = False
 
 
 class SentenceOut(msgspec.Struct):
@@ -151,6 +157,8 @@ class ArticleOut(msgspec.Struct):
     published_at: date | None
     authors: list[str]
     body: str
+    headline_only: bool = False
+    """Nothing of the body survived cleaning; the article is indexed by its headline and address."""
 
 
 class IngestOut(msgspec.Struct):
@@ -192,6 +200,7 @@ def citation_out(c: Citation) -> CitationOut:
         c.published_at,
         c.quote,
         SpanOut(c.span.start, c.span.end),
+        c.headline_only,
     )
 
 
@@ -210,6 +219,7 @@ def passage_out(h: Hit) -> PassageOut:
         text=h.chunk.text,
         span=SpanOut(h.chunk.span.start, h.chunk.span.end),
         also_reported=[CopyOut(c.id, c.headline, c.source, c.url, c.published_at) for c in h.also_reported],
+        headline_only=a.headline_only,
     )
 
 
@@ -229,7 +239,9 @@ def answer_out(answer: Answer) -> AnswerOut:
 
 
 def article_out(a: Article) -> ArticleOut:
-    return ArticleOut(a.id, a.title, a.source, a.url, a.published_at, list(a.authors), a.body)
+    return ArticleOut(
+        a.id, a.title, a.source, a.url, a.published_at, list(a.authors), a.body, a.headline_only
+    )
 
 
 def ingest_out(report: IngestReport) -> IngestOut:

@@ -47,7 +47,7 @@ def bm25_rankings(answerer: Answerer, questions: Sequence[EvalQuestion], k: int)
     ids = [int(i) for i in store.chunk_ids()]
     chunks = store.chunks(ids)
     articles = store.articles(c.article_id for c in chunks)
-    texts = [passage_text(articles[c.article_id].title, c.text, articles[c.article_id].url) for c in chunks]
+    texts = [passage_text(articles[c.article_id], c.text) for c in chunks]
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
     depth = min(len(texts), k * _DEPTH_PER_DOC)

@@ -6,33 +6,35 @@ from dataclasses import dataclass
 
 import tiktoken
 
-from index.records import Article, Span
+from index.records import Article, Span, url_topic
 from index.sentences import split_sentences
 
-_SLUG_NOISE = frozenset(
-    ["index", "html", "htm", "cnn", "intl", "spt", "vpx", "nr", "sot", "ovn", "contd", "hnk", "gbr", "trnd"]
-)
 
-
-def url_topic(url: str | None) -> str:
-    """Words of the most descriptive path segment of a URL (``/2022/06/15/business/ford-recall/index.html``
-    gives "ford recall"): many news records carry no title, but their address names the story."""
-    if not url:
-        return ""
-    path = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
-    segments = [
-        s.rsplit(".", 1)[0] if s.endswith((".html", ".htm", ".cnn")) else s for s in path.split("/")[1:]
-    ]
-    best = max(segments, key=lambda s: s.count("-"), default="")
-    words = [w for w in best.replace("_", "-").split("-") if w and w.lower() not in _SLUG_NOISE]
-    return " ".join(words) if len(words) >= 2 else ""
-
-
-def passage_text(title: str, chunk_text: str, url: str | None = None) -> str:
+def passage_text(article: Article, chunk_text: str) -> str:
     """What is indexed for a chunk: the headline (or, without one, the words of the URL) gives the chunk
-    its topic when the text alone does not."""
-    topic = title or url_topic(url)
-    return f"{topic}\n{chunk_text}" if topic else chunk_text
+    its topic when the text alone does not. A headline-only article's one chunk is its headline, the
+    address's words, the outlet and the date."""
+    topic = article.title or url_topic(article.url)
+    if article.body:
+        return f"{topic}\n{chunk_text}" if topic else chunk_text
+    return headline_text(article)
+
+
+def headline_text(article: Article) -> str:
+    """All a headline-only article is known by: "Headline\nurl words\noutlet, September 7, 2022"."""
+    lines = [article.title] if article.title else []
+    words = url_topic(article.url)
+    if words and words.casefold() not in article.title.casefold():
+        lines.append(words)
+    when = (
+        f"{article.published_at:%B} {article.published_at.day}, {article.published_at.year}"
+        if (article.published_at)
+        else ""
+    )
+    byline = ", ".join(part for part in (article.source or "", when) if part)
+    if byline:
+        lines.append(byline)
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,11 @@ class Chunker:
         return len(self._encoding.encode_ordinary(text))
 
     def chunk(self, article: Article) -> list[ChunkDraft]:
+        """The article's chunks; a headline-only article has one, empty (its indexed text is its headline:
+        ``passage_text``)."""
         text = article.body
+        if article.headline_only:
+            return [ChunkDraft(0, Span(0, 0), "", 0)]
         pieces = [(span, self.count(text[span.start : span.end])) for span in self._pieces(text)]
         drafts: list[ChunkDraft] = []
         start = 0

@@ -90,7 +90,7 @@ def prepare(articles: Sequence[Article], chunker: Chunker, embedder: Embedder) -
     for article in articles:
         drafts = chunker.chunk(article)
         sentences = split_sentences(article.body)
-        texts.extend(passage_text(article.title, d.text, article.url) for d in drafts)
+        texts.extend(passage_text(article, d.text) for d in drafts)
         texts.extend(article.body[s.start : s.end] for s in sentences)
         planned.append((article, drafts, sentences))
     if not planned:

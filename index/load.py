@@ -15,7 +15,7 @@ from dateutil import parser as date_parser
 
 from index.clean import clean_body, plain_line
 from index.errors import ArticleError
-from index.records import Article
+from index.records import Article, url_topic
 
 SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl"})
 MAX_FILE_BYTES = 50_000_000
@@ -141,8 +141,8 @@ def _optional_str(record: Mapping[str, Any], key: str, origin: str) -> str | Non
 
 def _article(raw_id: str | None, *, title: str, body: str, origin: str, **meta: Any) -> Article:
     text = clean_body(body, title)
-    if not text:
-        raise ArticleError(origin, "no article text left after cleaning")
+    if not text and not (title or url_topic(meta.get("url"))):
+        raise ArticleError(origin, "no article text left after cleaning, and no headline or address to index")
     url = meta.get("url")
     if raw_id:
         article_id = raw_id

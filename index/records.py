@@ -6,6 +6,24 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 
+_SLUG_NOISE = frozenset(
+    ["index", "html", "htm", "cnn", "intl", "spt", "vpx", "nr", "sot", "ovn", "contd", "hnk", "gbr", "trnd"]
+)
+
+
+def url_topic(url: str | None) -> str:
+    """Words of the most descriptive path segment of a URL (``/2022/06/15/business/ford-recall/index.html``
+    gives "ford recall"): many news records carry no title, but their address names the story."""
+    if not url:
+        return ""
+    path = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+    segments = [
+        s.rsplit(".", 1)[0] if s.endswith((".html", ".htm", ".cnn")) else s for s in path.split("/")[1:]
+    ]
+    best = max(segments, key=lambda s: s.count("-"), default="")
+    words = [w for w in best.replace("_", "-").split("-") if w and w.lower() not in _SLUG_NOISE]
+    return " ".join(words) if len(words) >= 2 else ""
+
 
 @dataclass(frozen=True)
 class Article:
@@ -35,10 +53,19 @@ class Article:
         return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()
 
     @property
+    def headline_only(self) -> bool:
+        """Kept for its headline (or the words of its address) alone: nothing of the body survived
+        cleaning (a video or gallery page, a feed of headlines). Found by its headline, never quoted."""
+        return not self.body
+
+    @property
     def headline(self) -> str:
-        """The title, or the body's first words when there is none."""
+        """The title, or without one the body's first words (the address's words when there is no body)."""
         if self.title:
             return self.title
+        if not self.body:
+            topic = url_topic(self.url)
+            return topic[:1].upper() + topic[1:]
         words = self.body.split()
         return " ".join(words[:12]) + (" …" if len(words) > 12 else "")
 

@@ -12,11 +12,12 @@ import numpy.typing as npt
 from index.config import Settings
 from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
+from index.records import Span
 from index.store.protocols import StoreView
 from rag.abstain import Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
 from rag.rank import LinearRanker
-from rag.records import Answer, Filters, Hit, Question, Sentence
+from rag.records import Answer, Citation, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
@@ -103,10 +104,13 @@ class Answerer:
             question.text, vector, question.top_k, question.filters, question.as_of
         )
         lap("retrieve")
-        passages = hits[:DEFAULT_COMPOSE_PASSAGES]
+        # Sentences come from bodies only; a headline-only article can be pointed to, never quoted.
+        bodies = [h for h in hits if not h.article.headline_only]
+        passages = bodies[:DEFAULT_COMPOSE_PASSAGES]
         quoted = self.quotes.compose(question.text, vector, passages)
         if self.abstains(question.text, passages, quoted):
-            citations = self.composer.closest(question.text, vector, hits[:_CLOSEST], _CLOSEST)
+            citations = self.composer.closest(question.text, vector, bodies[:_CLOSEST], _CLOSEST)
+            citations = _with_headlines(citations, hits[:_CLOSEST])
             text = ABSTAIN_TEXT
             if citations:
                 listed = "; ".join(f"{c.title} [{c.n}]" for c in citations)
@@ -135,7 +139,7 @@ class Answerer:
         return Answer(
             composition.text,
             False,
-            composition.citations,
+            _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES]),
             tuple(hits),
             timings,
             composition.sentences,
@@ -160,6 +164,32 @@ class Answerer:
         """The abstention features (rag/abstain.py) of a question and its passages."""
         lexical = self.store.snapshot().lexical
         return evidence(question, passages, quoted.best_score, lexical.idf)
+
+
+def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tuple[Citation, ...]:
+    """``citations`` and, numbered after them, the headline-only articles among ``hits`` that rank above
+    every quoted article: the reader sees where the story is, though there is no text to quote."""
+    cited = {c.article_id for c in citations}
+    first_quoted = next((h.rank for h in hits if h.article.id in cited), None)
+    pointers = [
+        h.article for h in hits if h.article.headline_only and (first_quoted is None or h.rank < first_quoted)
+    ]
+    extra = tuple(
+        Citation(
+            n=len(citations) + i,
+            article_id=a.id,
+            title=a.headline,
+            source=a.source,
+            url=a.url,
+            published_at=a.published_at,
+            quote="",
+            span=Span(0, 0),
+            score=0.0,
+            headline_only=True,
+        )
+        for i, a in enumerate(pointers, start=1)
+    )
+    return citations + extra
 
 
 def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:

@@ -47,7 +47,8 @@ class Hit:
 
 @dataclass(frozen=True)
 class Citation:
-    """One quoted sentence of one article; ``quote == article.body[span.start:span.end]``."""
+    """One quoted sentence of one article; ``quote == article.body[span.start:span.end]``. A headline-only
+    article is cited as a source only, never quoted (``headline_only``; its quote is empty)."""
 
     n: int
     article_id: str
@@ -58,6 +59,8 @@ class Citation:
     quote: str
     span: Span
     score: float
+    headline_only: bool = False
+    """Points to a headline-only article (ranked above what is quoted): no quote, an empty span."""
 
 
 @dataclass(frozen=True)

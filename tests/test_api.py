@@ -50,7 +50,10 @@ def test_ask_returns_a_cited_answer(client: TestClient[Litestar]) -> None:
     assert body["abstained"] is False
     first = body["citations"][0]
     assert first["article_id"] == SEED_ID
-    assert set(first) == {"n", "article_id", "title", "source", "url", "published_at", "quote", "span"}
+    assert set(first) == {
+        *("n", "article_id", "title", "source", "url", "published_at", "quote", "span", "headline_only")
+    }
+    assert first["headline_only"] is False
     assert first["quote"] in body["answer"]
     assert body["passages"][0]["article_id"] == SEED_ID
     assert body["passages"][0]["also_reported"] == []
@@ -98,7 +101,9 @@ def test_post_articles_ingests_json_and_is_idempotent(client: TestClient[Litesta
     first = client.post("/articles", json=[article, {"id": "bad", "body": "Advertisement"}])
     assert first.status_code == 200
     assert first.json()["added"] == ["api-1"]
-    assert first.json()["failed"] == ["article[1]: no article text left after cleaning"]
+    assert first.json()["failed"] == [
+        "article[1]: no article text left after cleaning, and no headline or address to index"
+    ]
     assert client.post("/articles", json=article).json()["unchanged"] == ["api-1"]
     changed = client.post("/articles", json={**article, "body": article["body"] + " Fares are unchanged."})
     assert changed.json()["replaced"] == ["api-1"]

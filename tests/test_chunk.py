@@ -62,6 +62,7 @@ def test_default_chunks_fit_the_models_256_word_piece_window(
     tokenizer = embedder._model.tokenizer
     chunker = Chunker(encoding(tiktoken_dir), DEFAULT_CHUNK_TOKENS, DEFAULT_CHUNK_OVERLAP_TOKENS)
     body = LONG_BODY + " Zelenskyy's counteroffensive near Bakhmut, Kherson and Zaporizhzhia continued."
-    for draft in chunker.chunk(Article(id="a", title="A headline of some length", body=body)):
-        pieces = tokenizer(passage_text("A headline of some length", draft.text))["input_ids"]
+    article = Article(id="a", title="A headline of some length", body=body)
+    for draft in chunker.chunk(article):
+        pieces = tokenizer(passage_text(article, draft.text))["input_ids"]
         assert len(pieces) <= embedder.max_seq_length == 256

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,15 @@ def site(
         url="javascript:window.__pwned = 4",
     )
     assert ingestor.ingest([hostile], progress=False).added == ("hostile",)
+    # A video page whose text was never captured: found by its address, pointed to, never quoted.
+    video = Article(
+        id="video",
+        title="",
+        body="",
+        source="www.cnn.com",
+        url="https://www.cnn.com/2022/07/27/business/sprite-green-bottle/index.html",
+    )
+    assert ingestor.ingest([video], progress=False).added == ("video",)
     store.close()
 
     env = rag_env(settings.data_dir, tiktoken_dir)
@@ -211,6 +221,17 @@ def test_hostile_article_text_runs_nothing(site: Site, page: Page) -> None:
     assert item.locator("a").count() == 0  # a javascript: address is never a link
     assert widget.evaluate("w => w.shadowRoot.querySelectorAll('img, script, b, i').length") == 0
     assert page.evaluate("() => window.__pwned") is None
+
+
+def test_a_headline_only_source_is_listed_without_a_quote(site: Site, page: Page) -> None:
+    page.goto(f"{site.pages}/markup.html")
+    widget = page.locator("news-qa")
+    _ask(page, "Why is Sprite changing its green bottle?")
+    answer = widget.locator(".answer").last
+    item = answer.locator(".sources li").filter(has_text="Sprite green bottle")
+    expect(item).to_contain_text("headline only: no article text to quote", timeout=30_000)
+    expect(item.locator("a")).to_have_attribute("href", re.compile(r"^https://www\.cnn\.com/2022/07/27/"))
+    assert item.locator(".quote").evaluate("q => q.textContent.includes('“')") is False
 
 
 def test_a_page_on_an_unlisted_origin_is_refused_clearly(site: Site, page: Page, console: list[str]) -> None:

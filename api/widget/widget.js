@@ -40,6 +40,7 @@
       limited: (s) => `Too many questions right now. Try again in ${s} s.`,
       failed: "The question could not be answered.",
       undated: "undated",
+      headlineOnly: "headline only: no article text to quote",
       log: "Conversation",
     },
     de: {
@@ -61,6 +62,7 @@
       limited: (s) => `Zu viele Fragen. Bitte in ${s} s erneut versuchen.`,
       failed: "Die Frage konnte nicht beantwortet werden.",
       undated: "ohne Datum",
+      headlineOnly: "nur Schlagzeile: kein Artikeltext zum Zitieren",
       log: "Unterhaltung",
     },
     fr: {
@@ -82,6 +84,7 @@
       limited: (s) => `Trop de questions. Réessayez dans ${s} s.`,
       failed: "La question n'a pas pu recevoir de réponse.",
       undated: "sans date",
+      headlineOnly: "titre seul : aucun texte d’article à citer",
       log: "Conversation",
     },
   };
@@ -130,6 +133,7 @@
     .sources li { margin-bottom: 6px; }
     .meta { color: var(--muted); }
     .quote { display: block; margin-top: 2px; font-style: italic; }
+    .quote.headline-only { font-style: normal; opacity: 0.8; }
     form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid var(--line); background: var(--bg); }
     label.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
     input { flex: 1; padding: 9px 10px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg);
@@ -384,7 +388,9 @@
                 { id: `news-qa-source-${turn.id}-${c.n}`, value: String(c.n), tabindex: "-1" },
                 headline,
                 el("span", { className: "meta", text: ` (${meta})` }),
-                el("span", { className: "quote", text: `“${c.quote}”` }),
+                c.headline_only
+                  ? el("span", { className: "quote headline-only", text: t.headlineOnly })
+                  : el("span", { className: "quote", text: `“${c.quote}”` }),
               ),
             );
           }

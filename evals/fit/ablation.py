@@ -6,7 +6,9 @@ Stages, each the production code with more switched on:
   3. + BM25, RRF      dense and BM25 candidates fused by reciprocal rank (NewsRetriever, no time)
   4. + learned ranker text features only, trained here on the tune half
   5. + time           period and recent-window candidates, date features (the served ranker)
-  6. + stories        near-duplicate copies collapsed (what the API serves)
+  6. + stories        near-duplicate copies collapsed
+  7. + headline-only  records with no text left after cleaning, found by headline and address (served)
+Rows 1-6 leave the headline-only articles out (as ingest did before they were kept).
 Each row's p is Fisher's paired randomization test against the row above. Latency is embedding plus
 retrieval per question, in this run, with its ratio to plain dense search.
 
@@ -33,34 +35,50 @@ from rag.retrieve import DenseRetriever, NewsRetriever, RetrievalConfig, Retriev
 METRICS = ("hit@1", "hit@5", "hit@10", "mrr@10")
 
 
-def _plain_dense(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
-    vector = answerer.embedder.embed([q.question])[0]
-    found = answerer.store.search(vector, k * 4)
-    chunks = answerer.store.chunks([i for i, _ in found])
-    return list(dict.fromkeys(c.article_id for c in chunks))[:k]
-
-
-def _through(retriever: Retriever) -> Callable[[Answerer, EvalQuestion, int], list[str]]:
+def _plain_dense(skip: frozenset[str]) -> Callable[[Answerer, EvalQuestion, int], list[str]]:
     def rank(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
         vector = answerer.embedder.embed([q.question])[0]
-        return list(ranking_of(retriever.retrieve(q.question, vector, k, Filters(), q.asked_on)))
+        found = answerer.store.search(vector, (k + len(skip)) * 4)
+        chunks = answerer.store.chunks([i for i, _ in found])
+        return [a for a in dict.fromkeys(c.article_id for c in chunks) if a not in skip][:k]
 
     return rank
 
 
+def _through(
+    retriever: Retriever, skip: frozenset[str] = frozenset()
+) -> Callable[[Answerer, EvalQuestion, int], list[str]]:
+    filters = Filters(exclude=tuple(sorted(skip)))
+
+    def rank(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
+        vector = answerer.embedder.embed([q.question])[0]
+        return list(ranking_of(retriever.retrieve(q.question, vector, k, filters, q.asked_on)))
+
+    return rank
+
+
+def headline_only_ids(answerer: Answerer) -> frozenset[str]:
+    """The articles of the index that are known by their headline alone."""
+    catalog = answerer.store.snapshot().catalog
+    articles = answerer.store.articles(catalog.article_ids[slot] for slot in catalog.chunks_of)
+    return frozenset(a.id for a in articles.values() if a.headline_only)
+
+
 def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, Callable[..., list[str]]]]:
     store, full = answerer.store, RetrievalConfig()
+    skip = headline_only_ids(answerer)
     text_only = replace(full, time=False, collapse_stories=False)
     rows, labels, _ = training_rows(answerer, tune, text_only)
     text_ranker = fit_ranker(rows, labels, TEXT_FEATURES)
     served = LinearRanker.load()
     return [
-        ("plain dense", _plain_dense),
-        ("+ as_of cap", _through(DenseRetriever(store, answerer.embedder))),
-        ("+ BM25, RRF", _through(NewsRetriever(store, FusionRanker(), text_only))),
-        ("+ learned ranker (text)", _through(NewsRetriever(store, text_ranker, text_only))),
-        ("+ time", _through(NewsRetriever(store, served, replace(full, collapse_stories=False)))),
-        ("+ stories (served)", _through(NewsRetriever(store, served, full))),
+        ("plain dense", _plain_dense(skip)),
+        ("+ as_of cap", _through(DenseRetriever(store, answerer.embedder), skip)),
+        ("+ BM25, RRF", _through(NewsRetriever(store, FusionRanker(), text_only), skip)),
+        ("+ learned ranker (text)", _through(NewsRetriever(store, text_ranker, text_only), skip)),
+        ("+ time", _through(NewsRetriever(store, served, replace(full, collapse_stories=False)), skip)),
+        ("+ stories", _through(NewsRetriever(store, served, full), skip)),
+        ("+ headline-only (served)", _through(NewsRetriever(store, served, full))),
     ]
 
 

@@ -686,7 +686,7 @@ class IndexStore:
                 " ".join(title_terms),
             ),
         )
-        passages = [passage_text(a.title, draft.text, a.url) for draft in item.chunks]
+        passages = [passage_text(a, draft.text) for draft in item.chunks]
         chunk_tokens = tokenize(passages) if passages else []
         ids = []
         for draft, vector, tokens in zip(item.chunks, item.vectors, chunk_tokens, strict=True):
