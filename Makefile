@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve test lint unit eval-gate clean llm-server bench-scale
+.PHONY: install serve test lint unit eval-gate clean llm-server bench-scale bench-peers
 
 install: $(STAMP)
 
@@ -81,3 +81,9 @@ clean:
 # under $$RAG_SCALE_DIR, default ~/.cache/newsrag/scale; several GB of disk at 1M).
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py
+
+# This project beside txtai and Haystack on the RealTime QA check halves, same embedding model, written into
+# evals/RESULTS.md (outside CI: the `peers` extra is installed only here; the full briefs set takes a while).
+bench-peers: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[peers]'
+	$(BIN)/python benchmarks/peers.py
