@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ _INDEX_CODE = (
     "store/window.py",
     "embed.py",
     "config.py",
+    "records.py",
 )
 
 
@@ -47,19 +49,28 @@ def cached_answerer(
     folder = base.eval_cache_dir / key
     settings = Settings(data_dir=folder, tiktoken_cache_dir=base.tiktoken_cache_dir)
     done = folder / "COMPLETE"
-    if not done.exists():
-        if folder.exists():
-            shutil.rmtree(folder)  # an interrupted build: start over rather than trust it
-        store = open_store(settings, embedder)
-        report = make_ingestor(settings, store, embedder).ingest(load_paths([corpus]), progress=progress)
-        if not (report.added or report.replaced):
-            store.close()
-            shutil.rmtree(folder)
-            raise DatasetError(f"{corpus}: no record could be ingested: {report.failed[:3]}")
-        (folder / "REJECTED").write_text("".join(f"{line}\n" for line in report.failed))
-        done.write_text(key)
-        store.close()
+    base.eval_cache_dir.mkdir(parents=True, exist_ok=True)
+    # One builder at a time: a second process waits for the first one's index instead of deleting it.
+    with (base.eval_cache_dir / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _build(corpus, folder, settings, embedder, progress)
+            done.write_text(key)
     return Answerer(open_store(settings, embedder), embedder, settings)
+
+
+def _build(
+    corpus: Path, folder: Path, settings: Settings, embedder: PackagedEmbedder, progress: bool | None
+) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted build: start over rather than trust it
+    store = open_store(settings, embedder)
+    report = make_ingestor(settings, store, embedder).ingest(load_paths([corpus]), progress=progress)
+    store.close()
+    if not (report.added or report.replaced):
+        shutil.rmtree(folder)
+        raise DatasetError(f"{corpus}: no record could be ingested: {report.failed[:3]}")
+    (folder / "REJECTED").write_text("".join(f"{line}\n" for line in report.failed))
 
 
 def rejected_records(corpus: Path, base: Settings) -> list[str]:
