@@ -4,6 +4,7 @@ ranker.py     the learned ranker's weights (rag/ranker.json)
 calibrate.py  the abstention threshold (rag/answer.py)
 composer.py   the extractive composer's weights (rag/compose.py)
 ablation.py   what each retrieval stage adds, on the check half
+reranker.py   whether a cross-encoder reranker pays, cross-fitted on the tune half (it did not)
 
 Each runs as ``python -m evals.fit.NAME DATASET_DIR...``; the set-up they share is here.
 """
