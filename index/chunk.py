@@ -14,10 +14,10 @@ def passage_text(article: Article, chunk_text: str) -> str:
     """What is indexed for a chunk: the headline (or, without one, the words of the URL) gives the chunk
     its topic when the text alone does not. A headline-only article's one chunk is its headline, the
     address's words, the outlet and the date."""
+    if article.headline_only:
+        return headline_text(article)
     topic = article.title or url_topic(article.url)
-    if article.body:
-        return f"{topic}\n{chunk_text}" if topic else chunk_text
-    return headline_text(article)
+    return f"{topic}\n{chunk_text}" if topic else chunk_text
 
 
 def headline_text(article: Article) -> str:
@@ -26,11 +26,7 @@ def headline_text(article: Article) -> str:
     words = url_topic(article.url)
     if words and words.casefold() not in article.title.casefold():
         lines.append(words)
-    when = (
-        f"{article.published_at:%B} {article.published_at.day}, {article.published_at.year}"
-        if (article.published_at)
-        else ""
-    )
+    when = f"{day:%B} {day.day}, {day.year}" if (day := article.published_at) else ""
     byline = ", ".join(part for part in (article.source or "", when) if part)
     if byline:
         lines.append(byline)

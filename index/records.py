@@ -63,7 +63,7 @@ class Article:
         """The title, or without one the body's first words (the address's words when there is no body)."""
         if self.title:
             return self.title
-        if not self.body:
+        if self.headline_only:
             topic = url_topic(self.url)
             return topic[:1].upper() + topic[1:]
         words = self.body.split()

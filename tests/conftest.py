@@ -8,7 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
 
+from api.app import create_app
 from index import PackagedEmbedder, load_paths, make_ingestor, open_store
 from index.config import Settings
 from index.store import IndexStore
@@ -69,3 +72,19 @@ def seed_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "seeds"
     shutil.copytree(SEEDS, folder)
     return folder
+
+
+@pytest.fixture
+def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[Litestar]]:
+    """The real app in-process over the seed and the short news items (request bodies up to 20 kB)."""
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    store = open_store(settings, embedder)
+    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+
+    def opener(_: Settings) -> Answerer:
+        return Answerer(store, embedder, settings)
+
+    small_body = Settings(data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000)
+    with TestClient(app=create_app(small_body, opener=opener, background=False)) as test_client:
+        yield test_client
+    store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,27 +10,12 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index import PackagedEmbedder, open_store
 from index.config import Settings
 from rag import Answerer
-from tests.conftest import NEWS, SEED_ID, SEEDS, make_settings
+from tests.conftest import SEED_ID, make_settings
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[Litestar]]:
-    settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
-
-    def opener(_: Settings) -> Answerer:
-        return Answerer(store, embedder, settings)
-
-    small_body = Settings(data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000)
-    with TestClient(app=create_app(small_body, opener=opener, background=False)) as test_client:
-        yield test_client
-    store.close()
 
 
 def _problem(response: object, status: int) -> dict[str, object]:

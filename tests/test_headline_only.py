@@ -3,7 +3,6 @@ found by them, pointed to as a source, and never quoted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -11,15 +10,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import create_app
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
 from index.chunk import Chunker, passage_text
-from index.config import Settings
 from index.errors import ArticleError
 from index.load import parse_record
 from index.tokens import encoding
-from rag import Answerer
-from tests.conftest import NEWS, SEEDS, make_settings
 
 # What CNN's video pages hold once the ad-feedback widget is gone: nothing (RealTime QA has 14 of them).
 AD_WIDGET = (
@@ -66,20 +60,6 @@ def test_its_one_chunk_is_indexed_by_headline_address_outlet_and_date(tiktoken_d
         "Sprite drops its green bottle\nsprite green bottle\nwww.cnn.com, July 27, 2022"
     )
     assert article.published_at == date(2022, 7, 27)
-
-
-@pytest.fixture
-def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[Litestar]]:
-    settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
-
-    def opener(_: Settings) -> Answerer:
-        return Answerer(store, embedder, settings)
-
-    with TestClient(app=create_app(settings, opener=opener, background=False)) as test_client:
-        yield test_client
-    store.close()
 
 
 def test_found_by_its_headline_marked_and_never_quoted(client: TestClient[Litestar]) -> None:

