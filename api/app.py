@@ -36,10 +36,11 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.guard import Doorkeeper, Guard, RequestIdFilter
+from api.guard import Doorkeeper, Guard
 from api.jobs import IngestJobs, QueueFullError
 from api.keys import KeyRing
 from api.limits import DailyCaps, parse_networks
+from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
 from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
 from api.openapi import ArticlesOperation, StrictStructSchemaPlugin
 from api.schemas import (
@@ -60,6 +61,7 @@ from api.schemas import (
     passage_out,
 )
 from index import ArticleError, Ingestor, make_ingestor, parse_record
+from index.clean import VISIBLE
 from index.config import DEFAULT_MAX_QUESTION_CHARS, Settings
 from index.errors import (
     ArticleNotFoundError,
@@ -69,7 +71,7 @@ from index.errors import (
     QuestionError,
     RagError,
 )
-from index.records import Article
+from index.records import ID_PATTERN, Article
 from rag import Answer, Answerer, Filters, open_answerer
 from rag.answer import MAX_TOP_K
 
@@ -91,7 +93,9 @@ _REASONS = {
 }
 _GUARDED = (401, 403, 429, 500, 503)
 DEFAULT_HEARTBEAT_SECONDS = 10.0
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+ArticleId = Annotated[str, Parameter(pattern=ID_PATTERN, description="an article id")]
 
 
 class NotFoundError(RagError):
@@ -135,11 +139,20 @@ class Service:
                 proxies = parse_networks(self.settings.trusted_proxies)
             except ValueError as exc:
                 raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
-            self.jobs = IngestJobs(lambda items, done: ingestor.ingest(items, progress=False, on_batch=done))
+            # A job commits about one request budget of text at a time, so its progress moves as it goes.
+            budget = self.settings.ingest_sync_chars
+            self.jobs = IngestJobs(
+                lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget)
+            )
             self.ingestor = ingestor
             self.answerer = answerer
             self.door = Doorkeeper(
-                keys, DailyCaps(keys), self.open_without_keys, self.settings.rate_per_address, proxies
+                keys,
+                DailyCaps(keys),
+                self.open_without_keys,
+                self.settings.rate_per_address,
+                proxies,
+                frozenset(h.lower() for h in self.settings.allowed_hosts),
             )
             self.ready.set()
         except RagError as exc:
@@ -271,7 +284,9 @@ def search(
     request: Request[Any, Any, Any],
     q: Annotated[
         str,
-        Parameter(min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=r"\S", description="question"),
+        Parameter(
+            min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=VISIBLE, description="question"
+        ),
     ],
     k: Annotated[int, Parameter(ge=1, le=MAX_TOP_K, description="passages")] = 5,
     as_of: Annotated[date | None, Parameter(description="nothing published after this day")] = None,
@@ -289,7 +304,7 @@ def search(
     responses=_problems(400, 404),
     summary="One stored article",
 )
-def get_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> ArticleOut:
+def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> ArticleOut:
     answerer, _ = _service(request).require()
     return article_out(answerer.store.article(article_id))
 
@@ -366,7 +381,7 @@ def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
     responses=_problems(400, 404),
     summary="Remove an article; no question asked after this returns can cite it",
 )
-def delete_article(request: Request[Any, Any, Any], article_id: FromPath[str]) -> None:
+def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> None:
     answerer, _ = _service(request).require()
     answerer.store.delete(article_id)
 
@@ -494,7 +509,7 @@ def create_app(
     )
     prometheus = PrometheusConfig(app_name="newsqa", prefix="newsqa", group_path=True, exclude=["^/metrics$"])
     logging_config = LoggingConfig(
-        formatters={"standard": {"format": LOG_FORMAT}},
+        formatters={"standard": {"()": SafeFormatter, "fmt": LOG_FORMAT}},
         filters={"request_id": {"()": RequestIdFilter}},
         handlers={
             "queue_listener": {

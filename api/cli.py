@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from api.keys import SCOPES
+from api.logs import SafeFormatter
 from index.config import DEFAULT_RATE_PER_ADDRESS, Settings
 from index.errors import RagError
 
@@ -23,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser(with_eval=arguments[:1] == ["eval"])
     args = parser.parse_args(arguments)
     settings = Settings.from_env()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         status: int = args.run(settings, args)
     except RagError as exc:
@@ -87,6 +90,14 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
         default=None,
         metavar="CIDR",
         help="a reverse proxy whose X-Forwarded-For is believed (repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host name answered while no API key exists, beside 127.0.0.1, [::1] and localhost "
+        "(repeatable; env RAG_ALLOWED_HOSTS)",
     )
     serve.add_argument("--cluster", metavar="ADDRESS", help="answer from the index on this Ray cluster")
     _model_options(serve)
@@ -292,6 +303,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, rate_per_address=args.rate_per_address)
     if args.trusted_proxy is not None:
         settings = dataclasses.replace(settings, trusted_proxies=tuple(args.trusted_proxy))
+    if args.allowed_host is not None:
+        settings = dataclasses.replace(settings, allowed_hosts=tuple(args.allowed_host))
     loopback = _is_loopback(args.host)
     if not loopback and not args.insecure:
         keys = KeyRing(settings.data_dir)
@@ -324,8 +337,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return open_answerer(s, embedder)
 
     app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
+    # client address the per-address limit counts; only --trusted-proxy decides that (api/limits.py).
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", access_log=False, log_config=None
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     server.run()

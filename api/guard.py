@@ -5,13 +5,15 @@ Routes say what they need through their ``opt``: ``{"scope": "ask"}`` or ``{"sco
 routes without a scope (health, metrics, the schema) are open to everyone and never limited.
 
 With no active key, the service is open, which ``rag serve`` allows only on a loopback address (or
-with ``--insecure``); even then a request from a web page on another host is refused, so a page a
-reader happens to open cannot use the service behind their back.
+with ``--insecure``). Open, it answers only requests addressed to a loopback name (``Host`` is
+``127.0.0.1``, ``[::1]`` or ``localhost``, any port, or a host named with ``--allowed-host``), so a page
+on a name that rebinds to 127.0.0.1 gets 403; and a request from a web page on another host is refused,
+so a page a reader happens to open cannot use the service behind their back. Origins are compared in
+normalised form (scheme, lowercased host, default port dropped).
 """
 
 from __future__ import annotations
 
-import contextvars
 import ipaddress
 import logging
 import re
@@ -29,10 +31,10 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from api.keys import ApiKey, KeyRing, normalize_origin
 from api.limits import Buckets, DailyCaps, Verdict, client_address
+from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
 from index.errors import ConfigError
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 log = logging.getLogger("api.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -40,14 +42,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _EXPOSED = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id"
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-
-
-class RequestIdFilter(logging.Filter):
-    """Puts the current request's id on every log record (``%(request_id)s``; ``-`` outside requests)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get()
-        return True
 
 
 @dataclass
@@ -61,6 +55,8 @@ class Doorkeeper:
     per_address_per_minute: int
     """Requests a minute from one client address on limited routes; 0: no limit."""
     trusted_proxies: Networks = ()
+    allowed_hosts: frozenset[str] = frozenset()
+    """``Host`` names answered while open, beside the loopback ones (lowercase, no port)."""
     buckets: Buckets = field(default_factory=Buckets)
 
 
@@ -85,7 +81,7 @@ class Guard(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = [0]
@@ -109,7 +105,8 @@ class Guard(ASGIMiddleware):
             await next_app(scope, receive, send_with_headers)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("%s %s %s %.1fms", scope.get("method"), scope.get("path"), status[0], elapsed)
+            path = escape_controls(str(scope.get("path", "")))
+            log.info("%s %s %s %.1fms", scope.get("method"), path, status[0], elapsed)
             REQUEST_ID.reset(token)
 
     async def _admit(
@@ -120,11 +117,14 @@ class Guard(ASGIMiddleware):
         origin = headers.get("origin")
         handler = scope.get("route_handler")
         needed = handler.opt.get("scope") if handler is not None else None
+        door = self._doorkeeper()
+        is_open = door is not None and _open(door)
+        if door is not None and is_open:
+            _check_host(door, headers)
         if method == "OPTIONS" and origin and "access-control-request-method" in headers:
-            self._preflight(scope, origin, headers, extra)
+            self._preflight(door, is_open, scope, origin, headers, extra)
         if needed is None:
             return receive
-        door = self._doorkeeper()
         if door is None:
             raise GuardReplyError(
                 503,
@@ -132,18 +132,19 @@ class Guard(ASGIMiddleware):
                 "the index is still loading; retry in a few seconds",
                 {"retry-after": "5"},
             )
-        key = _authenticate(door, headers, needed)
+        key = None if is_open else _authenticate(door, headers, needed)
         own = _own_origin(scope, headers)
         if origin:
-            if not _origin_allowed(door, key, origin, own):
+            normalized = _normalized(origin)
+            if not _origin_allowed(key, normalized, own):
                 AUTH_REFUSED.labels("origin").inc()
                 raise GuardReplyError(
                     403,
                     "Origin not allowed",
-                    f"requests from {origin} are not allowed"
+                    f"requests from {origin[:200]} are not allowed"
                     + (f" with the key {key.name!r}" if key else ""),
                 )
-            if origin != own:
+            if normalized != own:
                 extra["access-control-allow-origin"] = origin
                 extra["access-control-expose-headers"] = _EXPOSED
                 extra["vary"] = "Origin"
@@ -170,15 +171,28 @@ class Guard(ASGIMiddleware):
             return await self._checked_body(receive)
         return receive
 
-    def _preflight(self, scope: Scope, origin: str, headers: dict[str, str], extra: dict[str, str]) -> None:
-        door = self._doorkeeper()
-        own = _own_origin(scope, headers)
-        allowed = door is not None and (
-            origin == own or origin in _listed_origins(door) or (_open(door) and _is_loopback_origin(origin))
+    def _preflight(
+        self,
+        door: Doorkeeper | None,
+        is_open: bool,
+        scope: Scope,
+        origin: str,
+        headers: dict[str, str],
+        extra: dict[str, str],
+    ) -> None:
+        normalized = _normalized(origin)
+        allowed = (
+            door is not None
+            and normalized is not None
+            and (
+                normalized == _own_origin(scope, headers)
+                or normalized in _listed_origins(door)
+                or (is_open and _is_loopback_origin(normalized))
+            )
         )
         if not allowed:
             AUTH_REFUSED.labels("origin").inc()
-            raise GuardReplyError(403, "Origin not allowed", f"requests from {origin} are not allowed")
+            raise GuardReplyError(403, "Origin not allowed", f"requests from {origin[:200]} are not allowed")
         raise GuardReplyError(
             204,
             "",
@@ -241,10 +255,8 @@ def _check_json(body: bytes) -> None:
         raise GuardReplyError(400, "Malformed JSON", f"the body is not valid JSON ({exc})") from None
 
 
-def _authenticate(door: Doorkeeper, headers: dict[str, str], needed: str) -> ApiKey | None:
+def _authenticate(door: Doorkeeper, headers: dict[str, str], needed: str) -> ApiKey:
     scheme, _, token = headers.get("authorization", "").partition(" ")
-    if not door.keys.active() and door.open_without_keys:
-        return None
     challenge = {"www-authenticate": 'Bearer realm="news-qa"'}
     if scheme.lower() != "bearer" or not token.strip():
         AUTH_REFUSED.labels("missing").inc()
@@ -269,15 +281,52 @@ def _open(door: Doorkeeper) -> bool:
     return door.open_without_keys and not door.keys.active()
 
 
-def _origin_allowed(door: Doorkeeper, key: ApiKey | None, origin: str, own: str) -> bool:
+def _check_host(door: Doorkeeper, headers: dict[str, str]) -> None:
+    """Open, answer only requests addressed to this machine by a loopback name (or an allowed host): a web
+    page on a name that an attacker rebinds to 127.0.0.1 sends its own name as ``Host``."""
+    host = headers.get("host")
+    if host is None:  # HTTP/1.0 without Host: no browser sends that
+        return
+    name = _host_name(host)
+    if name in _LOOPBACK_HOSTS or name in door.allowed_hosts:
+        return
+    AUTH_REFUSED.labels("host").inc()
+    raise GuardReplyError(
+        403,
+        "Host not allowed",
+        f"this service has no API keys, so it answers only requests addressed to 127.0.0.1, [::1] or "
+        f"localhost, not to {host[:100]!r}; create a key with `rag keys add`, or name this host with "
+        "`rag serve --allowed-host`",
+    )
+
+
+def _host_name(host: str) -> str:
+    """``[::1]:8000`` -> ``::1``; ``LocalHost:8000`` -> ``localhost``; ``127.0.0.1`` -> ``127.0.0.1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() else host
+
+
+def _normalized(origin: str) -> str | None:
+    """An ``Origin`` header in the form keys store (see ``normalize_origin``); None when unreadable
+    (``null`` from a sandboxed frame or a file, garbage)."""
+    try:
+        return normalize_origin(origin)
+    except (ConfigError, ValueError):
+        return None
+
+
+def _origin_allowed(key: ApiKey | None, origin: str | None, own: str | None) -> bool:
+    if origin is None:
+        return False
     if origin == own:
         return True
     if key is None:
         return _is_loopback_origin(origin)
-    try:
-        return normalize_origin(origin) in key.origins
-    except (ConfigError, ValueError):
-        return False
+    return origin in key.origins
 
 
 def _listed_origins(door: Doorkeeper) -> set[str]:
@@ -293,9 +342,10 @@ def _is_loopback_origin(origin: str) -> bool:
     return parts.scheme in {"http", "https"} and host in _LOOPBACK_HOSTS
 
 
-def _own_origin(scope: Scope, headers: dict[str, str]) -> str:
+def _own_origin(scope: Scope, headers: dict[str, str]) -> str | None:
+    """The origin of this service's own pages, as the request addresses it (normalised)."""
     host = headers.get("host", "")
-    return f"{scope.get('scheme', 'http')}://{host}".lower() if host else ""
+    return _normalized(f"{scope.get('scheme', 'http')}://{host}") if host else None
 
 
 def _limit(door: Doorkeeper, scope: Scope, headers: dict[str, str], key: ApiKey | None) -> list[Verdict]:

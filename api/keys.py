@@ -1,7 +1,9 @@
 """API keys: who may ask, who may write, from which web pages, how often.
 
 Keys live in the index's SQLite file (table ``api_keys``), stored as SHA-256 hashes of random 256-bit
-tokens, so a copied database reveals no usable key; the token is shown once, when it is created.
+tokens, so a copied database reveals no usable key; the token is shown once, when it is created. The
+first key writes ``keys.marker`` (index/store/markers.py): a folder whose keys were lost with its
+SQLite file refuses to open rather than serve without keys.
 Daily usage is kept in ``api_key_usage`` so a restart does not reset a daily cap.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from index.errors import ConfigError
-from index.store import DB_NAME
+from index.store.markers import DB_NAME, KEYS_MARKER, mark, marked, refuse_lost, require_metadata
 
 SCOPES = ("ask", "admin")
 TOKEN_PREFIX = "nqa_"  # noqa: S105 - a marker that makes leaked keys easy to search for, not a secret
@@ -78,17 +80,23 @@ class KeyRing:
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        require_metadata(data_dir)
+        self._data_dir = data_dir
         path = data_dir / DB_NAME
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout = 60000")
             self._db.executescript(_SCHEMA)
+            (stored,) = self._db.execute("SELECT count(*) FROM api_keys").fetchone()
             # Lookups run on the server's event loop: a connection of their own, which a writer waiting
             # for SQLite's write lock (an ingest in another process) never holds up.
             self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"the key table cannot be opened ({exc})") from exc
+        if not stored and marked(data_dir, KEYS_MARKER):
+            self._db.close()
+            refuse_lost(data_dir, KEYS_MARKER, "API keys")
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
 
@@ -118,6 +126,7 @@ class KeyRing:
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (name, hash_token(token), scope, json.dumps(normalized), per_minute, per_day, now, token[:8]),
             )
+        mark(self._data_dir, KEYS_MARKER)
         return token
 
     def revoke(self, name: str) -> None:

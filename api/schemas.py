@@ -8,8 +8,11 @@ from typing import Annotated
 import msgspec
 
 from api.jobs import Job
+from index.clean import VISIBLE
 from index.config import DEFAULT_MAX_QUESTION_CHARS
-from index.records import Article, IngestReport
+from index.dates import DATE_PATTERN
+from index.records import ID_PATTERN, Article, IngestReport
+from index.urls import MAX_URL_CHARS
 from rag.answer import MAX_TOP_K
 from rag.records import Answer, Citation, Hit
 
@@ -17,7 +20,9 @@ MAX_ARTICLE_CHARS = 200_000
 """Longest article body accepted over HTTP (about 30,000 words)."""
 MAX_ARTICLES_PER_REQUEST = 1000
 
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=r"\S")]
+# "Not blank" is one visible character (index/clean.py VISIBLE), stated so that JSON Schema's regexes and
+# Python's agree on it: both count control characters and every kind of space as blank.
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=VISIBLE)]
 TopK = Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K)]
 Outlet = Annotated[str, msgspec.Meta(max_length=200)]
 
@@ -43,14 +48,19 @@ class ArticleIn(msgspec.Struct, forbid_unknown_fields=True):
     """One article, with the fields of a corpus.jsonl record. Title, outlet and authors are stored as
     plain text (markup removed); the body is cleaned of markup and page furniture."""
 
-    body: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ARTICLE_CHARS, pattern=r"\S")]
-    id: Annotated[str, msgspec.Meta(pattern=r"^[\w.:-]{1,200}$")] | None = None
-    """Stable id; default: a hash of the url, else of title, outlet and opening text."""
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ARTICLE_CHARS, pattern=VISIBLE)]
+    id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
+    """Stable id (1-200 ASCII letters, digits and ``_ . : -``, not starting with a dot); default: a hash
+    of the url, else of title, outlet and opening text."""
     title: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
-    url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")] | None = None
+    url: (
+        Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")] | None
+    ) = None
+    """An http(s) address, stored in canonical, escaped form; one that cannot be read is refused (422)."""
     source: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    published_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    """A date (2024-01-19, an ISO date-time, or a written form such as "January 19, 2024")."""
+    published_at: Annotated[str, msgspec.Meta(max_length=64, pattern=DATE_PATTERN)] | None = None
+    """A date: 2024-01-19, an ISO date-time, or a written form such as "January 19, 2024" or
+    "Fri, 19 Jan 2024 10:00:00 GMT" (a day that does not exist, such as 2023-02-30, is refused: 422)."""
     authors: (
         Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=50)] | None
     ) = None

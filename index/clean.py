@@ -11,6 +11,9 @@ Rules, each one cheap to check by eye:
 - the tail is trimmed: after the last line that ends like a sentence, short lines that do not
   (related-article links, section names, sharing prompts, in any language) are dropped.
 Nothing else is touched, so every sentence of the article survives.
+
+Control characters (NUL, the C0 and C1 sets, DEL) never reach the index: vertical tabs, form feeds and
+line separators become line breaks, the rest are removed, in bodies and one-line fields alike.
 """
 
 from __future__ import annotations
@@ -40,6 +43,25 @@ _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
 _BLOCK_TAG = re.compile(r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|tr|table|section|article)\b[^<>]*>", re.I)
 _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _TAIL_MAX_WORDS = 40
+_BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]")
+# What is blank, said the same way in Python and in the ECMA-262 regexes of JSON Schema (whose ``\s``
+# and Python's differ: Python counts \x1c-\x1f and \x85 as spaces, ECMA counts \ufeff): control
+# characters and every space either counts. ``VISIBLE`` matches one character that is neither.
+_BLANK_CLASS = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+VISIBLE = f"[^{_BLANK_CLASS}]"
+"""A regex (valid in Python and in JSON Schema) for one character that is not blank."""
+_VISIBLE = re.compile(VISIBLE)
+
+
+def remove_controls(text: str) -> str:
+    """``text`` without control characters: line-like ones become line breaks, the rest go."""
+    return _CONTROLS.sub("", _BREAKS.sub("\n", text))
+
+
+def is_blank(text: str) -> bool:
+    """Nothing but spaces and control characters (the rule the HTTP schema states with ``VISIBLE``)."""
+    return _VISIBLE.search(text) is None
 
 
 def strip_html(text: str) -> str:
@@ -56,12 +78,12 @@ def strip_html(text: str) -> str:
 
 def plain_line(text: str) -> str:
     """A one-line field (title, outlet, author) as plain text: markup removed, spaces collapsed."""
-    return " ".join(unicodedata.normalize("NFC", strip_html(text)).split())
+    return " ".join(remove_controls(unicodedata.normalize("NFC", strip_html(text))).split())
 
 
 def normalize(text: str) -> str:
     """NFC, unified line endings, single spaces inside lines, single blank lines between paragraphs."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = remove_controls(unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n"))
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 

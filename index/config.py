@@ -58,6 +58,10 @@ class Settings:
     """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed; none by default.
     Env: RAG_TRUSTED_PROXIES (comma-separated)."""
 
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (no port) answered while no API key exists, beside 127.0.0.1, [::1] and localhost.
+    Env: RAG_ALLOWED_HOSTS (comma-separated)."""
+
     ingest_sync_chars: int = DEFAULT_INGEST_SYNC_CHARS
     """An HTTP ingest with more article text than this runs as a background job (202)."""
 
@@ -93,12 +97,14 @@ class Settings:
         except ValueError:
             raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
         proxies = tuple(p.strip() for p in env.get("RAG_TRUSTED_PROXIES", "").split(",") if p.strip())
+        hosts = tuple(h.strip() for h in env.get("RAG_ALLOWED_HOSTS", "").split(",") if h.strip())
         return cls(
             data_dir=data_dir,
             tiktoken_cache_dir=cache,
             eval_cache_dir=eval_cache,
             rate_per_address=rate,
             trusted_proxies=proxies,
+            allowed_hosts=hosts,
             llm_base_url=env.get("RAG_LLM_BASE_URL") or None,
             llm_model=env.get("RAG_LLM_MODEL") or None,
             llm_api_key=env.get("RAG_LLM_API_KEY") or None,

@@ -16,6 +16,9 @@ from index.store import ArticleWrite
 from index.store.protocols import StoreView
 
 DEFAULT_BATCH_ARTICLES = 64
+DEFAULT_BATCH_CHARS = 400_000
+"""A batch is committed once it holds this much article text (about 2,500 texts to embed), or
+``DEFAULT_BATCH_ARTICLES`` articles, whichever comes first."""
 
 
 class Ingestor:
@@ -27,42 +30,55 @@ class Ingestor:
         embedder: Embedder,
         chunker: Chunker,
         batch_articles: int = DEFAULT_BATCH_ARTICLES,
+        batch_chars: int = DEFAULT_BATCH_CHARS,
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._chunker = chunker
         self._batch_articles = batch_articles
+        self._batch_chars = batch_chars
 
     def ingest(
         self,
         items: Iterable[Article | ArticleError],
         progress: bool | None = None,
         on_batch: Callable[[int], None] | None = None,
+        batch_chars: int | None = None,
     ) -> IngestReport:
         """Store every article of ``items``; errors in ``items`` are reported, not raised.
 
         Each batch is committed on its own, so a crash keeps every batch before it. ``progress`` shows a
-        bar (default: when stderr is a terminal); ``on_batch`` is told how many items are done after
-        each batch. Readers see the new articles when the whole ingest is published, at its end.
+        bar (default: when stderr is a terminal); ``on_batch`` is told, after each commit, how many items
+        are done (committed or failed). ``batch_chars`` overrides how much text one batch holds (smaller:
+        progress moves more often). Readers see the new articles when the whole ingest is published,
+        at its end.
         """
         added: list[str] = []
         replaced: list[str] = []
         unchanged: list[str] = []
         failed: list[str] = []
         pending: dict[str, Article] = {}
+        pending_chars = 0
+        most_chars = self._batch_chars if batch_chars is None else batch_chars
         show = sys.stderr.isatty() if progress is None else progress
+        seen = 0  # not ``bar.n``: a disabled tqdm bar counts nothing
         with tqdm(desc="ingest", unit="article", disable=not show, file=sys.stderr) as bar:
             for item in items:
                 bar.update(1)
+                seen += 1
                 if isinstance(item, ArticleError):
                     failed.append(str(item))
                     continue
                 pending[item.id] = item
-                if len(pending) >= self._batch_articles:
+                pending_chars += len(item.body)
+                if len(pending) >= self._batch_articles or pending_chars >= most_chars:
                     self._flush_batch(pending, added, replaced, unchanged)
+                    pending_chars = 0
                     if on_batch is not None:
-                        on_batch(bar.n)
+                        on_batch(seen)
             self._flush_batch(pending, added, replaced, unchanged)
+            if on_batch is not None:
+                on_batch(seen)
         self._store.flush()
         return IngestReport(tuple(added), tuple(replaced), tuple(unchanged), tuple(failed))
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-from dateutil import parser as date_parser
 
 from index.clean import clean_body, plain_line
+from index.dates import read_date
 from index.errors import ArticleError
-from index.records import Article, url_topic
+from index.records import ID_PATTERN, Article, url_topic
+from index.urls import AddressError, canonical_url
 
 SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl"})
 MAX_FILE_BYTES = 50_000_000
-_ID = re.compile(r"^[\w.:-]{1,200}$")
+_ID = re.compile(ID_PATTERN)
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_HEADING = re.compile(r"^#{1,6}\s+", re.MULTILINE)
@@ -90,7 +90,9 @@ def parse_record(record: Any, origin: str) -> Article:
     published = parse_date(record.get("published_at"), origin)
     raw_id = record.get("id")
     if raw_id is not None and (not isinstance(raw_id, str | int) or not _ID.match(str(raw_id))):
-        raise ArticleError(origin, "'id' must be 1-200 letters, digits or . _ : -")
+        raise ArticleError(
+            origin, "'id' must be 1-200 ASCII letters, digits or . _ : - (not starting with '.')"
+        )
     return _article(
         str(raw_id) if raw_id is not None else None,
         title=title,
@@ -104,30 +106,26 @@ def parse_record(record: Any, origin: str) -> Article:
 
 
 def _url(value: str | None, origin: str) -> str | None:
-    """An http(s) address with a host, or None; anything else (``javascript:``, ``data:``) is refused."""
+    """The canonical form of an http(s) address (index/urls.py), or None; anything else (``javascript:``,
+    ``data:``, ``http://[``) is refused with the reason."""
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in {"http", "https"} or not parts.netloc or any(c.isspace() for c in value):
-        raise ArticleError(origin, "'url' must be an http:// or https:// address")
-    return value
+    try:
+        return canonical_url(value)
+    except AddressError as exc:
+        raise ArticleError(origin, f"'url' is not a usable http(s) address: {exc}") from None
 
 
 def parse_date(value: object, origin: str) -> date | None:
-    """A publication date from ISO text (date or datetime) or common written forms; None when absent."""
+    """A publication date (the forms of index/dates.py); None when absent."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise ArticleError(origin, f"'published_at' must be a date string, got {value!r}")
     try:
-        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).date()
-    except ValueError:
-        pass
-    try:
-        parsed: datetime = date_parser.parse(value, fuzzy=False)
-        return parsed.date()
-    except (ValueError, OverflowError):
-        raise ArticleError(origin, f"unreadable 'published_at' {value!r}") from None
+        return read_date(value)
+    except ValueError as exc:
+        raise ArticleError(origin, f"unreadable 'published_at' {value[:80]!r}: {exc}") from None
 
 
 def _optional_str(record: Mapping[str, Any], key: str, origin: str) -> str | None:
@@ -183,7 +181,8 @@ def _load_json(raw: str, origin: str) -> Iterator[Article | ArticleError]:
 
 def _load_text(raw: str, path: Path, suffix: str) -> Article:
     origin = str(path)
-    stem_id = re.sub(r"[^\w.:-]+", "-", path.stem).strip("-")[:200] or None
+    folded = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    stem_id = re.sub(r"[^A-Za-z0-9_.:-]+", "-", folded).strip("-.")[:200] or None
     if suffix in {".html", ".htm"}:
         return _load_html(raw, origin, stem_id)
     meta: dict[str, Any] = {}
@@ -229,7 +228,10 @@ def _load_html(raw: str, origin: str, stem_id: str | None) -> Article:
     if doc is None or isinstance(doc, dict) or not (doc.text or "").strip():
         raise ArticleError(origin, "no article text found in the HTML")
     authors = [a.strip() for a in (doc.author or "").split(";") if a.strip()]
-    url = doc.url if doc.url and urlsplit(doc.url).scheme.lower() in {"http", "https"} else None
+    try:  # a page's own claim about its address is kept only when it is a usable one
+        url = canonical_url(doc.url) if doc.url else None
+    except AddressError:
+        url = None
     record = {
         "id": stem_id,
         "title": doc.title or "",

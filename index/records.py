@@ -6,6 +6,11 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 
+ID_PATTERN = r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}(?![\s\S])"
+"""An article id: 1-200 ASCII letters, digits and ``_ . : -``, not starting with a dot (so never ``.``
+or ``..``), no slashes, spaces or control characters; the same regex in Python and in the HTTP schema
+(which is why it ends with a lookahead, not ``$``: see index/dates.py ``END``)."""
+
 _SLUG_NOISE = frozenset(
     ["index", "html", "htm", "cnn", "intl", "spt", "vpx", "nr", "sot", "ovn", "contd", "hnk", "gbr", "trnd"]
 )

@@ -9,6 +9,7 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
+from index.clean import remove_controls
 from index.config import Settings
 from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
@@ -64,7 +65,7 @@ class Answerer:
         filters: Filters | None = None,
     ) -> Question:
         """A validated Question; raises QuestionError for empty, over-long or contradictory input."""
-        stripped = " ".join(text.split()) if isinstance(text, str) else ""
+        stripped = " ".join(remove_controls(text).split()) if isinstance(text, str) else ""
         if not stripped:
             raise QuestionError("the question is empty")
         if len(text) > self.settings.max_question_chars:

@@ -23,7 +23,15 @@ SEED_FILE = SEEDS / "000_555f4d2950849840.txt"
 SEED_ID = "000_555f4d2950849840"
 NEWS = Path(__file__).resolve().parent / "data" / "news.jsonl"
 
+LOCAL = "http://127.0.0.1:8000"
+"""Where in-process clients address the app: open (keyless) mode answers loopback names only."""
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def local_client(app: Litestar) -> TestClient[Litestar]:
+    """The real app in-process, addressed as 127.0.0.1 (as `rag serve` is by default)."""
+    return TestClient(app=app, base_url=LOCAL)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +93,6 @@ def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> It
         return Answerer(store, embedder, settings)
 
     small_body = Settings(data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000)
-    with TestClient(app=create_app(small_body, opener=opener, background=False)) as test_client:
+    with local_client(create_app(small_body, opener=opener, background=False)) as test_client:
         yield test_client
     store.close()

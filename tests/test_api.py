@@ -13,7 +13,7 @@ from api.app import create_app
 from index import PackagedEmbedder, open_store
 from index.config import Settings
 from rag import Answerer
-from tests.conftest import SEED_ID, make_settings
+from tests.conftest import SEED_ID, local_client, make_settings
 
 PROBLEM = "application/problem+json"
 
@@ -161,7 +161,7 @@ def test_everything_is_503_until_the_index_is_loaded(
         release.wait(30)
         return Answerer(open_store(s, embedder), embedder, s)
 
-    with TestClient(app=create_app(settings, opener=slow_opener)) as client:
+    with local_client(create_app(settings, opener=slow_opener)) as client:
         body = _problem(client.get("/health"), 503)
         assert "loading" in str(body["detail"])
         assert client.get("/health").headers["retry-after"] == "5"
@@ -184,7 +184,7 @@ def test_a_corrupt_index_keeps_the_service_unready_with_the_reason(
     def opener(s: Settings) -> Answerer:
         return Answerer(open_store(s, embedder), embedder, s)
 
-    with TestClient(app=create_app(settings, opener=opener, background=False)) as client:
+    with local_client(create_app(settings, opener=opener, background=False)) as client:
         body = _problem(client.get("/health"), 503)
         assert body["detail"] == "the index could not be loaded; the server log says why"
         assert str(tmp_path) not in client.get("/health").text  # no filesystem paths reach a client

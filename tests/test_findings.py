@@ -22,7 +22,7 @@ from index import PackagedEmbedder, load_paths, make_ingestor, open_store, parse
 from index.config import Settings
 from index.store import IndexStore
 from rag import Answerer
-from tests.conftest import NEWS, SEEDS, make_settings
+from tests.conftest import NEWS, SEEDS, local_client, make_settings
 
 PROBLEM = "application/problem+json"
 
@@ -44,7 +44,7 @@ def client(
 ) -> Iterator[TestClient[Litestar]]:
     settings, store = settings_store
     app = create_app(settings, opener=lambda s: Answerer(store, embedder, s), background=False)
-    with TestClient(app=app) as test_client:
+    with local_client(app) as test_client:
         yield test_client
 
 
@@ -138,7 +138,7 @@ def test_2_writes_need_an_admin_key_and_a_json_body(
     ring.close()
     app = create_app(settings, opener=lambda s: Answerer(store, embedder, s), background=False)
     story = b'{"id": "t-wheat-harvest", "body": "Replaced by a page the reader happened to open."}'
-    with TestClient(app=app) as client:
+    with local_client(app) as client:
         assert (
             client.post("/articles", content=story, headers={"content-type": "application/json"}).status_code
             == 401
@@ -180,7 +180,7 @@ def test_3_markup_is_stored_and_returned_as_text(client: TestClient[Litestar]) -
     assert bad_url.status_code == 400  # the schema admits only http(s) addresses
     sneaky = client.post("/articles", json={**article, "id": "js", "url": "https:///no-host"})
     assert sneaky.status_code == 422
-    assert "http:// or https://" in sneaky.text
+    assert "no host" in sneaky.text
 
 
 @pytest.mark.parametrize(
@@ -268,7 +268,7 @@ def test_7_damaged_vectors_with_an_intact_count_are_rebuilt_not_served(
         data[-3000:-100] = os.urandom(2900)
         path.write_bytes(bytes(data))
     app = create_app(settings, opener=lambda s: Answerer(saving(s), embedder, s), background=False)
-    with TestClient(app=app) as client:
+    with local_client(app) as client:
         answer = client.post("/ask", json={"question": "Who won the city marathon?"}).json()
         assert answer["passages"][0]["article_id"] == "t-marathon-record"
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from litestar.testing import TestClient
 
 from api.app import create_app
 from index import PackagedEmbedder, load_paths, make_ingestor, open_store
@@ -18,7 +17,7 @@ from index.store import IndexStore
 from rag import Answerer
 from rag.answer import make_composer
 from rag.generate import GenerativeComposer
-from tests.conftest import NEWS, SEED_ID, SEEDS, make_settings
+from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings
 from tests.servers import free_port, llama_server
 
 pytestmark = pytest.mark.slow
@@ -113,7 +112,7 @@ def test_the_api_says_whether_an_answer_was_generated(
 ) -> None:
     settings, store = indexed
     app = create_app(settings, opener=lambda s: _answerer(s, store, embedder, model), background=False)
-    with TestClient(app=app) as client:
+    with local_client(app) as client:
         body = client.post("/ask", json={"question": KARABAKH}, timeout=120).json()
         assert set(body) >= {"generated", "fallback", "sentences"}
         assert all(s["verified"] for s in body["sentences"])

@@ -14,15 +14,15 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.guard import RequestIdFilter
 from api.keys import KeyRing, normalize_origin
 from api.limits import Buckets, DailyCaps, client_address, parse_networks
+from api.logs import RequestIdFilter
 from index import PackagedEmbedder, load_paths, make_ingestor, open_store
 from index.config import Settings
 from index.errors import ConfigError
 from index.store import IndexStore
 from rag import Answerer
-from tests.conftest import NEWS, SEEDS, make_settings
+from tests.conftest import NEWS, SEEDS, local_client, make_settings
 from tests.servers import free_port, rag, rag_env, serving
 
 PROBLEM = "application/problem+json"
@@ -60,7 +60,7 @@ def _client(
         return Answerer(store, embedder, s)
 
     app = create_app(replace(settings, **options), opener=opener, background=False)  # type: ignore[arg-type]
-    return TestClient(app=app)
+    return local_client(app)
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from litestar.testing import TestClient
 
 from api.app import create_app
 from index import PackagedEmbedder, load_paths, make_ingestor, open_store
 from rag import ABSTAIN_TEXT, Answerer
-from tests.conftest import NEWS, SEED_ID, SEEDS, make_settings
+from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings
 from tests.servers import rag, rag_env, serving
 
 KARABAKH = {"question": "Why did Russian peacekeepers leave Karabakh?"}
@@ -127,7 +126,7 @@ def test_heartbeats_while_an_answer_is_being_made(
     app = create_app(
         settings, opener=lambda s: Answerer(store, embedder, s), background=False, heartbeat_seconds=0.0001
     )
-    with TestClient(app=app) as client:
+    with local_client(app) as client:
         response = client.post("/ask/stream", json=KARABAKH)
     events = _events(response.text)
     names = [name for name, _ in events]

@@ -54,13 +54,14 @@ from index.store import lexical as lexical_segments
 from index.store import vectors as vector_segments
 from index.store.catalog import Catalog, CatalogEntry
 from index.store.lexical import SegmentedBM25, Vocabulary
+from index.store.markers import DB_NAME, INDEX_MARKER, mark, marked, refuse_lost, require_metadata
+from index.store.markers import RECOVER as _RECOVER
 from index.store.vectors import SegmentedVectors
 from index.store.window import EVERYTHING, Layout, Window
 
 log = logging.getLogger("index.store")
 
 SCHEMA_VERSION = "4"
-DB_NAME = "meta.sqlite"
 DEFAULT_WATCH_SECONDS = 1.0
 DEFAULT_PERSIST_MIN = 20_000
 _BUSY_MS = 60_000
@@ -89,7 +90,6 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS articles_published ON articles(published_at);
 """
-_RECOVER = "delete the folder {dir} and run `rag ingest` again to rebuild it"
 _ARTICLE_COLUMNS = "a.id, a.title, a.body, a.source, a.url, a.published_at, a.authors, a.origin"
 
 
@@ -207,9 +207,10 @@ class IndexStore:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._refuse_orphan_files()
+        require_metadata(data_dir)
         self._db = self._connect()
         self._check_meta()
+        self._marked = marked(data_dir, INDEX_MARKER)
         self._stories: StoryIndex | None = None
         with self._write_lock:
             with self._read_transaction():
@@ -218,19 +219,6 @@ class IndexStore:
             self._publish()
 
     # --- opening -------------------------------------------------------------------------------------
-
-    def _refuse_orphan_files(self) -> None:
-        if self._path.exists():
-            return
-        derived = [
-            p.name for p in self.data_dir.iterdir() if p.name.startswith(("seg-", "vectors-", "bm25-"))
-        ]
-        if derived:
-            raise IndexCorruptError(
-                f"the index metadata {self._path} is missing but {len(derived)} segment files are "
-                f"still in {self.data_dir}: restore {DB_NAME} from a backup, or "
-                f"{_RECOVER.format(dir=self.data_dir)}"
-            )
 
     def _connect(self, reader: bool = False) -> sqlite3.Connection:
         try:
@@ -281,6 +269,10 @@ class IndexStore:
                 f"the index in {self.data_dir} has schema {meta.get('schema')}, this code reads "
                 f"{SCHEMA_VERSION}; {_RECOVER.format(dir=self.data_dir)}"
             )
+        if meta.get("generation") == "0" and marked(self.data_dir, INDEX_MARKER):
+            refuse_lost(self.data_dir, INDEX_MARKER, "articles")
+        if meta.get("generation", "0") != "0" and not marked(self.data_dir, INDEX_MARKER):
+            mark(self.data_dir, INDEX_MARKER)  # an index written before markers existed
         if meta.get("model") != self.model_name or meta.get("dimension") != str(self.dimension):
             raise IndexMismatchError(
                 f"the index in {self.data_dir} was built with {meta.get('model')} ({meta.get('dimension')} "
@@ -597,6 +589,9 @@ class IndexStore:
             )
             self._catalog = self._catalog.changed(entries, ())
             self._generation = generation
+            if not self._marked:
+                mark(self.data_dir, INDEX_MARKER)
+                self._marked = True
             if publish:
                 self._publish()
 
