@@ -36,13 +36,14 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from api.config import Settings
 from api.guard import Doorkeeper, Guard
 from api.jobs import IngestJobs, QueueFullError
-from api.keys import KeyRing
 from api.limits import DailyCaps, parse_networks
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
 from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
 from api.openapi import ArticlesOperation, StrictStructSchemaPlugin
+from api.root import build_answerer, build_ingestor, open_keys
 from api.schemas import (
     MAX_ARTICLES_PER_REQUEST,
     AnswerOut,
@@ -60,9 +61,8 @@ from api.schemas import (
     job_out,
     passage_out,
 )
-from index import ArticleError, Ingestor, make_ingestor, parse_record
+from index import ArticleError, Ingestor, parse_record
 from index.clean import VISIBLE
-from index.config import DEFAULT_MAX_QUESTION_CHARS, Settings
 from index.errors import (
     ArticleNotFoundError,
     ConfigError,
@@ -72,8 +72,9 @@ from index.errors import (
     RagError,
 )
 from index.records import ID_PATTERN, Article
-from rag import Answer, Answerer, Filters, open_answerer
+from rag import Answer, Answerer, Filters
 from rag.answer import MAX_TOP_K
+from rag.config import DEFAULT_MAX_QUESTION_CHARS
 
 log = logging.getLogger("api")
 ASK: dict[str, Any] = {"scope": "ask"}
@@ -133,14 +134,15 @@ class Service:
         try:
             answerer = opener(self.settings)
             answerer.store.watch()
-            ingestor = make_ingestor(self.settings, answerer.store, answerer.embedder)
-            keys = KeyRing(self.settings.data_dir)
+            ingestor = build_ingestor(self.settings, answerer)
+            keys = open_keys(self.settings)
+            service = self.settings.service
             try:
-                proxies = parse_networks(self.settings.trusted_proxies)
+                proxies = parse_networks(service.trusted_proxies)
             except ValueError as exc:
                 raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
             # A job commits about one request budget of text at a time, so its progress moves as it goes.
-            budget = self.settings.ingest_sync_chars
+            budget = service.ingest_sync_chars
             self.jobs = IngestJobs(
                 lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget)
             )
@@ -150,9 +152,9 @@ class Service:
                 keys,
                 DailyCaps(keys),
                 self.open_without_keys,
-                self.settings.rate_per_address,
+                service.rate_per_address,
                 proxies,
-                frozenset(h.lower() for h in self.settings.allowed_hosts),
+                frozenset(h.lower() for h in service.allowed_hosts),
             )
             self.ready.set()
         except RagError as exc:
@@ -344,9 +346,9 @@ def post_articles(
             items.append(exc)
     if all(isinstance(item, ArticleError) for item in items):
         raise ArticleError("body", "no article could be ingested: " + "; ".join(map(str, items)))
-    settings = service.settings
+    budget = service.settings.service
     text = sum(len(r.body) for r in records)
-    if len(records) > settings.ingest_sync_articles or text > settings.ingest_sync_chars:
+    if len(records) > budget.ingest_sync_articles or text > budget.ingest_sync_chars:
         assert service.jobs is not None
         job = service.jobs.submit(items)
         out = job_out(job)
@@ -485,7 +487,7 @@ async def _complete_allow(message: Message, scope: Scope) -> None:
 
 def create_app(
     settings: Settings,
-    opener: Callable[[Settings], Answerer] = open_answerer,
+    opener: Callable[[Settings], Answerer] = build_answerer,
     background: bool = True,
     on_load_error: Callable[[str], None] | None = None,
     open_without_keys: bool = True,
@@ -538,10 +540,10 @@ def create_app(
         on_startup=[start],
         on_shutdown=[service.close],
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],
-        middleware=[prometheus.middleware, Guard(lambda: service.door, settings.max_body_bytes)],
+        middleware=[prometheus.middleware, Guard(lambda: service.door, settings.service.max_body_bytes)],
         exception_handlers={Exception: _internal},
         before_send=[_complete_allow],
-        request_max_body_size=settings.max_body_bytes,
+        request_max_body_size=settings.service.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="News QA",
             version="0.2.0",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -11,9 +12,10 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from api.config import DEFAULT_RATE_PER_ADDRESS, Settings
 from api.keys import SCOPES
 from api.logs import SafeFormatter
-from index.config import DEFAULT_RATE_PER_ADDRESS, Settings
+from index.config import DEFAULT_SHARDS, ClusterSettings
 from index.errors import RagError
 
 
@@ -129,7 +131,9 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
 
 def _cluster_options(ingest: argparse.ArgumentParser) -> None:
     ingest.add_argument("--cluster", metavar="ADDRESS", help="ingest into the index on this Ray cluster")
-    ingest.add_argument("--shards", type=int, default=2, help="shards, when the cluster has no index yet")
+    ingest.add_argument(
+        "--shards", type=int, default=DEFAULT_SHARDS, help="shards, when the cluster has no index yet"
+    )
     ingest.add_argument("--replicas", type=int, default=1, help="copies of each shard, on different nodes")
     ingest.add_argument(
         "--cluster-dir",
@@ -153,26 +157,47 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _with_model(settings: Settings, args: argparse.Namespace) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(
-        settings,
-        llm_base_url=args.llm_base_url or settings.llm_base_url,
-        llm_model=args.llm_model or settings.llm_model,
-        llm_api_key=args.llm_api_key or settings.llm_api_key,
+    answers = dataclasses.replace(
+        settings.answers,
+        llm_base_url=args.llm_base_url or settings.answers.llm_base_url,
+        llm_model=args.llm_model or settings.answers.llm_model,
+        llm_api_key=args.llm_api_key or settings.answers.llm_api_key,
     )
+    return dataclasses.replace(settings, answers=answers)
+
+
+def _with_cluster(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings with the index on the Ray cluster `--cluster` names (when it names one)."""
+    if not getattr(args, "cluster", None):
+        return settings
+    cluster = ClusterSettings(
+        address=args.cluster,
+        base_dir=getattr(args, "cluster_dir", None) or str(settings.service.data_dir / "cluster"),
+        shards=getattr(args, "shards", DEFAULT_SHARDS),
+        replicas=getattr(args, "replicas", 1),
+        workers=getattr(args, "workers", 1),
+    )
+    return dataclasses.replace(settings, index=dataclasses.replace(settings.index, cluster=cluster))
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+    from api.root import prepare_data_folder
+    from index import PackagedEmbedder, load_paths, make_ingestor, open_index
 
-    if args.cluster:
-        return _ingest_on_cluster(settings, args)
+    settings = _with_cluster(settings, args)
+    prepare_data_folder(settings)
     embedder = PackagedEmbedder()
-    store = open_store(settings, embedder)
-    report = make_ingestor(settings, store, embedder).ingest(
-        load_paths(args.paths), progress=False if args.quiet else None
-    )
+    store = open_index(settings.index, embedder)
+    progress = False if args.quiet else None
+    if settings.index.cluster is not None:
+        from index.cluster import ShardedStore
+        from index.cluster_ingest import ingest_on_cluster
+
+        assert isinstance(store, ShardedStore)
+        workers = settings.index.cluster.workers
+        report = ingest_on_cluster(store, load_paths(args.paths), settings.index, workers, progress=progress)
+    else:
+        report = make_ingestor(settings.index, store, embedder).ingest(load_paths(args.paths), progress)
     for message in report.failed:
         print(f"rag ingest: skipped {message}", file=sys.stderr)
     print(
@@ -183,30 +208,12 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _ingest_on_cluster(settings: Settings, args: argparse.Namespace) -> int:
-    from index import load_paths
-    from index.cluster import open_cluster
-    from index.cluster_ingest import ingest_on_cluster
-
-    base = args.cluster_dir or str(settings.data_dir / "cluster")
-    store = open_cluster(args.cluster, base, args.shards, args.replicas)
-    report = ingest_on_cluster(
-        store, load_paths(args.paths), settings, workers=args.workers, progress=False if args.quiet else None
-    )
-    for message in report.failed:
-        print(f"rag ingest: skipped {message}", file=sys.stderr)
-    print(
-        f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
-        f"{len(report.failed)} failed; the cluster holds {store.article_count()} articles in {store.size} "
-        f"chunks on {store.shards} shards"
-    )
-    return 1 if report.failed else 0
-
-
 def _delete(settings: Settings, args: argparse.Namespace) -> int:
-    from index import PackagedEmbedder, open_store
+    from api.root import prepare_data_folder
+    from index import PackagedEmbedder, open_index
 
-    store = open_store(settings, PackagedEmbedder())
+    prepare_data_folder(settings)
+    store = open_index(settings.index, PackagedEmbedder())
     for article_id in args.ids:
         store.delete(article_id)
         print(f"deleted {article_id}")
@@ -216,10 +223,11 @@ def _delete(settings: Settings, args: argparse.Namespace) -> int:
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     import msgspec
 
+    from api.root import build_answerer
     from api.schemas import answer_out
-    from rag import Filters, open_answerer
+    from rag import Filters
 
-    answerer = open_answerer(_with_model(settings, args))
+    answerer = build_answerer(_with_model(settings, args))
     filters = Filters(tuple(args.source), args.after, args.before)
     answer = answerer.ask(
         answerer.question(args.question, as_of=args.as_of, top_k=args.top_k, filters=filters)
@@ -238,9 +246,9 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_add(settings: Settings, args: argparse.Namespace) -> int:
-    from api.keys import KeyRing
+    from api.root import open_keys
 
-    keys = KeyRing(settings.data_dir)
+    keys = open_keys(settings)
     token = keys.add(args.name, args.scope, args.origin, args.per_minute, args.per_day)
     keys.close()
     print(token)
@@ -249,10 +257,10 @@ def _keys_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    from api.keys import KeyRing
+    from api.root import open_keys
 
     del args
-    keys = KeyRing(settings.data_dir)
+    keys = open_keys(settings)
     rows = keys.keys()
     keys.close()
     if not rows:
@@ -269,9 +277,9 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from api.keys import KeyRing
+    from api.root import open_keys
 
-    keys = KeyRing(settings.data_dir)
+    keys = open_keys(settings)
     keys.revoke(args.name)
     keys.close()
     print(f"revoked {args.name}")
@@ -288,26 +296,26 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import dataclasses
-
     import uvicorn
 
     from api.app import create_app
-    from api.keys import KeyRing
-    from index.embed import BatchingEmbedder, PackagedEmbedder, set_threads
-    from rag import Answerer, open_answerer
+    from api.root import build_answerer, open_keys
+    from index.embed import set_threads
+    from rag import Answerer
 
     set_threads(args.threads)
-    settings = _with_model(settings, args)
+    settings = _with_cluster(_with_model(settings, args), args)
+    service = settings.service
     if args.rate_per_address is not None:
-        settings = dataclasses.replace(settings, rate_per_address=args.rate_per_address)
+        service = dataclasses.replace(service, rate_per_address=args.rate_per_address)
     if args.trusted_proxy is not None:
-        settings = dataclasses.replace(settings, trusted_proxies=tuple(args.trusted_proxy))
+        service = dataclasses.replace(service, trusted_proxies=tuple(args.trusted_proxy))
     if args.allowed_host is not None:
-        settings = dataclasses.replace(settings, allowed_hosts=tuple(args.allowed_host))
+        service = dataclasses.replace(service, allowed_hosts=tuple(args.allowed_host))
+    settings = dataclasses.replace(settings, service=service)
     loopback = _is_loopback(args.host)
     if not loopback and not args.insecure:
-        keys = KeyRing(settings.data_dir)
+        keys = open_keys(settings)
         active = keys.active()
         keys.close()
         if not active:
@@ -326,15 +334,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             server.should_exit = True
 
     def opener(s: Settings) -> Answerer:  # concurrent questions share model calls
-        embedder = BatchingEmbedder(PackagedEmbedder())
-        if args.cluster:
-            from index.cluster import ShardedStore, connect, find_layout
-            from rag.answer import make_composer
-
-            connect(args.cluster)
-            store = ShardedStore(find_layout())
-            return Answerer(store, embedder, s, composer=make_composer(s, embedder, store))
-        return open_answerer(s, embedder)
+        return build_answerer(s, batching=True)
 
     app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
@@ -350,8 +350,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     server.run()
-    service = app.state.service
-    if service.error:
-        print(f"rag serve: the index could not be loaded: {service.error}", file=sys.stderr)
+    app_service = app.state.service
+    if app_service.error:
+        print(f"rag serve: the index could not be loaded: {app_service.error}", file=sys.stderr)
         return 2
     return 0

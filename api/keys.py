@@ -1,14 +1,15 @@
 """API keys: who may ask, who may write, from which web pages, how often.
 
-Keys live in the index's SQLite file (table ``api_keys``), stored as SHA-256 hashes of random 256-bit
-tokens, so a copied database reveals no usable key; the token is shown once, when it is created. The
-first key writes ``keys.marker`` (index/store/markers.py): a folder whose keys were lost with its
-SQLite file refuses to open rather than serve without keys.
+Keys live in the service's own SQLite file (``service.sqlite`` beside the index's folder, table
+``api_keys``), stored as SHA-256 hashes of random 256-bit tokens, so a copied database reveals no usable
+key; the token is shown once, when it is created. The first key writes ``keys.marker`` beside the file:
+a folder whose keys were lost with it refuses to open rather than serve without keys.
 Daily usage is kept in ``api_key_usage`` so a restart does not reset a daily cap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -21,8 +22,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from index.errors import ConfigError
-from index.store.markers import DB_NAME, KEYS_MARKER, mark, marked, refuse_lost, require_metadata
+from index.errors import ConfigError, IndexCorruptError
+from index.store.markers import KEYS_MARKER, mark, marked, refuse_lost
 
 SCOPES = ("ask", "admin")
 TOKEN_PREFIX = "nqa_"  # noqa: S105 - a marker that makes leaked keys easy to search for, not a secret
@@ -76,13 +77,18 @@ def hash_token(token: str) -> str:
 
 
 class KeyRing:
-    """The keys of one index. Lookups hit SQLite every time, so a revocation takes effect at once."""
+    """The service's keys. Lookups hit SQLite every time, so a revocation takes effect at once."""
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        require_metadata(data_dir)
-        self._data_dir = data_dir
-        path = data_dir / DB_NAME
+    def __init__(self, path: Path) -> None:
+        """Open (or create) the key table in the SQLite file ``path``; refuse one whose keys were lost."""
+        folder = path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if not path.exists() and marked(folder, KEYS_MARKER):
+            raise IndexCorruptError(
+                f"the service's key file {path} is missing, but {folder / KEYS_MARKER} says keys were "
+                "created: restore it from a backup, or delete the marker and create the keys again"
+            )
+        self._folder = folder
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout = 60000")
@@ -94,11 +100,24 @@ class KeyRing:
             self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"the key table cannot be opened ({exc})") from exc
-        if not stored and marked(data_dir, KEYS_MARKER):
+        if not stored and marked(folder, KEYS_MARKER):
             self._db.close()
-            refuse_lost(data_dir, KEYS_MARKER, "API keys")
+            self._reader.close()
+            refuse_lost(folder, KEYS_MARKER, "API keys", path.name)
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
+
+    @staticmethod
+    def adopt(path: Path, keys: Sequence[Sequence[object]], usage: Sequence[Sequence[object]]) -> None:
+        """Store key and usage rows copied from an older layout's file (api/layout.py); idempotent."""
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR IGNORE INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", keys)
+            db.executemany("INSERT OR IGNORE INTO api_key_usage VALUES (?, ?, ?)", usage)
+            db.execute("COMMIT")
+        if keys:
+            mark(path.parent, KEYS_MARKER)
 
     def add(
         self,
@@ -126,7 +145,7 @@ class KeyRing:
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (name, hash_token(token), scope, json.dumps(normalized), per_minute, per_day, now, token[:8]),
             )
-        mark(self._data_dir, KEYS_MARKER)
+        mark(self._folder, KEYS_MARKER)
         return token
 
     def revoke(self, name: str) -> None:

@@ -9,11 +9,11 @@ import msgspec
 
 from api.jobs import Job
 from index.clean import VISIBLE
-from index.config import DEFAULT_MAX_QUESTION_CHARS
 from index.dates import DATE_PATTERN
 from index.records import ID_PATTERN, Article, IngestReport
 from index.urls import MAX_URL_CHARS
 from rag.answer import MAX_TOP_K
+from rag.config import DEFAULT_MAX_QUESTION_CHARS
 from rag.records import Answer, Citation, Hit
 
 MAX_ARTICLE_CHARS = 200_000

@@ -35,11 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evals.cache import cached_answerer  # noqa: E402
+from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store  # noqa: E402
+from index import PackagedEmbedder, load_paths, make_ingestor, open_index  # noqa: E402
 from index.cluster import NAMESPACE, ShardedStore, create_layout, find_layout  # noqa: E402
 from index.cluster_ingest import ingest_on_cluster  # noqa: E402
-from index.config import Settings  # noqa: E402
+from index.config import IndexSettings  # noqa: E402
 from index.embed import set_threads  # noqa: E402
 from index.records import Article  # noqa: E402
 from rag import Answerer  # noqa: E402
@@ -58,14 +59,16 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(p50), float(p95)
 
 
-def ingest_rates(cluster: Any, items: list[Article], size: int, work: Path, base: Settings) -> ShardedStore:
+def ingest_rates(
+    cluster: Any, items: list[Article], size: int, work: Path, base: EvalSettings
+) -> ShardedStore:
     """Articles per second on one machine, then on the cluster with one and two worker nodes; returns
     the cluster's index with every item."""
     embedder = PackagedEmbedder()
     first, second, rest = items[:size], items[size : 2 * size], items[2 * size :]
     set_threads(2)
-    local = Settings(data_dir=work / "one-machine", tiktoken_cache_dir=base.tiktoken_cache_dir)
-    store = open_store(local, embedder)
+    local = IndexSettings(data_dir=work / "one-machine", tiktoken_cache_dir=base.index.tiktoken_cache_dir)
+    store = open_index(local, embedder)
     start = time.perf_counter()
     make_ingestor(local, store, embedder).ingest(first, progress=False)
     one_machine = _rate("one machine, 2 threads", len(first), time.perf_counter() - start)
@@ -73,7 +76,7 @@ def ingest_rates(cluster: Any, items: list[Article], size: int, work: Path, base
 
     create_layout(str(work / "shards"), 2, 1, embedder.name, embedder.dimension)
     sharded = ShardedStore(find_layout())
-    settings = Settings(data_dir=work / "driver", tiktoken_cache_dir=base.tiktoken_cache_dir)
+    settings = base.index
     start = time.perf_counter()
     ingest_on_cluster(sharded, first, settings, workers=1, progress=False)
     one_node = _rate("cluster, 1 worker node", len(first), time.perf_counter() - start)
@@ -91,11 +94,11 @@ def ingest_rates(cluster: Any, items: list[Article], size: int, work: Path, base
     return sharded
 
 
-def query_latency(sharded: ShardedStore, count: int, base: Settings) -> None:
+def query_latency(sharded: ShardedStore, count: int, base: EvalSettings) -> None:
     """The same questions through the cluster and through one machine's index of the same corpus."""
     set_threads(1)
     embedder = PackagedEmbedder()
-    clustered = Answerer(sharded, embedder, base)
+    clustered = Answerer(sharded, embedder)
     single = cached_answerer(BRIEFS / "corpus.jsonl", base, embedder)
     questions = list(load_dataset(BRIEFS).questions)[:count]
     times: dict[str, list[float]] = {"one machine": [], "cluster": []}
@@ -126,7 +129,7 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    base = Settings.from_env()
+    base = EvalSettings.from_env()
     items = [a for a in load_paths([BRIEFS / "corpus.jsonl"]) if isinstance(a, Article)]
     work = Path(tempfile.mkdtemp(prefix="newsrag-cluster-bench-"))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})

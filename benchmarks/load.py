@@ -29,10 +29,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evals.cache import cached_answerer  # noqa: E402
+from evals.cache import cached_answerer, index_key  # noqa: E402
+from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
 from index import PackagedEmbedder  # noqa: E402
-from index.config import Settings  # noqa: E402
 from tests.servers import rag, serving  # noqa: E402
 
 
@@ -154,16 +154,16 @@ def main() -> int:
     args = parser.parse_args()
 
     dataset = load_dataset(args.dataset)
-    settings = Settings.from_env()
+    settings = EvalSettings.from_env()
     answerer = cached_answerer(dataset.corpus, settings, PackagedEmbedder())
-    source = answerer.store.data_dir
+    source = settings.cache_dir / index_key(dataset.corpus, settings.index)
     answerer.store.close()
     work = Path(tempfile.mkdtemp(prefix="newsrag-load-"))
-    shutil.copytree(source, work / "data")
+    shutil.copytree(source, work / "data" / "index")
     env = {
         **os.environ,
         "RAG_DATA_DIR": str(work / "data"),
-        "TIKTOKEN_CACHE_DIR": str(settings.tiktoken_cache_dir),
+        "TIKTOKEN_CACHE_DIR": str(settings.index.tiktoken_cache_dir),
     }
     keys = {
         scope: rag("keys", "add", f"load-{scope}", "--scope", scope, env=env).stdout.strip()

@@ -87,11 +87,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evals.cache import cached_answerer, index_key  # noqa: E402
+from evals.config import EvalSettings  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from evals.harness import mean_scores, ranking_of, retrieval_scores  # noqa: E402
 from evals.split import in_tune_half  # noqa: E402
 from index import PackagedEmbedder  # noqa: E402
-from index.config import Settings  # noqa: E402
 from index.embed import set_threads  # noqa: E402
 from rag import Answerer  # noqa: E402
 
@@ -191,11 +191,11 @@ class OwnSystem:
     """This project's served retriever over rag eval's cached index."""
 
     def __init__(
-        self, corpus: Path, settings: Settings, embedder: PackagedEmbedder, fresh: Path | None
+        self, corpus: Path, settings: EvalSettings, embedder: PackagedEmbedder, fresh: Path | None
     ) -> None:
         if fresh is not None:
-            settings = dataclasses.replace(settings, eval_cache_dir=fresh)
-        cached = (settings.eval_cache_dir / index_key(corpus, settings) / "COMPLETE").exists()
+            settings = dataclasses.replace(settings, cache_dir=fresh)
+        cached = (settings.cache_dir / index_key(corpus, settings.index) / "COMPLETE").exists()
         started = time.perf_counter()
         self.answerer: Answerer = cached_answerer(corpus, settings, embedder, progress=_progress())
         self.build_s = None if cached else _timed(started)
@@ -386,7 +386,7 @@ def run_dataset(
                 fresh = None
                 if args.fresh_index:
                     fresh = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peers-own-")))
-                system = OwnSystem(dataset.corpus, Settings.from_env(), embedder, fresh)
+                system = OwnSystem(dataset.corpus, EvalSettings.from_env(), embedder, fresh)
                 results.append(measure(name, dataset.name, system, questions))
             continue
         if name in {"txtai-hybrid", "txtai-numpy"}:

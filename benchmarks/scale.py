@@ -44,17 +44,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evals.cache import cached_answerer  # noqa: E402
+from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
 from index import PackagedEmbedder  # noqa: E402
 from index.chunk import ChunkDraft  # noqa: E402
-from index.config import Settings  # noqa: E402
 from index.embed import set_threads  # noqa: E402
-from index.lexical import tokenize  # noqa: E402
 from index.records import Article, Span  # noqa: E402
 from index.sentences import split_sentences  # noqa: E402
 from index.store import ArticleWrite, IndexStore  # noqa: E402
 from index.store.lexical import SegmentedReader  # noqa: E402
 from index.store.store import quantize  # noqa: E402
+from index.terms import tokenize  # noqa: E402
 
 BRIEFS = ROOT / "evals" / "datasets" / "realtimeqa-briefs"
 SIZES = (10_000, 100_000, 1_000_000)
@@ -76,7 +76,7 @@ class Source:
     """Real material the stream is drawn from: briefs chunk vectors, words, their stems and frequencies."""
 
     def __init__(self) -> None:
-        answerer = cached_answerer(BRIEFS / "corpus.jsonl", Settings.from_env(), PackagedEmbedder())
+        answerer = cached_answerer(BRIEFS / "corpus.jsonl", EvalSettings.from_env(), PackagedEmbedder())
         store = answerer.store
         ids = store.chunk_ids()
         self.vectors = store.snapshot().vectors(ids)
@@ -261,8 +261,7 @@ def measure(n_chunks: int, questions: int) -> dict[str, float]:  # noqa: PLR0915
     started = time.perf_counter()
     store = IndexStore(work, embedder.name, embedder.dimension)
     open_s = time.perf_counter() - started
-    settings = Settings(data_dir=work, tiktoken_cache_dir=Settings.from_env().tiktoken_cache_dir)
-    answerer = Answerer(store, embedder, settings)
+    answerer = Answerer(store, embedder)
     dataset = load_dataset(BRIEFS)
     asked = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())[:questions]
     answerer.ask(answerer.question("warm up", as_of=asked[0].asked_on))

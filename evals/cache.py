@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import shutil
 from pathlib import Path
 
+from evals.config import EvalSettings
 from evals.data import DatasetError
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
-from index.config import PROJECT_ROOT, Settings
+from index import PackagedEmbedder, load_paths, make_ingestor, open_index
+from index.config import PROJECT_ROOT, IndexSettings
 from rag import Answerer
 
 _INDEX_CODE = (
     "clean.py",
-    "lexical.py",
+    "terms.py",
     "dedup.py",
     "load.py",
     "sentences.py",
     "chunk.py",
     "ingest.py",
     "store/store.py",
+    "store/markers.py",
     "store/catalog.py",
     "store/vectors.py",
     "store/lexical.py",
@@ -28,10 +31,12 @@ _INDEX_CODE = (
     "embed.py",
     "config.py",
     "records.py",
+    "urls.py",
+    "dates.py",
 )
 
 
-def index_key(corpus: Path, settings: Settings) -> str:
+def index_key(corpus: Path, settings: IndexSettings) -> str:
     """Hash of the corpus bytes, the chunking settings, the model and the indexing code."""
     digest = hashlib.sha256()
     digest.update(corpus.read_bytes())
@@ -42,29 +47,29 @@ def index_key(corpus: Path, settings: Settings) -> str:
 
 
 def cached_answerer(
-    corpus: Path, base: Settings, embedder: PackagedEmbedder, progress: bool | None = None
+    corpus: Path, base: EvalSettings, embedder: PackagedEmbedder, progress: bool | None = None
 ) -> Answerer:
     """An Answerer over ``corpus``, built once and reused while nothing that shapes it changes."""
-    key = index_key(corpus, base)
-    folder = base.eval_cache_dir / key
-    settings = Settings(data_dir=folder, tiktoken_cache_dir=base.tiktoken_cache_dir)
+    key = index_key(corpus, base.index)
+    folder = base.cache_dir / key
+    settings = dataclasses.replace(base.index, data_dir=folder, cluster=None)
     done = folder / "COMPLETE"
-    base.eval_cache_dir.mkdir(parents=True, exist_ok=True)
+    base.cache_dir.mkdir(parents=True, exist_ok=True)
     # One builder at a time: a second process waits for the first one's index instead of deleting it.
-    with (base.eval_cache_dir / f"{key}.lock").open("w") as lock:
+    with (base.cache_dir / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
             _build(corpus, folder, settings, embedder, progress)
             done.write_text(key)
-    return Answerer(open_store(settings, embedder), embedder, settings)
+    return Answerer(open_index(settings, embedder), embedder)
 
 
 def _build(
-    corpus: Path, folder: Path, settings: Settings, embedder: PackagedEmbedder, progress: bool | None
+    corpus: Path, folder: Path, settings: IndexSettings, embedder: PackagedEmbedder, progress: bool | None
 ) -> None:
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted build: start over rather than trust it
-    store = open_store(settings, embedder)
+    store = open_index(settings, embedder)
     report = make_ingestor(settings, store, embedder).ingest(load_paths([corpus]), progress=progress)
     store.close()
     if not (report.added or report.replaced):
@@ -73,7 +78,7 @@ def _build(
     (folder / "REJECTED").write_text("".join(f"{line}\n" for line in report.failed))
 
 
-def rejected_records(corpus: Path, base: Settings) -> list[str]:
+def rejected_records(corpus: Path, base: EvalSettings) -> list[str]:
     """Messages for the corpus records that the cached index for ``corpus`` could not ingest."""
-    path = base.eval_cache_dir / index_key(corpus, base) / "REJECTED"
+    path = base.cache_dir / index_key(corpus, base.index) / "REJECTED"
     return path.read_text().splitlines() if path.exists() else []

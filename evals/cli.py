@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from evals.config import EvalSettings
 from evals.harness import ANSWER_METRICS, RETRIEVAL_METRICS
-from index.config import Settings
+from index.config import IndexSettings
+from rag.config import AnswerSettings
 
 GATE_METRICS = (*RETRIEVAL_METRICS, *ANSWER_METRICS)
+
+
+class Settings(Protocol):
+    """The parts of the service's settings (api/config.py) that `rag eval` reads."""
+
+    @property
+    def index(self) -> IndexSettings: ...
+
+    @property
+    def answers(self) -> AnswerSettings: ...
 
 
 def add_eval_command(commands: Any) -> None:
@@ -117,7 +130,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     metrics = evaluation.metrics
     from evals.cache import rejected_records
 
-    metrics["corpus_rejected"] = rejected_records(dataset.corpus, settings)
+    metrics["corpus_rejected"] = rejected_records(dataset.corpus, _eval_settings(settings))
     checks = []
     for metric, minimum in minimums:
         value = metrics.get(metric)
@@ -157,6 +170,10 @@ def _print_table(metrics: dict[str, Any]) -> None:
         print(f"  fallbacks              {metrics['fallbacks'] or 'none'}")
 
 
+def _eval_settings(settings: Settings) -> EvalSettings:
+    return dataclasses.replace(EvalSettings.from_env(), index=settings.index)
+
+
 def _answerer(
     dataset: Any, settings: Settings, embedder: Any, args: argparse.Namespace, progress: bool | None
 ) -> Any:
@@ -164,29 +181,33 @@ def _answerer(
     from evals.cache import cached_answerer
     from evals.data import DatasetError
     from evals.stages import staged
+    from index.tokens import encoding
+    from rag.answer import make_composer
 
     if args.cluster:
-        from index import load_paths
-        from index.cluster import open_cluster
+        from index import load_paths, open_index
+        from index.cluster import ShardedStore
         from index.cluster_ingest import ingest_on_cluster
+        from index.config import ClusterSettings
         from rag import Answerer
 
-        store = open_cluster(args.cluster, str(settings.data_dir / "cluster"))
-        ingest_on_cluster(store, load_paths([dataset.corpus]), settings, progress=progress)
-        answerer = staged(Answerer(store, embedder, settings), args.stage)
+        base_dir = str(settings.index.data_dir.parent / "cluster")
+        index = dataclasses.replace(settings.index, cluster=ClusterSettings(args.cluster, base_dir))
+        store = open_index(index, embedder)
+        assert isinstance(store, ShardedStore)
+        ingest_on_cluster(store, load_paths([dataset.corpus]), index, progress=progress)
+        answerer = staged(Answerer(store, embedder, settings.answers), args.stage)
     else:
-        answerer = staged(cached_answerer(dataset.corpus, settings, embedder, progress), args.stage)
+        cached = cached_answerer(dataset.corpus, _eval_settings(settings), embedder, progress)
+        answerer = staged(cached, args.stage)
     if args.composer == "generative":
-        import dataclasses
-
-        from rag.answer import make_composer
-
         llm = dataclasses.replace(
-            settings,
-            llm_base_url=args.llm_base_url or settings.llm_base_url,
-            llm_model=args.llm_model or settings.llm_model,
+            settings.answers,
+            llm_base_url=args.llm_base_url or settings.answers.llm_base_url,
+            llm_model=args.llm_model or settings.answers.llm_model,
         )
         if not llm.llm_base_url:
             raise DatasetError("--composer generative needs a model: --llm-base-url and --llm-model")
-        answerer.composer = make_composer(llm, embedder, answerer.store)
+        tokens = encoding(settings.index.tiktoken_cache_dir)
+        answerer.composer = make_composer(llm, embedder, answerer.store, tokens)
     return answerer

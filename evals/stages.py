@@ -14,7 +14,7 @@ from rag.retrieve import DenseRetriever, NewsRetriever, RetrievalConfig, Retriev
 
 FULL = RetrievalConfig()
 STAGES: dict[str, Callable[[Answerer], Retriever]] = {
-    "dense": lambda a: DenseRetriever(a.store, a.embedder),
+    "dense": lambda a: DenseRetriever(a.store),
     "hybrid": lambda a: NewsRetriever(
         a.store, FusionRanker(), RetrievalConfig(time=False, collapse_stories=False)
     ),

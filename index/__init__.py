@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from index.chunk import Chunker
-from index.config import Settings
+from index.config import IndexSettings
 from index.embed import Embedder, PackagedEmbedder
 from index.errors import ArticleError, RagError
 from index.ingest import Ingestor
@@ -21,28 +19,39 @@ __all__ = [
     "Chunk",
     "Chunker",
     "Embedder",
+    "IndexSettings",
     "IndexStore",
     "IngestReport",
     "Ingestor",
     "PackagedEmbedder",
     "RagError",
-    "Settings",
     "Span",
     "load_paths",
     "make_ingestor",
-    "open_store",
+    "open_index",
     "parse_record",
 ]
 
 
-def open_store(settings: Settings, embedder: Embedder) -> IndexStore:
-    """The index under ``settings.data_dir`` for ``embedder``; stops with a clear error when unusable."""
-    return IndexStore(Path(settings.data_dir), embedder.name, embedder.dimension)
+def open_index(settings: IndexSettings, embedder: Embedder) -> StoreView:
+    """The index ``settings`` name, for ``embedder``: on this machine (``settings.data_dir``) or, when
+    ``settings.cluster`` is set, in shards on that Ray cluster (created there when it has none). The one
+    place a backend is chosen; stops with a clear error when the index is unusable."""
+    if settings.cluster is not None:
+        from index.cluster import open_cluster
+
+        c = settings.cluster
+        return open_cluster(c.address, c.base_dir, c.shards, c.replicas, embedder.name, embedder.dimension)
+    return IndexStore(settings.data_dir, embedder.name, embedder.dimension)
 
 
-def make_ingestor(settings: Settings, store: StoreView, embedder: Embedder) -> Ingestor:
+def make_ingestor(settings: IndexSettings, store: StoreView, embedder: Embedder) -> Ingestor:
     """An Ingestor with the chunking the settings ask for."""
-    chunker = Chunker(
+    return Ingestor(store, embedder, chunker(settings))
+
+
+def chunker(settings: IndexSettings) -> Chunker:
+    """The chunker the settings ask for."""
+    return Chunker(
         encoding(settings.tiktoken_cache_dir), settings.chunk_tokens, settings.chunk_overlap_tokens
     )
-    return Ingestor(store, embedder, chunker)

@@ -174,13 +174,11 @@ def find_layout() -> list[list[Any]]:
 
 
 def open_cluster(
-    address: str, base_dir: str, shards: int = 2, replicas: int = 1, dimension: int = 384
+    address: str, base_dir: str, shards: int, replicas: int, model_name: str, dimension: int
 ) -> ShardedStore:
     """The index on the Ray cluster at ``address``, its shard actors started when it has none yet."""
-    from index.config import DEFAULT_MODEL_NAME
-
     connect(address)
-    layout = find_layout() or create_layout(base_dir, shards, replicas, DEFAULT_MODEL_NAME, dimension)
+    layout = find_layout() or create_layout(base_dir, shards, replicas, model_name, dimension)
     return ShardedStore(layout)
 
 

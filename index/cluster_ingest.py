@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from index.cluster import ShardedStore
-from index.config import Settings
+from index.config import IndexSettings
 from index.dedup import StoryIndex, signature
 from index.errors import ArticleError
 from index.records import Article, IngestReport
@@ -55,17 +55,13 @@ class StoryAssigner:
 class _Prepare:
     """A Ray Data worker: chunks and embeds batches of pickled articles with the packaged model."""
 
-    def __init__(self, settings: Settings) -> None:
-        from index import PackagedEmbedder
-        from index.chunk import Chunker
+    def __init__(self, settings: IndexSettings) -> None:
+        from index import PackagedEmbedder, chunker
         from index.embed import set_threads
-        from index.tokens import encoding
 
         set_threads(1)  # one CPU reserved per worker: one thread, or workers on one node fight over cores
         self._embedder = PackagedEmbedder()
-        self._chunker = Chunker(
-            encoding(settings.tiktoken_cache_dir), settings.chunk_tokens, settings.chunk_overlap_tokens
-        )
+        self._chunker = chunker(settings)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from index.ingest import prepare
@@ -85,7 +81,7 @@ class _Prepare:
 def ingest_on_cluster(
     store: ShardedStore,
     items: Iterable[Article | ArticleError],
-    settings: Settings,
+    settings: IndexSettings,
     workers: int = 1,
     batch_articles: int = DEFAULT_BATCH_ARTICLES,
     progress: bool | None = None,

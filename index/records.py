@@ -104,7 +104,3 @@ class IngestReport:
     unchanged: tuple[str, ...] = ()
     failed: tuple[str, ...] = field(default=())
     """Messages naming the file or record and the reason."""
-
-    @property
-    def chunk_changes(self) -> int:
-        return len(self.added) + len(self.replaced)

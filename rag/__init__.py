@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rag.answer import ABSTAIN_TEXT, Answerer, open_answerer
+from rag.answer import ABSTAIN_TEXT, Answerer
 from rag.compose import AnswerComposer, ExtractiveComposer
+from rag.config import AnswerSettings
 from rag.records import Answer, Citation, Filters, Hit, Question
 from rag.retrieve import DenseRetriever, Retriever
 
@@ -11,6 +12,7 @@ __all__ = [
     "ABSTAIN_TEXT",
     "Answer",
     "AnswerComposer",
+    "AnswerSettings",
     "Answerer",
     "Citation",
     "DenseRetriever",
@@ -19,5 +21,4 @@ __all__ = [
     "Hit",
     "Question",
     "Retriever",
-    "open_answerer",
 ]

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index.errors import ConfigError
-from index.lexical import tokenize
+from index.terms import tokenize
 from rag.records import Hit
 
 DEFAULT_PATH = Path(__file__).with_name("abstain.json")

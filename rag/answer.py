@@ -8,15 +8,16 @@ from datetime import date
 
 import numpy as np
 import numpy.typing as npt
+import tiktoken
 
 from index.clean import remove_controls
-from index.config import Settings
 from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
 from index.records import Span
 from index.store.protocols import StoreView
 from rag.abstain import Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
+from rag.config import AnswerSettings
 from rag.rank import LinearRanker
 from rag.records import Answer, Citation, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
@@ -39,7 +40,7 @@ class Answerer:
         self,
         store: StoreView,
         embedder: Embedder,
-        settings: Settings,
+        settings: AnswerSettings | None = None,
         retriever: Retriever | None = None,
         composer: AnswerComposer | None = None,
         abstain_below: float | None = None,
@@ -49,7 +50,7 @@ class Answerer:
         of the evidence model (``abstainer``, default rag/abstain.json)."""
         self.store = store
         self.embedder = embedder
-        self.settings = settings
+        self.settings = settings or AnswerSettings()
         self.retriever = retriever or NewsRetriever(store, LinearRanker.load())
         self.quotes = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
         """The extractive composer: quoted answers, and the evidence abstention looks at."""
@@ -193,19 +194,12 @@ def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tup
     return citations + extra
 
 
-def open_answerer(settings: Settings, embedder: Embedder | None = None) -> Answerer:
-    """An Answerer over the index under ``settings.data_dir``, loading the packaged model if not given;
-    its answers are generated (and checked) when a language model is configured, quoted otherwise."""
-    from index import PackagedEmbedder, open_store
-
-    embedder = embedder or PackagedEmbedder()
-    store = open_store(settings, embedder)
-    return Answerer(store, embedder, settings, composer=make_composer(settings, embedder, store))
-
-
-def make_composer(settings: Settings, embedder: Embedder, store: StoreView) -> AnswerComposer:
+def make_composer(
+    settings: AnswerSettings, embedder: Embedder, store: StoreView, encoding: tiktoken.Encoding
+) -> AnswerComposer:
     """The generative composer when ``settings`` name a model (``llm_base_url`` and ``llm_model``), else the
-    extractive one; the extractive one is the generative one's fallback."""
+    extractive one; the extractive one is the generative one's fallback. ``encoding`` counts the model's
+    tokens."""
     extractive = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
     if not settings.llm_base_url:
         return extractive
@@ -213,8 +207,7 @@ def make_composer(settings: Settings, embedder: Embedder, store: StoreView) -> A
         raise ConfigError(
             "a language model's address is set (RAG_LLM_BASE_URL) but not its name (RAG_LLM_MODEL)"
         )
-    from index.tokens import encoding
     from rag.generate import GenerativeComposer, ModelConfig
 
     config = ModelConfig(settings.llm_base_url, settings.llm_model, settings.llm_api_key or "none")
-    return GenerativeComposer(config, extractive, encoding(settings.tiktoken_cache_dir))
+    return GenerativeComposer(config, extractive, encoding)

@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from index.lexical import tokenize
 from index.records import Span
 from index.sentences import split_sentences
+from index.terms import tokenize
 from rag.records import Hit
 
 DEFAULT_MIN_CONTENT = 0.85

@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 
 from index.embed import Embedder, Vectors
-from index.lexical import tokenize
 from index.records import Span
 from index.sentences import split_sentences
+from index.terms import tokenize
 from rag.records import Citation, Hit, Sentence
 
 DEFAULT_MAX_SENTENCES = 3

@@ -15,12 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
-from index.embed import Embedder, Vectors
-from index.lexical import tokenize
+from index.embed import Vectors
 from index.records import Article, Chunk
 from index.store import Catalog, Window
 from index.store.lexical import LexicalScores
 from index.store.protocols import SnapshotView, StoreView
+from index.terms import tokenize
 from rag.rank import FEATURES, CandidateSignals, FusionRanker, Matrix, Ranker, features
 from rag.records import Filters, Hit
 from rag.when import Period, read_period, shift
@@ -53,9 +53,8 @@ class DenseRetriever:
     Returns the best passage of each of the ``k`` best articles, so one long article cannot fill the list.
     """
 
-    def __init__(self, store: StoreView, embedder: Embedder) -> None:
+    def __init__(self, store: StoreView) -> None:
         self._store = store
-        self._embedder = embedder
 
     def retrieve(
         self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None

@@ -12,8 +12,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
-from index.config import Settings
+from api.config import Settings
+from index import PackagedEmbedder, load_paths, make_ingestor
 from index.store import IndexStore
 from rag import Answerer
 
@@ -44,8 +44,14 @@ def tiktoken_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiktoken")
 
 
+def open_local(settings: Settings, embedder: PackagedEmbedder) -> IndexStore:
+    """The index of ``settings`` on this machine (what ``index.open_index`` opens without a cluster)."""
+    return IndexStore(settings.index.data_dir, embedder.name, embedder.dimension)
+
+
 def make_settings(data_dir: Path, tiktoken_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, tiktoken_cache_dir=tiktoken_dir)
+    """The service's settings for the data folder ``data_dir`` (the index in its ``index/`` folder)."""
+    return Settings.under(data_dir, tiktoken_dir)
 
 
 @pytest.fixture
@@ -55,7 +61,7 @@ def settings(tmp_path: Path, tiktoken_dir: Path) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings, embedder: PackagedEmbedder) -> Iterator[IndexStore]:
-    opened = open_store(settings, embedder)
+    opened = open_local(settings, embedder)
     yield opened
     opened.close()
 
@@ -68,10 +74,11 @@ def news_settings(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path) 
 @pytest.fixture(scope="session")
 def news_answerer(news_settings: Settings, embedder: PackagedEmbedder) -> Iterator[Answerer]:
     """The seed article plus six short unrelated news items, indexed once per session. Read-only."""
-    store = open_store(news_settings, embedder)
-    report = make_ingestor(news_settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    store = open_local(news_settings, embedder)
+    ingestor = make_ingestor(news_settings.index, store, embedder)
+    report = ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False)
     assert not report.failed
-    yield Answerer(store, embedder, news_settings)
+    yield Answerer(store, embedder, news_settings.answers)
     store.close()
 
 
@@ -86,13 +93,13 @@ def seed_copy(tmp_path: Path) -> Path:
 def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[Litestar]]:
     """The real app in-process over the seed and the short news items (request bodies up to 20 kB)."""
     settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
 
     def opener(_: Settings) -> Answerer:
-        return Answerer(store, embedder, settings)
+        return Answerer(store, embedder, settings.answers)
 
-    small_body = Settings(data_dir=settings.data_dir, tiktoken_cache_dir=tiktoken_dir, max_body_bytes=20_000)
+    small_body = Settings.under(settings.service.data_dir, tiktoken_dir, max_body_bytes=20_000)
     with local_client(create_app(small_body, opener=opener, background=False)) as test_client:
         yield test_client
     store.close()

@@ -10,10 +10,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
-from index import PackagedEmbedder, open_store
-from index.config import Settings
+from api.config import Settings
+from index import PackagedEmbedder
 from rag import Answerer
-from tests.conftest import SEED_ID, local_client, make_settings
+from tests.conftest import SEED_ID, local_client, make_settings, open_local
 
 PROBLEM = "application/problem+json"
 
@@ -159,7 +159,7 @@ def test_everything_is_503_until_the_index_is_loaded(
 
     def slow_opener(s: Settings) -> Answerer:
         release.wait(30)
-        return Answerer(open_store(s, embedder), embedder, s)
+        return Answerer(open_local(s, embedder), embedder, s.answers)
 
     with local_client(create_app(settings, opener=slow_opener)) as client:
         body = _problem(client.get("/health"), 503)
@@ -178,11 +178,11 @@ def test_a_corrupt_index_keeps_the_service_unready_with_the_reason(
     tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
 ) -> None:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
-    settings.data_dir.mkdir(parents=True)
-    (settings.data_dir / "meta.sqlite").write_bytes(b"garbage" * 500)
+    settings.index.data_dir.mkdir(parents=True)
+    (settings.index.data_dir / "meta.sqlite").write_bytes(b"garbage" * 500)
 
     def opener(s: Settings) -> Answerer:
-        return Answerer(open_store(s, embedder), embedder, s)
+        return Answerer(open_local(s, embedder), embedder, s.answers)
 
     with local_client(create_app(settings, opener=opener, background=False)) as client:
         body = _problem(client.get("/health"), 503)

@@ -19,11 +19,11 @@ import pytest
 import ray
 
 from evals.data import load_dataset
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index import PackagedEmbedder, load_paths, make_ingestor
 from index.cluster import NAMESPACE, ShardedStore, create_layout, find_layout
 from index.cluster_ingest import ingest_on_cluster
 from rag import Answerer
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, open_local
 from tests.servers import rag_env, serving
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def sharded(cluster: tuple[Any, list[Any], Path], tiktoken_dir: Path) -> Sharded
     store = ShardedStore(find_layout())
     settings = make_settings(folder / "driver", tiktoken_dir)
     corpora = [ARTICLES / "corpus.jsonl", SEED / "corpus.jsonl"]
-    report = ingest_on_cluster(store, load_paths(corpora), settings, workers=1, progress=False)
+    report = ingest_on_cluster(store, load_paths(corpora), settings.index, workers=1, progress=False)
     assert report.added
     return store
 
@@ -66,11 +66,11 @@ def one_machine(
     tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
 ) -> Answerer:
     settings = make_settings(tmp_path_factory.mktemp("one-machine") / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(
         load_paths([ARTICLES / "corpus.jsonl", SEED / "corpus.jsonl"]), progress=False
     )
-    return Answerer(store, embedder, settings)
+    return Answerer(store, embedder, settings.answers)
 
 
 def _questions() -> list[Any]:
@@ -80,7 +80,7 @@ def _questions() -> list[Any]:
 def test_the_cluster_answers_as_one_machine(
     sharded: ShardedStore, one_machine: Answerer, embedder: PackagedEmbedder, tiktoken_dir: Path
 ) -> None:
-    clustered = Answerer(sharded, embedder, make_settings(Path("unused"), tiktoken_dir))
+    clustered = Answerer(sharded, embedder)
     questions = _questions()
     same_top, same_answer = 0, 0
     for q in questions:
@@ -99,7 +99,7 @@ def test_the_eval_gate_holds_through_the_cluster(
     """The thresholds `make eval-gate` applies to the articles set on one machine."""
     from evals.evaluate import evaluate_dataset
 
-    clustered = Answerer(sharded, embedder, make_settings(Path("unused"), tiktoken_dir))
+    clustered = Answerer(sharded, embedder)
     metrics = evaluate_dataset(clustered, load_dataset(ARTICLES), progress=False).metrics
     gate = {"hit@1": 0.92, "hit@10": 0.92, "mrr@10": 0.92, "answer_accuracy": 0.47, "groundedness": 1.0}
     for metric, minimum in gate.items():

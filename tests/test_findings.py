@@ -17,12 +17,12 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.config import Settings
 from api.keys import KeyRing
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store, parse_record
-from index.config import Settings
+from index import PackagedEmbedder, load_paths, make_ingestor, parse_record
 from index.store import IndexStore
 from rag import Answerer
-from tests.conftest import NEWS, SEEDS, local_client, make_settings
+from tests.conftest import NEWS, SEEDS, local_client, make_settings, open_local
 
 PROBLEM = "application/problem+json"
 
@@ -32,8 +32,8 @@ def settings_store(
     tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
 ) -> Iterator[tuple[Settings, IndexStore]]:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
     yield settings, store
     store.close()
 
@@ -43,7 +43,7 @@ def client(
     settings_store: tuple[Settings, IndexStore], embedder: PackagedEmbedder
 ) -> Iterator[TestClient[Litestar]]:
     settings, store = settings_store
-    app = create_app(settings, opener=lambda s: Answerer(store, embedder, s), background=False)
+    app = create_app(settings, opener=lambda s: Answerer(store, embedder, s.answers), background=False)
     with local_client(app) as test_client:
         yield test_client
 
@@ -64,8 +64,8 @@ def test_1_queries_racing_writes_never_fail_and_never_cite_deleted_articles(
     """Before: the retriever read ``store.catalog`` several times per query while writes replaced it
     (broadcast errors, boolean-index errors, KeyErrors for deleted ids, FAISS 'key not found')."""
     settings, store = settings_store
-    answerer = Answerer(store, embedder, settings)
-    ingestor = make_ingestor(settings, store, embedder)
+    answerer = Answerer(store, embedder, settings.answers)
+    ingestor = make_ingestor(settings.index, store, embedder)
     stop = threading.Event()
     errors: list[Exception] = []
     deleted_at: dict[str, float] = {}
@@ -113,9 +113,9 @@ def test_1_another_process_s_write_is_picked_up_outside_requests(
 ) -> None:
     """Before: a write by another process made the next request rebuild FAISS and BM25 inside it."""
     settings, store = settings_store
-    answerer = Answerer(store, embedder, settings)
-    other = open_store(settings, embedder)  # what `rag ingest` in another process does
-    make_ingestor(settings, other, embedder).ingest([parse_record(_story(1), "other")], progress=False)
+    answerer = Answerer(store, embedder, settings.answers)
+    other = open_local(settings, embedder)  # what `rag ingest` in another process does
+    make_ingestor(settings.index, other, embedder).ingest([parse_record(_story(1), "other")], progress=False)
     other.delete("t-wheat-harvest")
     before = store.snapshot()
     hits = answerer.search(answerer.question("wheat harvest drought", top_k=10))
@@ -133,10 +133,10 @@ def test_2_writes_need_an_admin_key_and_a_json_body(
     settings_store: tuple[Settings, IndexStore], embedder: PackagedEmbedder
 ) -> None:
     settings, store = settings_store
-    ring = KeyRing(settings.data_dir)
+    ring = KeyRing(settings.service.state_path)
     admin = ring.add("ops", "admin")
     ring.close()
-    app = create_app(settings, opener=lambda s: Answerer(store, embedder, s), background=False)
+    app = create_app(settings, opener=lambda s: Answerer(store, embedder, s.answers), background=False)
     story = b'{"id": "t-wheat-harvest", "body": "Replaced by a page the reader happened to open."}'
     with local_client(app) as client:
         assert (
@@ -258,16 +258,16 @@ def test_7_damaged_vectors_with_an_intact_count_are_rebuilt_not_served(
     settings = make_settings(tmp_path / "data", tiktoken_dir)
 
     def saving(s: Settings) -> IndexStore:  # saves every segment to disk, however small
-        return IndexStore(s.data_dir, embedder.name, embedder.dimension, persist_min=1)
+        return IndexStore(s.index.data_dir, embedder.name, embedder.dimension, persist_min=1)
 
     store = saving(settings)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
     store.close()
-    for path in settings.data_dir.glob("seg-*.npz"):
+    for path in settings.index.data_dir.glob("seg-*.npz"):
         data = bytearray(path.read_bytes())
         data[-3000:-100] = os.urandom(2900)
         path.write_bytes(bytes(data))
-    app = create_app(settings, opener=lambda s: Answerer(saving(s), embedder, s), background=False)
+    app = create_app(settings, opener=lambda s: Answerer(saving(s), embedder, s.answers), background=False)
     with local_client(app) as client:
         answer = client.post("/ask", json={"question": "Who won the city marathon?"}).json()
         assert answer["passages"][0]["article_id"] == "t-marathon-record"

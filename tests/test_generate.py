@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
-from index.config import Settings
+from api.config import Settings
+from index import PackagedEmbedder, load_paths, make_ingestor
 from index.store import IndexStore
+from index.tokens import encoding
 from rag import Answerer
 from rag.answer import make_composer
 from rag.generate import GenerativeComposer
-from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings
+from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings, open_local
 from tests.servers import free_port, llama_server
 
 pytestmark = pytest.mark.slow
@@ -36,15 +37,16 @@ def indexed(
     tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
 ) -> Iterator[tuple[Settings, IndexStore]]:
     settings = make_settings(tmp_path_factory.mktemp("generate") / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
     yield settings, store
     store.close()
 
 
 def _answerer(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, base_url: str) -> Answerer:
-    with_model = dataclasses.replace(settings, llm_base_url=base_url, llm_model="smollm2")
-    return Answerer(store, embedder, with_model, composer=make_composer(with_model, embedder, store))
+    with_model = dataclasses.replace(settings.answers, llm_base_url=base_url, llm_model="smollm2")
+    tokens = encoding(settings.index.tiktoken_cache_dir)
+    return Answerer(store, embedder, with_model, composer=make_composer(with_model, embedder, store, tokens))
 
 
 def _shown_sentences_are_checked(answerer: Answerer, question: str) -> None:

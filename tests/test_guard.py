@@ -14,15 +14,15 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.config import Settings
 from api.keys import KeyRing, normalize_origin
 from api.limits import Buckets, DailyCaps, client_address, parse_networks
 from api.logs import RequestIdFilter
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
-from index.config import Settings
+from index import PackagedEmbedder, load_paths, make_ingestor
 from index.errors import ConfigError
 from index.store import IndexStore
 from rag import Answerer
-from tests.conftest import NEWS, SEEDS, local_client, make_settings
+from tests.conftest import NEWS, SEEDS, local_client, make_settings, open_local
 from tests.servers import free_port, rag, rag_env, serving
 
 PROBLEM = "application/problem+json"
@@ -47,8 +47,8 @@ def indexed(
     tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
 ) -> Iterator[tuple[Settings, IndexStore]]:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
     yield settings, store
     store.close()
 
@@ -57,15 +57,16 @@ def _client(
     settings: Settings, store: IndexStore, embedder: PackagedEmbedder, **options: object
 ) -> TestClient[Litestar]:
     def opener(s: Settings) -> Answerer:
-        return Answerer(store, embedder, s)
+        return Answerer(store, embedder, s.answers)
 
-    app = create_app(replace(settings, **options), opener=opener, background=False)  # type: ignore[arg-type]
+    service = replace(settings.service, **options)  # type: ignore[arg-type]
+    app = create_app(replace(settings, service=service), opener=opener, background=False)
     return local_client(app)
 
 
 @pytest.fixture
 def keys(indexed: tuple[Settings, IndexStore]) -> Keys:
-    ring = KeyRing(indexed[0].data_dir)
+    ring = KeyRing(indexed[0].service.state_path)
     made = Keys(
         admin=ring.add("ops", "admin"),
         ask=ring.add("reader", "ask"),
@@ -211,7 +212,7 @@ def test_revocation_takes_effect_at_once(
     client: TestClient[Litestar], keys: Keys, indexed: tuple[Settings, IndexStore]
 ) -> None:
     assert client.post("/ask", json=QUESTION, headers=_bearer(keys.ask)).status_code == 200
-    ring = KeyRing(indexed[0].data_dir)
+    ring = KeyRing(indexed[0].service.state_path)
     ring.revoke("reader")
     ring.close()
     _problem(client.post("/ask", json=QUESTION, headers=_bearer(keys.ask)), 401)
@@ -260,7 +261,7 @@ def test_limits_and_addresses_in_isolation() -> None:
 
 
 def test_daily_caps_roll_over_at_midnight(tmp_path: Path) -> None:
-    ring = KeyRing(tmp_path)
+    ring = KeyRing(tmp_path / "service.sqlite")
     ring.add("d", "ask", per_day=1)
     (key,) = ring.active()
     today = [date(2026, 1, 1)]
@@ -289,7 +290,7 @@ def test_keys_command_line(tmp_path: Path, tiktoken_dir: Path) -> None:
     assert "intranet" in listing.stdout
     assert INTRANET in listing.stdout
     assert token not in listing.stdout
-    assert token not in (tmp_path / "data" / "meta.sqlite").read_bytes().decode("latin-1")
+    assert token not in (tmp_path / "data" / "service.sqlite").read_bytes().decode("latin-1")
     assert rag("keys", "add", "intranet", "--scope", "ask", env=env).returncode == 2  # names are unique
     assert rag("keys", "add", "x", "--scope", "ask", "--origin", "ftp://a", env=env).returncode == 2
     assert rag("keys", "revoke", "intranet", env=env).returncode == 0

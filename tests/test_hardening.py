@@ -229,25 +229,40 @@ def test_5_a_small_index_without_its_metadata_refuses_to_start(index_dir: Path, 
     shutil.copytree(index_dir, data)
     env = rag_env(data, tmp_path / "tiktoken")
     assert rag("keys", "add", "ops", "--scope", "admin", env=env).returncode == 0
-    assert not list(data.glob("seg-*"))  # a small index: nothing but SQLite and the markers
-    for path in data.glob("meta.sqlite*"):
+    assert not list((data / "index").glob("seg-*"))  # a small index: nothing but SQLite and its marker
+    for path in (data / "index").glob("meta.sqlite*"):
         path.unlink()
     served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
     assert served.returncode == 2
-    assert "meta.sqlite is missing, but the folder held an index of articles and API keys" in served.stderr
-    listed = rag("keys", "list", env=env)
-    assert listed.returncode == 2
-    assert "meta.sqlite is missing" in listed.stderr
-    assert not (data / "meta.sqlite").exists()  # nothing was created in its place
+    assert "meta.sqlite is missing, but the folder held an index of articles" in served.stderr
+    assert not (data / "index" / "meta.sqlite").exists()  # nothing was created in its place
+    listed = rag("keys", "list", env=env)  # the keys live apart from the index (issue 17)
+    assert listed.returncode == 0, listed.stderr
+    assert "ops" in listed.stdout
+
+
+def test_5_lost_keys_refuse_to_start_rather_than_start_open(index_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(index_dir, data)
+    env = rag_env(data, tmp_path / "tiktoken")
+    assert rag("keys", "add", "ops", "--scope", "admin", env=env).returncode == 0
+    (data / "service.sqlite").unlink()
+    served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
+    assert served.returncode == 2
+    assert "service.sqlite is missing" in served.stderr
+    (data / "service.sqlite").write_bytes(b"")  # an empty file opens as an empty database
+    served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
+    assert served.returncode == 2
+    assert "holds no API keys" in served.stderr
 
 
 def test_5_a_replaced_metadata_file_is_not_taken_for_a_new_index(index_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(index_dir, data)
     env = rag_env(data, tmp_path / "tiktoken")
-    for path in data.glob("meta.sqlite*"):
+    for path in (data / "index").glob("meta.sqlite*"):
         path.unlink()
-    (data / "meta.sqlite").write_bytes(b"")  # an empty file opens as an empty database
+    (data / "index" / "meta.sqlite").write_bytes(b"")  # an empty file opens as an empty database
     served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
     assert served.returncode == 2
     assert "holds no articles" in served.stderr

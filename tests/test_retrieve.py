@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
-from index.config import Settings
+from index import PackagedEmbedder, load_paths, make_ingestor
 from index.errors import ConfigError
-from index.lexical import tokenize
+from index.terms import tokenize
 from rag import Answerer, Filters
 from rag.rank import LinearRanker
+from tests.conftest import make_settings, open_local
 
 RAISE = (
     "Freedonia's central bank raised its main interest rate to 6 percent on Wednesday, its fifth increase "
@@ -52,11 +52,11 @@ AS_OF = date(2024, 5, 10)
 @pytest.fixture
 def answerer(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[Answerer]:
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
-    settings = Settings(data_dir=tmp_path / "data", tiktoken_cache_dir=tiktoken_dir)
-    store = open_store(settings, embedder)
-    report = make_ingestor(settings, store, embedder).ingest(load_paths([tmp_path / "corpus.jsonl"]))
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    store = open_local(settings, embedder)
+    report = make_ingestor(settings.index, store, embedder).ingest(load_paths([tmp_path / "corpus.jsonl"]))
     assert len(report.added) == 5
-    yield Answerer(store, embedder, settings)
+    yield Answerer(store, embedder, settings.answers)
     store.close()
 
 

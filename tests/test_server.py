@@ -40,7 +40,7 @@ def test_a_real_server_answers_the_missions_question(server: str) -> None:
 
 
 def test_serve_stops_with_a_clear_message_on_a_corrupt_index(env: dict[str, str]) -> None:
-    data = Path(env["RAG_DATA_DIR"])
+    data = Path(env["RAG_DATA_DIR"]) / "index"
     data.mkdir(parents=True)
     (data / "meta.sqlite").write_bytes(b"garbage" * 500)
     result = rag("serve", "--port", str(free_port()), env=env, timeout=120)

@@ -15,16 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
-from index.config import Settings
+from api.config import Settings
+from index import PackagedEmbedder, load_paths, make_ingestor, open_index
+from index.config import IndexSettings
 from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchError
 from index.records import Article
 from index.store import IndexStore
-from tests.conftest import NEWS, ROOT, SEED_ID, SEEDS
+from tests.conftest import NEWS, ROOT, SEED_ID, SEEDS, open_local
 
 
 def _ingest(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, *paths: Path) -> None:
-    report = make_ingestor(settings, store, embedder).ingest(load_paths(paths), progress=False)
+    report = make_ingestor(settings.index, store, embedder).ingest(load_paths(paths), progress=False)
     assert not report.failed
 
 
@@ -35,16 +36,16 @@ def _chunk_ids(store: IndexStore) -> list[int]:
 def test_reingesting_the_same_articles_changes_nothing(
     settings: Settings, store: IndexStore, embedder: PackagedEmbedder
 ) -> None:
-    ingestor = make_ingestor(settings, store, embedder)
+    ingestor = make_ingestor(settings.index, store, embedder)
     first = ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False)
     assert len(first.added) == 7
     ids, generation = _chunk_ids(store), store.generation
-    files = sorted(p.name for p in settings.data_dir.iterdir())
+    files = sorted(p.name for p in settings.index.data_dir.iterdir())
     again = ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False)
     assert (again.added, again.replaced, len(again.unchanged)) == ((), (), 7)
     assert _chunk_ids(store) == ids
     assert store.generation == generation
-    assert sorted(p.name for p in settings.data_dir.iterdir()) == files
+    assert sorted(p.name for p in settings.index.data_dir.iterdir()) == files
 
 
 def test_a_changed_article_replaces_its_chunks(
@@ -55,7 +56,7 @@ def test_a_changed_article_replaces_its_chunks(
     _ingest(settings, store, embedder, path)
     old = _chunk_ids(store)
     path.write_text("Dam opens\nThe new dam opened on Tuesday after a delay. It holds a lake of water.")
-    report = make_ingestor(settings, store, embedder).ingest(load_paths([path]), progress=False)
+    report = make_ingestor(settings.index, store, embedder).ingest(load_paths([path]), progress=False)
     assert report.replaced == ("story",)
     new = _chunk_ids(store)
     assert not set(old) & set(new)
@@ -81,17 +82,17 @@ def test_delete_removes_the_article_and_its_vectors(
 
 
 def test_reopening_reads_the_same_index(settings: Settings, embedder: PackagedEmbedder) -> None:
-    store = open_store(settings, embedder)
+    store = open_local(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     size, ids = store.size, _chunk_ids(store)
     store.close()
-    again = open_store(settings, embedder)
+    again = open_local(settings, embedder)
     assert (again.size, _chunk_ids(again)) == (size, ids)
 
 
 def _saving(settings: Settings, embedder: PackagedEmbedder) -> IndexStore:
     """A store that saves every segment, however small (the default saves segments of 20,000 chunks)."""
-    return IndexStore(settings.data_dir, embedder.name, embedder.dimension, persist_min=1)
+    return IndexStore(settings.index.data_dir, embedder.name, embedder.dimension, persist_min=1)
 
 
 def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedEmbedder) -> None:
@@ -102,12 +103,12 @@ def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedE
     store.delete("t-wheat-harvest")
     after_delete = store.search(vector, 5)
     store.close()
-    files = sorted(p.name for p in settings.data_dir.glob("seg-*.npz"))
+    files = sorted(p.name for p in settings.index.data_dir.glob("seg-*.npz"))
     assert len(files) == 2  # one vector and one lexical segment (and the vectors' .faiss file)
     again = _saving(settings, embedder)
     assert again.search(vector, 5) == after_delete
     assert expected != after_delete
-    assert sorted(p.name for p in settings.data_dir.glob("seg-*.npz")) == files  # nothing rebuilt
+    assert sorted(p.name for p in settings.index.data_dir.glob("seg-*.npz")) == files  # nothing rebuilt
     again.close()
 
 
@@ -119,11 +120,11 @@ def test_a_missing_segment_file_is_rebuilt_from_sqlite(
     vector = embedder.embed(["wheat harvest drought"])[0]
     expected = store.search(vector, 3)
     store.close()
-    for path in settings.data_dir.glob("seg-*.npz"):
+    for path in settings.index.data_dir.glob("seg-*.npz"):
         path.unlink()
     again = _saving(settings, embedder)
     assert [i for i, _ in again.search(vector, 3)] == [i for i, _ in expected]
-    assert len(list(settings.data_dir.glob("seg-*.npz"))) == 2  # saved again
+    assert len(list(settings.index.data_dir.glob("seg-*.npz"))) == 2  # saved again
     again.close()
 
 
@@ -138,7 +139,7 @@ def test_a_damaged_segment_file_is_rebuilt_from_sqlite(
     vector = embedder.embed(["wheat harvest drought"])[0]
     expected = store.search(vector, 5)
     store.close()
-    for path in settings.data_dir.glob("seg-*.npz"):
+    for path in settings.index.data_dir.glob("seg-*.npz"):
         data = bytearray(path.read_bytes())
         if damage == "truncated":
             path.write_bytes(data[:100])
@@ -165,29 +166,29 @@ def test_a_missing_metadata_file_beside_segment_files_stops_start_up(
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     store.close()
-    for path in settings.data_dir.glob("meta.sqlite*"):
+    for path in settings.index.data_dir.glob("meta.sqlite*"):
         path.unlink()
     with pytest.raises(IndexCorruptError, match=r"meta.sqlite is missing, but the folder held an index"):
-        open_store(settings, embedder)
-    assert len(list(settings.data_dir.glob("seg-*.npz"))) == 2  # nothing was deleted
+        open_local(settings, embedder)
+    assert len(list(settings.index.data_dir.glob("seg-*.npz"))) == 2  # nothing was deleted
 
 
 def test_a_corrupt_metadata_file_stops_with_what_to_do(
     settings: Settings, embedder: PackagedEmbedder
 ) -> None:
-    settings.data_dir.mkdir(parents=True)
-    (settings.data_dir / "meta.sqlite").write_bytes(b"this is not a database" * 100)
+    settings.index.data_dir.mkdir(parents=True)
+    (settings.index.data_dir / "meta.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(IndexCorruptError, match=r"run `rag ingest` again"):
-        open_store(settings, embedder)
+        open_local(settings, embedder)
 
 
 def test_an_index_built_with_another_model_is_refused(settings: Settings, embedder: PackagedEmbedder) -> None:
-    IndexStore(settings.data_dir, "some-other-model", embedder.dimension).close()
+    IndexStore(settings.index.data_dir, "some-other-model", embedder.dimension).close()
     with pytest.raises(IndexMismatchError, match="some-other-model"):
-        open_store(settings, embedder)
-    IndexStore(settings.data_dir / "b", embedder.name, 768).close()
+        open_local(settings, embedder)
+    IndexStore(settings.index.data_dir / "b", embedder.name, 768).close()
     with pytest.raises(IndexMismatchError, match="768"):
-        IndexStore(settings.data_dir / "b", embedder.name, embedder.dimension)
+        IndexStore(settings.index.data_dir / "b", embedder.name, embedder.dimension)
 
 
 def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
@@ -212,9 +213,9 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     deadline = time.monotonic() + 120
     committed = 0
     while time.monotonic() < deadline and process.poll() is None:
-        if (data_dir / "meta.sqlite").exists():
+        if (data_dir / "index" / "meta.sqlite").exists():
             try:
-                with closing(sqlite3.connect(data_dir / "meta.sqlite", timeout=1)) as db:
+                with closing(sqlite3.connect(data_dir / "index" / "meta.sqlite", timeout=1)) as db:
                     committed = db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
             except sqlite3.OperationalError:
                 committed = 0
@@ -226,7 +227,7 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     process.wait(timeout=30)
     assert 0 < committed < 400
 
-    store = open_store(Settings(data_dir=data_dir, tiktoken_cache_dir=tiktoken_dir), embedder)
+    store = open_index(IndexSettings.under(data_dir, tiktoken_dir), embedder)
     articles = store.article_count()
     assert articles >= committed
     assert articles % 64 == 0  # whole batches only
@@ -245,7 +246,7 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     )
     assert finish.returncode == 0, finish.stderr
     assert f"{articles} unchanged" in finish.stdout
-    store = open_store(Settings(data_dir=data_dir, tiktoken_cache_dir=tiktoken_dir), embedder)
+    store = open_index(IndexSettings.under(data_dir, tiktoken_dir), embedder)
     assert store.article_count() == 400
     assert store.size == len(store.chunk_ids())
     assert np.unique(store.chunk_ids()).size == store.size

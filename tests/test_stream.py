@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from api.app import create_app
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index import PackagedEmbedder, load_paths, make_ingestor
 from rag import ABSTAIN_TEXT, Answerer
-from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings
+from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings, open_local
 from tests.servers import rag, rag_env, serving
 
 KARABAKH = {"question": "Why did Russian peacekeepers leave Karabakh?"}
@@ -121,10 +121,10 @@ def test_heartbeats_while_an_answer_is_being_made(
     tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
 ) -> None:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    make_ingestor(settings, store, embedder).ingest(load_paths([SEEDS]), progress=False)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS]), progress=False)
     app = create_app(
-        settings, opener=lambda s: Answerer(store, embedder, s), background=False, heartbeat_seconds=0.0001
+        settings, opener=lambda _: Answerer(store, embedder), background=False, heartbeat_seconds=0.0001
     )
     with local_client(app) as client:
         response = client.post("/ask/stream", json=KARABAKH)

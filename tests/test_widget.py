@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from index import PackagedEmbedder, load_paths, make_ingestor, open_store
+from index import PackagedEmbedder, load_paths, make_ingestor
 from index.records import Article
-from tests.conftest import NEWS, ROOT, SEEDS, make_settings
+from tests.conftest import NEWS, ROOT, SEEDS, make_settings, open_local
 from tests.servers import free_port, rag, rag_env, serving
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,8 @@ def site(
 ) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("widget")
     settings = make_settings(folder / "data", tiktoken_dir)
-    store = open_store(settings, embedder)
-    ingestor = make_ingestor(settings, store, embedder)
+    store = open_local(settings, embedder)
+    ingestor = make_ingestor(settings.index, store, embedder)
     assert not ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False).failed
     # Markup that reached the index without the cleaning at the door (an older index, another writer):
     # the widget must still show it as text and run nothing.
@@ -79,7 +79,7 @@ def site(
     assert ingestor.ingest([video], progress=False).added == ("video",)
     store.close()
 
-    env = rag_env(settings.data_dir, tiktoken_dir)
+    env = rag_env(settings.service.data_dir, tiktoken_dir)
     pages_port = free_port()
     pages_origin = f"http://localhost:{pages_port}"
     widget_key = rag(

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evals.cache import cached_answerer
+from evals.config import EvalSettings
 from evals.data import Dataset, EvalQuestion, load_dataset
 from evals.split import in_tune_half
 from index import PackagedEmbedder
-from index.config import Settings
 from rag import Answerer
 
 
@@ -48,9 +48,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return made
 
 
-def fit_sets(folders: Sequence[Path], settings: Settings | None = None) -> Iterator[FitSet]:
+def fit_sets(folders: Sequence[Path], settings: EvalSettings | None = None) -> Iterator[FitSet]:
     """Each dataset with its Answerer (one embedding model for all; indexes built once and cached)."""
-    settings = settings or Settings.from_env()
+    settings = settings or EvalSettings.from_env()
     embedder = PackagedEmbedder()
     for folder in folders:
         dataset = load_dataset(folder)

@@ -73,7 +73,7 @@ def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, 
     served = LinearRanker.load()
     return [
         ("plain dense", _plain_dense(skip)),
-        ("+ as_of cap", _through(DenseRetriever(store, answerer.embedder), skip)),
+        ("+ as_of cap", _through(DenseRetriever(store), skip)),
         ("+ BM25, RRF", _through(NewsRetriever(store, FusionRanker(), text_only), skip)),
         ("+ learned ranker (text)", _through(NewsRetriever(store, text_ranker, text_only), skip)),
         ("+ time", _through(NewsRetriever(store, served, replace(full, collapse_stories=False)), skip)),

@@ -1,9 +1,10 @@
-"""Markers that say what a data folder held, so that losing ``meta.sqlite`` is never mistaken for a new,
-empty folder: an index that starts empty answers nothing, and one whose keys vanished starts open.
+"""Markers that say what a folder held, so that losing a SQLite file is never mistaken for a new, empty
+folder: an index that starts empty answers nothing, and a service whose keys vanished starts open.
 
-``index.marker`` is written with the first commit of articles, ``keys.marker`` with the first API key.
-Opening a folder with a marker but without its ``meta.sqlite`` (or with one that no longer holds what
-the marker says) stops with what to do, at any size of index.
+``index.marker`` is written beside the index's ``meta.sqlite`` with the first commit of articles;
+``keys.marker`` beside the service's ``service.sqlite`` with the first API key (api/keys.py). Opening a
+folder with a marker but without its file (or with one that no longer holds what the marker says) stops
+with what to do, at any size of index.
 """
 
 from __future__ import annotations
@@ -51,26 +52,25 @@ def mark(data_dir: Path, marker: str) -> None:
 
 
 def require_metadata(data_dir: Path) -> None:
-    """Raise IndexCorruptError when ``meta.sqlite`` is missing from a folder that held an index or keys
-    (a marker says so, or derived segment files are still there)."""
+    """Raise IndexCorruptError when ``meta.sqlite`` is missing from a folder that held an index (its
+    marker says so, or derived segment files are still there)."""
     if (data_dir / DB_NAME).exists() or not data_dir.is_dir():
         return
-    held = [_TEXT[m] for m in (INDEX_MARKER, KEYS_MARKER) if marked(data_dir, m)]
+    held = [_TEXT[INDEX_MARKER]] if marked(data_dir, INDEX_MARKER) else []
     derived = [p.name for p in data_dir.iterdir() if p.name.startswith(_DERIVED)]
     if derived:
         held.append(f"{len(derived)} segment files")
     if held:
         raise IndexCorruptError(
             f"the index metadata {data_dir / DB_NAME} is missing, but the folder held "
-            f"{' and '.join(held)}: restore {DB_NAME} from a backup, or {RECOVER.format(dir=data_dir)} "
-            "(and create the API keys again: they were kept in that file)"
+            f"{' and '.join(held)}: restore {DB_NAME} from a backup, or {RECOVER.format(dir=data_dir)}"
         )
 
 
-def refuse_lost(data_dir: Path, marker: str, what: str) -> None:
-    """Raise IndexCorruptError: ``meta.sqlite`` exists but no longer holds what ``marker`` says."""
+def refuse_lost(folder: Path, marker: str, what: str, file: str = DB_NAME) -> None:
+    """Raise IndexCorruptError: ``file`` exists but no longer holds what ``marker`` says."""
+    recover = "create the API keys again" if marker == KEYS_MARKER else RECOVER.format(dir=folder)
     raise IndexCorruptError(
-        f"the index metadata {data_dir / DB_NAME} holds no {what}, though {data_dir / marker} says it "
-        f"held {_TEXT[marker]}: the file was replaced or emptied; restore it from a backup, or "
-        f"{RECOVER.format(dir=data_dir)} (and create the API keys again)"
+        f"{folder / file} holds no {what}, though {folder / marker} says it held {_TEXT[marker]}: the file "
+        f"was replaced or emptied; restore it from a backup, or {recover}"
     )

@@ -48,7 +48,6 @@ from index.chunk import ChunkDraft, passage_text
 from index.dedup import StoryIndex, signature
 from index.embed import Vectors
 from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchError
-from index.lexical import tokenize
 from index.records import Article, Chunk, Span
 from index.store import lexical as lexical_segments
 from index.store import vectors as vector_segments
@@ -58,6 +57,7 @@ from index.store.markers import DB_NAME, INDEX_MARKER, mark, marked, refuse_lost
 from index.store.markers import RECOVER as _RECOVER
 from index.store.vectors import SegmentedVectors
 from index.store.window import EVERYTHING, Layout, Window
+from index.terms import tokenize
 
 log = logging.getLogger("index.store")
 
@@ -546,11 +546,6 @@ class IndexStore:
         """Shards that could not answer the last query of this thread (none: this store is one machine)."""
         return ()
 
-    def story_members(self, story_id: str) -> list[str]:
-        """Ids of every stored article of one story."""
-        rows = self._reader().execute("SELECT id FROM articles WHERE story_id = ? ORDER BY id", (story_id,))
-        return [r[0] for r in rows]
-
     # --- writing -------------------------------------------------------------------------------------
 
     def write(self, batch: Sequence[ArticleWrite], publish: bool = True) -> None:
@@ -645,13 +640,6 @@ class IndexStore:
             for db in self._reader_list:
                 db.close()
             self._reader_list.clear()
-
-    def compact(self) -> None:
-        """Merge every segment into one and save it (after a bulk load, or to drop removed chunks)."""
-        with self._write_lock:
-            self._vectors.merge_all()
-            self._lexical.merge_all()
-            self._publish()
 
     def _insert(
         self, item: ArticleWrite, now: str, stories: StoryIndex

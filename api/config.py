@@ -1,0 +1,99 @@
+"""The service's settings: the index's, answering's and the HTTP service's own, put together. The
+environment is read by the ``from_env`` of each part (index/config.py, rag/config.py and here), and only
+``Settings.from_env`` calls them.
+
+The data folder (RAG_DATA_DIR) holds the index in ``index/`` and the service's own state (API keys, daily
+counts) in ``service.sqlite`` beside it, so that rebuilding the index keeps every key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index.config import DEFAULT_DATA_DIR, IndexSettings, data_dir_from_env
+from index.errors import ConfigError
+from rag.config import AnswerSettings
+
+DEFAULT_MAX_BODY_BYTES = 5_000_000
+DEFAULT_RATE_PER_ADDRESS = 300
+DEFAULT_INGEST_SYNC_CHARS = 20_000
+DEFAULT_INGEST_SYNC_ARTICLES = 16
+STATE_DB = "service.sqlite"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the HTTP service needs beside the index and the answers."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    """The data folder: ``service.sqlite`` (keys, daily counts) and the index's folder. Env: RAG_DATA_DIR."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest HTTP request body accepted (413 beyond)."""
+
+    rate_per_address: int = DEFAULT_RATE_PER_ADDRESS
+    """Requests a minute one client address may make to the question and article routes (0: no limit).
+    Env: RAG_RATE_PER_ADDRESS."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed; none by default.
+    Env: RAG_TRUSTED_PROXIES (comma-separated)."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (no port) answered while no API key exists, beside 127.0.0.1, [::1] and localhost.
+    Env: RAG_ALLOWED_HOSTS (comma-separated)."""
+
+    ingest_sync_chars: int = DEFAULT_INGEST_SYNC_CHARS
+    """An HTTP ingest with more article text than this runs as a background job (202)."""
+
+    ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
+    """An HTTP ingest of more articles than this runs as a background job (202)."""
+
+    @property
+    def state_path(self) -> Path:
+        """The service's own SQLite file (keys, daily counts)."""
+        return self.data_dir / STATE_DB
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if env is None else env
+        try:
+            rate = int(env.get("RAG_RATE_PER_ADDRESS", str(DEFAULT_RATE_PER_ADDRESS)))
+        except ValueError:
+            raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
+        return cls(
+            data_dir=data_dir_from_env(env),
+            rate_per_address=rate,
+            trusted_proxies=_listed(env.get("RAG_TRUSTED_PROXIES", "")),
+            allowed_hosts=_listed(env.get("RAG_ALLOWED_HOSTS", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is built from (api/root.py builds it)."""
+
+    index: IndexSettings = field(default_factory=IndexSettings)
+    answers: AnswerSettings = field(default_factory=AnswerSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The only place that reads the environment."""
+        return cls(IndexSettings.from_env(env), AnswerSettings.from_env(env), ServiceSettings.from_env(env))
+
+    @classmethod
+    def under(cls, data_dir: Path, tiktoken_cache_dir: Path | None = None, **service: object) -> Settings:
+        """Defaults for the data folder ``data_dir`` (``service`` overrides ServiceSettings fields)."""
+        return cls(
+            IndexSettings.under(data_dir, tiktoken_cache_dir),
+            AnswerSettings(),
+            ServiceSettings(data_dir=data_dir, **service),  # type: ignore[arg-type]
+        )
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -1,0 +1,41 @@
+"""Typed settings of answering: how many passages, how long a question, and the language model (when
+one writes the answers). Read from the environment by ``AnswerSettings.from_env`` only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_TOP_K = 5
+DEFAULT_MAX_QUESTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """What the Answerer needs to know."""
+
+    top_k: int = DEFAULT_TOP_K
+    """Passages retrieved for a question when the caller does not say."""
+
+    max_question_chars: int = DEFAULT_MAX_QUESTION_CHARS
+    """Longer questions are refused."""
+
+    llm_base_url: str | None = None
+    """An OpenAI-compatible API that writes answers (checked before use); none: extractive answers.
+    Env: RAG_LLM_BASE_URL."""
+
+    llm_model: str | None = None
+    """The model name to ask for. Env: RAG_LLM_MODEL."""
+
+    llm_api_key: str | None = None
+    """Env: RAG_LLM_API_KEY."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AnswerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            llm_base_url=env.get("RAG_LLM_BASE_URL") or None,
+            llm_model=env.get("RAG_LLM_MODEL") or None,
+            llm_api_key=env.get("RAG_LLM_API_KEY") or None,
+        )
