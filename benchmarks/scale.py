@@ -53,7 +53,7 @@ from index.records import Article, Span  # noqa: E402
 from index.sentences import split_sentences  # noqa: E402
 from index.store import ArticleWrite, IndexStore  # noqa: E402
 from index.store.lexical import SegmentedReader  # noqa: E402
-from index.store.store import quantize  # noqa: E402
+from index.store.rows import quantize  # noqa: E402
 from index.terms import tokenize  # noqa: E402
 
 BRIEFS = ROOT / "evals" / "datasets" / "realtimeqa-briefs"

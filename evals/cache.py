@@ -14,35 +14,16 @@ from index import PackagedEmbedder, load_paths, make_ingestor, open_index
 from index.config import PROJECT_ROOT, IndexSettings
 from rag import Answerer
 
-_INDEX_CODE = (
-    "clean.py",
-    "terms.py",
-    "dedup.py",
-    "load.py",
-    "sentences.py",
-    "chunk.py",
-    "ingest.py",
-    "store/store.py",
-    "store/markers.py",
-    "store/catalog.py",
-    "store/vectors.py",
-    "store/lexical.py",
-    "store/window.py",
-    "embed.py",
-    "config.py",
-    "records.py",
-    "urls.py",
-    "dates.py",
-)
-
 
 def index_key(corpus: Path, settings: IndexSettings) -> str:
-    """Hash of the corpus bytes, the chunking settings, the model and the indexing code."""
+    """Hash of the corpus bytes, the chunking settings, the model and the indexing code (every module of
+    index/, so that no change to how an index is built can reuse a stale one)."""
     digest = hashlib.sha256()
     digest.update(corpus.read_bytes())
     digest.update(f"{settings.model_name}|{settings.chunk_tokens}|{settings.chunk_overlap_tokens}".encode())
-    for name in _INDEX_CODE:
-        digest.update((PROJECT_ROOT / "index" / name).read_bytes())
+    for path in sorted((PROJECT_ROOT / "index").rglob("*.py")):
+        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:20]
 
 

@@ -37,7 +37,7 @@ from index.records import Article, Chunk, Span
 from index.store import ArticleWrite, IndexStore
 from index.store.catalog import Catalog, CatalogEntry
 from index.store.lexical import Statistics
-from index.store.store import start_watcher
+from index.store.watch import start_watcher
 from index.store.window import EVERYTHING, Window
 
 log = logging.getLogger("index.cluster")

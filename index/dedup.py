@@ -7,6 +7,8 @@ similarity estimate of at least ``THRESHOLD`` puts two articles in the same stor
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from datetime import date
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -60,3 +62,39 @@ class StoryIndex:
         if data is None:
             return []
         return sorted(self._lsh.query(_minhash(data)))
+
+
+class StoryAssigner:
+    """The story rule, for one machine and for a cluster alike: a new article joins the story of the
+    earliest stored near-duplicate (by publication date, undated last, then id), else starts its own
+    story named after itself."""
+
+    def __init__(self, rows: Iterable[tuple[str, bytes | None, str, str | None]] = ()) -> None:
+        """``rows``: (article id, MinHash signature, story, publication date) of the stored articles."""
+        self._index = StoryIndex()
+        self._known: dict[str, tuple[str, str | None]] = {}
+        for article_id, minhash, story, published in rows:
+            self._index.add(article_id, minhash)
+            self._known[article_id] = (story, published)
+
+    def assign(self, article_id: str, minhash: bytes | None, published: date | None) -> str:
+        """The story of an article being written (which is then counted as stored)."""
+        self.remove(article_id)
+        similar = [s for s in self._index.similar(minhash) if s != article_id and s in self._known]
+        story = article_id
+        if similar:
+            earliest = min(similar, key=lambda s: (self._known[s][1] is None, self._known[s][1] or "", s))
+            story = self._known[earliest][0]
+        self._index.add(article_id, minhash)
+        self._known[article_id] = (story, published.isoformat() if published else None)
+        return story
+
+    def add(self, article_id: str, minhash: bytes | None, story: str, published: date | None) -> None:
+        """An article written with a story decided elsewhere (a cluster's driver)."""
+        self.remove(article_id)
+        self._index.add(article_id, minhash)
+        self._known[article_id] = (story, published.isoformat() if published else None)
+
+    def remove(self, article_id: str) -> None:
+        self._index.remove(article_id)
+        self._known.pop(article_id, None)

@@ -56,6 +56,18 @@ class Catalog:
     def articles(self) -> int:
         return len(self.slot_of)
 
+    def entry(self, slot: int) -> CatalogEntry:
+        """What the catalog holds of the article in ``slot``."""
+        published = int(self.published[slot])
+        return CatalogEntry(
+            article_id=self.article_ids[slot],
+            published=date.fromordinal(published) if published > 0 else None,
+            source=self.sources[slot] or None,
+            story=self.stories[slot],
+            title_terms=self.title_terms[slot],
+            chunk_ids=self.chunks_of.get(slot, ()),
+        )
+
     def copies(self, story: str) -> tuple[int, ...]:
         return self.story_slots.get(story, ())
 

@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import bm25s
@@ -28,15 +29,15 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from index.store.files import save_arrays
 from index.store.tiers import merge_tiers, without_ids
-from index.store.window import EVERYTHING, Ids, Layout, Window
+from index.store.window import EVERYTHING, Hits, Ids, Layout, Window, merge_hits
 
 K1 = 1.5
 B = 0.75
 LARGE_SEGMENT = 50_000
 COMMON_SHARE = 0.2
 NOMINATION_POSTINGS = 100
-Hits = list[tuple[int, float]]
 Tokens = Sequence[str]
 
 
@@ -123,12 +124,6 @@ def _top_at(scores: npt.NDArray[np.float32], where: npt.NDArray[np.int64] | int,
     positions = matched + where if isinstance(where, int) else where[matched]
     order = np.lexsort((positions, -chosen))
     return [(int(positions[i]), float(chosen[i])) for i in order]
-
-
-def _merge(found: Sequence[Hits], k: int) -> Hits:
-    every = [hit for hits in found for hit in hits]
-    every.sort(key=lambda hit: (-hit[1], hit[0]))
-    return every[:k]
 
 
 # --- the reference: bm25s, rebuilt ---------------------------------------------------------------------
@@ -293,6 +288,39 @@ class Segment:
         deleted[positions] = True
         return replace(self, deleted=deleted, removed=int(np.count_nonzero(deleted)))
 
+    def save(self, folder: Path) -> list[Path]:
+        """Write the segment atomically to ``seg-NAME.npz`` (its layout, term matrix and lengths)."""
+        (path,) = self.files(folder, self.name)
+        tf = self.tf
+        arrays = {
+            "ids": self.layout.ids,
+            "published": self.layout.published,
+            "data": tf.data,
+            "indices": tf.indices,
+            "indptr": tf.indptr,
+            "shape": np.array(tf.shape),
+            "lengths": self.lengths,
+        }
+        save_arrays(path, arrays)
+        return [path]
+
+    @staticmethod
+    def files(folder: Path, name: str) -> list[Path]:
+        return [folder / f"seg-{name}.npz"]
+
+    @classmethod
+    def load(cls, folder: Path, name: str, dimension: int) -> Segment:
+        """A saved segment; raises OSError, ValueError or KeyError when it is damaged."""
+        del dimension  # vectors only
+        with np.load(folder / f"seg-{name}.npz", allow_pickle=False) as data:
+            layout = Layout.load(data)
+            shape = tuple(data["shape"])
+            tf = sp.csc_matrix((data["data"], data["indices"], data["indptr"]), shape=shape)
+            lengths = data["lengths"]
+        tf.sort_indices()
+        df = np.diff(tf.indptr).astype(np.int64)
+        return cls(layout, tf, lengths, df, np.zeros(layout.size, dtype=bool), 0, name)
+
 
 def term_counts(documents: Sequence[Sequence[int]], vocabulary_size: int) -> sp.csr_matrix:
     """Documents (term ids) as a documents x terms matrix of term frequencies."""
@@ -377,7 +405,7 @@ class SegmentedScores:
                     exact_scores = segment.scores_at(chosen, self._terms, self._weights, self._avgdl)
                     hits = _top(exact_scores, chosen, k)
                 found.append([(int(segment.layout.ids[p]), score) for p, score in hits])
-        return _merge(found, k)
+        return merge_hits(found, k)
 
     def of(self, ids: Ids) -> npt.NDArray[np.float32]:
         out = np.zeros(ids.size, dtype=np.float32)
@@ -443,6 +471,9 @@ class SegmentedReader:
 class SegmentedBM25:
     """Log-structured BM25 segments; see the module docstring."""
 
+    KIND = "lexical"
+    SEGMENT = Segment
+
     def __init__(
         self, fanout: int = 8, vocabulary: Vocabulary | None = None, large_segment: int = LARGE_SEGMENT
     ) -> None:
@@ -475,11 +506,6 @@ class SegmentedBM25:
 
     def reader(self) -> SegmentedReader:
         return SegmentedReader(tuple(self._segments), self.vocabulary, self.large_segment)
-
-    def merge_all(self) -> None:
-        if len(self._segments) > 1 or any(s.removed for s in self._segments):
-            merged = self._merged(self._segments)
-            self._segments = [merged] if merged.layout.size else []
 
     def _merge_tiers(self) -> None:
         self._segments = merge_tiers(self._segments, self.fanout, self._merged)

@@ -4,21 +4,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from index.chunk import ChunkDraft
 from index.embed import Vectors
 from index.records import Article, Chunk, Span
 from index.store.catalog import Catalog
 from index.store.lexical import LexicalScores
 from index.store.window import Window
 
-if TYPE_CHECKING:
-    from index.store.store import ArticleWrite
-
 Hits = list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class ArticleWrite:
+    """One article with its chunks and sentences and their vectors, ready to store."""
+
+    article: Article
+    chunks: Sequence[ChunkDraft]
+    vectors: Vectors
+    sentences: Sequence[Span] = ()
+    sentence_vectors: Vectors | None = None
+    """Vectors of ``sentences``, kept so answers need not embed sentences at query time."""
+    story: str | None = None
+    """The story the article belongs to, when the writer knows it (a cluster's ingest decides across all
+    shards); otherwise the store finds near-duplicates among its own articles."""
 
 
 class LexicalView(Protocol):

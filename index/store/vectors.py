@@ -22,17 +22,18 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
+from index.store.files import atomically, save_arrays
 from index.store.tiers import merge_tiers, without_ids
-from index.store.window import EVERYTHING, Ids, Layout, Window
+from index.store.window import EVERYTHING, Hits, Ids, Layout, Window, merge_hits
 
 Vectors = npt.NDArray[np.float32]
-Hits = list[tuple[int, float]]
 
 DEFAULT_FANOUT = 8
 DEFAULT_IVF_THRESHOLD = 50_000
@@ -78,12 +79,6 @@ def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
     return [(int(ids[i]), float(scores[i])) for i in order]
 
 
-def _merge(found: Sequence[Hits], k: int) -> Hits:
-    every = [hit for hits in found for hit in hits]
-    every.sort(key=lambda hit: (-hit[1], hit[0]))
-    return every[:k]
-
-
 # --- exact ---------------------------------------------------------------------------------------------
 
 
@@ -103,7 +98,7 @@ class _ExactReader:
         params = None
         if not window.everything:
             allowed = np.array(
-                [i for i, day in self._published.items() if _admits(window, day)], dtype=np.int64
+                [i for i, day in self._published.items() if window.admits(day)], dtype=np.int64
             )
             if window.ids is not None:
                 allowed = np.intersect1d(allowed, window.ids)
@@ -118,12 +113,6 @@ class _ExactReader:
         if not ids.size:
             return np.zeros((0, self._dimension), dtype=np.float32)
         return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
-
-
-def _admits(window: Window, day: int) -> bool:
-    if day < 0:
-        return window.undated
-    return (window.after is None or day >= window.after) and (window.before is None or day <= window.before)
 
 
 class ExactVectors:
@@ -212,6 +201,33 @@ class Segment:
     def vectors_at(self, positions: npt.NDArray[np.int64]) -> Vectors:
         return np.asarray(self.index.reconstruct_batch(positions), dtype=np.float32)
 
+    def save(self, folder: Path) -> list[Path]:
+        """Write the segment atomically: its layout in ``seg-NAME.npz``, its FAISS index in
+        ``seg-NAME.faiss`` (read back directly, without a copy). Returns the files."""
+        files = self.files(folder, self.name)
+        atomically(files[1], lambda tmp: faiss.write_index(self.index, str(tmp)))
+        arrays = {"ids": self.layout.ids, "published": self.layout.published, "ivf": np.array(self.ivf)}
+        save_arrays(files[0], arrays)
+        return files
+
+    @staticmethod
+    def files(folder: Path, name: str) -> list[Path]:
+        return [folder / f"seg-{name}.npz", folder / f"seg-{name}.faiss"]
+
+    @classmethod
+    def load(cls, folder: Path, name: str, dimension: int) -> Segment:
+        """A saved segment; raises OSError, ValueError, KeyError or RuntimeError when it is damaged."""
+        with np.load(folder / f"seg-{name}.npz", allow_pickle=False) as data:
+            layout = Layout.load(data)
+            ivf = bool(data["ivf"])
+        index: Any = faiss.read_index(str(folder / f"seg-{name}.faiss"))
+        if index.d != dimension or index.ntotal != layout.size:
+            raise ValueError(f"{index.ntotal} vectors of dimension {index.d}")
+        if ivf:
+            index.make_direct_map()
+        deleted = np.zeros(layout.size, dtype=bool)
+        return cls(layout, index, ivf, deleted, np.packbits(deleted, bitorder="little"), 0, name)
+
     def without(self, positions: npt.NDArray[np.int64]) -> Segment:
         deleted = self.deleted.copy()
         deleted[positions] = True
@@ -264,7 +280,7 @@ class SegmentedReader:
     def search(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
         if k <= 0:
             return []
-        return _merge([s.search(query, k, window, self._nprobe) for s in self._segments], k)
+        return merge_hits([s.search(query, k, window, self._nprobe) for s in self._segments], k)
 
     def vectors(self, ids: Ids) -> Vectors:
         out = np.zeros((ids.size, self._dimension), dtype=np.float32)
@@ -284,6 +300,9 @@ class SegmentedReader:
 
 class SegmentedVectors:
     """Log-structured vector segments; see the module docstring."""
+
+    KIND = "vectors"
+    SEGMENT = Segment
 
     def __init__(
         self,
@@ -316,11 +335,6 @@ class SegmentedVectors:
 
     def reader(self) -> SegmentedReader:
         return SegmentedReader(tuple(self._segments), self.dimension, self.nprobe)
-
-    def merge_all(self) -> None:
-        """Merge every segment into one (a full rebuild: for tests and benchmarks)."""
-        if len(self._segments) > 1 or any(s.removed for s in self._segments):
-            self._segments = [self._merged(self._segments)] if self.reader().size else []
 
     def _merge_tiers(self) -> None:
         self._segments = merge_tiers(self._segments, self.fanout, self._merged)

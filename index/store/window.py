@@ -7,12 +7,23 @@ after as_of" is then one ``searchsorted`` and a FAISS range selector, whatever t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 Ids = npt.NDArray[np.int64]
+Hits = list[tuple[int, float]]
+"""(chunk id, score), best first."""
+
+
+def merge_hits(parts: Iterable[Hits], k: int) -> Hits:
+    """The best ``k`` of several hit lists (of segments, or of shards): by score, then by id."""
+    every = [hit for hits in parts for hit in hits]
+    every.sort(key=lambda hit: (-hit[1], hit[0]))
+    return every[:k]
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,12 @@ class Window:
     @property
     def everything(self) -> bool:
         return self.after is None and self.before is None and self.undated and self.ids is None
+
+    def admits(self, day: int) -> bool:
+        """Whether an entry published on ``day`` (an ordinal; negative: undated) passes the dates."""
+        if day < 0:
+            return self.undated
+        return (self.after is None or day >= self.after) and (self.before is None or day <= self.before)
 
 
 EVERYTHING = Window()
@@ -45,6 +62,15 @@ class Layout:
     """Positions ``[0, undated)`` are the undated entries."""
     _sorted_ids: Ids
     _sorted_positions: npt.NDArray[np.int64]
+
+    @classmethod
+    def load(cls, data: Mapping[str, npt.NDArray[Any]]) -> Layout:
+        """The layout saved as ``ids`` and ``published`` arrays; raises ValueError when they are not in
+        position order (a damaged file)."""
+        layout, order = cls.build(data["ids"].astype(np.int64), data["published"].astype(np.int32))
+        if not np.array_equal(order, np.arange(layout.size)):
+            raise ValueError("positions out of order")
+        return layout
 
     @classmethod
     def build(cls, ids: Ids, published: npt.NDArray[np.int32]) -> tuple[Layout, npt.NDArray[np.int64]]:
