@@ -133,7 +133,7 @@ class Service:
     def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
         try:
             answerer = opener(self.settings)
-            answerer.store.watch()
+            answerer.index.watch()
             ingestor = build_ingestor(self.settings, answerer)
             keys = open_keys(self.settings)
             service = self.settings.service
@@ -308,7 +308,10 @@ def search(
 )
 def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> ArticleOut:
     answerer, _ = _service(request).require()
-    return article_out(answerer.store.article(article_id))
+    found = answerer.index.reader().articles([article_id])
+    if article_id not in found:
+        raise ArticleNotFoundError(f"no article with id {article_id!r}")
+    return article_out(found[article_id])
 
 
 @post(
@@ -385,7 +388,7 @@ def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
 )
 def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> None:
     answerer, _ = _service(request).require()
-    answerer.store.delete(article_id)
+    answerer.index.delete(article_id)
 
 
 @get(
@@ -396,8 +399,8 @@ def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> No
 )
 def health(request: Request[Any, Any, Any]) -> HealthOut:
     answerer, _ = _service(request).require()
-    snapshot = answerer.store.snapshot()  # no SQL, no lock: never waits for a writer
-    return HealthOut("ready", snapshot.catalog.articles, snapshot.size, snapshot.generation)
+    reader = answerer.index.reader()  # no SQL, no lock: never waits for a writer
+    return HealthOut("ready", reader.article_count, reader.size, reader.generation)
 
 
 @get(
@@ -411,10 +414,10 @@ def health(request: Request[Any, Any, Any]) -> HealthOut:
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     answerer = _service(request).answerer
     if answerer is not None:
-        snapshot = answerer.store.snapshot()
-        INDEX_ARTICLES.set(snapshot.catalog.articles)
-        INDEX_CHUNKS.set(snapshot.size)
-        INDEX_GENERATION.set(snapshot.generation)
+        reader = answerer.index.reader()
+        INDEX_ARTICLES.set(reader.article_count)
+        INDEX_CHUNKS.set(reader.size)
+        INDEX_GENERATION.set(reader.generation)
     return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -189,21 +189,13 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     embedder = PackagedEmbedder()
     store = open_index(settings.index, embedder)
     progress = False if args.quiet else None
-    if settings.index.cluster is not None:
-        from index.cluster import ShardedStore
-        from index.cluster_ingest import ingest_on_cluster
-
-        assert isinstance(store, ShardedStore)
-        workers = settings.index.cluster.workers
-        report = ingest_on_cluster(store, load_paths(args.paths), settings.index, workers, progress=progress)
-    else:
-        report = make_ingestor(settings.index, store, embedder).ingest(load_paths(args.paths), progress)
+    report = make_ingestor(settings.index, store, embedder).ingest(load_paths(args.paths), progress)
     for message in report.failed:
         print(f"rag ingest: skipped {message}", file=sys.stderr)
     print(
         f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
         f"{len(report.failed)} failed; "
-        f"the index holds {store.article_count()} articles in {store.size} chunks"
+        f"the index holds {store.reader().article_count} articles in {store.reader().size} chunks"
     )
     return 1 if report.failed else 0
 

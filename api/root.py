@@ -36,10 +36,10 @@ def build_answerer(settings: Settings, embedder: Embedder | None = None, batchin
         model = BatchingEmbedder(model)
     store = open_index(settings.index, model)
     tokens = encoding(settings.index.tiktoken_cache_dir)
-    composer = make_composer(settings.answers, model, store, tokens)
+    composer = make_composer(settings.answers, model, tokens)
     return Answerer(store, model, settings.answers, composer=composer)
 
 
 def build_ingestor(settings: Settings, answerer: Answerer) -> Ingestor:
     """The ingest path over the Answerer's own index and model."""
-    return make_ingestor(settings.index, answerer.store, answerer.embedder)
+    return make_ingestor(settings.index, answerer.index, answerer.embedder)

@@ -9,7 +9,7 @@ embedding actors (one CPU each, one torch thread each) land on the worker nodes.
 
 1. One machine: ``rag ingest``'s path (an Ingestor in this process, two threads) on the first ``--items``
    briefs items; articles per second.
-2. The cluster with one worker node: the same items through ``ingest_on_cluster(workers=1)``.
+2. The cluster with one worker node: the same items through the Ingestor with a ``RayPreparer(workers=1)``.
 3. A second worker node joins: the next ``--items`` items with ``workers=2``.
 4. The rest of the briefs corpus is ingested (two workers); then ``--questions`` briefs questions are
    asked one at a time, through the cluster and through the cached one-machine eval index of the same
@@ -38,11 +38,13 @@ from evals.cache import cached_answerer  # noqa: E402
 from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
 from index import PackagedEmbedder, load_paths, make_ingestor, open_index  # noqa: E402
-from index.cluster import NAMESPACE, ShardedStore, create_layout, find_layout  # noqa: E402
-from index.cluster_ingest import ingest_on_cluster  # noqa: E402
+from index.cluster import NAMESPACE, create_layout, find_layout  # noqa: E402
+from index.cluster_ingest import RayPreparer  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
 from index.embed import set_threads  # noqa: E402
+from index.ingest import Ingestor  # noqa: E402
 from index.records import Article  # noqa: E402
+from index.store.sharded import ShardedStore  # noqa: E402
 from rag import Answerer  # noqa: E402
 
 BRIEFS = ROOT / "evals" / "datasets" / "realtimeqa-briefs"
@@ -78,14 +80,14 @@ def ingest_rates(
     sharded = ShardedStore(find_layout())
     settings = base.index
     start = time.perf_counter()
-    ingest_on_cluster(sharded, first, settings, workers=1, progress=False)
+    Ingestor(sharded, RayPreparer(settings, workers=1)).ingest(first, progress=False)
     one_node = _rate("cluster, 1 worker node", len(first), time.perf_counter() - start)
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     start = time.perf_counter()
-    ingest_on_cluster(sharded, second, settings, workers=2, progress=False)
+    Ingestor(sharded, RayPreparer(settings, workers=2)).ingest(second, progress=False)
     two_nodes = _rate("cluster, 2 worker nodes", len(second), time.perf_counter() - start)
-    ingest_on_cluster(sharded, rest, settings, workers=2, progress=False)
+    Ingestor(sharded, RayPreparer(settings, workers=2)).ingest(rest, progress=False)
     print(
         f"ratios: 1 node / one machine {one_node / one_machine:.2f}x, "
         f"2 nodes / 1 node {two_nodes / one_node:.2f}x",

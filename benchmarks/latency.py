@@ -28,7 +28,7 @@ from evals.cache import cached_answerer  # noqa: E402
 from evals.config import EvalSettings  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from index import PackagedEmbedder  # noqa: E402
-from rag import Answerer, Filters  # noqa: E402
+from rag import Answerer  # noqa: E402
 
 
 def _timed(fn: Callable[[EvalQuestion], object], questions: list[EvalQuestion]) -> list[float]:
@@ -51,15 +51,16 @@ def main() -> int:
     questions = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
     questions = questions[: args.questions]
     answerer: Answerer = cached_answerer(dataset.corpus, EvalSettings.from_env(), PackagedEmbedder())
-    store, embedder = answerer.store, answerer.embedder
+    index, embedder = answerer.index, answerer.embedder
     embedder.embed(["warm up"])
 
     def dense(q: EvalQuestion) -> object:
-        return store.search(embedder.embed([q.question])[0], 40)
+        return index.reader().dense(embedder.embed([q.question])[0], 40)
 
     def retrieve(q: EvalQuestion) -> object:
         vector = embedder.embed([q.question])[0]
-        return answerer.retriever.retrieve(q.question, vector, 10, Filters(), q.asked_on)
+        question = answerer.question(q.question, as_of=q.asked_on, top_k=10)
+        return answerer.retriever.retrieve(question, vector, index.reader())
 
     def ask(q: EvalQuestion) -> object:
         return answerer.ask(answerer.question(q.question, as_of=q.asked_on, top_k=10))
@@ -69,7 +70,7 @@ def main() -> int:
     }
     base = float(np.percentile(results["dense"], 50))
     base95 = float(np.percentile(results["dense"], 95))
-    print(f"{dataset.name}: {len(questions)} questions, {store.size} chunks")
+    print(f"{dataset.name}: {len(questions)} questions, {index.reader().size} chunks")
     print(f"{'stage':<10} {'p50 ms':>8} {'p95 ms':>8} {'x dense p50':>12} {'x dense p95':>12}")
     for name, times in results.items():
         p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))

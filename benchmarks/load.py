@@ -157,7 +157,7 @@ def main() -> int:
     settings = EvalSettings.from_env()
     answerer = cached_answerer(dataset.corpus, settings, PackagedEmbedder())
     source = settings.cache_dir / index_key(dataset.corpus, settings.index)
-    answerer.store.close()
+    answerer.index.close()
     work = Path(tempfile.mkdtemp(prefix="newsrag-load-"))
     shutil.copytree(source, work / "data" / "index")
     env = {

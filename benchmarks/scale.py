@@ -77,10 +77,9 @@ class Source:
 
     def __init__(self) -> None:
         answerer = cached_answerer(BRIEFS / "corpus.jsonl", EvalSettings.from_env(), PackagedEmbedder())
-        store = answerer.store
-        ids = store.chunk_ids()
-        self.vectors = store.snapshot().vectors(ids)
-        store.close()
+        reader = answerer.index.reader()
+        self.vectors = reader.vectors(reader.chunk_ids())
+        answerer.index.close()
         counts: collections.Counter[str] = collections.Counter()
         for line in (BRIEFS / "corpus.jsonl").open():
             counts.update(w.lower() for w in _WORD.findall(json.loads(line)["body"]))
@@ -222,7 +221,7 @@ def _rss_gb(pid: int) -> float:
 
 def _exact_top(store: IndexStore, queries: np.ndarray, caps: list[int], k: int) -> list[set[int]]:
     """Exact top ``k`` per query among chunks published on or before its cap (undated always pass)."""
-    snapshot = store.snapshot()
+    snapshot = store.reader()
     ids = snapshot.chunk_ids()
     slots = snapshot.catalog.slots(ids)
     published = snapshot.catalog.published[slots]
@@ -272,9 +271,9 @@ def measure(n_chunks: int, questions: int) -> dict[str, float]:  # noqa: PLR0915
             stages[stage].append(ms)
     # Recall of the served dense stage against exact search, under each question's date cap.
     vectors = embedder.embed([q.question for q in asked])
-    snapshot = store.snapshot()
-    windows = [snapshot.catalog.window(None, q.asked_on) for q in asked]
-    served = [{i for i, _ in snapshot.search(v, 10, w)} for v, w in zip(vectors, windows, strict=True)]
+    snapshot = store.reader()
+    windows = [snapshot.window(None, q.asked_on) for q in asked]
+    served = [{i for i, _ in snapshot.dense(v, 10, w)} for v, w in zip(vectors, windows, strict=True)]
     exact = _exact_top(store, vectors, [w.before or 10**7 for w in windows], 10)
     recall = float(np.mean([len(s & e) / max(len(e), 1) for s, e in zip(served, exact, strict=True)]))
     # BM25: the served candidates (rarer terms nominate in large segments) against exact BM25 top 40.
@@ -283,7 +282,7 @@ def measure(n_chunks: int, questions: int) -> dict[str, float]:  # noqa: PLR0915
     for q, w in zip(asked, windows, strict=True):
         tokens = tokenize([q.question])[0]
         want = {i for i, _ in full.query(tokens).top(40, w)}
-        got = {i for i, _ in snapshot.lexical.query(tokens).top(40, w)}
+        got = {i for i, _ in snapshot.lexical(tokens).top(40, w)}
         bm25_recall.append(len(got & want) / max(len(want), 1))
     # Writes: a 64-article batch (vectors precomputed) and single deletes.
     source_rng = np.random.default_rng(11)

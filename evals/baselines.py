@@ -29,25 +29,24 @@ def _collapse(article_ids: Sequence[str], k: int) -> list[str]:
 def dense_rankings(
     answerer: Answerer, questions: Sequence[EvalQuestion], k: int, progress: bool | None = None
 ) -> dict[str, list[str]]:
-    store = answerer.store
+    reader = answerer.index.reader()
     show = sys.stderr.isatty() if progress is None else progress
     vectors = answerer.embedder.embed([q.question for q in questions])
     rankings = {}
     for q, vector in tqdm(
         list(zip(questions, vectors, strict=True)), desc="dense", disable=not show, file=sys.stderr
     ):
-        found = store.search(vector, k * _DEPTH_PER_DOC)
-        chunks = store.chunks([chunk_id for chunk_id, _ in found])
-        rankings[q.id] = _collapse([c.article_id for c in chunks], k)
+        found = reader.dense(vector, k * _DEPTH_PER_DOC)
+        passages = reader.passages([chunk_id for chunk_id, _ in found])
+        rankings[q.id] = _collapse([c.article_id for c, _ in passages], k)
     return rankings
 
 
 def bm25_rankings(answerer: Answerer, questions: Sequence[EvalQuestion], k: int) -> dict[str, list[str]]:
-    store = answerer.store
-    ids = [int(i) for i in store.chunk_ids()]
-    chunks = store.chunks(ids)
-    articles = store.articles(c.article_id for c in chunks)
-    texts = [passage_text(articles[c.article_id], c.text) for c in chunks]
+    reader = answerer.index.reader()
+    passages = reader.passages([int(i) for i in reader.chunk_ids()])
+    chunks = [chunk for chunk, _ in passages]
+    texts = [passage_text(article, chunk.text) for chunk, article in passages]
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
     depth = min(len(texts), k * _DEPTH_PER_DOC)

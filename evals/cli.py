@@ -185,17 +185,14 @@ def _answerer(
     from rag.answer import make_composer
 
     if args.cluster:
-        from index import load_paths, open_index
-        from index.cluster import ShardedStore
-        from index.cluster_ingest import ingest_on_cluster
+        from index import load_paths, make_ingestor, open_index
         from index.config import ClusterSettings
         from rag import Answerer
 
         base_dir = str(settings.index.data_dir.parent / "cluster")
         index = dataclasses.replace(settings.index, cluster=ClusterSettings(args.cluster, base_dir))
         store = open_index(index, embedder)
-        assert isinstance(store, ShardedStore)
-        ingest_on_cluster(store, load_paths([dataset.corpus]), index, progress=progress)
+        make_ingestor(index, store, embedder).ingest(load_paths([dataset.corpus]), progress=progress)
         answerer = staged(Answerer(store, embedder, settings.answers), args.stage)
     else:
         cached = cached_answerer(dataset.corpus, _eval_settings(settings), embedder, progress)
@@ -209,5 +206,5 @@ def _answerer(
         if not llm.llm_base_url:
             raise DatasetError("--composer generative needs a model: --llm-base-url and --llm-model")
         tokens = encoding(settings.index.tiktoken_cache_dir)
-        answerer.composer = make_composer(llm, embedder, answerer.store, tokens)
+        answerer.composer = make_composer(llm, embedder, tokens)
     return answerer

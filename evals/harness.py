@@ -80,9 +80,13 @@ def _outcome(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
     if answer.generated:  # written by a model: grounded means checked and supported by its citations
         grounded = [s.verified for s in answer.sentences]
     elif not answer.abstained:
+        bodies = {
+            a.id: a.body
+            for a in answerer.index.reader().articles(c.article_id for c in answer.citations).values()
+        }
         for sentence, n in _CITED_SENTENCE.findall(answer.text):
             citation = by_n.get(int(n))
-            body = answerer.store.article(citation.article_id).body if citation else ""
+            body = bodies.get(citation.article_id, "") if citation else ""
             grounded.append(bool(citation) and sentence.strip() in body)
     correct = not answer.abstained and any(_contains(answer.text, gold) for gold in q.answers)
     return Outcome(

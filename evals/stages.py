@@ -14,11 +14,9 @@ from rag.retrieve import DenseRetriever, NewsRetriever, RetrievalConfig, Retriev
 
 FULL = RetrievalConfig()
 STAGES: dict[str, Callable[[Answerer], Retriever]] = {
-    "dense": lambda a: DenseRetriever(a.store),
-    "hybrid": lambda a: NewsRetriever(
-        a.store, FusionRanker(), RetrievalConfig(time=False, collapse_stories=False)
-    ),
-    "full": lambda a: NewsRetriever(a.store, LinearRanker.load(), FULL),
+    "dense": lambda a: DenseRetriever(),
+    "hybrid": lambda a: NewsRetriever(FusionRanker(), RetrievalConfig(time=False, collapse_stories=False)),
+    "full": lambda a: NewsRetriever(LinearRanker.load(), FULL),
 }
 """Stages that need no training: `rag eval --stage NAME`."""
 
@@ -26,7 +24,7 @@ STAGES: dict[str, Callable[[Answerer], Retriever]] = {
 def with_retriever(answerer: Answerer, retriever: Retriever) -> Answerer:
     """The same index, model and composer, answering through ``retriever``."""
     return Answerer(
-        answerer.store,
+        answerer.index,
         answerer.embedder,
         answerer.settings,
         retriever=retriever,

@@ -6,11 +6,11 @@ from index.chunk import Chunker
 from index.config import IndexSettings
 from index.embed import Embedder, PackagedEmbedder
 from index.errors import ArticleError, RagError
-from index.ingest import Ingestor
+from index.ingest import Ingestor, LocalPreparer
 from index.load import load_paths, parse_record
 from index.records import Article, Chunk, IngestReport, Span
 from index.store import IndexStore
-from index.store.protocols import StoreView
+from index.store.protocols import Index, IndexReader, IndexWriter
 from index.tokens import encoding
 
 __all__ = [
@@ -19,8 +19,11 @@ __all__ = [
     "Chunk",
     "Chunker",
     "Embedder",
+    "Index",
+    "IndexReader",
     "IndexSettings",
     "IndexStore",
+    "IndexWriter",
     "IngestReport",
     "Ingestor",
     "PackagedEmbedder",
@@ -33,10 +36,11 @@ __all__ = [
 ]
 
 
-def open_index(settings: IndexSettings, embedder: Embedder) -> StoreView:
+def open_index(settings: IndexSettings, embedder: Embedder) -> Index:
     """The index ``settings`` name, for ``embedder``: on this machine (``settings.data_dir``) or, when
     ``settings.cluster`` is set, in shards on that Ray cluster (created there when it has none). The one
-    place a backend is chosen; stops with a clear error when the index is unusable."""
+    place a backend is chosen (``make_ingestor`` follows it); stops with a clear error when the index is
+    unusable."""
     if settings.cluster is not None:
         from index.cluster import open_cluster
 
@@ -45,9 +49,14 @@ def open_index(settings: IndexSettings, embedder: Embedder) -> StoreView:
     return IndexStore(settings.data_dir, embedder.name, embedder.dimension)
 
 
-def make_ingestor(settings: IndexSettings, store: StoreView, embedder: Embedder) -> Ingestor:
-    """An Ingestor with the chunking the settings ask for."""
-    return Ingestor(store, embedder, chunker(settings))
+def make_ingestor(settings: IndexSettings, store: IndexWriter, embedder: Embedder) -> Ingestor:
+    """The ingest path into ``store``: batches prepared in this process with ``embedder``, or, when
+    ``settings.cluster`` is set, on the cluster's Ray Data workers."""
+    if settings.cluster is not None:
+        from index.cluster_ingest import RayPreparer
+
+        return Ingestor(store, RayPreparer(settings, settings.cluster.workers))
+    return Ingestor(store, LocalPreparer(chunker(settings), embedder))
 
 
 def chunker(settings: IndexSettings) -> Chunker:

@@ -1,9 +1,16 @@
-"""Articles in, index updated: skip what is unchanged, replace what changed, report what failed."""
+"""Articles in, index updated: skip what is unchanged, replace what changed, report what failed.
+
+One ingest path for `rag ingest`, HTTP ingest, background jobs and the cluster: an ``Ingestor`` over an
+``IndexWriter`` (one machine's store or the cluster's). Only preparing a batch (chunking, splitting
+sentences, embedding) differs: ``LocalPreparer`` does it in this process, the cluster's ``RayPreparer``
+(index/cluster_ingest.py) on a pool of Ray Data workers.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -12,8 +19,7 @@ from index.embed import Embedder
 from index.errors import ArticleError
 from index.records import Article, IngestReport, Span
 from index.sentences import split_sentences
-from index.store import ArticleWrite
-from index.store.protocols import StoreView
+from index.store.protocols import ArticleWrite, IndexWriter
 
 DEFAULT_BATCH_ARTICLES = 64
 DEFAULT_BATCH_CHARS = 400_000
@@ -21,20 +27,38 @@ DEFAULT_BATCH_CHARS = 400_000
 ``DEFAULT_BATCH_ARTICLES`` articles, whichever comes first."""
 
 
+class Preparer(Protocol):
+    """Turns batches of articles into what a store writes."""
+
+    def prepare(self, batches: Iterable[list[Article]]) -> Iterator[list[ArticleWrite]]:
+        """The writes of each batch (batches may come back in another order)."""
+        ...
+
+
+class LocalPreparer:
+    """Chunks and embeds each batch in this process, one model call per batch."""
+
+    def __init__(self, chunker: Chunker, embedder: Embedder) -> None:
+        self._chunker = chunker
+        self._embedder = embedder
+
+    def prepare(self, batches: Iterable[list[Article]]) -> Iterator[list[ArticleWrite]]:
+        for batch in batches:
+            yield prepare(batch, self._chunker, self._embedder)
+
+
 class Ingestor:
-    """Chunks, embeds and stores articles, a batch (one transaction) at a time."""
+    """Stores articles through an ``IndexWriter``, a batch (one transaction) at a time."""
 
     def __init__(
         self,
-        store: StoreView,
-        embedder: Embedder,
-        chunker: Chunker,
+        store: IndexWriter,
+        preparer: Preparer,
         batch_articles: int = DEFAULT_BATCH_ARTICLES,
         batch_chars: int = DEFAULT_BATCH_CHARS,
     ) -> None:
         self._store = store
-        self._embedder = embedder
-        self._chunker = chunker
+        self._preparer = preparer
         self._batch_articles = batch_articles
         self._batch_chars = batch_chars
 
@@ -47,55 +71,67 @@ class Ingestor:
     ) -> IngestReport:
         """Store every article of ``items``; errors in ``items`` are reported, not raised.
 
-        Each batch is committed on its own, so a crash keeps every batch before it. ``progress`` shows a
-        bar (default: when stderr is a terminal); ``on_batch`` is told, after each commit, how many items
-        are done (committed or failed). ``batch_chars`` overrides how much text one batch holds (smaller:
-        progress moves more often). Readers see the new articles when the whole ingest is published,
-        at its end.
+        Each batch is committed on its own, so a crash keeps every batch before it, and an ingest run
+        again skips what was committed (its content hash is stored). ``progress`` shows a bar (default:
+        when stderr is a terminal); ``on_batch`` is told, after each commit, how many items are done
+        (committed, unchanged or failed). ``batch_chars`` overrides how much text one batch holds
+        (smaller: progress moves more often). Readers see the new articles when the whole ingest is
+        published, at its end.
         """
         added: list[str] = []
         replaced: list[str] = []
         unchanged: list[str] = []
         failed: list[str] = []
-        pending: dict[str, Article] = {}
-        pending_chars = 0
         most_chars = self._batch_chars if batch_chars is None else batch_chars
         show = sys.stderr.isatty() if progress is None else progress
-        seen = 0  # not ``bar.n``: a disabled tqdm bar counts nothing
+        written = 0
+
+        def todo() -> Iterator[list[Article]]:
+            """Batches of what changed; the rest is counted as unchanged or failed on the way."""
+            for batch in self._batches(items, most_chars, failed):
+                hashes = self._store.content_hashes([a.id for a in batch])
+                changed = []
+                for article in batch:
+                    stored = hashes.get(article.id)
+                    if stored == article.content_hash:
+                        unchanged.append(article.id)
+                        continue
+                    (added if stored is None else replaced).append(article.id)
+                    changed.append(article)
+                if changed:
+                    yield changed
+                elif on_batch is not None:
+                    on_batch(written + len(unchanged) + len(failed))
+
         with tqdm(desc="ingest", unit="article", disable=not show, file=sys.stderr) as bar:
-            for item in items:
-                bar.update(1)
-                seen += 1
-                if isinstance(item, ArticleError):
-                    failed.append(str(item))
-                    continue
-                pending[item.id] = item
-                pending_chars += len(item.body)
-                if len(pending) >= self._batch_articles or pending_chars >= most_chars:
-                    self._flush_batch(pending, added, replaced, unchanged)
-                    pending_chars = 0
-                    if on_batch is not None:
-                        on_batch(seen)
-            self._flush_batch(pending, added, replaced, unchanged)
-            if on_batch is not None:
-                on_batch(seen)
+            for writes in self._preparer.prepare(todo()):
+                self._store.write(writes, publish=False)
+                written += len(writes)
+                bar.n = written + len(unchanged) + len(failed)
+                bar.refresh()
+                if on_batch is not None:
+                    on_batch(written + len(unchanged) + len(failed))
         self._store.flush()
         return IngestReport(tuple(added), tuple(replaced), tuple(unchanged), tuple(failed))
 
-    def _flush_batch(
-        self, pending: dict[str, Article], added: list[str], replaced: list[str], unchanged: list[str]
-    ) -> None:
-        todo: list[Article] = []
-        for article in pending.values():
-            stored = self._store.content_hash(article.id)
-            if stored == article.content_hash:
-                unchanged.append(article.id)
+    def _batches(
+        self, items: Iterable[Article | ArticleError], most_chars: int, failed: list[str]
+    ) -> Iterator[list[Article]]:
+        """Articles in batches of at most ``batch_articles`` articles or ``most_chars`` characters (the
+        last article of a batch may pass it); errors go to ``failed``; a repeated id keeps its last."""
+        pending: dict[str, Article] = {}
+        chars = 0
+        for item in items:
+            if isinstance(item, ArticleError):
+                failed.append(str(item))
                 continue
-            (added if stored is None else replaced).append(article.id)
-            todo.append(article)
-        pending.clear()
-        if todo:
-            self._store.write(prepare(todo, self._chunker, self._embedder), publish=False)
+            pending[item.id] = item
+            chars += len(item.body)
+            if len(pending) >= self._batch_articles or chars >= most_chars:
+                yield list(pending.values())
+                pending, chars = {}, 0
+        if pending:
+            yield list(pending.values())
 
 
 def prepare(articles: Sequence[Article], chunker: Chunker, embedder: Embedder) -> list[ArticleWrite]:

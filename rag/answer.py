@@ -14,10 +14,11 @@ from index.clean import remove_controls
 from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
 from index.records import Span
-from index.store.protocols import StoreView
+from index.store.protocols import Index, IndexReader
 from rag.abstain import Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
 from rag.config import AnswerSettings
+from rag.question import analyse
 from rag.rank import LinearRanker
 from rag.records import Answer, Citation, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
@@ -34,11 +35,14 @@ _CLOSEST = 3
 
 
 class Answerer:
-    """Answers questions from one index; safe to share between threads."""
+    """Answers questions from one index; safe to share between threads.
+
+    Each question is analysed once (rag/question.py) and read from one reader of the index, taken when
+    it is asked: retrieval, composition, abstention and generation all see that one generation."""
 
     def __init__(
         self,
-        store: StoreView,
+        index: Index,
         embedder: Embedder,
         settings: AnswerSettings | None = None,
         retriever: Retriever | None = None,
@@ -48,12 +52,12 @@ class Answerer:
     ) -> None:
         """``abstain_below``: abstain on the best passage's cosine alone (the first version's rule) instead
         of the evidence model (``abstainer``, default rag/abstain.json)."""
-        self.store = store
+        self.index = index
         self.embedder = embedder
         self.settings = settings or AnswerSettings()
-        self.retriever = retriever or NewsRetriever(store, LinearRanker.load())
-        self.quotes = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
-        """The extractive composer: quoted answers, and the evidence abstention looks at."""
+        self.retriever = retriever or NewsRetriever(LinearRanker.load())
+        self.quotes = ExtractiveComposer(embedder)
+        """The extractive composer: what abstention weighs (and the answer, unless a model writes it)."""
         self.composer: AnswerComposer = composer or self.quotes
         self.abstain_below = abstain_below
         self.abstainer = abstainer or (Abstainer.load() if abstain_below is None else None)
@@ -65,7 +69,8 @@ class Answerer:
         top_k: int | None = None,
         filters: Filters | None = None,
     ) -> Question:
-        """A validated Question; raises QuestionError for empty, over-long or contradictory input."""
+        """A validated, analysed Question; raises QuestionError for empty, over-long or contradictory
+        input."""
         stripped = " ".join(remove_controls(text).split()) if isinstance(text, str) else ""
         if not stripped:
             raise QuestionError("the question is empty")
@@ -80,14 +85,12 @@ class Answerer:
         after, before = filters.published_after, filters.published_before
         if after and before and after > before:
             raise QuestionError("published_after is later than published_before")
-        return Question(text=stripped, as_of=as_of, top_k=top_k, filters=filters)
+        return analyse(stripped, as_of, top_k, filters)
 
-    def search(self, question: Question) -> list[Hit]:
+    def search(self, question: Question, reader: IndexReader | None = None) -> list[Hit]:
         """Passages only."""
         vector = self.embedder.embed([question.text])[0]
-        return self.retriever.retrieve(
-            question.text, vector, question.top_k, question.filters, question.as_of
-        )
+        return self.retriever.retrieve(question, vector, reader or self.index.reader())
 
     def ask(self, question: Question) -> Answer:
         """A short cited answer, or an abstention that still lists the closest sources."""
@@ -100,18 +103,17 @@ class Answerer:
             timings[stage] = round((now - clock) * 1000, 2)
             clock = now
 
+        reader = self.index.reader()
         vector = self.embedder.embed([question.text])[0]
         lap("embed")
-        hits = self.retriever.retrieve(
-            question.text, vector, question.top_k, question.filters, question.as_of
-        )
+        hits = self.retriever.retrieve(question, vector, reader)
         lap("retrieve")
         # Sentences come from bodies only; a headline-only article can be pointed to, never quoted.
         bodies = [h for h in hits if not h.article.headline_only]
         passages = bodies[:DEFAULT_COMPOSE_PASSAGES]
-        quoted = self.quotes.compose(question.text, vector, passages)
-        if self.abstains(question.text, passages, quoted):
-            citations = self.composer.closest(question.text, vector, bodies[:_CLOSEST], _CLOSEST)
+        quoted = self.quotes.compose(question, vector, passages, reader)
+        if self.abstains(question, passages, quoted, reader):
+            citations = self.composer.closest(question, vector, bodies[:_CLOSEST], reader, _CLOSEST)
             citations = _with_headlines(citations, hits[:_CLOSEST])
             text = ABSTAIN_TEXT
             if citations:
@@ -119,7 +121,6 @@ class Answerer:
                 text += f" The closest sources are: {listed}."
             lap("compose")
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-            missing = self.store.missing_shards()
             return Answer(
                 text,
                 True,
@@ -127,17 +128,16 @@ class Answerer:
                 tuple(hits),
                 timings,
                 (Sentence(ABSTAIN_TEXT, ()),),
-                missing_shards=missing,
+                missing_shards=reader.missing_shards,
             )
-        composition = quoted
-        if self.composer is not self.quotes:
-            composition = self.composer.compose(
-                question.text, vector, passages, question.as_of or date.today()
-            )
+        composition = (
+            quoted
+            if self.composer is self.quotes
+            else self.composer.compose(question, vector, passages, reader)
+        )
         lap("compose")
         timings.update(composition.usage)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-        generated = not isinstance(self.composer, ExtractiveComposer) and composition.fallback is None
         return Answer(
             composition.text,
             False,
@@ -145,27 +145,27 @@ class Answerer:
             tuple(hits),
             timings,
             composition.sentences,
-            generated=generated,
+            generated=composition.generated,
             fallback=composition.fallback,
-            missing_shards=self.store.missing_shards(),
+            missing_shards=reader.missing_shards,
         )
 
-    def abstains(self, question: str, passages: Sequence[Hit], quoted: Composition) -> bool:
+    def abstains(
+        self, question: Question, passages: Sequence[Hit], quoted: Composition, reader: IndexReader
+    ) -> bool:
         """Whether the passages (and what would be quoted from them) do not answer the question."""
         if not passages:
             return True
         if self.abstainer is None:
             threshold = DEFAULT_ABSTAIN_BELOW if self.abstain_below is None else self.abstain_below
             return max(h.similarity for h in passages) < threshold
-        row = self.evidence(question, passages, quoted)
-        return self.abstainer.abstains(row)
+        return self.abstainer.abstains(self.evidence(question, passages, quoted, reader))
 
     def evidence(
-        self, question: str, passages: Sequence[Hit], quoted: Composition
+        self, question: Question, passages: Sequence[Hit], quoted: Composition, reader: IndexReader
     ) -> npt.NDArray[np.float64]:
         """The abstention features (rag/abstain.py) of a question and its passages."""
-        lexical = self.store.snapshot().lexical
-        return evidence(question, passages, quoted.best_score, lexical.idf)
+        return evidence(question, passages, quoted.best_score, reader.idf)
 
 
 def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tuple[Citation, ...]:
@@ -195,12 +195,12 @@ def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tup
 
 
 def make_composer(
-    settings: AnswerSettings, embedder: Embedder, store: StoreView, encoding: tiktoken.Encoding
+    settings: AnswerSettings, embedder: Embedder, encoding: tiktoken.Encoding
 ) -> AnswerComposer:
     """The generative composer when ``settings`` name a model (``llm_base_url`` and ``llm_model``), else the
     extractive one; the extractive one is the generative one's fallback. ``encoding`` counts the model's
     tokens."""
-    extractive = ExtractiveComposer(embedder, stored_vectors=store.sentence_vectors)
+    extractive = ExtractiveComposer(embedder)
     if not settings.llm_base_url:
         return extractive
     if not settings.llm_model:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Protocol
 
 import numpy as np
@@ -21,8 +19,9 @@ import numpy as np
 from index.embed import Embedder, Vectors
 from index.records import Span
 from index.sentences import split_sentences
+from index.store.protocols import IndexReader
 from index.terms import tokenize
-from rag.records import Citation, Hit, Sentence
+from rag.records import Citation, Hit, Question, Sentence
 
 DEFAULT_MAX_SENTENCES = 3
 DEFAULT_MARGIN = 0.12
@@ -32,10 +31,6 @@ DEFAULT_LEXICAL_WEIGHT = 0.4
 DEFAULT_RANK_WEIGHT = 0.2
 DEFAULT_MIN_SENTENCE_CHARS = 25
 _CACHE_SIZE = 20_000
-
-
-SentenceVectors = Callable[[str, Sequence[Span]], dict[Span, Vectors]]
-"""(article id, sentence spans) to the vectors stored for those spans."""
 
 
 @dataclass(frozen=True)
@@ -50,17 +45,20 @@ class Composition:
     """Set when a generative composer answered extractively instead, and why."""
     usage: dict[str, float] = field(default_factory=dict)
     """Model time (``model``, ms) and token counts, for ``timings_ms``."""
+    generated: bool = False
+    """Written by a language model (and checked), rather than quoted."""
 
 
 class AnswerComposer(Protocol):
-    """Builds a cited answer from retrieved passages."""
+    """Builds a cited answer from retrieved passages, reading sentence vectors from the question's reader
+    of the index."""
 
     def compose(
-        self, query: str, query_vector: Vectors, hits: list[Hit], today: date | None = None
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
     ) -> Composition: ...
 
     def closest(
-        self, query: str, query_vector: Vectors, hits: list[Hit], articles: int
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader, articles: int
     ) -> tuple[Citation, ...]:
         """The best sentence of each of the first ``articles`` articles (what an abstention lists)."""
         ...
@@ -87,12 +85,10 @@ class ExtractiveComposer:
         sentence_weight: float = DEFAULT_SENTENCE_WEIGHT,
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         rank_weight: float = DEFAULT_RANK_WEIGHT,
-        stored_vectors: SentenceVectors | None = None,
     ) -> None:
-        """``stored_vectors`` looks up sentence vectors computed at ingest; sentences it lacks are
-        embedded here (and cached)."""
+        """Sentence vectors come from the index (computed at ingest); sentences it lacks are embedded
+        here with ``embedder`` (and cached)."""
         self._embedder = embedder
-        self._stored = stored_vectors
         self.max_sentences = max_sentences
         self.margin = margin
         self.repeat_cosine = repeat_cosine
@@ -103,10 +99,9 @@ class ExtractiveComposer:
         self._cache_lock = threading.Lock()
 
     def compose(
-        self, query: str, query_vector: Vectors, hits: list[Hit], today: date | None = None
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
     ) -> Composition:
-        del today  # quotes carry their own dates
-        candidates = self.candidates(query, query_vector, hits)
+        candidates = self.candidates(question, vector, hits, reader)
         if not candidates:
             return Composition("", (), 0.0)
         chosen = self._select(candidates)
@@ -118,15 +113,17 @@ class ExtractiveComposer:
         return Composition(text, citations, candidates[0].score, sentences)
 
     def closest(
-        self, query: str, query_vector: Vectors, hits: list[Hit], articles: int
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader, articles: int
     ) -> tuple[Citation, ...]:
         """The best sentence of each of the first ``articles`` distinct articles (used when abstaining)."""
         best: dict[str, _Candidate] = {}
-        for candidate in self.candidates(query, query_vector, hits):
+        for candidate in self.candidates(question, vector, hits, reader):
             best.setdefault(candidate.hit.article.id, candidate)
         return tuple(_citation(n, c) for n, c in enumerate(list(best.values())[:articles], start=1))
 
-    def candidates(self, query: str, query_vector: Vectors, hits: list[Hit]) -> list[_Candidate]:
+    def candidates(
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
+    ) -> list[_Candidate]:
         """Every distinct sentence of the hits, best first."""
         seen: set[tuple[str, int]] = set()
         found: list[tuple[Hit, Span, str]] = []
@@ -142,12 +139,12 @@ class ExtractiveComposer:
                 found.append((hit, span, text))
         if not found:
             return []
-        vectors = self._vectors(found)
-        similarity = vectors @ query_vector.reshape(-1)
-        query_terms = set(tokenize([query])[0])
+        vectors = self._vectors(found, reader)
+        similarity = vectors @ vector.reshape(-1)
+        query_terms = set(question.tokens)
         sentence_terms = tokenize([text for _, _, text in found])
         scored = []
-        for (hit, span, text), sim, vector, terms in zip(
+        for (hit, span, text), sim, sentence_vector, terms in zip(
             found, similarity, vectors, sentence_terms, strict=True
         ):
             overlap = len(query_terms & set(terms)) / len(query_terms) if query_terms else 0.0
@@ -156,7 +153,7 @@ class ExtractiveComposer:
                 + self.lexical_weight * overlap
                 + self.rank_weight / hit.rank
             )
-            scored.append(_Candidate(hit, span, text, score, vector))
+            scored.append(_Candidate(hit, span, text, score, sentence_vector))
         scored.sort(key=lambda c: -c.score)
         return scored
 
@@ -171,15 +168,14 @@ class ExtractiveComposer:
             chosen.append(candidate)
         return chosen
 
-    def _vectors(self, found: list[tuple[Hit, Span, str]]) -> Vectors:
+    def _vectors(self, found: list[tuple[Hit, Span, str]], reader: IndexReader) -> Vectors:
         stored: dict[tuple[str, Span], Vectors] = {}
-        if self._stored is not None:
-            by_article: dict[str, list[Span]] = {}
-            for hit, span, _ in found:
-                by_article.setdefault(hit.article.id, []).append(span)
-            for article_id, spans in by_article.items():
-                for span, vector in self._stored(article_id, spans).items():
-                    stored[(article_id, span)] = vector
+        by_article: dict[str, list[Span]] = {}
+        for hit, span, _ in found:
+            by_article.setdefault(hit.article.id, []).append(span)
+        for article_id, spans in by_article.items():
+            for span, vector in reader.sentence_vectors(article_id, spans).items():
+                stored[(article_id, span)] = vector
         missing = [text for hit, span, text in found if (hit.article.id, span) not in stored]
         embedded = dict(zip(missing, self._embed(missing), strict=True)) if missing else {}
         rows = [

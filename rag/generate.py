@@ -10,6 +10,7 @@ the answer says why (``fallback``). A circuit breaker stops calling a failing mo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -22,9 +23,10 @@ from typing import Any
 import tiktoken
 
 from index.embed import Vectors
+from index.store.protocols import IndexReader
 from rag.check import SentenceChecker
 from rag.compose import Composition, ExtractiveComposer
-from rag.records import Citation, Hit, Sentence
+from rag.records import Citation, Hit, Question, Sentence
 
 log = logging.getLogger("rag.generate")
 
@@ -116,19 +118,24 @@ class GenerativeComposer:
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_seconds)
 
     def closest(
-        self, query: str, query_vector: Vectors, hits: list[Hit], articles: int
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader, articles: int
     ) -> tuple[Citation, ...]:
-        return self._fallback.closest(query, query_vector, hits, articles)
+        return self._fallback.closest(question, vector, hits, reader, articles)
 
     def compose(
-        self, query: str, query_vector: Vectors, hits: list[Hit], today: date | None = None
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
     ) -> Composition:
         passages = hits[: self._passages]
         if not passages:
             return Composition("", (), 0.0)
+
+        def fall_back(reason: str) -> Composition:
+            extractive = self._fallback.compose(question, vector, hits, reader)
+            return dataclasses.replace(extractive, fallback=reason)
+
         if self.breaker.open:
-            return self._fall_back(query, query_vector, hits, "the language model failed repeatedly; paused")
-        messages: Any = self._messages(query, passages, today)
+            return fall_back("the language model failed repeatedly; paused")
+        messages: Any = self._messages(question.text, passages, question.today)
         started = time.perf_counter()
         try:
             response = self._client.chat.completions.create(
@@ -138,9 +145,7 @@ class GenerativeComposer:
         except Exception as exc:  # noqa: BLE001 - any failure of the model answers extractively
             self.breaker.failed()
             log.warning("the language model failed (%s: %s); answering extractively", type(exc).__name__, exc)
-            return self._fall_back(
-                query, query_vector, hits, f"the language model is unavailable ({type(exc).__name__})"
-            )
+            return fall_back(f"the language model is unavailable ({type(exc).__name__})")
         self.breaker.succeeded()
         usage = {
             "model": round((time.perf_counter() - started) * 1000, 2),
@@ -149,15 +154,13 @@ class GenerativeComposer:
         }
         composition = self._checked(text, passages)
         if composition is None:
-            fallen = self._fall_back(
-                query, query_vector, hits, "no generated sentence was supported by its sources"
-            )
-            return Composition(
-                fallen.text, fallen.citations, fallen.best_score, fallen.sentences, fallen.fallback, usage
-            )
-        return Composition(composition.text, composition.citations, 1.0, composition.sentences, None, usage)
+            fallen = fall_back("no generated sentence was supported by its sources")
+            return dataclasses.replace(fallen, usage=usage)
+        return Composition(
+            composition.text, composition.citations, 1.0, composition.sentences, None, usage, generated=True
+        )
 
-    def _messages(self, query: str, passages: Sequence[Hit], today: date | None) -> list[dict[str, str]]:
+    def _messages(self, query: str, passages: Sequence[Hit], today: date) -> list[dict[str, str]]:
         numbered = []
         for n, hit in enumerate(passages, start=1):
             a = hit.article
@@ -165,7 +168,7 @@ class GenerativeComposer:
             numbered.append(
                 f"[{n}] {a.source or 'unknown outlet'}, {when}: {hit.chunk.text[:_PASSAGE_CHARS]}"
             )
-        day = (today or date.today()).isoformat()
+        day = today.isoformat()
         user = f"Today is {day}.\n\nPassages:\n" + "\n\n".join(numbered) + f"\n\nQuestion: {query}"
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
@@ -211,14 +214,3 @@ class GenerativeComposer:
             sentences.append(Sentence(sentence, tuple(dict.fromkeys(mine)), verified))
         body = " ".join(f"{s.text} " + " ".join(f"[{n}]" for n in s.cites) for s in sentences)
         return Composition(" ".join(body.split()), tuple(citations), 1.0, tuple(sentences))
-
-    def _fall_back(self, query: str, query_vector: Vectors, hits: list[Hit], reason: str) -> Composition:
-        extractive = self._fallback.compose(query, query_vector, hits)
-        return Composition(
-            extractive.text,
-            extractive.citations,
-            extractive.best_score,
-            extractive.sentences,
-            reason,
-            extractive.usage,
-        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from index.records import Article, Chunk, Span
+from rag.when import Period
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,23 @@ class Filters:
 
 @dataclass(frozen=True)
 class Question:
-    """A question as the service receives it, already validated."""
+    """A question as the service receives it, validated and analysed once (rag/question.py)."""
 
     text: str
-    as_of: date | None = None
+    as_of: date | None
     """Only articles published on or before this day are used (undated articles always are)."""
-    top_k: int = 5
-    filters: Filters = field(default_factory=Filters)
+    top_k: int
+    filters: Filters
+    today: date
+    """The day it is asked: ``as_of``, or the day it arrived."""
+    tokens: tuple[str, ...]
+    """Its words as the lexical index counts them (index/terms.py), in order."""
+    period: Period
+    """The period it names, read against ``today`` (rag/when.py)."""
+    names: tuple[str, ...]
+    """Capitalised words after the first (names it mentions)."""
+    wants: frozenset[str]
+    """The kind of thing it asks for: ``count`` ("how many", "what percentage"), ``date`` ("when did")."""
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,12 @@ import numpy as np
 
 from index.embed import Vectors
 from index.records import Article, Chunk
-from index.store import Catalog, Window
-from index.store.lexical import LexicalScores
-from index.store.protocols import SnapshotView, StoreView
-from index.terms import tokenize
-from rag.rank import FEATURES, CandidateSignals, FusionRanker, Matrix, Ranker, features
-from rag.records import Filters, Hit
-from rag.when import Period, read_period, shift
+from index.store.protocols import CatalogEntry, IndexReader, LexicalScores
+from index.store.window import Window
+from rag.linear import Matrix
+from rag.rank import NAMES, CandidateSignals, FusionRanker, Ranker, features
+from rag.records import Filters, Hit, Question
+from rag.when import Period, shift
 
 _OVERFETCH = 4
 DEFAULT_CANDIDATES = 40
@@ -33,11 +32,9 @@ SHORT_PERIOD_DAYS = 45
 
 
 class Retriever(Protocol):
-    """Finds the passages most likely to answer a question."""
+    """Finds the passages most likely to answer a question, in one reader of the index."""
 
-    def retrieve(
-        self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None
-    ) -> list[Hit]: ...
+    def retrieve(self, question: Question, vector: Vectors, reader: IndexReader) -> list[Hit]: ...
 
 
 def _cap(filters: Filters, as_of: date | None) -> date | None:
@@ -47,27 +44,24 @@ def _cap(filters: Filters, as_of: date | None) -> date | None:
     return before
 
 
+def _window(reader: IndexReader, filters: Filters, cap: date | None) -> Window:
+    return reader.window(filters.published_after, cap, True, filters.sources, filters.exclude)
+
+
 class DenseRetriever:
     """Inner product of unit vectors (cosine) between the question and every allowed chunk.
 
     Returns the best passage of each of the ``k`` best articles, so one long article cannot fill the list.
     """
 
-    def __init__(self, store: StoreView) -> None:
-        self._store = store
-
-    def retrieve(
-        self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None
-    ) -> list[Hit]:
-        snapshot = self._store.snapshot()
-        window = snapshot.catalog.window(
-            filters.published_after, _cap(filters, as_of), True, filters.sources, filters.exclude
-        )
+    def retrieve(self, question: Question, vector: Vectors, reader: IndexReader) -> list[Hit]:
+        k = question.top_k
+        window = _window(reader, question.filters, _cap(question.filters, question.as_of))
         depth = k * _OVERFETCH
         while True:
-            found = snapshot.search(query_vector, depth, window)
+            found = reader.dense(vector, depth, window)
             best: dict[str, tuple[Chunk, Article]] = {}
-            for chunk, article in self._store.passages([chunk_id for chunk_id, _ in found]):
+            for chunk, article in reader.passages([chunk_id for chunk_id, _ in found]):
                 best.setdefault(chunk.article_id, (chunk, article))
             if len(best) >= k or len(found) < depth:
                 break
@@ -95,22 +89,23 @@ class RetrievalConfig:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Candidate articles for one question: catalog positions, best chunk, ids and feature rows, all
-    about one snapshot of the index."""
+    """Candidate articles for one question, each with its best chunk and its feature row, all read
+    from one reader of the index."""
 
-    snapshot: SnapshotView
-    positions: list[int]
-    """Catalog slots of the candidate articles."""
+    entries: list[CatalogEntry]
     chunk_ids: list[int]
-    article_ids: list[str]
     rows: Matrix
     window: Window
     """What the filters and the date cap allow."""
 
+    @property
+    def article_ids(self) -> list[str]:
+        return [e.article_id for e in self.entries]
+
 
 @dataclass
 class _Candidate:
-    position: int
+    entry: CatalogEntry
     chunk_id: int
     dense: float
     bm25: float
@@ -119,42 +114,33 @@ class _Candidate:
 class NewsRetriever:
     """Hybrid candidates, news-aware features, a learned ranker, collapsed duplicates."""
 
-    def __init__(
-        self, store: StoreView, ranker: Ranker | None = None, config: RetrievalConfig | None = None
-    ) -> None:
-        self._store = store
+    def __init__(self, ranker: Ranker | None = None, config: RetrievalConfig | None = None) -> None:
         self._ranker = ranker or FusionRanker()
         self.config = config or RetrievalConfig()
 
-    def retrieve(
-        self, query: str, query_vector: Vectors, k: int, filters: Filters, as_of: date | None
-    ) -> list[Hit]:
-        found = self.candidates(query, query_vector, filters, as_of)
+    def retrieve(self, question: Question, vector: Vectors, reader: IndexReader) -> list[Hit]:
+        found = self.candidates(question, vector, reader)
         if found is None:
             return []
         scores = self._ranker.score(found.rows)
-        order = sorted(range(len(found.positions)), key=lambda i: -scores[i])
-        dense = found.rows[:, FEATURES.index("dense")]
-        ranked = [(float(scores[i]), found.positions[i], found.chunk_ids[i], float(dense[i])) for i in order]
-        return self._hits(found.snapshot, ranked, k, found.window, query_vector)
+        order = sorted(range(len(found.entries)), key=lambda i: -scores[i])
+        dense = found.rows[:, NAMES.index("dense")]
+        ranked = [(float(scores[i]), found.entries[i], found.chunk_ids[i], float(dense[i])) for i in order]
+        return self._hits(reader, ranked, question.top_k, found.window, vector)
 
-    def candidates(
-        self, query: str, query_vector: Vectors, filters: Filters, as_of: date | None
-    ) -> Candidates | None:
+    def candidates(self, question: Question, vector: Vectors, reader: IndexReader) -> Candidates | None:
         """Candidate articles and their feature rows (what the ranker sees); None when nothing is allowed."""
-        snapshot, config = self._store.snapshot(), self.config
-        catalog = snapshot.catalog
-        if not catalog.chunks:
+        config, filters, today = self.config, question.filters, question.today
+        if not reader.size:
             return None
-        today = as_of or date.today()
         cap = _cap(filters, today)
-        window = catalog.window(filters.published_after, cap, True, filters.sources, filters.exclude)
+        window = _window(reader, filters, cap)
         if window.ids is not None and not window.ids.size:
             return None
-        period = read_period(query, today) if config.time else Period()
-        candidate_ids = {i for i, _ in snapshot.search(query_vector, config.candidates, window)}
-        tokens = tokenize([query])[0]
-        lexical = snapshot.lexical.query(tokens if config.hybrid else [])
+        period = question.period if config.time else Period()
+        candidate_ids = {i for i, _ in reader.dense(vector, config.candidates, window)}
+        tokens = list(question.tokens)
+        lexical = reader.lexical(tokens if config.hybrid else [])
         if config.hybrid:
             candidate_ids |= {i for i, _ in lexical.top(config.candidates, window)}
         if config.time:
@@ -163,33 +149,34 @@ class NewsRetriever:
             after = max(start, filters.published_after) if start and filters.published_after else start
             before = min(end, cap) if end and cap else end
             recent = replace(window, after=_ordinal(after), before=_ordinal(before), undated=False)
-            candidate_ids |= {i for i, _ in snapshot.search(query_vector, config.candidates, recent)}
+            candidate_ids |= {i for i, _ in reader.dense(vector, config.candidates, recent)}
         if not candidate_ids:
             return None
         ids = sorted(candidate_ids)
-        return self._features(snapshot, tokens, query_vector, ids, lexical, period, today, window)
+        return self._features(reader, tokens, vector, ids, lexical, period, today, window)
 
     def _features(
         self,
-        snapshot: SnapshotView,
+        reader: IndexReader,
         tokens: list[str],
-        query_vector: Vectors,
+        vector: Vectors,
         chunk_ids: list[int],
         lexical: LexicalScores,
         period: Period,
         today: date,
         window: Window,
     ) -> Candidates:
-        catalog = snapshot.catalog
         ids = np.array(chunk_ids, dtype=np.int64)
-        slots = catalog.slots(ids)
-        dense = snapshot.vectors(ids) @ query_vector.reshape(-1)
+        dense = reader.vectors(ids) @ vector.reshape(-1)
         bm25_scores = lexical.of(ids)
-        by_article: dict[int, _Candidate] = {}
-        for chunk_id, slot, cosine, bm25 in zip(chunk_ids, slots.tolist(), dense, bm25_scores, strict=True):
-            seen = by_article.get(slot)
+        by_article: dict[str, _Candidate] = {}
+        entries = reader.entries_of(chunk_ids)
+        for chunk_id, entry, cosine, bm25 in zip(chunk_ids, entries, dense, bm25_scores, strict=True):
+            if entry is None:
+                continue
+            seen = by_article.get(entry.article_id)
             if seen is None:
-                by_article[slot] = _Candidate(slot, chunk_id, float(cosine), float(bm25))
+                by_article[entry.article_id] = _Candidate(entry, chunk_id, float(cosine), float(bm25))
             else:
                 if cosine > seen.dense:
                     seen.dense, seen.chunk_id = float(cosine), chunk_id
@@ -200,9 +187,8 @@ class NewsRetriever:
         query_terms = set(tokens)
         signals = []
         for i, c in enumerate(candidates):
-            published = int(catalog.published[c.position])
-            day = date.fromordinal(published) if published > 0 else None
-            title_terms = catalog.title_terms[c.position]
+            day = c.entry.published
+            title_terms = c.entry.title_terms
             signals.append(
                 CandidateSignals(
                     dense=c.dense,
@@ -215,95 +201,88 @@ class NewsRetriever:
                 )
             )
         return Candidates(
-            snapshot=snapshot,
-            positions=[c.position for c in candidates],
+            entries=[c.entry for c in candidates],
             chunk_ids=[c.chunk_id for c in candidates],
-            article_ids=[catalog.article_ids[c.position] for c in candidates],
             rows=features(signals, period.explicit, period.recent),
             window=window,
         )
 
     def _hits(
         self,
-        snapshot: SnapshotView,
-        ranked: list[tuple[float, int, int, float]],
+        reader: IndexReader,
+        ranked: list[tuple[float, CatalogEntry, int, float]],
         k: int,
         window: Window,
-        query_vector: Vectors,
+        vector: Vectors,
     ) -> list[Hit]:
-        """The first ``k`` stories of ``ranked`` (score, article position, chunk id, cosine) as hits.
+        """The first ``k`` stories of ``ranked`` (score, article, chunk id, cosine) as hits.
 
-        Text comes from SQLite after the ranking; an article deleted since the snapshot was taken is
+        Text comes from the reader after the ranking; an article deleted since the reader was taken is
         skipped, and the next story moves up."""
-        catalog = snapshot.catalog
         chosen: list[_Slot] = []
         story_slot: dict[str, int] = {}
-        for score, position, chunk_id, cosine in ranked:
-            story = catalog.stories[position]
-            if self.config.collapse_stories and story in story_slot:
-                chosen[story_slot[story]].members.append(position)
+        for score, entry, chunk_id, cosine in ranked:
+            if self.config.collapse_stories and entry.story in story_slot:
+                chosen[story_slot[entry.story]].members.append(entry)
                 continue
-            story_slot[story] = len(chosen)
-            chosen.append(_Slot(score, chunk_id, cosine, [position]))
+            story_slot[entry.story] = len(chosen)
+            chosen.append(_Slot(score, chunk_id, cosine, [entry]))
         if self.config.collapse_stories:
             for slot in chosen:
-                for position in catalog.copies(catalog.stories[slot.members[0]]):
-                    if position not in slot.members and _admits(catalog, position, window):
-                        slot.members.append(position)
+                known = {m.article_id for m in slot.members}
+                for copy in reader.story(slot.members[0].story):
+                    if copy.article_id not in known and _admits(copy, window):
+                        slot.members.append(copy)
         hits: list[Hit] = []
         for start in range(0, len(chosen), k):
             page = chosen[start : start + k]
             passages = {
-                chunk.id: (chunk, article)
-                for chunk, article in self._store.passages([slot.chunk_id for slot in page])
+                chunk.id: (chunk, article) for chunk, article in reader.passages([s.chunk_id for s in page])
             }
-            copies = (catalog.article_ids[p] for slot in page for p in slot.members[1:])
-            copies_by_id = self._store.articles(copies)
+            copies_by_id = reader.articles(m.article_id for slot in page for m in slot.members[1:])
             for slot in page:
                 if slot.chunk_id not in passages:
                     continue
                 passage = passages[slot.chunk_id]
-                hits.append(self._hit(snapshot, len(hits) + 1, slot, passage, copies_by_id, query_vector))
+                hits.append(self._hit(reader, len(hits) + 1, slot, passage, copies_by_id, vector))
                 if len(hits) == k:
                     return hits
         return hits
 
     def _hit(
         self,
-        snapshot: SnapshotView,
+        reader: IndexReader,
         rank: int,
         slot: _Slot,
         passage: tuple[Chunk, Article],
         copies_by_id: dict[str, Article],
-        query_vector: Vectors,
+        vector: Vectors,
     ) -> Hit:
         (chunk, shown), cosine = passage, slot.cosine
-        catalog = snapshot.catalog
         copies = [
-            copies_by_id[article_id]
-            for article_id in (catalog.article_ids[p] for p in slot.members)
-            if article_id != shown.id and article_id in copies_by_id
+            copies_by_id[m.article_id]
+            for m in slot.members
+            if m.article_id != shown.id and m.article_id in copies_by_id
         ]
         earliest = min([shown, *copies], key=_published_key)
         if earliest is not shown:  # keep the earliest copy of the story, list the others
-            best = self._best_chunk(snapshot, earliest.id, query_vector)
+            best = self._best_chunk(reader, earliest.id, vector)
             if best is not None:
                 copies = [shown, *[c for c in copies if c is not earliest]]
                 chunk, shown, cosine = best
         return Hit(rank, slot.score, chunk, shown, cosine, tuple(sorted(copies, key=_published_key)))
 
     def _best_chunk(
-        self, snapshot: SnapshotView, article_id: str, query_vector: Vectors
+        self, reader: IndexReader, article_id: str, vector: Vectors
     ) -> tuple[Chunk, Article, float] | None:
         """The chunk of an article closest to the question, or None when it was deleted meanwhile."""
-        catalog = snapshot.catalog
-        position = catalog.slot_of.get(article_id)
-        if position is None:
+        entry = reader.entry(article_id)
+        if entry is None:
             return None
-        ids = np.array(catalog.chunks_of[position], dtype=np.int64)
-        cosines = snapshot.vectors(ids) @ query_vector.reshape(-1)
+        ids = np.array(entry.chunk_ids, dtype=np.int64)
+        cosines = reader.vectors(ids) @ vector.reshape(-1)
         best = int(np.argmax(cosines))
-        found = self._store.passages([int(ids[best])])
+        found = reader.passages([int(ids[best])])
         return (*found[0], float(cosines[best])) if found else None
 
 
@@ -311,20 +290,13 @@ def _ordinal(day: date | None) -> int | None:
     return day.toordinal() if day else None
 
 
-def _admits(catalog: Catalog, slot: int, window: Window) -> bool:
+def _admits(entry: CatalogEntry, window: Window) -> bool:
     """Whether an article passes the window's dates and outlets (a copy of a story must, to be listed)."""
-    day = int(catalog.published[slot])
-    if day < 0:
-        dated_ok = window.undated
-    else:
-        after, before = window.after, window.before
-        dated_ok = (after is None or day >= after) and (before is None or day <= before)
-    if not dated_ok:
+    if not window.admits(entry.published.toordinal() if entry.published else -1):
         return False
     if window.ids is None:
         return True
-    chunks = catalog.chunks_of.get(slot, ())
-    return bool(chunks) and bool(np.isin(chunks[0], window.ids))
+    return bool(entry.chunk_ids) and bool(np.isin(entry.chunk_ids[0], window.ids))
 
 
 @dataclass
@@ -332,7 +304,7 @@ class _Slot:
     score: float
     chunk_id: int
     cosine: float
-    members: list[int]
+    members: list[CatalogEntry]
 
 
 def _distance(day: date, period: Period, today: date) -> int:

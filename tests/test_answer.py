@@ -14,13 +14,17 @@ from tests.conftest import SEED_ID
 KARABAKH = "Why did Russian peacekeepers leave Karabakh?"
 
 
+def _body(answerer: Answerer, article_id: str) -> str:
+    return answerer.index.reader().articles([article_id])[article_id].body
+
+
 def _assert_checkable(answer: Answer, answerer: Answerer) -> None:
     """Every [n] resolves to a citation whose quote is the article text at its span."""
     numbers = [int(n) for n in re.findall(r"\[(\d+)\]", answer.text)]
     assert numbers
     assert sorted(set(numbers)) == [c.n for c in answer.citations]
     for citation in answer.citations:
-        body = answerer.store.article(citation.article_id).body
+        body = _body(answerer, citation.article_id)
         assert body[citation.span.start : citation.span.end] == citation.quote
 
 

@@ -20,8 +20,10 @@ import ray
 
 from evals.data import load_dataset
 from index import PackagedEmbedder, load_paths, make_ingestor
-from index.cluster import NAMESPACE, ShardedStore, create_layout, find_layout
-from index.cluster_ingest import ingest_on_cluster
+from index.cluster import NAMESPACE, create_layout, find_layout
+from index.cluster_ingest import RayPreparer
+from index.ingest import Ingestor
+from index.store.sharded import ShardedStore
 from rag import Answerer
 from tests.conftest import ROOT, make_settings, open_local
 from tests.servers import rag_env, serving
@@ -56,7 +58,9 @@ def sharded(cluster: tuple[Any, list[Any], Path], tiktoken_dir: Path) -> Sharded
     store = ShardedStore(find_layout())
     settings = make_settings(folder / "driver", tiktoken_dir)
     corpora = [ARTICLES / "corpus.jsonl", SEED / "corpus.jsonl"]
-    report = ingest_on_cluster(store, load_paths(corpora), settings.index, workers=1, progress=False)
+    report = Ingestor(store, RayPreparer(settings.index, workers=1)).ingest(
+        load_paths(corpora), progress=False
+    )
     assert report.added
     return store
 
@@ -115,7 +119,7 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
         for i in range(160):
             body = f"Report {i}: the regional council voted on measure {i} about roads and schools. " * 3
             handle.write(json.dumps({"id": f"feed-{i}", "title": f"Council vote {i}", "body": body}) + "\n")
-    before = sharded.article_count()
+    before = sharded.reader().article_count
     env = rag_env(tmp_path / "data", tiktoken_dir)
     command = [sys.executable, "-m", "api", "ingest", "--quiet", "--cluster", made.address, str(corpus)]
     process = subprocess.Popen(
@@ -124,21 +128,21 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         sharded.refresh()
-        if sharded.article_count() > before:
+        if sharded.reader().article_count > before:
             break
         time.sleep(1)
     assert process.poll() is None, "the ingest finished before it could be interrupted"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     sharded.refresh()
-    partial = sharded.article_count() - before
+    partial = sharded.reader().article_count - before
     assert 0 < partial < 160
     finish = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert finish.returncode == 0, finish.stderr
     assert f"{partial} unchanged" in finish.stdout
     sharded.refresh()
-    assert sharded.article_count() == before + 160
-    ids = sharded.chunk_ids()
+    assert sharded.reader().article_count == before + 160
+    ids = sharded.reader().chunk_ids()
     assert len(set(ids.tolist())) == ids.size
 
 

@@ -117,12 +117,12 @@ def test_1_another_process_s_write_is_picked_up_outside_requests(
     other = open_local(settings, embedder)  # what `rag ingest` in another process does
     make_ingestor(settings.index, other, embedder).ingest([parse_record(_story(1), "other")], progress=False)
     other.delete("t-wheat-harvest")
-    before = store.snapshot()
+    before = store.reader()
     hits = answerer.search(answerer.question("wheat harvest drought", top_k=10))
-    assert store.snapshot() is before  # the request read the old snapshot and rebuilt nothing
+    assert store.reader() is before  # the request read the old generation and rebuilt nothing
     assert "t-wheat-harvest" not in {h.article.id for h in hits}  # deleted rows are never shown
     assert store.refresh()  # the watcher thread's job
-    assert store.snapshot().generation == other.generation
+    assert store.reader().generation == other.generation
     assert "zebra-1" in {
         h.article.id for h in answerer.search(answerer.question("zebra festival Quillfield"))
     }
@@ -154,7 +154,7 @@ def test_2_writes_need_an_admin_key_and_a_json_body(
             },
         )
         assert cross_site.status_code in {403, 415}
-    assert "Replaced" not in store.article("t-wheat-harvest").body
+    assert "Replaced" not in store.reader().articles(["t-wheat-harvest"])["t-wheat-harvest"].body
 
 
 def test_3_markup_is_stored_and_returned_as_text(client: TestClient[Litestar]) -> None:

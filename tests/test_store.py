@@ -30,7 +30,7 @@ def _ingest(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, *
 
 
 def _chunk_ids(store: IndexStore) -> list[int]:
-    return sorted(int(i) for i in store.chunk_ids())
+    return sorted(int(i) for i in store.reader().chunk_ids())
 
 
 def test_reingesting_the_same_articles_changes_nothing(
@@ -60,34 +60,36 @@ def test_a_changed_article_replaces_its_chunks(
     assert report.replaced == ("story",)
     new = _chunk_ids(store)
     assert not set(old) & set(new)
-    assert store.size == len(new)
-    assert "Tuesday" in store.article("story").body
+    assert store.reader().size == len(new)
+    assert "Tuesday" in store.reader().articles(["story"])["story"].body
 
 
 def test_delete_removes_the_article_and_its_vectors(
     settings: Settings, store: IndexStore, embedder: PackagedEmbedder
 ) -> None:
     _ingest(settings, store, embedder, SEEDS, NEWS)
-    before = store.size
-    seed_chunks = len(store.catalog.chunks_of[store.catalog.slot_of[SEED_ID]])
+    before = store.reader().size
+    entry = store.reader().entry(SEED_ID)
+    assert entry is not None
+    seed_chunks = len(entry.chunk_ids)
     store.delete(SEED_ID)
-    assert store.size == before - seed_chunks
-    with pytest.raises(ArticleNotFoundError):
-        store.article(SEED_ID)
+    assert store.reader().size == before - seed_chunks
+    assert not store.reader().articles([SEED_ID])
     with pytest.raises(ArticleNotFoundError):
         store.delete(SEED_ID)
     vector = embedder.embed(["Russian peacekeepers Karabakh"])[0]
-    found = {c.article_id for c in store.chunks([i for i, _ in store.search(vector, 50)])}
+    reader = store.reader()
+    found = {c.article_id for c, _ in reader.passages([i for i, _ in reader.dense(vector, 50)])}
     assert SEED_ID not in found
 
 
 def test_reopening_reads_the_same_index(settings: Settings, embedder: PackagedEmbedder) -> None:
     store = open_local(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
-    size, ids = store.size, _chunk_ids(store)
+    size, ids = store.reader().size, _chunk_ids(store)
     store.close()
     again = open_local(settings, embedder)
-    assert (again.size, _chunk_ids(again)) == (size, ids)
+    assert (again.reader().size, _chunk_ids(again)) == (size, ids)
 
 
 def _saving(settings: Settings, embedder: PackagedEmbedder) -> IndexStore:
@@ -99,14 +101,14 @@ def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedE
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, SEEDS, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
-    expected = store.search(vector, 5)
+    expected = store.reader().dense(vector, 5)
     store.delete("t-wheat-harvest")
-    after_delete = store.search(vector, 5)
+    after_delete = store.reader().dense(vector, 5)
     store.close()
     files = sorted(p.name for p in settings.index.data_dir.glob("seg-*.npz"))
     assert len(files) == 2  # one vector and one lexical segment (and the vectors' .faiss file)
     again = _saving(settings, embedder)
-    assert again.search(vector, 5) == after_delete
+    assert again.reader().dense(vector, 5) == after_delete
     assert expected != after_delete
     assert sorted(p.name for p in settings.index.data_dir.glob("seg-*.npz")) == files  # nothing rebuilt
     again.close()
@@ -118,12 +120,12 @@ def test_a_missing_segment_file_is_rebuilt_from_sqlite(
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
-    expected = store.search(vector, 3)
+    expected = store.reader().dense(vector, 3)
     store.close()
     for path in settings.index.data_dir.glob("seg-*.npz"):
         path.unlink()
     again = _saving(settings, embedder)
-    assert [i for i, _ in again.search(vector, 3)] == [i for i, _ in expected]
+    assert [i for i, _ in again.reader().dense(vector, 3)] == [i for i, _ in expected]
     assert len(list(settings.index.data_dir.glob("seg-*.npz"))) == 2  # saved again
     again.close()
 
@@ -137,7 +139,7 @@ def test_a_damaged_segment_file_is_rebuilt_from_sqlite(
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
-    expected = store.search(vector, 5)
+    expected = store.reader().dense(vector, 5)
     store.close()
     for path in settings.index.data_dir.glob("seg-*.npz"):
         data = bytearray(path.read_bytes())
@@ -150,13 +152,13 @@ def test_a_damaged_segment_file_is_rebuilt_from_sqlite(
             path.write_bytes(bytes(data))
     again = _saving(settings, embedder)
     assert "does not match its checksum" in caplog.text
-    assert again.search(vector, 5) == expected
-    assert again.snapshot().lexical.query(["wheat", "harvest"]).top(1)
+    assert again.reader().dense(vector, 5) == expected
+    assert again.reader().lexical(["wheat", "harvest"]).top(1)
     again.close()
     caplog.clear()
     reopened = _saving(settings, embedder)  # the rebuilt segments were saved with fresh checksums
     assert "checksum" not in caplog.text
-    assert reopened.search(vector, 5) == expected
+    assert reopened.reader().dense(vector, 5) == expected
     reopened.close()
 
 
@@ -228,12 +230,12 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     assert 0 < committed < 400
 
     store = open_index(IndexSettings.under(data_dir, tiktoken_dir), embedder)
-    articles = store.article_count()
+    articles = store.reader().article_count
     assert articles >= committed
     assert articles % 64 == 0  # whole batches only
-    assert store.size == len(store.chunk_ids())
+    assert store.reader().size == len(store.reader().chunk_ids())
     vector = embedder.embed(["council vote on roads"])[0]
-    assert store.search(vector, 5)
+    assert store.reader().dense(vector, 5)
     store.close()
 
     finish = subprocess.run(
@@ -247,16 +249,16 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     assert finish.returncode == 0, finish.stderr
     assert f"{articles} unchanged" in finish.stdout
     store = open_index(IndexSettings.under(data_dir, tiktoken_dir), embedder)
-    assert store.article_count() == 400
-    assert store.size == len(store.chunk_ids())
-    assert np.unique(store.chunk_ids()).size == store.size
+    assert store.reader().article_count == 400
+    assert store.reader().size == len(store.reader().chunk_ids())
+    assert np.unique(store.reader().chunk_ids()).size == store.reader().size
 
 
 def test_article_round_trip_keeps_metadata(
     settings: Settings, store: IndexStore, embedder: PackagedEmbedder
 ) -> None:
     _ingest(settings, store, embedder, NEWS)
-    article = store.article("t-orchestra-strike")
+    article = store.reader().articles(["t-orchestra-strike"])["t-orchestra-strike"]
     assert isinstance(article, Article)
     assert (article.source, article.authors, str(article.published_at)) == (
         "Example Arts Wire",
@@ -271,11 +273,11 @@ def test_sentence_vectors_are_stored_at_ingest_and_deleted_with_the_article(
     from index.sentences import split_sentences
 
     _ingest(settings, store, embedder, SEEDS)
-    body = store.article(SEED_ID).body
+    body = store.reader().articles([SEED_ID])[SEED_ID].body
     spans = split_sentences(body)
-    stored = store.sentence_vectors(SEED_ID, spans)
+    stored = store.reader().sentence_vectors(SEED_ID, spans)
     assert set(stored) == set(spans)
     fresh = embedder.embed([body[spans[3].start : spans[3].end]])[0]
     assert float(stored[spans[3]] @ fresh) > 0.999
     store.delete(SEED_ID)
-    assert store.sentence_vectors(SEED_ID, spans) == {}
+    assert store.reader().sentence_vectors(SEED_ID, spans) == {}

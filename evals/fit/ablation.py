@@ -38,9 +38,10 @@ METRICS = ("hit@1", "hit@5", "hit@10", "mrr@10")
 def _plain_dense(skip: frozenset[str]) -> Callable[[Answerer, EvalQuestion, int], list[str]]:
     def rank(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
         vector = answerer.embedder.embed([q.question])[0]
-        found = answerer.store.search(vector, (k + len(skip)) * 4)
-        chunks = answerer.store.chunks([i for i, _ in found])
-        return [a for a in dict.fromkeys(c.article_id for c in chunks) if a not in skip][:k]
+        reader = answerer.index.reader()
+        found = reader.dense(vector, (k + len(skip)) * 4)
+        passages = reader.passages([i for i, _ in found])
+        return [a for a in dict.fromkeys(c.article_id for c, _ in passages) if a not in skip][:k]
 
     return rank
 
@@ -52,20 +53,21 @@ def _through(
 
     def rank(answerer: Answerer, q: EvalQuestion, k: int) -> list[str]:
         vector = answerer.embedder.embed([q.question])[0]
-        return list(ranking_of(retriever.retrieve(q.question, vector, k, filters, q.asked_on)))
+        question = answerer.question(q.question, as_of=q.asked_on, top_k=k, filters=filters)
+        return list(ranking_of(retriever.retrieve(question, vector, answerer.index.reader())))
 
     return rank
 
 
 def headline_only_ids(answerer: Answerer) -> frozenset[str]:
     """The articles of the index that are known by their headline alone."""
-    catalog = answerer.store.snapshot().catalog
-    articles = answerer.store.articles(catalog.article_ids[slot] for slot in catalog.chunks_of)
-    return frozenset(a.id for a in articles.values() if a.headline_only)
+    reader = answerer.index.reader()
+    ids = {e.article_id for e in reader.entries_of(reader.chunk_ids().tolist()) if e is not None}
+    return frozenset(a.id for a in reader.articles(ids).values() if a.headline_only)
 
 
 def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, Callable[..., list[str]]]]:
-    store, full = answerer.store, RetrievalConfig()
+    full = RetrievalConfig()
     skip = headline_only_ids(answerer)
     text_only = replace(full, time=False, collapse_stories=False)
     rows, labels, _ = training_rows(answerer, tune, text_only)
@@ -73,12 +75,12 @@ def stages(answerer: Answerer, tune: Sequence[EvalQuestion]) -> list[tuple[str, 
     served = LinearRanker.load()
     return [
         ("plain dense", _plain_dense(skip)),
-        ("+ as_of cap", _through(DenseRetriever(store), skip)),
-        ("+ BM25, RRF", _through(NewsRetriever(store, FusionRanker(), text_only), skip)),
-        ("+ learned ranker (text)", _through(NewsRetriever(store, text_ranker, text_only), skip)),
-        ("+ time", _through(NewsRetriever(store, served, replace(full, collapse_stories=False)), skip)),
-        ("+ stories", _through(NewsRetriever(store, served, full), skip)),
-        ("+ headline-only (served)", _through(NewsRetriever(store, served, full))),
+        ("+ as_of cap", _through(DenseRetriever(), skip)),
+        ("+ BM25, RRF", _through(NewsRetriever(FusionRanker(), text_only), skip)),
+        ("+ learned ranker (text)", _through(NewsRetriever(text_ranker, text_only), skip)),
+        ("+ time", _through(NewsRetriever(served, replace(full, collapse_stories=False)), skip)),
+        ("+ stories", _through(NewsRetriever(served, full), skip)),
+        ("+ headline-only (served)", _through(NewsRetriever(served, full))),
     ]
 
 

@@ -16,12 +16,12 @@ weak answer that still cites its sources). Both halves are reported beside the f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from evals import fit
 from evals.split import in_tune_half
@@ -29,6 +29,7 @@ from index.errors import ConfigError
 from rag import Filters
 from rag.abstain import DEFAULT_PATH, FEATURES, Abstainer
 from rag.answer import DEFAULT_ABSTAIN_BELOW, DEFAULT_COMPOSE_PASSAGES
+from rag.linear import LogisticModel
 
 SEARCH_DEPTH = 20
 KEEP_ANSWERABLE = 0.95
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         Abstainer.load(args.out)
     except ConfigError:  # the features changed: answerers must open while the model is refitted
         n = len(FEATURES)
-        neutral = Abstainer(np.zeros(n), np.ones(n), np.zeros(n), 0.0, 0.0)
+        neutral = LogisticModel(FEATURES, np.zeros(n), np.ones(n), np.zeros(n), 0.0, {"threshold": 0.0})
         args.out.write_text(neutral.to_json(command="placeholder while refitting") + "\n")
     if args.from_rows:
         saved = np.load(args.from_rows)
@@ -58,17 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         arrays.update({f"y_{h}": np.array(labels[h]) for h in rows})
         np.savez(args.rows, allow_pickle=False, **arrays)
     x_tune, y_tune = np.vstack(rows[True]), np.array(labels[True])
-    mean, scale = x_tune.mean(axis=0), x_tune.std(axis=0)
-    scale[scale == 0] = 1.0
-    model = LogisticRegression(C=1.0, max_iter=1000).fit((x_tune - mean) / scale, y_tune)
-    draft = Abstainer(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]), 0.0)
+    draft = Abstainer(LogisticModel.fitted(FEATURES, x_tune, y_tune, threshold=0.0))
     # The threshold keeps 95% of the answerable tune questions counting the number rule's refusals too.
     by_rule = FEATURES.index("wanted_missing")
     answerable_tune = np.array(
         [-1.0 if r[by_rule] else draft.answerable(r) for r, y in zip(x_tune, y_tune, strict=True) if y == 1]
     )
     threshold = float(np.quantile(answerable_tune, 1 - KEEP_ANSWERABLE))
-    abstainer = Abstainer(draft.mean, draft.scale, draft.weights, draft.bias, threshold)
+    abstainer = Abstainer(dataclasses.replace(draft.model, extra={"threshold": threshold}))
     print("| half | rule | answerable kept | story missing refused |")
     print("|---|---|---|---|")
     for half, name in ((True, "tune"), (False, "check")):
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for feature, weight in zip(FEATURES, abstainer.weights, strict=True):
         print(f"{feature:<16} {weight:+.3f}")
     command = "python -m evals.fit.calibrate " + " ".join(map(str, args.datasets))
-    args.out.write_text(abstainer.to_json(command=command, keep_answerable=KEEP_ANSWERABLE) + "\n")
+    args.out.write_text(abstainer.model.to_json(command=command, keep_answerable=KEEP_ANSWERABLE) + "\n")
     print(f"threshold {threshold:.4f}; wrote {args.out}")
     return 0
 
@@ -99,18 +97,18 @@ def _gather(args: argparse.Namespace) -> tuple[dict[bool, list[np.ndarray]], dic
         answerer = chosen.answerer
         questions = [q for q in chosen.dataset.questions if q.answerable][: args.limit]
         vectors = answerer.embedder.embed([q.question for q in questions])
-        catalog = answerer.store.snapshot().catalog
+        reader = answerer.index.reader()
         for q, vector in zip(questions, vectors, strict=True):
-            hits = answerer.retriever.retrieve(q.question, vector, SEARCH_DEPTH, Filters(), q.asked_on)
+            question = answerer.question(q.question, as_of=q.asked_on, top_k=SEARCH_DEPTH)
+            hits = answerer.retriever.retrieve(question, vector, reader)
             # The story missing: retrieve again with the gold articles, and their stories' other copies,
             # left out of the index, so the passages that remain are ranked among themselves.
-            stories = {catalog.stories[catalog.slot_of[g]] for g in q.gold_ids if g in catalog.slot_of}
-            gone = {catalog.article_ids[s] for story in stories for s in catalog.copies(story)} | set(
-                q.gold_ids
+            stories = {e.story for e in map(reader.entry, q.gold_ids) if e is not None}
+            gone = {copy.article_id for story in stories for copy in reader.story(story)} | set(q.gold_ids)
+            without = answerer.question(
+                q.question, as_of=q.asked_on, top_k=SEARCH_DEPTH, filters=Filters(exclude=tuple(sorted(gone)))
             )
-            missing = answerer.retriever.retrieve(
-                q.question, vector, SEARCH_DEPTH, Filters(exclude=tuple(sorted(gone))), q.asked_on
-            )
+            missing = answerer.retriever.retrieve(without, vector, reader)
             tune = in_tune_half(q.id)
             for passages, label in (
                 (hits[:DEFAULT_COMPOSE_PASSAGES], 1),
@@ -118,8 +116,8 @@ def _gather(args: argparse.Namespace) -> tuple[dict[bool, list[np.ndarray]], dic
             ):
                 if not passages:
                     continue
-                quoted = answerer.quotes.compose(q.question, vector, passages)
-                rows[tune].append(answerer.evidence(q.question, passages, quoted))
+                quoted = answerer.quotes.compose(question, vector, passages, reader)
+                rows[tune].append(answerer.evidence(question, passages, quoted, reader))
                 labels[tune].append(label)
     return rows, labels
 

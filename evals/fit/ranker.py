@@ -15,12 +15,12 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from evals import fit
 from evals.data import EvalQuestion
-from rag import Answerer, Filters
-from rag.rank import DEFAULT_RANKER_PATH, FEATURES, LinearRanker, Matrix
+from rag import Answerer
+from rag.linear import LogisticModel, Matrix
+from rag.rank import DEFAULT_RANKER_PATH, NAMES, LinearRanker
 from rag.retrieve import NewsRetriever, RetrievalConfig
 
 
@@ -28,11 +28,13 @@ def training_rows(
     answerer: Answerer, questions: Sequence[EvalQuestion], config: RetrievalConfig
 ) -> tuple[Matrix, np.ndarray, np.ndarray]:
     """Feature rows, labels and question-group numbers over the candidates of ``questions``."""
-    retriever = NewsRetriever(answerer.store, config=config)
+    retriever = NewsRetriever(config=config)
     vectors = answerer.embedder.embed([q.question for q in questions])
+    reader = answerer.index.reader()
     rows, labels, groups = [], [], []
     for number, (q, vector) in enumerate(zip(questions, vectors, strict=True)):
-        found = retriever.candidates(q.question, vector, Filters(), q.asked_on or date.today())
+        question = answerer.question(q.question, as_of=q.asked_on or date.today())
+        found = retriever.candidates(question, vector, reader)
         if found is None:
             continue
         gold = [a in q.gold_ids for a in found.article_ids]
@@ -44,16 +46,10 @@ def training_rows(
     return np.vstack(rows), np.array(labels, dtype=int), np.array(groups)
 
 
-def fit_ranker(rows: Matrix, labels: np.ndarray, names: Sequence[str] = FEATURES) -> LinearRanker:
-    columns = [FEATURES.index(n) for n in names]
-    x = rows[:, columns]
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit((x - mean) / scale, labels)
-    return LinearRanker(
-        tuple(names), mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0])
-    )
+def fit_ranker(rows: Matrix, labels: np.ndarray, names: Sequence[str] = NAMES) -> LinearRanker:
+    """A ranker over the features ``names`` of ``rows`` (whose columns are all of ``NAMES``)."""
+    columns = [NAMES.index(n) for n in names]
+    return LinearRanker(LogisticModel.fitted(names, rows[:, columns], labels))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         used.append(f"{chosen.folder.name}: {len(questions)} tune questions, {len(labels)} candidates")
     ranker = fit_ranker(np.vstack(all_rows), np.concatenate(all_labels))
     args.out.write_text(
-        ranker.to_json(
+        ranker.model.to_json(
             trained_on=used, command="python -m evals.fit.ranker " + " ".join(map(str, args.datasets))
         )
         + "\n"

@@ -33,7 +33,6 @@ from transformers import AutoModel, AutoTokenizer
 from evals import fit
 from index.chunk import passage_text
 from index.embed import set_threads
-from rag import Filters
 
 Tokenizer = Any
 """A transformers tokenizer (its classes are not one type)."""
@@ -75,7 +74,8 @@ def groups(chosen: fit.FitSet, limit: int | None = None) -> list[Group]:
     questions = chosen.half(tune=True)[:limit]
     vectors = answerer.embedder.embed([q.question for q in questions])
     for q, vector in zip(questions, vectors, strict=True):
-        hits = answerer.retriever.retrieve(q.question, vector, 10, Filters(), q.asked_on)
+        question = answerer.question(q.question, as_of=q.asked_on, top_k=10)
+        hits = answerer.retriever.retrieve(question, vector, answerer.index.reader())
         gold = [bool({h.article.id, *(c.id for c in h.also_reported)} & set(q.gold_ids)) for h in hits]
         texts = [passage_text(h.article, h.chunk.text) for h in hits]
         found.append(Group(q.id, q.question, texts, [h.score for h in hits], gold))

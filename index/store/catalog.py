@@ -3,6 +3,9 @@
 A ``Catalog`` is immutable; a write makes the next one from the previous and the change (``changed``):
 new articles take new slots at the end, removed ones are marked dead, and nothing is re-read from
 SQLite. Copying its arrays costs milliseconds at a million chunks; nothing in it is rebuilt.
+
+``CatalogLookups`` answers a reader's catalog questions (index/store/protocols.py) from one catalog; the
+local and the sharded readers both hold one.
 """
 
 from __future__ import annotations
@@ -14,19 +17,8 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
+from index.store.protocols import CatalogEntry
 from index.store.window import Ids, Window
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """What the catalog keeps of one article."""
-
-    article_id: str
-    published: date | None
-    source: str | None
-    story: str
-    title_terms: frozenset[str]
-    chunk_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -185,3 +177,41 @@ class Catalog:
 
 def _ordinal(day: date | None) -> int:
     return day.toordinal() if day else -1
+
+
+class CatalogLookups:
+    """The catalog part of ``IndexReader``, over ``self.catalog``."""
+
+    catalog: Catalog
+
+    @property
+    def size(self) -> int:
+        return self.catalog.chunks
+
+    @property
+    def article_count(self) -> int:
+        return self.catalog.articles
+
+    def chunk_ids(self) -> Ids:
+        return np.flatnonzero(self.catalog.chunk_slot >= 0).astype(np.int64)
+
+    def window(
+        self,
+        after: date | None = None,
+        before: date | None = None,
+        undated: bool = True,
+        sources: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> Window:
+        return self.catalog.window(after, before, undated, sources, exclude)
+
+    def entries_of(self, chunk_ids: Sequence[int]) -> list[CatalogEntry | None]:
+        slots = self.catalog.slots(np.asarray(chunk_ids, dtype=np.int64)).tolist()
+        return [self.catalog.entry(slot) if slot >= 0 else None for slot in slots]
+
+    def entry(self, article_id: str) -> CatalogEntry | None:
+        slot = self.catalog.slot_of.get(article_id)
+        return None if slot is None else self.catalog.entry(slot)
+
+    def story(self, story: str) -> list[CatalogEntry]:
+        return [self.catalog.entry(slot) for slot in self.catalog.copies(story)]

@@ -30,6 +30,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from index.store.files import save_arrays
+from index.store.protocols import LexicalScores, Statistics
 from index.store.tiers import merge_tiers, without_ids
 from index.store.window import EVERYTHING, Hits, Ids, Layout, Window, merge_hits
 
@@ -39,39 +40,6 @@ LARGE_SEGMENT = 50_000
 COMMON_SHARE = 0.2
 NOMINATION_POSTINGS = 100
 Tokens = Sequence[str]
-
-
-@dataclass(frozen=True)
-class Statistics:
-    """Corpus statistics for some tokens: document frequencies, documents, total length. Shards add them
-    up (``combine``), so every shard scores with the whole corpus's numbers."""
-
-    tokens: tuple[str, ...]
-    df: tuple[int, ...]
-    documents: int
-    lengths: float
-
-    @property
-    def avgdl(self) -> float:
-        return self.lengths / self.documents if self.documents else 1.0
-
-    @staticmethod
-    def combine(parts: Sequence[Statistics]) -> Statistics:
-        first = parts[0]
-        df = tuple(sum(p.df[i] for p in parts) for i in range(len(first.tokens)))
-        return Statistics(first.tokens, df, sum(p.documents for p in parts), sum(p.lengths for p in parts))
-
-
-class LexicalScores(Protocol):
-    """One query's BM25 scores over a reader's chunks."""
-
-    def top(self, k: int, window: Window = EVERYTHING) -> Hits:
-        """The best ``k`` (chunk id, score) with a positive score inside the window, best first."""
-        ...
-
-    def of(self, ids: Ids) -> npt.NDArray[np.float32]:
-        """The scores of ``ids`` (0 for chunks not matched or not present)."""
-        ...
 
 
 class LexicalReader(Protocol):

@@ -1,8 +1,8 @@
 """The index on one machine: SQLite is the truth (rows.py); a vector index, a lexical index and a catalog
 are kept in memory beside it, their large segments saved as checksummed files (files.py).
 
-Readers never see a write in progress. Every query takes one immutable ``Snapshot`` (catalog, vector
-and lexical readers of one generation) and works on it alone; a write commits to SQLite, applies the
+Readers never see a write in progress. Every question takes one immutable ``LocalReader`` (catalog,
+vector and lexical readers of one generation) and works on it alone; a write commits to SQLite, applies the
 change to the in-memory indexes (a cost of the batch's size, not the corpus's: see vectors.py and
 lexical.py) and publishes the next snapshot with one reference swap. Text (chunks, article bodies) is
 read from SQLite by id at the end of a query, in single statements; an id whose row a later write
@@ -40,15 +40,15 @@ from index.errors import ArticleNotFoundError, IndexCorruptError
 from index.records import Article, Chunk, Span
 from index.store import lexical as lexical_segments
 from index.store import vectors as vector_segments
-from index.store.catalog import Catalog, CatalogEntry
+from index.store.catalog import Catalog, CatalogLookups
 from index.store.files import SegmentFiles
 from index.store.lexical import SegmentedBM25, Vocabulary
 from index.store.markers import INDEX_MARKER, RECOVER, mark, marked, require_metadata
-from index.store.protocols import ArticleWrite
+from index.store.protocols import ArticleWrite, CatalogEntry, LexicalScores, Statistics, Tokens
 from index.store.rows import Rows
 from index.store.vectors import SegmentedVectors
 from index.store.watch import start_watcher
-from index.store.window import EVERYTHING, Window
+from index.store.window import EVERYTHING, Hits, Ids, Window
 from index.terms import tokenize
 
 DEFAULT_WATCH_SECONDS = 1.0
@@ -56,47 +56,65 @@ DEFAULT_PERSIST_MIN = 20_000
 _SEGMENTS = {SegmentedVectors.KIND: vector_segments.Segment, SegmentedBM25.KIND: lexical_segments.Segment}
 
 
-class Snapshot:
-    """One generation of the index, frozen: what a query reads from start to end."""
+class LocalReader(CatalogLookups):
+    """One generation of the index on this machine, frozen (``IndexReader``): the catalog and the vector
+    and lexical readers of that generation; text from SQLite."""
 
     def __init__(
         self,
         generation: int,
         catalog: Catalog,
         vectors: vector_segments.VectorReader,
-        lexical: lexical_segments.LexicalReader,
+        lexical: lexical_segments.SegmentedReader,
         dimension: int,
+        rows: Rows,
     ) -> None:
-        self.generation = generation
+        self._generation = generation
         self.catalog = catalog
         self.vector_reader = vectors
-        self.lexical = lexical
+        self.lexical_reader = lexical
         self.dimension = dimension
+        self._rows = rows
 
     @property
-    def size(self) -> int:
-        """Live chunks."""
-        return self.catalog.chunks
+    def generation(self) -> int:
+        return self._generation
 
-    def chunk_ids(self) -> npt.NDArray[np.int64]:
-        """Every live chunk id, ascending."""
-        return np.flatnonzero(self.catalog.chunk_slot >= 0).astype(np.int64)
+    @property
+    def missing_shards(self) -> tuple[int, ...]:
+        return ()
 
-    def search(self, query: Vectors, k: int, window: Window = EVERYTHING) -> list[tuple[int, float]]:
-        """Top ``k`` (chunk id, inner product) for one query vector inside ``window``."""
+    def dense(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
         return self.vector_reader.search(query, k, window)
 
-    def vectors(self, ids: npt.NDArray[np.int64]) -> Vectors:
-        """The stored vectors of chunk ``ids`` (all of them must be in this snapshot)."""
+    def vectors(self, ids: Ids) -> Vectors:
         if not ids.size:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self.vector_reader.vectors(ids)
+
+    def statistics(self, tokens: Tokens) -> Statistics:
+        return self.lexical_reader.statistics(tokens)
+
+    def lexical(self, tokens: Tokens, statistics: Statistics | None = None) -> LexicalScores:
+        return self.lexical_reader.query(tokens, statistics)
+
+    def idf(self, tokens: Tokens) -> npt.NDArray[np.float64]:
+        return self.lexical_reader.idf(tokens)
+
+    def passages(self, ids: Sequence[int]) -> list[tuple[Chunk, Article]]:
+        return self._rows.passages(ids)
+
+    def articles(self, ids: Iterable[str]) -> dict[str, Article]:
+        return self._rows.articles(ids)
+
+    def sentence_vectors(self, article_id: str, spans: Sequence[Span]) -> dict[Span, Vectors]:
+        return self._rows.sentence_vectors(article_id, spans)
 
 
 class IndexStore:
     """SQLite rows plus in-memory vector and lexical segments; ids are chunk rowids.
 
-    Safe to share between threads: readers take ``snapshot()``; writers are serialised."""
+    Safe to share between threads: questions take ``reader()``; writers are serialised (``Index``)."""
 
     def __init__(
         self,
@@ -182,66 +200,21 @@ class IndexStore:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
-        """The latest published generation; take it once per query and read only from it."""
-        return self._snapshot
+    def reader(self) -> LocalReader:
+        """The latest published generation; take it once per question and read only from it."""
+        return self._reader
 
     @property
     def generation(self) -> int:
-        """The generation of the database (the published snapshot may trail it briefly)."""
+        """The generation of the database (the published reader may trail it briefly)."""
         return self._rows.generation(self._rows.reader())
-
-    @property
-    def size(self) -> int:
-        """Live chunks in the published snapshot."""
-        return self._snapshot.size
-
-    @property
-    def catalog(self) -> Catalog:
-        return self._snapshot.catalog
-
-    def chunk_ids(self) -> npt.NDArray[np.int64]:
-        """Every live chunk id of the published snapshot, ascending."""
-        return self._snapshot.chunk_ids()
-
-    def search(self, query: Vectors, k: int, window: Window = EVERYTHING) -> list[tuple[int, float]]:
-        """``Snapshot.search`` of the published snapshot."""
-        return self._snapshot.search(query, k, window)
-
-    def article_count(self) -> int:
-        return self._rows.article_count()
-
-    def content_hash(self, article_id: str) -> str | None:
-        return self._rows.content_hashes([article_id])[article_id]
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str | None]:
         return self._rows.content_hashes(ids)
 
-    def article(self, article_id: str) -> Article:
-        articles = self.articles([article_id])
-        if article_id not in articles:
-            raise ArticleNotFoundError(f"no article with id {article_id!r}")
-        return articles[article_id]
-
-    def articles(self, ids: Iterable[str]) -> dict[str, Article]:
-        """Stored articles by id; ids with no article (deleted meanwhile) are left out."""
-        return self._rows.articles(ids)
-
-    def chunks(self, ids: Sequence[int]) -> list[Chunk]:
-        """Chunks by id, in the order asked; ids with no chunk (deleted meanwhile) are left out."""
-        return [chunk for chunk, _ in self.passages(ids)]
-
-    def passages(self, ids: Sequence[int]) -> list[tuple[Chunk, Article]]:
-        """Chunks by id with their articles, read in one statement so the two always agree; in the order
-        asked, leaving out ids whose chunk a later write removed."""
-        return self._rows.passages(ids)
-
-    def sentence_vectors(self, article_id: str, spans: Sequence[Span]) -> dict[Span, Vectors]:
-        """Stored vectors of the given sentence spans of one article (those that were stored)."""
-        return self._rows.sentence_vectors(article_id, spans)
-
     def catalog_entries(self, article_ids: Iterable[str] | None = None) -> list[CatalogEntry]:
-        """What the catalog holds of these articles (all when None), writes not yet published included."""
+        """What the catalog holds of these articles (all when None), writes not yet published included
+        (what a cluster's shard reports to its driver)."""
         catalog = self._catalog
         slots = (
             list(catalog.chunks_of)
@@ -253,10 +226,6 @@ class IndexStore:
     def minhashes(self) -> list[tuple[str, bytes | None, str, str | None]]:
         """(article id, MinHash signature, story, publication date) of every article, in insertion order."""
         return self._rows.minhashes()
-
-    def missing_shards(self) -> tuple[int, ...]:
-        """Shards that could not answer the last query of this thread (none: this store is one machine)."""
-        return ()
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -414,8 +383,13 @@ class IndexStore:
 
     def _publish(self) -> None:
         """Make the in-memory state what new queries read, and save its large segments."""
-        self._snapshot = Snapshot(
-            self._generation, self._catalog, self._vectors.reader(), self._lexical.reader(), self.dimension
+        self._reader = LocalReader(
+            self._generation,
+            self._catalog,
+            self._vectors.reader(),
+            self._lexical.reader(),
+            self.dimension,
+            self._rows,
         )
         self._files.persist(
             {SegmentedVectors.KIND: self._vectors.segments, SegmentedBM25.KIND: self._lexical.segments}

@@ -24,8 +24,8 @@ from index.chunk import ChunkDraft
 from index.embed import Vectors
 from index.errors import IndexCorruptError, IndexMismatchError
 from index.records import Article, Chunk, Span
-from index.store.catalog import CatalogEntry
 from index.store.markers import DB_NAME, INDEX_MARKER, RECOVER, mark, marked, refuse_lost
+from index.store.protocols import CatalogEntry
 
 SCHEMA_VERSION = "4"
 _BUSY_MS = 60_000
