@@ -12,6 +12,7 @@ answers by its own (local) chunk ids; the driver makes them global.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,47 @@ import numpy.typing as npt
 from index.embed import Vectors
 from index.errors import ArticleNotFoundError
 from index.records import Article, Chunk, Span
-from index.store import ArticleWrite, IndexStore
+from index.store import ArticleWrite, IndexStore, LocalReader
 from index.store.protocols import CatalogEntry, Statistics
 from index.store.sharded import ShardedStore
 from index.store.window import Hits, Window
 
 NAMESPACE = "newsrag"
 PREFIX = "newsrag-shard"
+_KEEP_READERS = 16
 
 
 class ShardActor:
     """One replica of one shard: an IndexStore in ``data_dir`` on its node, answering by local chunk ids.
-    (Made a Ray actor by ``ray.remote`` when the layout is created.)"""
+    (Made a Ray actor by ``ray.remote`` when the layout is created.)
+
+    It keeps its last few published readers, so that a driver's reader, taken at some generation of
+    every shard, keeps reading that generation while writes go on (``at``): searches by a reader never
+    see a later write, as on one machine."""
 
     def __init__(self, data_dir: str, model_name: str, dimension: int) -> None:
         self.store = IndexStore(Path(data_dir), model_name, dimension)
+        self._readers: OrderedDict[int, LocalReader] = OrderedDict()
+        self._remember()
+
+    def _remember(self) -> None:
+        reader = self.store.reader()
+        self._readers[reader.generation] = reader
+        while len(self._readers) > _KEEP_READERS:
+            self._readers.popitem(last=False)
+
+    def _at(self, generation: int | None) -> LocalReader:
+        """The reader of ``generation`` when it is still kept (else the latest)."""
+        kept = self._readers.get(generation) if generation is not None else None
+        return kept or self.store.reader()
 
     def generation(self) -> int:
+        """The generation of the shard's database (moves with any driver's writes)."""
         return self.store.generation
+
+    def published(self) -> int:
+        """The generation its readers see."""
+        return self.store.reader().generation
 
     def node(self) -> str:
         """The Ray node this replica runs on."""
@@ -57,34 +81,47 @@ class ShardActor:
 
     def write(self, writes: list[ArticleWrite], publish: bool) -> list[CatalogEntry]:
         self.store.write(writes, publish=publish)
+        self._remember()
         return self.store.catalog_entries(w.article.id for w in writes)
 
     def flush(self) -> None:
         self.store.flush()
+        self._remember()
+
+    def refresh(self) -> None:
+        self.store.refresh()
+        self._remember()
 
     def delete(self, article_id: str) -> bool:
         try:
             self.store.delete(article_id)
         except ArticleNotFoundError:
             return False
+        self._remember()
         return True
 
-    def search(self, query: Vectors, k: int, window: Window) -> Hits:
-        return self.store.reader().dense(query, k, window)
+    def search(self, query: Vectors, k: int, window: Window, generation: int | None = None) -> Hits:
+        return self._at(generation).dense(query, k, window)
 
-    def statistics(self, tokens: list[str]) -> Statistics:
-        return self.store.reader().statistics(tokens)
+    def statistics(self, tokens: list[str], generation: int | None = None) -> Statistics:
+        return self._at(generation).statistics(tokens)
 
-    def lexical_top(self, tokens: list[str], statistics: Statistics, k: int, window: Window) -> Hits:
-        return self.store.reader().lexical(tokens, statistics).top(k, window)
+    def lexical_top(
+        self, tokens: list[str], statistics: Statistics, k: int, window: Window, generation: int | None = None
+    ) -> Hits:
+        return self._at(generation).lexical(tokens, statistics).top(k, window)
 
     def lexical_of(
-        self, tokens: list[str], statistics: Statistics, ids: npt.NDArray[np.int64]
+        self,
+        tokens: list[str],
+        statistics: Statistics,
+        ids: npt.NDArray[np.int64],
+        generation: int | None = None,
     ) -> npt.NDArray[np.float32]:
-        return self.store.reader().lexical(tokens, statistics).of(ids)
+        return self._at(generation).lexical(tokens, statistics).of(ids)
 
-    def vectors(self, ids: npt.NDArray[np.int64]) -> Vectors:
-        return self.store.reader().vectors(ids)
+    def vectors(self, ids: npt.NDArray[np.int64], generation: int | None = None) -> Vectors:
+        return self._at(generation).vectors(ids)
 
     def passages(self, ids: list[int]) -> list[tuple[Chunk, Article]]:
         return self.store.reader().passages(ids)
@@ -105,10 +142,11 @@ def connect(address: str) -> None:
 
 
 def create_layout(
-    base_dir: str, shards: int, replicas: int, model_name: str, dimension: int
+    base_dir: str, shards: int, replicas: int, model_name: str, dimension: int, prefix: str = PREFIX
 ) -> list[list[Any]]:
-    """Start the shard actors (named, detached), each replica of a shard on a different node when the
-    cluster has enough nodes; returns their handles, shard by shard."""
+    """Start the shard actors (named ``PREFIX-shard-replica``, detached), each replica of a shard on a
+    different node when the cluster has enough nodes; returns their handles, shard by shard. Another
+    ``prefix`` keeps another index on the same cluster."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -122,7 +160,7 @@ def create_layout(
         for replica in range(replicas):
             node = nodes[(shard + replica) % len(nodes)]
             actor = remote.options(
-                name=f"{PREFIX}-{shard}-{replica}",
+                name=f"{prefix}-{shard}-{replica}",
                 namespace=NAMESPACE,
                 lifetime="detached",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
@@ -132,7 +170,7 @@ def create_layout(
     return layout
 
 
-def find_layout() -> list[list[Any]]:
+def find_layout(prefix: str = PREFIX) -> list[list[Any]]:
     """The shard actors already running on the connected cluster (empty when there are none)."""
     import ray
 
@@ -141,8 +179,9 @@ def find_layout() -> list[list[Any]]:
     ]
     found: dict[int, dict[int, Any]] = {}
     for name in names:
-        if name.startswith(PREFIX + "-"):
-            shard, replica = (int(x) for x in name[len(PREFIX) + 1 :].split("-"))
+        rest = name[len(prefix) + 1 :].split("-")
+        if name.startswith(prefix + "-") and len(rest) == 2 and all(x.isdigit() for x in rest):
+            shard, replica = (int(x) for x in rest)
             found.setdefault(shard, {})[replica] = ray.get_actor(name, namespace=NAMESPACE)
     return [[found[s][r] for r in sorted(found[s])] for s in sorted(found)]
 

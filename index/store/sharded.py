@@ -65,6 +65,8 @@ class ShardedStore:
         self._watcher: threading.Thread | None = None
         self._stories: StoryAssigner | None = None
         self._generations = self.scatter_all("generation", set())
+        self._published = self.scatter_all("published", set())
+        """Each shard's published generation: what a reader taken now reads (on every replica alike)."""
         self._catalog = self._gather_catalog()
         self._pending = self._catalog
         """The catalog with writes the shards have not published yet (published by ``flush``)."""
@@ -145,7 +147,7 @@ class ShardedStore:
     # --- Index ------------------------------------------------------------------------------------------
 
     def reader(self) -> ShardedReader:
-        return ShardedReader(self, self._catalog, sum(self._generations.values()))
+        return ShardedReader(self, self._catalog, dict(self._published))
 
     @property
     def generation(self) -> int:
@@ -192,7 +194,7 @@ class ShardedStore:
             self._pending = self._pending.changed(entries, ())
             if publish:
                 self._catalog = self._pending
-            self._generations = self.scatter_all("generation", set())
+            self._take_generations()
 
     def flush(self) -> None:
         import ray
@@ -203,7 +205,7 @@ class ShardedStore:
         )
         with self._lock:
             self._catalog = self._pending
-            self._generations = self.scatter_all("generation", set())
+            self._take_generations()
 
     def delete(self, article_id: str) -> None:
         import ray
@@ -217,7 +219,7 @@ class ShardedStore:
                 self._stories.remove(article_id)
             self._pending = self._pending.changed((), [article_id])
             self._catalog = self._pending
-            self._generations = self.scatter_all("generation", set())
+            self._take_generations()
 
     def refresh(self) -> bool:
         """Gather the catalog again when another driver wrote (shard generations moved)."""
@@ -225,8 +227,11 @@ class ShardedStore:
         if generations == self._generations:
             return False
         with self._lock:
+            import ray
+
+            ray.get([a.refresh.remote() for s in range(self.shards) for _, a in self._live(s)])
             self._catalog = self._pending = self._gather_catalog()
-            self._generations = generations
+            self._take_generations()
             self._stories = None
         return True
 
@@ -236,6 +241,10 @@ class ShardedStore:
 
     def close(self) -> None:
         self._stop.set()
+
+    def _take_generations(self) -> None:
+        self._generations = self.scatter_all("generation", set())
+        self._published = self.scatter_all("published", set())
 
     def _story_assigner(self) -> StoryAssigner:
         if self._stories is None:
@@ -248,15 +257,15 @@ class ShardedReader(CatalogLookups):
     """What one question reads through the cluster (``IndexReader``): the gathered catalog of one
     generation, and scatter-gather searches; shards that could not answer are in ``missing_shards``."""
 
-    def __init__(self, store: ShardedStore, catalog: Catalog, generation: int) -> None:
+    def __init__(self, store: ShardedStore, catalog: Catalog, published: dict[int, int]) -> None:
         self._store = store
         self.catalog = catalog
-        self._generation = generation
+        self._published = published
         self._missing: set[int] = set()
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return sum(self._published.values())
 
     @property
     def missing_shards(self) -> tuple[int, ...]:
@@ -264,6 +273,10 @@ class ShardedReader(CatalogLookups):
 
     def _scatter(self, method: str, arguments: dict[int, tuple[Any, ...]]) -> dict[int, Any]:
         return self._store.scatter(method, arguments, self._missing)
+
+    def _at(self, shard: int) -> int | None:
+        """The generation of ``shard`` this reader reads."""
+        return self._published.get(shard)
 
     def _windows(self, window: Window) -> dict[int, Window]:
         """The window of each shard (its own chunk ids, when the window names ids)."""
@@ -280,7 +293,7 @@ class ShardedReader(CatalogLookups):
         return merge_hits(([(gid(shard, i), s) for i, s in hits] for shard, hits in found.items()), k)
 
     def dense(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
-        arguments = {s: (query, k, w) for s, w in self._windows(window).items()}
+        arguments = {s: (query, k, w, self._at(s)) for s, w in self._windows(window).items()}
         return self._gathered(self._scatter("search", arguments), k)
 
     def vectors(self, ids: Ids) -> Vectors:
@@ -351,7 +364,8 @@ class ShardedScores:
         store = self._reader._store
         parts = store.split(ids.tolist())
         arguments = {
-            s: (self._tokens, self._statistics, np.array(local, dtype=np.int64)) for s, local in parts.items()
+            s: (self._tokens, self._statistics, np.array(local, dtype=np.int64), self._reader._at(s))
+            for s, local in parts.items()
         }
         scores: dict[int, float] = {}
         for shard, values in self._reader._scatter("lexical_of", arguments).items():
