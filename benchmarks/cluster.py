@@ -22,6 +22,7 @@ two-node figure shows what the engine adds, not what a second machine would.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -96,7 +97,7 @@ def ingest_rates(
     return sharded
 
 
-def query_latency(sharded: ShardedStore, count: int, base: EvalSettings) -> None:
+def query_latency(sharded: ShardedStore, count: int, base: EvalSettings) -> dict[str, float]:
     """The same questions through the cluster and through one machine's index of the same corpus."""
     set_threads(1)
     embedder = PackagedEmbedder()
@@ -107,16 +108,32 @@ def query_latency(sharded: ShardedStore, count: int, base: EvalSettings) -> None
     for q in questions[:10]:  # warm both
         single.ask(single.question(q.question, as_of=q.asked_on))
         clustered.ask(clustered.question(q.question, as_of=q.asked_on))
+    rounds = []
     for q in questions:
         for name, answerer in (("one machine", single), ("cluster", clustered)):
+            before = sharded.rounds
             start = time.perf_counter()
             answerer.ask(answerer.question(q.question, as_of=q.asked_on))
             times[name].append((time.perf_counter() - start) * 1000)
+            if name == "cluster":
+                rounds.append(sharded.rounds - before)
     base_p50, base_p95 = _percentiles(times["one machine"])
     p50, p95 = _percentiles(times["cluster"])
     print(f"{'answer, one machine':<44} p50 {base_p50:7.1f} ms  p95 {base_p95:7.1f} ms")
     print(f"{'answer, cluster (2 shards)':<44} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms")
     print(f"ratio of p50: cluster / one machine {p50 / base_p50:.2f}x ({len(questions)} questions)")
+    print(
+        f"rounds per question: mean {np.mean(rounds):.2f}, one round for {np.mean(np.array(rounds) == 1):.1%}"
+    )
+    return {
+        "questions": len(questions),
+        "one_machine_p50_ms": round(base_p50, 2),
+        "one_machine_p95_ms": round(base_p95, 2),
+        "cluster_p50_ms": round(p50, 2),
+        "cluster_p95_ms": round(p95, 2),
+        "query_p50_ratio": round(p50 / base_p50, 3),
+        "rounds_per_question": round(float(np.mean(rounds)), 3),
+    }
 
 
 def main() -> int:
@@ -125,6 +142,7 @@ def main() -> int:
     )
     parser.add_argument("--items", type=int, default=600, help="articles per ingest measurement")
     parser.add_argument("--questions", type=int, default=300)
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
 
     import ray
@@ -140,7 +158,9 @@ def main() -> int:
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
     try:
         sharded = ingest_rates(cluster, items, args.items, work, base)
-        query_latency(sharded, args.questions, base)
+        figures = query_latency(sharded, args.questions, base)
+        if args.json:
+            print(json.dumps(figures))
     finally:
         ray.shutdown()
         cluster.shutdown()  # type: ignore[no-untyped-call]

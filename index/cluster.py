@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from index.embed import Vectors
+from index.embed import Vectors, set_threads
 from index.errors import ArticleNotFoundError
 from index.records import Article, Chunk, Span
 from index.store import ArticleWrite, IndexStore, LocalReader
+from index.store.probe import Probe, ShardAnswer, answer_probe
 from index.store.protocols import CatalogEntry, Statistics
 from index.store.sharded import ShardedStore
 from index.store.window import Hits, Window
@@ -41,6 +42,7 @@ class ShardActor:
     see a later write, as on one machine."""
 
     def __init__(self, data_dir: str, model_name: str, dimension: int) -> None:
+        set_threads(1, model=False)  # several shards share a node's cores: one thread each, no spinning
         self.store = IndexStore(Path(data_dir), model_name, dimension)
         self._readers: OrderedDict[int, LocalReader] = OrderedDict()
         self._remember()
@@ -100,6 +102,10 @@ class ShardActor:
         self._remember()
         return True
 
+    def probe(self, probe: Probe, generation: int | None = None) -> ShardAnswer:
+        """Everything one question reads from this shard, at once (index/store/probe.py)."""
+        return answer_probe(self._at(generation), probe)
+
     def search(self, query: Vectors, k: int, window: Window, generation: int | None = None) -> Hits:
         return self._at(generation).dense(query, k, window)
 
@@ -122,6 +128,11 @@ class ShardActor:
 
     def vectors(self, ids: npt.NDArray[np.int64], generation: int | None = None) -> Vectors:
         return self._at(generation).vectors(ids)
+
+    def similarities(
+        self, query: Vectors, ids: npt.NDArray[np.int64], generation: int | None = None
+    ) -> npt.NDArray[np.float32]:
+        return self._at(generation).similarities(query, ids)
 
     def passages(self, ids: list[int]) -> list[tuple[Chunk, Article]]:
         return self.store.reader().passages(ids)

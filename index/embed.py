@@ -28,20 +28,23 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> Vectors: ...
 
 
-def set_threads(count: int) -> None:
-    """Threads for torch, FAISS and the BLAS and OpenMP pools numpy uses, for a process that answers
-    questions (``rag serve --threads``, default 1). With FAISS's default of one OpenMP thread per core,
-    its threads keep spinning after a search and slow the next question's embedding on two cores
+def set_threads(count: int, model: bool = True) -> None:
+    """Threads for torch (unless ``model`` is False: a process that never embeds need not load it),
+    FAISS and the BLAS and OpenMP pools numpy uses, for a process that answers questions (``rag serve
+    --threads``, default 1; a cluster's shard actors, 1). With FAISS's default of one OpenMP thread per
+    core, its threads keep spinning after a search and slow whatever runs next on two cores
     (benchmarks/RESULTS.md)."""
     import faiss
-    import torch
     from threadpoolctl import threadpool_limits
 
     count = max(count, 1)
     threadpool_limits(limits=count)
-    torch.set_num_threads(count)
     faiss.omp_set_num_threads(count)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if model:
+        import torch
+
+        torch.set_num_threads(count)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class BatchingEmbedder:

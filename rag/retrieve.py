@@ -17,6 +17,7 @@ import numpy as np
 
 from index.embed import Vectors
 from index.records import Article, Chunk
+from index.store.probe import Probe
 from index.store.protocols import CatalogEntry, IndexReader, LexicalScores
 from index.store.window import Window
 from rag.linear import Matrix
@@ -138,18 +139,21 @@ class NewsRetriever:
         if window.ids is not None and not window.ids.size:
             return None
         period = question.period if config.time else Period()
-        candidate_ids = {i for i, _ in reader.dense(vector, config.candidates, window)}
-        tokens = list(question.tokens)
-        lexical = reader.lexical(tokens if config.hybrid else [])
-        if config.hybrid:
-            candidate_ids |= {i for i, _ in lexical.top(config.candidates, window)}
+        tokens = list(question.tokens) if config.hybrid else []
+        searches = [(window, config.candidates)]
         if config.time:
             recent_start = shift(today, -RECENT_DAYS)
             start, end = (period.start, period.end) if period.explicit else (recent_start, today)
             after = max(start, filters.published_after) if start and filters.published_after else start
             before = min(end, cap) if end and cap else end
             recent = replace(window, after=_ordinal(after), before=_ordinal(before), undated=False)
-            candidate_ids |= {i for i, _ in reader.dense(vector, config.candidates, recent)}
+            searches.append((recent, config.candidates))
+        lexical_search = (window, config.candidates) if config.hybrid else None
+        reader.prefetch(Probe(vector, tuple(tokens), tuple(searches), lexical_search))
+        candidate_ids = {i for w, n in searches for i, _ in reader.dense(vector, n, w)}
+        lexical = reader.lexical(tokens)
+        if lexical_search is not None:
+            candidate_ids |= {i for i, _ in lexical.top(config.candidates, window)}
         if not candidate_ids:
             return None
         ids = sorted(candidate_ids)
@@ -167,7 +171,7 @@ class NewsRetriever:
         window: Window,
     ) -> Candidates:
         ids = np.array(chunk_ids, dtype=np.int64)
-        dense = reader.vectors(ids) @ vector.reshape(-1)
+        dense = reader.similarities(vector, ids)
         bm25_scores = lexical.of(ids)
         by_article: dict[str, _Candidate] = {}
         entries = reader.entries_of(chunk_ids)
@@ -280,7 +284,7 @@ class NewsRetriever:
         if entry is None:
             return None
         ids = np.array(entry.chunk_ids, dtype=np.int64)
-        cosines = reader.vectors(ids) @ vector.reshape(-1)
+        cosines = reader.similarities(vector, ids)
         best = int(np.argmax(cosines))
         found = reader.passages([int(ids[best])])
         return (*found[0], float(cosines[best])) if found else None

@@ -146,6 +146,20 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     assert len(set(ids.tolist())) == ids.size
 
 
+def test_a_question_asks_each_shard_once(sharded: ShardedStore, embedder: PackagedEmbedder) -> None:
+    """The reader asks every shard once for everything a question reads (index/store/probe.py); a second
+    round only fetches the text of a story's copy or an earlier copy's best passage that no search found."""
+    clustered = Answerer(sharded, embedder)
+    rounds = []
+    for q in _questions():
+        before = sharded.rounds
+        answer = clustered.ask(clustered.question(q.question, as_of=q.asked_on, top_k=10))
+        assert not answer.missing_shards
+        rounds.append(sharded.rounds - before)
+    assert sum(r == 1 for r in rounds) >= 0.8 * len(rounds), sorted(rounds)
+    assert max(rounds) <= 3, sorted(rounds)
+
+
 def test_losing_nodes_keeps_answering_over_http(
     cluster: tuple[Any, list[Any], Path], sharded: ShardedStore, tmp_path: Path, tiktoken_dir: Path
 ) -> None:

@@ -18,12 +18,14 @@ DAY = 738_000  # a proleptic ordinal (2021-07-...)
 VECTOR_INDEXES: dict[str, Callable[[], VectorIndex]] = {
     "exact": lambda: ExactVectors(DIM),
     "segmented": lambda: SegmentedVectors(DIM, fanout=3),
-    "segmented-ivf": lambda: SegmentedVectors(DIM, fanout=3, ivf_threshold=60, nprobe=64),
+    "segmented-tiers": lambda: SegmentedVectors(DIM, fanout=3, floor=0),  # no floor: tiers merge
+    "segmented-ivf": lambda: SegmentedVectors(DIM, fanout=3, ivf_threshold=60, nprobe=64, floor=0),
 }
 LEXICAL_INDEXES: dict[str, Callable[[], LexicalIndex]] = {
     "full": FullBM25,
     "segmented": lambda: SegmentedBM25(fanout=3),
-    "segmented-pruned": lambda: SegmentedBM25(fanout=3, large_segment=50),  # rare terms nominate
+    "segmented-tiers": lambda: SegmentedBM25(fanout=3, floor=0),  # no floor: tiers merge
+    "segmented-pruned": lambda: SegmentedBM25(fanout=3, large_segment=50, floor=0),  # rare terms nominate
 }
 
 

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from index.store.files import save_arrays
 from index.store.protocols import LexicalScores, Statistics
-from index.store.tiers import merge_tiers, without_ids
+from index.store.tiers import DEFAULT_FLOOR, merge_tiers, without_ids
 from index.store.window import EVERYTHING, Hits, Ids, Layout, Window, merge_hits
 
 K1 = 1.5
@@ -67,6 +67,23 @@ class LexicalIndex(Protocol):
 
 def idf(df: npt.NDArray[np.float64], n: float) -> npt.NDArray[np.float64]:
     return np.log1p((n - df + 0.5) / (df + 0.5))
+
+
+def bm25(
+    tf: npt.NDArray[np.float32],
+    lengths: npt.NDArray[np.float32],
+    tokens: Tokens,
+    statistics: Statistics,
+) -> npt.NDArray[np.float32]:
+    """BM25 of rows of term frequencies (columns: ``tokens``, a query that counts a repeated token again)
+    with ``statistics``: what a segment scores, computed from the counts alone."""
+    if not tf.size:
+        return np.zeros(tf.shape[0], dtype=np.float32)
+    known = dict(zip(statistics.tokens, statistics.df, strict=True))
+    weights = idf(np.array([known.get(t, 0) for t in tokens], dtype=np.float64), float(statistics.documents))
+    norm = K1 * ((1 - B) + B * lengths.astype(np.float64) / statistics.avgdl)
+    scores = (weights * tf / (tf + norm[:, None])).sum(axis=1)
+    return np.where(tf.sum(axis=1) > 0, scores, 0.0).astype(np.float32)
 
 
 def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
@@ -420,6 +437,34 @@ class SegmentedReader:
         lengths = sum(float(s.lengths.sum()) for s in self._segments)
         return Statistics(tuple(tokens), df, self._documents, lengths)
 
+    def term_frequencies(
+        self, ids: Ids, tokens: Tokens
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """How often each of ``tokens`` occurs in each chunk of ``ids`` (rows: ids, columns: tokens), and
+        each chunk's length: what BM25 needs besides the statistics (a cluster's driver scores with them)."""
+        terms = [self._vocabulary.ids.get(t, -1) for t in tokens]
+        tf = np.zeros((ids.size, len(terms)), dtype=np.float32)
+        lengths = np.zeros(ids.size, dtype=np.float32)
+        for segment in self._segments:
+            here, positions = segment.layout.locate(ids)
+            if segment.removed:
+                here[here] &= ~segment.deleted[positions[here]]
+            if not here.any():
+                continue
+            at = positions[here]
+            lengths[here] = segment.lengths[at]
+            indptr, indices, data = segment.tf.indptr, segment.tf.indices, segment.tf.data
+            for column, term in enumerate(terms):
+                if not 0 <= term < segment.tf.shape[1]:
+                    continue
+                rows = indices[indptr[term] : indptr[term + 1]]
+                if not rows.size:
+                    continue
+                found = np.minimum(np.searchsorted(rows, at), rows.size - 1)
+                hit = rows[found] == at
+                tf[np.flatnonzero(here)[hit], column] = data[indptr[term] + found[hit]]
+        return tf, lengths
+
     def query(self, tokens: Tokens, statistics: Statistics | None = None) -> SegmentedScores:
         """Scores of ``tokens``; with ``statistics`` (the whole corpus's, when this index is one shard of
         it) a chunk scores as it would in one index holding everything."""
@@ -443,9 +488,14 @@ class SegmentedBM25:
     SEGMENT = Segment
 
     def __init__(
-        self, fanout: int = 8, vocabulary: Vocabulary | None = None, large_segment: int = LARGE_SEGMENT
+        self,
+        fanout: int = 8,
+        vocabulary: Vocabulary | None = None,
+        large_segment: int = LARGE_SEGMENT,
+        floor: int = DEFAULT_FLOOR,
     ) -> None:
         self.fanout = fanout
+        self.floor = floor
         self.large_segment = large_segment
         """Segments this large nominate candidates by their rarer terms only (see SegmentedScores)."""
         self.vocabulary = vocabulary or Vocabulary()
@@ -476,7 +526,7 @@ class SegmentedBM25:
         return SegmentedReader(tuple(self._segments), self.vocabulary, self.large_segment)
 
     def _merge_tiers(self) -> None:
-        self._segments = merge_tiers(self._segments, self.fanout, self._merged)
+        self._segments = merge_tiers(self._segments, self.fanout, self._merged, self.floor)
 
     def _merged(self, group: Sequence[Segment]) -> Segment:
         width = len(self.vocabulary.ids)

@@ -44,6 +44,7 @@ from index.store.catalog import Catalog, CatalogLookups
 from index.store.files import SegmentFiles
 from index.store.lexical import SegmentedBM25, Vocabulary
 from index.store.markers import INDEX_MARKER, RECOVER, mark, marked, require_metadata
+from index.store.probe import Probe
 from index.store.protocols import ArticleWrite, CatalogEntry, LexicalScores, Statistics, Tokens
 from index.store.rows import Rows
 from index.store.vectors import SegmentedVectors
@@ -84,6 +85,10 @@ class LocalReader(CatalogLookups):
     def missing_shards(self) -> tuple[int, ...]:
         return ()
 
+    def prefetch(self, probe: Probe) -> None:
+        """Nothing to gain on one machine: every search is as cheap done when it is asked."""
+        del probe
+
     def dense(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
         return self.vector_reader.search(query, k, window)
 
@@ -91,6 +96,9 @@ class LocalReader(CatalogLookups):
         if not ids.size:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self.vector_reader.vectors(ids)
+
+    def similarities(self, query: Vectors, ids: Ids) -> npt.NDArray[np.float32]:
+        return np.asarray(self.vectors(ids) @ query.reshape(-1), dtype=np.float32)
 
     def statistics(self, tokens: Tokens) -> Statistics:
         return self.lexical_reader.statistics(tokens)
@@ -109,6 +117,11 @@ class LocalReader(CatalogLookups):
 
     def sentence_vectors(self, article_id: str, spans: Sequence[Span]) -> dict[Span, Vectors]:
         return self._rows.sentence_vectors(article_id, spans)
+
+    def sentence_blobs(self, ranges: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], bytes]:
+        """The quantized vectors of the sentences inside these (article id, start, end) ranges (what a
+        shard sends its driver)."""
+        return self._rows.sentence_blobs(ranges)
 
 
 class IndexStore:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ from index.chunk import ChunkDraft
 from index.embed import Vectors
 from index.records import Article, Chunk, Span
 from index.store.window import EVERYTHING, Hits, Ids, Window
+
+if TYPE_CHECKING:
+    from index.store.probe import Probe
 
 Tokens = Sequence[str]
 
@@ -112,6 +115,11 @@ class IndexReader(Protocol):
         """Every live chunk id, ascending."""
         ...
 
+    def prefetch(self, probe: Probe) -> None:
+        """What this question will search (index/store/probe.py): a reader may fetch it all at once (a
+        cluster's asks every shard once) and answer the searches it covers from that."""
+        ...
+
     # --- dense --------------------------------------------------------------------------------------
 
     def dense(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
@@ -120,6 +128,10 @@ class IndexReader(Protocol):
 
     def vectors(self, ids: Ids) -> Vectors:
         """The stored vectors of chunk ``ids`` (all of them live in this generation), in order."""
+        ...
+
+    def similarities(self, query: Vectors, ids: Ids) -> npt.NDArray[np.float32]:
+        """The inner product of ``query`` with the vector of each chunk of ``ids`` (all live)."""
         ...
 
     # --- lexical ------------------------------------------------------------------------------------

@@ -240,6 +240,18 @@ class Rows:
         )
         return {wanted[start]: dequantize(vector) for start, end, vector in rows if wanted[start].end == end}
 
+    def sentence_blobs(self, ranges: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], bytes]:
+        """The stored (quantized) vectors of every sentence inside each (article id, start, end) range,
+        in one statement, by (article id, sentence start, sentence end)."""
+        if not ranges:
+            return {}
+        where = " OR ".join(['(article_id = ? AND start >= ? AND "end" <= ?)'] * len(ranges))
+        rows = self.reader().execute(
+            f'SELECT article_id, start, "end", vector FROM sentences WHERE {where}',
+            [value for item in ranges for value in item],
+        )
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
+
     def minhashes(self) -> list[tuple[str, bytes | None, str, str | None]]:
         """(article id, MinHash signature, story, publication date) of every article, in insertion order."""
         rows = self.reader().execute(

@@ -31,7 +31,10 @@ from index.embed import Vectors
 from index.errors import ArticleNotFoundError, IndexStoreError
 from index.records import Article, Chunk, Span
 from index.store.catalog import Catalog, CatalogLookups
+from index.store.lexical import bm25, idf
+from index.store.probe import Probe, SentenceKey, ShardAnswer
 from index.store.protocols import ArticleWrite, CatalogEntry, Statistics, Tokens
+from index.store.rows import dequantize
 from index.store.watch import start_watcher
 from index.store.window import EVERYTHING, Hits, Ids, Window, merge_hits
 
@@ -60,6 +63,8 @@ class ShardedStore:
         self.shards = len(layout)
         self._timeout = timeout_seconds
         self._dead: set[tuple[int, int]] = set()
+        self.rounds = 0
+        """Scatter-gather rounds made so far (a question through ``prefetch`` makes one)."""
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -84,6 +89,7 @@ class ShardedStore:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
+        self.rounds += 1
         pending = {s: self._live(s) for s in arguments}
         results: dict[int, Any] = {}
         while pending:
@@ -255,13 +261,28 @@ class ShardedStore:
 
 class ShardedReader(CatalogLookups):
     """What one question reads through the cluster (``IndexReader``): the gathered catalog of one
-    generation, and scatter-gather searches; shards that could not answer are in ``missing_shards``."""
+    generation, and scatter-gather searches pinned to the shards' generations of that moment; shards that
+    could not answer are in ``missing_shards``.
+
+    After ``prefetch`` (one round: index/store/probe.py), what the probe covered is answered from what
+    the shards sent: the dense hits, the lexical top scored with the cluster's statistics, candidates'
+    vectors, scores, passages and sentence vectors. Anything else costs a round of its own."""
 
     def __init__(self, store: ShardedStore, catalog: Catalog, published: dict[int, int]) -> None:
         self._store = store
         self.catalog = catalog
         self._published = published
         self._missing: set[int] = set()
+        self._probe: Probe | None = None
+        self._dense: dict[tuple[Any, int], Hits] = {}
+        self._lexical: dict[tuple[Any, int], Hits] = {}
+        self._statistics: Statistics | None = None
+        self._vectors: dict[int, Vectors] = {}
+        self._similar: dict[int, float] = {}
+        """Inner products with the probe's query vector."""
+        self._bm25: dict[int, float] = {}
+        self._passages: dict[int, tuple[Chunk, Article]] = {}
+        self._sentences: dict[SentenceKey, Vectors] = {}
 
     @property
     def generation(self) -> int:
@@ -292,83 +313,176 @@ class ShardedReader(CatalogLookups):
         gid = self._store.gid
         return merge_hits(([(gid(shard, i), s) for i, s in hits] for shard, hits in found.items()), k)
 
+    # --- one round per question ------------------------------------------------------------------------
+
+    def prefetch(self, probe: Probe) -> None:
+        searched = [w for w, _ in probe.dense] + ([probe.lexical[0]] if probe.lexical else [])
+        local = [self._windows(w) for w in searched]  # each shard's windows, in its own chunk ids
+        arguments = {}
+        for s in range(self._store.shards):
+            dense = tuple((local[j][s], k) for j, (_, k) in enumerate(probe.dense))
+            lexical = (local[-1][s], probe.lexical[1]) if probe.lexical else None
+            arguments[s] = (dataclasses.replace(probe, dense=dense, lexical=lexical), self._at(s))
+        answers: dict[int, ShardAnswer] = self._scatter("probe", arguments)
+        if not answers:
+            return
+        gid = self._store.gid
+        stats = Statistics.combine([a.statistics for a in answers.values()])
+        nominees: list[tuple[int, float]] = []
+        for shard, answer in answers.items():
+            gids = [gid(shard, int(i)) for i in answer.ids]
+            scores = bm25(answer.tf, answer.lengths, probe.tokens, stats)
+            self._bm25.update(zip(gids, scores.tolist(), strict=True))
+            self._similar.update(zip(gids, answer.similarities.tolist(), strict=True))
+            for chunk, article in answer.passages:
+                g = gid(shard, chunk.id)
+                self._passages[g] = (dataclasses.replace(chunk, id=g), article)
+            self._sentences.update({key: dequantize(blob) for key, blob in answer.sentences.items()})
+            nominees.extend((gid(shard, i), self._bm25[gid(shard, i)]) for i, _ in answer.lexical)
+        for number, (window, k) in enumerate(probe.dense):
+            self._dense[(_key(window), k)] = self._gathered(
+                {s: a.dense[number] for s, a in answers.items()}, k
+            )
+        if probe.lexical:
+            window, k = probe.lexical
+            positive = [(i, score) for i, score in nominees if score > 0]
+            self._lexical[(_key(window), k)] = merge_hits([positive], k)
+        self._statistics = stats
+        self._probe = probe
+
+    def _covers(self, query: Vectors) -> bool:
+        return self._probe is not None and (
+            query is self._probe.vector or np.array_equal(query, self._probe.vector)
+        )
+
+    # --- IndexReader ------------------------------------------------------------------------------------
+
     def dense(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
+        if self._covers(query) and (_key(window), k) in self._dense:
+            return self._dense[(_key(window), k)]
         arguments = {s: (query, k, w, self._at(s)) for s, w in self._windows(window).items()}
         return self._gathered(self._scatter("search", arguments), k)
 
     def vectors(self, ids: Ids) -> Vectors:
-        parts = self._store.split(ids.tolist())
-        found = self._scatter(
-            "vectors", {s: (np.array(local, dtype=np.int64),) for s, local in parts.items()}
-        )
-        rows: dict[int, Vectors] = {}
-        for shard, matrix in found.items():
-            for local, row in zip(parts[shard], matrix, strict=True):
-                rows[self._store.gid(shard, local)] = row
-        dimension = next(iter(rows.values())).size if rows else 0
-        if not rows:
+        wanted = [int(i) for i in ids]
+        missing = [i for i in wanted if i not in self._vectors]
+        if missing:
+            parts = self._store.split(missing)
+            arguments = {s: (np.array(local, dtype=np.int64), self._at(s)) for s, local in parts.items()}
+            for shard, matrix in self._scatter("vectors", arguments).items():
+                for local, row in zip(parts[shard], matrix, strict=True):
+                    self._vectors[self._store.gid(shard, local)] = row
+        if not self._vectors:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.vstack([rows.get(int(i), np.zeros(dimension, dtype=np.float32)) for i in ids])
+        dimension = next(iter(self._vectors.values())).size
+        blank = np.zeros(dimension, dtype=np.float32)
+        return (
+            np.vstack([self._vectors.get(i, blank) for i in wanted]) if wanted else blank[:0].reshape(0, -1)
+        )
+
+    def similarities(self, query: Vectors, ids: Ids) -> npt.NDArray[np.float32]:
+        wanted = [int(i) for i in ids]
+        if self._covers(query) and all(i in self._similar for i in wanted):
+            return np.array([self._similar[i] for i in wanted], dtype=np.float32)
+        parts = self._store.split(wanted)
+        arguments = {s: (query, np.array(local, dtype=np.int64), self._at(s)) for s, local in parts.items()}
+        found: dict[int, float] = {}
+        for shard, values in self._scatter("similarities", arguments).items():
+            for local, value in zip(parts[shard], values, strict=True):
+                found[self._store.gid(shard, local)] = float(value)
+        return np.array([found.get(i, 0.0) for i in wanted], dtype=np.float32)
 
     def statistics(self, tokens: Tokens) -> Statistics:
-        parts = list(
-            self._scatter("statistics", dict.fromkeys(range(self._store.shards), (list(tokens),))).values()
-        )
+        if self._statistics is not None and set(tokens) <= set(self._statistics.tokens):
+            known = dict(zip(self._statistics.tokens, self._statistics.df, strict=True))
+            s = self._statistics
+            return Statistics(tuple(tokens), tuple(known[t] for t in tokens), s.documents, s.lengths)
+        arguments = {s: (list(tokens), self._at(s)) for s in range(self._store.shards)}
+        parts = list(self._scatter("statistics", arguments).values())
         return Statistics.combine(parts) if parts else Statistics(tuple(tokens), (0,) * len(tokens), 0, 0.0)
 
     def lexical(self, tokens: Tokens, statistics: Statistics | None = None) -> ShardedScores:
-        return ShardedScores(self, list(tokens), statistics or self.statistics(tokens))
+        covered = self._probe is not None and tuple(tokens) == self._probe.tokens and statistics is None
+        return ShardedScores(self, list(tokens), statistics or self.statistics(tokens), covered)
 
     def idf(self, tokens: Tokens) -> npt.NDArray[np.float64]:
-        from index.store.lexical import idf
-
         stats = self.statistics(tokens)
         return idf(np.array(stats.df, dtype=np.float64), float(stats.documents))
 
     def passages(self, ids: Sequence[int]) -> list[tuple[Chunk, Article]]:
-        found: dict[int, tuple[Chunk, Article]] = {}
-        parts = self._store.split(ids)
-        for shard, rows in self._scatter("passages", {s: (local,) for s, local in parts.items()}).items():
-            for chunk, article in rows:
-                g = self._store.gid(shard, chunk.id)
-                found[g] = (dataclasses.replace(chunk, id=g), article)
-        return [found[int(i)] for i in ids if int(i) in found]
+        missing = [int(i) for i in ids if int(i) not in self._passages]
+        if missing:
+            parts = self._store.split(missing)
+            for shard, rows in self._scatter("passages", {s: (local,) for s, local in parts.items()}).items():
+                for chunk, article in rows:
+                    g = self._store.gid(shard, chunk.id)
+                    self._passages[g] = (dataclasses.replace(chunk, id=g), article)
+        return [self._passages[int(i)] for i in ids if int(i) in self._passages]
 
     def articles(self, ids: Iterable[str]) -> dict[str, Article]:
-        found: dict[str, Article] = {}
-        parts = {s: (a,) for s, a in self._store.by_shard(ids).items()}
-        for part in self._scatter("articles", parts).values():
-            found.update(part)
+        wanted = list(dict.fromkeys(ids))
+        known = {article.id: article for _, article in self._passages.values()}
+        found = {a: known[a] for a in wanted if a in known}
+        missing = [a for a in wanted if a not in found]
+        if missing:
+            parts = {s: (a,) for s, a in self._store.by_shard(missing).items()}
+            for part in self._scatter("articles", parts).values():
+                found.update(part)
         return found
 
     def sentence_vectors(self, article_id: str, spans: Sequence[Span]) -> dict[Span, Vectors]:
-        shard = shard_of(article_id, self._store.shards)
-        found = self._scatter("sentence_vectors", {shard: (article_id, list(spans))})
-        result: dict[Span, Vectors] = found.get(shard, {})
-        return result
+        found = {
+            s: self._sentences[(article_id, s.start, s.end)]
+            for s in spans
+            if (article_id, s.start, s.end) in self._sentences
+        }
+        missing = [s for s in spans if s not in found]
+        if missing:
+            shard = shard_of(article_id, self._store.shards)
+            fetched = self._scatter("sentence_vectors", {shard: (article_id, missing)})
+            found.update(fetched.get(shard, {}))
+        return found
 
 
 class ShardedScores:
     """One query's BM25 scores across the shards, with the corpus-wide statistics."""
 
-    def __init__(self, reader: ShardedReader, tokens: list[str], statistics: Statistics) -> None:
+    def __init__(
+        self, reader: ShardedReader, tokens: list[str], statistics: Statistics, covered: bool
+    ) -> None:
         self._reader, self._tokens, self._statistics = reader, tokens, statistics
+        self._covered = covered
+        """The reader's probe searched these tokens: its scores are the reader's."""
 
     def top(self, k: int, window: Window = EVERYTHING) -> Hits:
+        reader = self._reader
+        if self._covered and (_key(window), k) in reader._lexical:
+            return reader._lexical[(_key(window), k)]
         arguments = {
-            s: (self._tokens, self._statistics, k, w) for s, w in self._reader._windows(window).items()
+            s: (self._tokens, self._statistics, k, w, reader._at(s))
+            for s, w in reader._windows(window).items()
         }
-        return self._reader._gathered(self._reader._scatter("lexical_top", arguments), k)
+        return reader._gathered(reader._scatter("lexical_top", arguments), k)
 
     def of(self, ids: Ids) -> npt.NDArray[np.float32]:
-        store = self._reader._store
-        parts = store.split(ids.tolist())
+        reader = self._reader
+        wanted = [int(i) for i in ids]
+        if self._covered and all(i in reader._bm25 for i in wanted):
+            return np.array([reader._bm25[i] for i in wanted], dtype=np.float32)
+        store = reader._store
+        parts = store.split(wanted)
         arguments = {
-            s: (self._tokens, self._statistics, np.array(local, dtype=np.int64), self._reader._at(s))
+            s: (self._tokens, self._statistics, np.array(local, dtype=np.int64), reader._at(s))
             for s, local in parts.items()
         }
         scores: dict[int, float] = {}
-        for shard, values in self._reader._scatter("lexical_of", arguments).items():
+        for shard, values in reader._scatter("lexical_of", arguments).items():
             for local, value in zip(parts[shard], values, strict=True):
                 scores[store.gid(shard, local)] = float(value)
-        return np.array([scores.get(int(i), 0.0) for i in ids], dtype=np.float32)
+        return np.array([scores.get(i, 0.0) for i in wanted], dtype=np.float32)
+
+
+def _key(window: Window) -> tuple[Any, ...]:
+    """A window as a cache key (its ids by value: ``Window`` compares without them)."""
+    ids = None if window.ids is None else window.ids.tobytes()
+    return (window.after, window.before, window.undated, ids)

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index.store.files import atomically, save_arrays
-from index.store.tiers import merge_tiers, without_ids
+from index.store.tiers import DEFAULT_FLOOR, merge_tiers, without_ids
 from index.store.window import EVERYTHING, Hits, Ids, Layout, Window, merge_hits
 
 Vectors = npt.NDArray[np.float32]
@@ -310,9 +310,11 @@ class SegmentedVectors:
         fanout: int = DEFAULT_FANOUT,
         ivf_threshold: int = DEFAULT_IVF_THRESHOLD,
         nprobe: int = DEFAULT_NPROBE,
+        floor: int = DEFAULT_FLOOR,
     ) -> None:
         self.dimension = dimension
         self.fanout = fanout
+        self.floor = floor
         self.ivf_threshold = ivf_threshold
         self.nprobe = nprobe
         self._segments: list[Segment] = []
@@ -337,7 +339,7 @@ class SegmentedVectors:
         return SegmentedReader(tuple(self._segments), self.dimension, self.nprobe)
 
     def _merge_tiers(self) -> None:
-        self._segments = merge_tiers(self._segments, self.fanout, self._merged)
+        self._segments = merge_tiers(self._segments, self.fanout, self._merged, self.floor)
 
     def _merged(self, group: Sequence[Segment]) -> Segment:
         ids, vectors, published = [], [], []
