@@ -10,7 +10,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +25,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
-    ProblemDetailsException,
     ProblemDetailsPlugin,
 )
 from litestar.plugins.prometheus import PrometheusConfig
@@ -37,13 +35,13 @@ from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.config import Settings
-from api.guard import Doorkeeper, Guard
-from api.jobs import IngestJobs, QueueFullError
-from api.limits import DailyCaps, parse_networks
+from api.guard import Guard
+from api.jobs import QueueFullError
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
 from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
 from api.openapi import ArticlesOperation, StrictStructSchemaPlugin
-from api.root import build_answerer, build_ingestor, open_keys
+from api.problems import NotFoundError, internal_error, problems, to_problem
+from api.root import build_answerer
 from api.schemas import (
     MAX_ARTICLES_PER_REQUEST,
     AnswerOut,
@@ -61,14 +59,11 @@ from api.schemas import (
     job_out,
     passage_out,
 )
-from index import ArticleError, Ingestor, parse_record
+from api.service import DEFAULT_HEARTBEAT_SECONDS, Service
+from index import ArticleError, parse_record
 from index.clean import VISIBLE
 from index.errors import (
     ArticleNotFoundError,
-    ConfigError,
-    IndexNotReadyError,
-    IndexStoreError,
-    QuestionError,
     RagError,
 )
 from index.records import ID_PATTERN, Article
@@ -80,105 +75,7 @@ log = logging.getLogger("api")
 ASK: dict[str, Any] = {"scope": "ask"}
 ADMIN: dict[str, Any] = {"scope": "admin"}
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
-_REASONS = {
-    400: "Malformed JSON, a field out of range, or an invalid question",
-    401: "No API key, or an unknown or revoked one (keys are configured)",
-    403: "The key's scope does not cover this route, or the request's Origin is not allowed",
-    404: "No such article or job",
-    413: "The request body is over the size limit",
-    415: "A request body that is not application/json",
-    422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
-    429: "Over a rate limit or daily cap; see Retry-After",
-    500: "An unexpected server error (logged with the request id)",
-    503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
-}
-_GUARDED = (401, 403, 429, 500, 503)
-DEFAULT_HEARTBEAT_SECONDS = 10.0
-
-
 ArticleId = Annotated[str, Parameter(pattern=ID_PATTERN, description="an article id")]
-
-
-class NotFoundError(RagError):
-    """No such job."""
-
-
-def _problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=ProblemOut,
-            media_type="application/problem+json",
-            description=_REASONS[status],
-            generate_examples=False,
-        )
-        for status in sorted({*statuses, *_GUARDED})
-    }
-
-
-@dataclass
-class Service:
-    """What the handlers need; filled in by a background load so /health can say 'not ready' meanwhile."""
-
-    settings: Settings
-    open_without_keys: bool = True
-    answerer: Answerer | None = None
-    ingestor: Ingestor | None = None
-    jobs: IngestJobs | None = None
-    door: Doorkeeper | None = None
-    error: str | None = None
-    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
-    """How long a stream may stay silent before a ``: keepalive`` comment is sent."""
-    ready: threading.Event = field(default_factory=threading.Event)
-
-    def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
-        try:
-            answerer = opener(self.settings)
-            answerer.index.watch()
-            ingestor = build_ingestor(self.settings, answerer)
-            keys = open_keys(self.settings)
-            service = self.settings.service
-            try:
-                proxies = parse_networks(service.trusted_proxies)
-            except ValueError as exc:
-                raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
-            # A job commits about one request budget of text at a time, so its progress moves as it goes.
-            budget = service.ingest_sync_chars
-            self.jobs = IngestJobs(
-                lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget)
-            )
-            self.ingestor = ingestor
-            self.answerer = answerer
-            self.door = Doorkeeper(
-                keys,
-                DailyCaps(keys),
-                self.open_without_keys,
-                service.rate_per_address,
-                proxies,
-                frozenset(h.lower() for h in service.allowed_hosts),
-            )
-            self.ready.set()
-        except RagError as exc:
-            self.error = str(exc)
-            log.error("the index could not be loaded: %s", exc)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("the index could not be loaded")
-        if self.error is not None and on_error is not None:
-            on_error(self.error)
-
-    def require(self) -> tuple[Answerer, Ingestor]:
-        if self.answerer is None or self.ingestor is None:
-            if self.error:
-                raise IndexNotReadyError("the index could not be loaded; the server log says why")
-            raise IndexNotReadyError("the index is still loading; retry in a few seconds")
-        return self.answerer, self.ingestor
-
-    def close(self) -> None:
-        if self.jobs is not None:
-            self.jobs.close()
-        if self.door is not None:
-            self.door.daily.close()
-            self.door.keys.close()
 
 
 def _service(request: Request[Any, Any, Any]) -> Service:
@@ -192,7 +89,7 @@ def _service(request: Request[Any, Any, Any]) -> Service:
     status_code=200,
     opt=ASK,
     security=_SECURITY,
-    responses=_problems(400, 413, 415, 422),
+    responses=problems(400, 413, 415, 422),
     summary="Answer a question with cited sentences",
 )
 def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
@@ -220,7 +117,7 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     opt=ASK,
     security=_SECURITY,
     media_type="text/event-stream",
-    responses=_problems(400, 413, 415),
+    responses=problems(400, 413, 415),
     summary="Answer a question as a stream of Server-Sent Events",
     description=(
         'Takes the /ask body. Events: `sources` (`{"citations": [...]}`, before any text), one `sentence` '
@@ -249,7 +146,7 @@ async def _answer_events(
         answer = work.result()
     except Exception as exc:
         if isinstance(exc, RagError):
-            problem = _problem(exc)
+            problem = to_problem(exc)
             body = ProblemOut(problem.status_code, problem.title or "", problem.detail)
         else:
             log.exception("answering a streamed question failed")
@@ -279,7 +176,7 @@ def _json(value: object) -> str:
     sync_to_thread=True,
     opt=ASK,
     security=_SECURITY,
-    responses=_problems(400, 422),
+    responses=problems(400, 422),
     summary="Passages only, no composed answer",
 )
 def search(
@@ -303,7 +200,7 @@ def search(
     sync_to_thread=True,
     opt=ASK,
     security=_SECURITY,
-    responses=_problems(400, 404),
+    responses=problems(400, 404),
     summary="One stored article",
 )
 def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> ArticleOut:
@@ -322,7 +219,7 @@ def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> Artic
     security=_SECURITY,
     responses={
         202: ResponseSpec(JobOut, description="Accepted as a background job; poll the job's url"),
-        **_problems(400, 413, 415, 422),
+        **problems(400, 413, 415, 422),
     },
     summary="Ingest one JSON article or a list of them",
     operation_class=ArticlesOperation,
@@ -365,7 +262,7 @@ def post_articles(
     sync_to_thread=False,
     opt=ADMIN,
     security=_SECURITY,
-    responses=_problems(400, 404),
+    responses=problems(400, 404),
     summary="A background ingest job",
 )
 def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
@@ -383,7 +280,7 @@ def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
     status_code=HTTP_204_NO_CONTENT,
     opt=ADMIN,
     security=_SECURITY,
-    responses=_problems(400, 404),
+    responses=problems(400, 404),
     summary="Remove an article; no question asked after this returns can cite it",
 )
 def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> None:
@@ -394,7 +291,7 @@ def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> No
 @get(
     "/health",
     sync_to_thread=False,
-    responses={503: _problems(503)[503]},
+    responses={503: problems(503)[503]},
     summary="Ready once the index is loaded",
 )
 def health(request: Request[Any, Any, Any]) -> HealthOut:
@@ -440,40 +337,6 @@ def demo_page() -> Response[bytes]:
     return Response((_WIDGET / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
 
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (QuestionError, 422, "Question cannot be answered as asked"),
-    (ArticleNotFoundError, 404, "Article not found"),
-    (NotFoundError, 404, "Not found"),
-    (ArticleError, 422, "Article rejected"),
-    (IndexNotReadyError, 503, "Index not ready"),
-    (IndexStoreError, 503, "Index unavailable"),
-    (QueueFullError, 503, "Ingest queue full"),
-    (RagError, 500, "Service error"),
-]
-
-
-def _problem(exc: Exception) -> ProblemDetailsException:
-    for kind, status, title in _STATUS:
-        if isinstance(exc, kind):
-            headers = {"Retry-After": "5"} if status == 503 else None
-            # Store errors name files and folders: the server log has them, the client gets no paths.
-            detail = (
-                "the index is unavailable; the server log says why"
-                if (isinstance(exc, IndexStoreError) and not isinstance(exc, IndexNotReadyError))
-                else str(exc)
-            )
-            return ProblemDetailsException(status_code=status, title=title, detail=detail, headers=headers)
-    raise AssertionError("RagError is the last row")
-
-
-def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    problem = ProblemDetailsException(
-        status_code=500, title="Internal error", detail="the server failed; the error is logged"
-    )
-    return problem.to_response(request)
-
-
 async def _complete_allow(message: Message, scope: Scope) -> None:
     """Litestar 2's automatic OPTIONS answer lists only the methods of the first handler registered on a
     path (litestar#4169); list them all."""
@@ -510,7 +373,7 @@ def create_app(
 
     problems = ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
-        exception_to_problem_detail_map={RagError: _problem, QueueFullError: _problem},
+        exception_to_problem_detail_map={RagError: to_problem, QueueFullError: to_problem},
     )
     prometheus = PrometheusConfig(app_name="newsqa", prefix="newsqa", group_path=True, exclude=["^/metrics$"])
     logging_config = LoggingConfig(
@@ -524,7 +387,7 @@ def create_app(
                 "filters": ["request_id"],
             }
         },
-        log_exceptions="never",  # _internal logs them, with the request id
+        log_exceptions="never",  # internal_error logs them, with the request id
     )
     return Litestar(
         route_handlers=[
@@ -544,7 +407,7 @@ def create_app(
         on_shutdown=[service.close],
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],
         middleware=[prometheus.middleware, Guard(lambda: service.door, settings.service.max_body_bytes)],
-        exception_handlers={Exception: _internal},
+        exception_handlers={Exception: internal_error},
         before_send=[_complete_allow],
         request_max_body_size=settings.service.max_body_bytes,
         openapi_config=OpenAPIConfig(

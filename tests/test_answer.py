@@ -112,3 +112,33 @@ def test_bad_questions_are_refused(
 ) -> None:
     with pytest.raises(QuestionError, match=message):
         news_answerer.question(text, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_question_is_analysed_once_and_read_from_one_reader(news_answerer: Answerer) -> None:
+    """Counted with a profiling hook (nothing replaced): one tokenization of the question's text, in
+    ``Answerer.question``, and one reader of the index taken per answer."""
+    import sys
+    from types import FrameType
+
+    from index.store.local import IndexStore
+    from index.terms import tokenize
+
+    text = "Why did Russian peacekeepers leave Karabakh?"
+    counts = {"tokenize": 0, "reader": 0}
+
+    def hook(frame: FrameType, event: str, arg: object) -> None:
+        del arg
+        if event != "call":
+            return
+        if frame.f_code is tokenize.__code__ and text in frame.f_locals.get("texts", ()):
+            counts["tokenize"] += 1
+        elif frame.f_code is IndexStore.reader.__code__:
+            counts["reader"] += 1
+
+    sys.setprofile(hook)
+    try:
+        answer = news_answerer.ask(news_answerer.question(text))
+    finally:
+        sys.setprofile(None)
+    assert answer.citations
+    assert counts == {"tokenize": 1, "reader": 1}

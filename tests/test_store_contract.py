@@ -8,8 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from index.store.lexical import FullBM25, LexicalIndex, SegmentedBM25
-from index.store.vectors import ExactVectors, SegmentedVectors, VectorIndex
+from index.store.lexical import LexicalIndex, SegmentedBM25
+from index.store.reference import ExactVectors, FullBM25
+from index.store.vectors import SegmentedVectors, VectorIndex
 from index.store.window import Window
 
 DIM = 16

@@ -1,9 +1,8 @@
 """Lexical indexes: BM25 (the Lucene variant: k1 = 1.5, b = 0.75) over tokenized chunks.
 
-Two implementations of one protocol, tested by one contract suite (tests/test_store_contract.py):
+The served implementation of the protocol, checked by one contract suite against the reference,
+``FullBM25`` (index/store/reference.py: bm25s over every chunk, rebuilt on every change):
 
-``FullBM25``
-    bm25s over every chunk, rebuilt on every change: the reference, linear in the corpus per write.
 ``SegmentedBM25``
     Immutable segments holding raw term frequencies (a sparse positions x terms matrix) and document
     lengths; a write adds one small segment, removals are tombstones, and segments of a size tier merge
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-import bm25s
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
@@ -86,7 +84,7 @@ def bm25(
     return np.where(tf.sum(axis=1) > 0, scores, 0.0).astype(np.float32)
 
 
-def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
+def positive_top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
     """The ``k`` best positive scores (one pass to find the matched positions, then only those)."""
     matched = np.flatnonzero(scores > 0)
     if not matched.size or k <= 0:
@@ -99,7 +97,8 @@ def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
 
 
 def _top_at(scores: npt.NDArray[np.float32], where: npt.NDArray[np.int64] | int, k: int) -> Hits:
-    """``_top`` of a slice of positions (``where``: its first position) or of explicit ``where`` positions."""
+    """``positive_top`` of a slice of positions (``where``: its first position) or of explicit ``where``
+    positions."""
     matched = np.flatnonzero(scores > 0)
     if not matched.size or k <= 0:
         return []
@@ -109,94 +108,6 @@ def _top_at(scores: npt.NDArray[np.float32], where: npt.NDArray[np.int64] | int,
     positions = matched + where if isinstance(where, int) else where[matched]
     order = np.lexsort((positions, -chosen))
     return [(int(positions[i]), float(chosen[i])) for i in order]
-
-
-# --- the reference: bm25s, rebuilt ---------------------------------------------------------------------
-
-
-class _FullScores:
-    def __init__(self, scores: npt.NDArray[np.float32], ids: Ids, published: npt.NDArray[np.int32]) -> None:
-        self._scores, self._ids, self._published = scores, ids, published
-        self._order = np.argsort(ids)
-
-    def top(self, k: int, window: Window = EVERYTHING) -> Hits:
-        keep = np.ones(self._ids.size, dtype=bool)
-        dated = self._published >= 0
-        if window.after is not None:
-            keep &= ~dated | (self._published >= window.after)
-        if window.before is not None:
-            keep &= ~dated | (self._published <= window.before)
-        if not window.undated:
-            keep &= dated
-        if window.ids is not None:
-            keep &= np.isin(self._ids, window.ids)
-        return _top(self._scores[keep], self._ids[keep], k)
-
-    def of(self, ids: Ids) -> npt.NDArray[np.float32]:
-        if not self._ids.size:
-            return np.zeros(ids.size, dtype=np.float32)
-        at = np.minimum(np.searchsorted(self._ids[self._order], ids), self._ids.size - 1)
-        hit = self._ids[self._order][at] == ids
-        return np.where(hit, self._scores[self._order][at], 0.0).astype(np.float32)
-
-
-class _FullReader:
-    def __init__(
-        self,
-        model: bm25s.BM25 | None,
-        ids: Ids,
-        published: npt.NDArray[np.int32],
-        documents: Sequence[Sequence[str]] = (),
-    ) -> None:
-        self._model, self._ids, self._published = model, ids, published
-        self._documents = documents
-
-    @property
-    def size(self) -> int:
-        return int(self._ids.size)
-
-    def idf(self, tokens: Tokens) -> npt.NDArray[np.float64]:
-        counts = Counter(t for document in self._documents for t in set(document))
-        df = np.array([counts.get(t, 0) for t in tokens], dtype=np.float64)
-        return idf(df, float(len(self._documents)))
-
-    def query(self, tokens: Tokens) -> _FullScores:
-        known = [t for t in tokens if self._model is not None and t in self._model.vocab_dict]
-        if not known or self._model is None:
-            scores = np.zeros(self._ids.size, dtype=np.float32)
-        else:
-            scores = np.asarray(self._model.get_scores(known), dtype=np.float32)
-        return _FullScores(scores, self._ids, self._published)
-
-
-class FullBM25:
-    """bm25s over all chunks, rebuilt whenever they change."""
-
-    def __init__(self) -> None:
-        self._documents: dict[int, tuple[list[str], int]] = {}
-        self._reader: _FullReader | None = None
-
-    def add(self, ids: Ids, documents: Sequence[Tokens], published: npt.NDArray[np.int32]) -> None:
-        for i, tokens, day in zip(ids.tolist(), documents, published.tolist(), strict=True):
-            self._documents[i] = (list(tokens), day)
-        self._reader = None
-
-    def remove(self, ids: Ids) -> None:
-        for i in ids.tolist():
-            self._documents.pop(i, None)
-        self._reader = None
-
-    def reader(self) -> _FullReader:
-        if self._reader is None:
-            ids = np.array(sorted(self._documents), dtype=np.int64)
-            published = np.array([self._documents[i][1] for i in ids.tolist()], dtype=np.int32)
-            model = None
-            corpus = [self._documents[i][0] for i in ids.tolist()]
-            if ids.size and any(corpus):
-                model = bm25s.BM25(k1=K1, b=B, method="lucene")
-                model.index(corpus, show_progress=False)
-            self._reader = _FullReader(model, ids, published, corpus)
-        return self._reader
 
 
 # --- segmented ---------------------------------------------------------------------------------------
@@ -388,7 +299,7 @@ class SegmentedScores:
                 if not exact and hits:
                     chosen = np.array([p for p, _ in hits], dtype=np.int64)
                     exact_scores = segment.scores_at(chosen, self._terms, self._weights, self._avgdl)
-                    hits = _top(exact_scores, chosen, k)
+                    hits = positive_top(exact_scores, chosen, k)
                 found.append([(int(segment.layout.ids[p]), score) for p, score in hits])
         return merge_hits(found, k)
 

@@ -1,10 +1,8 @@
 """Vector indexes: add and remove chunk vectors, search within a window, vectors by id.
 
-Two implementations of one protocol, tested by one contract suite (tests/test_store_contract.py):
+The served implementation of the protocol, checked by one contract suite against the reference,
+``ExactVectors`` (index/store/reference.py: one FAISS flat index, copied whole for every reader):
 
-``ExactVectors``
-    One FAISS flat index, copied whole for every reader. Exact, and linear in the corpus for every
-    write: the reference the other is measured against.
 ``SegmentedVectors``
     A log-structured set of immutable segments. A write adds one small segment (its cost is the
     batch's); removals are tombstones; segments of a size tier merge when there are ``fanout`` of
@@ -77,65 +75,6 @@ def _top(scores: npt.NDArray[np.float32], ids: Ids, k: int) -> Hits:
         scores, ids = scores[cut], ids[cut]
     order = np.argsort(-scores, kind="stable")
     return [(int(ids[i]), float(scores[i])) for i in order]
-
-
-# --- exact ---------------------------------------------------------------------------------------------
-
-
-class _ExactReader:
-    def __init__(self, index: Any, published: dict[int, int], dimension: int) -> None:
-        self._index = index
-        self._published = published
-        self._dimension = dimension
-
-    @property
-    def size(self) -> int:
-        return int(self._index.ntotal)
-
-    def search(self, query: Vectors, k: int, window: Window = EVERYTHING) -> Hits:
-        if not self.size or k <= 0:
-            return []
-        params = None
-        if not window.everything:
-            allowed = np.array(
-                [i for i, day in self._published.items() if window.admits(day)], dtype=np.int64
-            )
-            if window.ids is not None:
-                allowed = np.intersect1d(allowed, window.ids)
-            if not allowed.size:
-                return []
-            params = faiss.SearchParameters()
-            params.sel = faiss.IDSelectorBatch(allowed)
-        scores, ids = self._index.search(query.reshape(1, -1), min(k, self.size), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-
-    def vectors(self, ids: Ids) -> Vectors:
-        if not ids.size:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
-
-
-class ExactVectors:
-    """Exhaustive inner-product search over one flat index, copied for each reader."""
-
-    def __init__(self, dimension: int) -> None:
-        self.dimension = dimension
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-        self._published: dict[int, int] = {}
-
-    def add(self, ids: Ids, vectors: Vectors, published: npt.NDArray[np.int32]) -> None:
-        if ids.size:
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-            self._published.update(zip(ids.tolist(), published.tolist(), strict=True))
-
-    def remove(self, ids: Ids) -> None:
-        if ids.size:
-            self._index.remove_ids(faiss.IDSelectorBatch(ids))
-            for i in ids.tolist():
-                self._published.pop(i, None)
-
-    def reader(self) -> _ExactReader:
-        return _ExactReader(faiss.clone_index(self._index), dict(self._published), self.dimension)
 
 
 # --- segmented ---------------------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Errors as HTTP answers: which status and title each error of the project's tree (index/errors.py)
+becomes, as RFC 9457 problem details that never name a file, and the statuses each route declares."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.openapi import ResponseSpec
+from litestar.plugins.problem_details import ProblemDetailsException
+
+from api.jobs import QueueFullError
+from api.schemas import ProblemOut
+from index.errors import (
+    ArticleError,
+    ArticleNotFoundError,
+    IndexNotReadyError,
+    IndexStoreError,
+    QuestionError,
+    RagError,
+)
+
+log = logging.getLogger("api")
+
+_REASONS = {
+    400: "Malformed JSON, a field out of range, or an invalid question",
+    401: "No API key, or an unknown or revoked one (keys are configured)",
+    403: "The key's scope does not cover this route, or the request's Origin is not allowed",
+    404: "No such article or job",
+    413: "The request body is over the size limit",
+    415: "A request body that is not application/json",
+    422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
+    429: "Over a rate limit or daily cap; see Retry-After",
+    500: "An unexpected server error (logged with the request id)",
+    503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
+}
+_GUARDED = (401, 403, 429, 500, 503)
+
+
+class NotFoundError(RagError):
+    """No such job."""
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=ProblemOut,
+            media_type="application/problem+json",
+            description=_REASONS[status],
+            generate_examples=False,
+        )
+        for status in sorted({*statuses, *_GUARDED})
+    }
+
+
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (QuestionError, 422, "Question cannot be answered as asked"),
+    (ArticleNotFoundError, 404, "Article not found"),
+    (NotFoundError, 404, "Not found"),
+    (ArticleError, 422, "Article rejected"),
+    (IndexNotReadyError, 503, "Index not ready"),
+    (IndexStoreError, 503, "Index unavailable"),
+    (QueueFullError, 503, "Ingest queue full"),
+    (RagError, 500, "Service error"),
+]
+
+
+def to_problem(exc: Exception) -> ProblemDetailsException:
+    for kind, status, title in _STATUS:
+        if isinstance(exc, kind):
+            headers = {"Retry-After": "5"} if status == 503 else None
+            # Store errors name files and folders: the server log has them, the client gets no paths.
+            detail = (
+                "the index is unavailable; the server log says why"
+                if (isinstance(exc, IndexStoreError) and not isinstance(exc, IndexNotReadyError))
+                else str(exc)
+            )
+            return ProblemDetailsException(status_code=status, title=title, detail=detail, headers=headers)
+    raise AssertionError("RagError is the last row")
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    problem = ProblemDetailsException(
+        status_code=500, title="Internal error", detail="the server failed; the error is logged"
+    )
+    return problem.to_response(request)

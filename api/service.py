@@ -1,0 +1,87 @@
+"""The running service's parts, loaded in the background at start-up so that /health can say "not
+ready" meanwhile: the Answerer, the Ingestor, background jobs and the guard's Doorkeeper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from api.config import Settings
+from api.guard import Doorkeeper
+from api.jobs import IngestJobs
+from api.limits import DailyCaps, parse_networks
+from api.root import build_ingestor, open_keys
+from index import Ingestor
+from index.errors import ConfigError, IndexNotReadyError, RagError
+from rag import Answerer
+
+log = logging.getLogger("api")
+DEFAULT_HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass
+class Service:
+    """What the handlers need; filled in by a background load so /health can say 'not ready' meanwhile."""
+
+    settings: Settings
+    open_without_keys: bool = True
+    answerer: Answerer | None = None
+    ingestor: Ingestor | None = None
+    jobs: IngestJobs | None = None
+    door: Doorkeeper | None = None
+    error: str | None = None
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    """How long a stream may stay silent before a ``: keepalive`` comment is sent."""
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
+        try:
+            answerer = opener(self.settings)
+            answerer.index.watch()
+            ingestor = build_ingestor(self.settings, answerer)
+            keys = open_keys(self.settings)
+            service = self.settings.service
+            try:
+                proxies = parse_networks(service.trusted_proxies)
+            except ValueError as exc:
+                raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
+            # A job commits about one request budget of text at a time, so its progress moves as it goes.
+            budget = service.ingest_sync_chars
+            self.jobs = IngestJobs(
+                lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget)
+            )
+            self.ingestor = ingestor
+            self.answerer = answerer
+            self.door = Doorkeeper(
+                keys,
+                DailyCaps(keys),
+                self.open_without_keys,
+                service.rate_per_address,
+                proxies,
+                frozenset(h.lower() for h in service.allowed_hosts),
+            )
+            self.ready.set()
+        except RagError as exc:
+            self.error = str(exc)
+            log.error("the index could not be loaded: %s", exc)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("the index could not be loaded")
+        if self.error is not None and on_error is not None:
+            on_error(self.error)
+
+    def require(self) -> tuple[Answerer, Ingestor]:
+        if self.answerer is None or self.ingestor is None:
+            if self.error:
+                raise IndexNotReadyError("the index could not be loaded; the server log says why")
+            raise IndexNotReadyError("the index is still loading; retry in a few seconds")
+        return self.answerer, self.ingestor
+
+    def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        if self.door is not None:
+            self.door.daily.close()
+            self.door.keys.close()

@@ -1,0 +1,75 @@
+"""The public names of each package, pinned (as httpx pins its own), and the direction of the flow:
+index imports neither rag nor api, rag does not import api, and evals is never imported by the service's
+packages except by the `rag eval` command."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import index
+import index.store
+import rag
+from tests.conftest import ROOT
+
+PUBLIC = {
+    index: [
+        "Article", "ArticleError", "Chunk", "Chunker", "Embedder", "Index", "IndexReader", "IndexSettings",
+        "IndexStore", "IndexWriter", "IngestReport", "Ingestor", "PackagedEmbedder", "RagError", "Span",
+        "load_paths", "make_ingestor", "open_index", "parse_record",
+    ],
+    index.store: [
+        "ArticleWrite", "Catalog", "DB_NAME", "Index", "IndexReader", "IndexStore", "IndexWriter",
+        "LocalReader", "Window",
+    ],
+    rag: [
+        "ABSTAIN_TEXT", "Answer", "AnswerComposer", "AnswerSettings", "Answerer", "Citation",
+        "DenseRetriever", "ExtractiveComposer", "Filters", "Hit", "Question", "Retriever",
+    ],
+}  # fmt: skip
+BELOW = {"index": {"rag", "api", "evals"}, "rag": {"api", "evals"}, "api": {"evals"}}
+"""Packages each package must not import (api imports evals only for `rag eval`, in api/cli.py)."""
+
+
+@pytest.mark.parametrize("package", list(PUBLIC), ids=lambda p: p.__name__)
+def test_public_names_are_pinned(package: object) -> None:
+    names = getattr(package, "__all__", None)
+    assert names is not None
+    assert sorted(names) == sorted(PUBLIC[package])  # type: ignore[index]
+    for name in names:
+        assert getattr(package, name) is not None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(BELOW))
+def test_no_import_climbs_back_up(package: str) -> None:
+    offending = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        banned = _imports(path) & BELOW[package]
+        if path == ROOT / "api" / "cli.py":
+            banned -= {"evals"}  # `rag eval` is the evaluation harness's command
+        if banned:
+            offending[str(path.relative_to(ROOT))] = sorted(banned)
+    assert not offending
+
+
+def test_no_source_file_is_over_500_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for package in ("index", "rag", "api")
+        for path in (ROOT / package).rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 500
+    }
+    assert not long
