@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,eval,cluster]'
+	$(BIN)/rag model export  # the served model on ONNX Runtime, made from the packaged weights (no download)
 	touch $@
 
 serve: $(STAMP)

@@ -1,4 +1,4 @@
-"""`rag`: the command line. ingest, delete, ask, serve, keys (and eval, from evals/)."""
+"""`rag`: the command line. ingest, delete, ask, serve, keys, model (and eval, from evals/)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,18 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     _model_options(serve)
     serve.set_defaults(run=_serve)
 
+    _keys_command(commands)
+    _model_command(commands)
+    if with_eval:
+        from evals.cli import add_eval_command
+
+        add_eval_command(commands)
+    else:
+        commands.add_parser("eval", help="score retrieval and answers on a dataset (`rag eval --help`)")
+    return parser
+
+
+def _keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
     add = key_commands.add_parser("add", help="create a key and print it (only this once)")
@@ -120,13 +132,14 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=_keys_revoke)
 
-    if with_eval:
-        from evals.cli import add_eval_command
 
-        add_eval_command(commands)
-    else:
-        commands.add_parser("eval", help="score retrieval and answers on a dataset (`rag eval --help`)")
-    return parser
+def _model_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    model = commands.add_parser("model", help="the packaged model's ONNX export (made at install)")
+    model_commands = model.add_subparsers(required=True, metavar="ACTION")
+    export = model_commands.add_parser("export", help="make the export if it is missing or damaged")
+    export.add_argument("--int8", action="store_true", help="also the int8 variant (RAG_EMBEDDER=onnx-int8)")
+    export.add_argument("--force", action="store_true", help="make it again even when it checks out")
+    export.set_defaults(run=_model_export)
 
 
 def _cluster_options(ingest: argparse.ArgumentParser) -> None:
@@ -182,11 +195,12 @@ def _with_cluster(settings: Settings, args: argparse.Namespace) -> Settings:
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import prepare_data_folder
-    from index import PackagedEmbedder, load_paths, make_ingestor, open_index
+    from index import load_paths, make_ingestor, open_index, packaged_embedder
+    from index.embed import ingest_threads
 
     settings = _with_cluster(settings, args)
     prepare_data_folder(settings)
-    embedder = PackagedEmbedder()
+    embedder = packaged_embedder(settings.index, ingest_threads())
     store = open_index(settings.index, embedder)
     progress = False if args.quiet else None
     report = make_ingestor(settings.index, store, embedder).ingest(load_paths(args.paths), progress)
@@ -202,13 +216,22 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def _delete(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import prepare_data_folder
-    from index import PackagedEmbedder, open_index
+    from index import open_index, packaged_embedder
 
     prepare_data_folder(settings)
-    store = open_index(settings.index, PackagedEmbedder())
+    store = open_index(settings.index, packaged_embedder(settings.index))
     for article_id in args.ids:
         store.delete(article_id)
         print(f"deleted {article_id}")
+    return 0
+
+
+def _model_export(settings: Settings, args: argparse.Namespace) -> int:
+    from index.onnx import ensure_export
+
+    for variant in ("fp32", "int8") if args.int8 else ("fp32",):
+        made = ensure_export(variant, settings.index.model_cache, force=args.force)
+        print(f"{variant}: {made.path} (sha256 {made.sha256[:16]}..., checked)")
     return 0
 
 
@@ -326,7 +349,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             server.should_exit = True
 
     def opener(s: Settings) -> Answerer:  # concurrent questions share model calls
-        return build_answerer(s, batching=True)
+        return build_answerer(s, batching=True, threads=args.threads)
 
     app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the

@@ -7,7 +7,7 @@ from __future__ import annotations
 from api.config import Settings
 from api.keys import KeyRing
 from api.layout import migrate
-from index import Embedder, Ingestor, PackagedEmbedder, make_ingestor, open_index
+from index import Embedder, Ingestor, make_ingestor, open_index, packaged_embedder
 from index.embed import BatchingEmbedder
 from index.tokens import encoding
 from rag import Answerer
@@ -26,12 +26,14 @@ def open_keys(settings: Settings) -> KeyRing:
     return KeyRing(settings.service.state_path)
 
 
-def build_answerer(settings: Settings, embedder: Embedder | None = None, batching: bool = False) -> Answerer:
+def build_answerer(
+    settings: Settings, embedder: Embedder | None = None, batching: bool = False, threads: int = 1
+) -> Answerer:
     """An Answerer over the index the settings name; its answers are generated (and checked) when a
     language model is configured, quoted otherwise. ``batching``: concurrent questions share model calls
-    (the server)."""
+    (the server); ``threads``: the model's threads (`rag serve --threads`)."""
     prepare_data_folder(settings)
-    model: Embedder = embedder or PackagedEmbedder()
+    model: Embedder = embedder or packaged_embedder(settings.index, threads)
     if batching:
         model = BatchingEmbedder(model)
     store = open_index(settings.index, model)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from evals.cache import cached_answerer  # noqa: E402
 from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
-from index import PackagedEmbedder, load_paths, make_ingestor, open_index  # noqa: E402
+from index import load_paths, make_ingestor, open_index, packaged_embedder  # noqa: E402
 from index.cluster import NAMESPACE, create_layout, find_layout  # noqa: E402
 from index.cluster_ingest import RayPreparer  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
@@ -67,7 +67,7 @@ def ingest_rates(
 ) -> ShardedStore:
     """Articles per second on one machine, then on the cluster with one and two worker nodes; returns
     the cluster's index with every item."""
-    embedder = PackagedEmbedder()
+    embedder = packaged_embedder(IndexSettings.from_env())
     first, second, rest = items[:size], items[size : 2 * size], items[2 * size :]
     set_threads(2)
     local = IndexSettings(data_dir=work / "one-machine", tiktoken_cache_dir=base.index.tiktoken_cache_dir)
@@ -100,7 +100,7 @@ def ingest_rates(
 def query_latency(sharded: ShardedStore, count: int, base: EvalSettings) -> dict[str, float]:
     """The same questions through the cluster and through one machine's index of the same corpus."""
     set_threads(1)
-    embedder = PackagedEmbedder()
+    embedder = packaged_embedder(IndexSettings.from_env())
     clustered = Answerer(sharded, embedder)
     single = cached_answerer(BRIEFS / "corpus.jsonl", base, embedder)
     questions = list(load_dataset(BRIEFS).questions)[:count]

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from evals.cache import cached_answerer  # noqa: E402
 from evals.config import EvalSettings  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
-from index import PackagedEmbedder  # noqa: E402
+from index import packaged_embedder  # noqa: E402
+from index.config import IndexSettings  # noqa: E402
 from rag import Answerer  # noqa: E402
 
 
@@ -50,7 +51,9 @@ def main() -> int:
     dataset = load_dataset(args.dataset)
     questions = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
     questions = questions[: args.questions]
-    answerer: Answerer = cached_answerer(dataset.corpus, EvalSettings.from_env(), PackagedEmbedder())
+    answerer: Answerer = cached_answerer(
+        dataset.corpus, EvalSettings.from_env(), packaged_embedder(IndexSettings.from_env())
+    )
     index, embedder = answerer.index, answerer.embedder
     embedder.embed(["warm up"])
 

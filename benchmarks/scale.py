@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 from evals.cache import cached_answerer  # noqa: E402
 from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
-from index import PackagedEmbedder  # noqa: E402
+from index import packaged_embedder  # noqa: E402
 from index.chunk import ChunkDraft  # noqa: E402
+from index.config import IndexSettings  # noqa: E402
 from index.embed import set_threads  # noqa: E402
 from index.records import Article, Span  # noqa: E402
 from index.sentences import split_sentences  # noqa: E402
@@ -76,7 +77,11 @@ class Source:
     """Real material the stream is drawn from: briefs chunk vectors, words, their stems and frequencies."""
 
     def __init__(self) -> None:
-        answerer = cached_answerer(BRIEFS / "corpus.jsonl", EvalSettings.from_env(), PackagedEmbedder())
+        answerer = cached_answerer(
+            BRIEFS / "corpus.jsonl",
+            EvalSettings.from_env(),
+            packaged_embedder(IndexSettings.from_env()),
+        )
         reader = answerer.index.reader()
         self.vectors = reader.vectors(reader.chunk_ids())
         answerer.index.close()
@@ -250,7 +255,7 @@ def measure(n_chunks: int, questions: int) -> dict[str, float]:  # noqa: PLR0915
     from tests.servers import serving
 
     folder = _cache_dir() / f"chunks-{n_chunks}"
-    embedder = PackagedEmbedder()
+    embedder = packaged_embedder(IndexSettings.from_env())
     set_threads(1)  # as `rag serve` runs
     if not (folder / "COMPLETE").exists():
         subprocess.run([sys.executable, __file__, "--chunks", str(n_chunks), "--build-only"], check=True)
@@ -407,7 +412,11 @@ def main() -> int:
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_only:
-        build(args.chunks, _cache_dir() / f"chunks-{args.chunks}", PackagedEmbedder().dimension)
+        build(
+            args.chunks,
+            _cache_dir() / f"chunks-{args.chunks}",
+            packaged_embedder(IndexSettings.from_env()).dimension,
+        )
         return 0
     if args.chunks:
         result = measure(args.chunks, args.questions)

@@ -10,17 +10,17 @@ from pathlib import Path
 
 from evals.config import EvalSettings
 from evals.data import DatasetError
-from index import PackagedEmbedder, load_paths, make_ingestor, open_index
+from index import Embedder, load_paths, make_ingestor, open_index
 from index.config import PROJECT_ROOT, IndexSettings
 from rag import Answerer
 
 
 def index_key(corpus: Path, settings: IndexSettings) -> str:
-    """Hash of the corpus bytes, the chunking settings, the model and the indexing code (every module of
-    index/, so that no change to how an index is built can reuse a stale one)."""
+    """Hash of the corpus bytes, the chunking settings, the model's backend and the indexing code (every
+    module of index/, so that no change to how an index is built can reuse a stale one)."""
     digest = hashlib.sha256()
     digest.update(corpus.read_bytes())
-    digest.update(f"{settings.model_name}|{settings.chunk_tokens}|{settings.chunk_overlap_tokens}".encode())
+    digest.update(f"{settings.embedder}|{settings.chunk_tokens}|{settings.chunk_overlap_tokens}".encode())
     for path in sorted((PROJECT_ROOT / "index").rglob("*.py")):
         digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
         digest.update(path.read_bytes())
@@ -28,7 +28,7 @@ def index_key(corpus: Path, settings: IndexSettings) -> str:
 
 
 def cached_answerer(
-    corpus: Path, base: EvalSettings, embedder: PackagedEmbedder, progress: bool | None = None
+    corpus: Path, base: EvalSettings, embedder: Embedder, progress: bool | None = None
 ) -> Answerer:
     """An Answerer over ``corpus``, built once and reused while nothing that shapes it changes."""
     key = index_key(corpus, base.index)
@@ -46,7 +46,7 @@ def cached_answerer(
 
 
 def _build(
-    corpus: Path, folder: Path, settings: IndexSettings, embedder: PackagedEmbedder, progress: bool | None
+    corpus: Path, folder: Path, settings: IndexSettings, embedder: Embedder, progress: bool | None
 ) -> None:
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted build: start over rather than trust it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from index.chunk import Chunker
 from index.config import IndexSettings
-from index.embed import Embedder, PackagedEmbedder
+from index.embed import Embedder, TorchEmbedder, packaged_embedder
 from index.errors import ArticleError, RagError
 from index.ingest import Ingestor, LocalPreparer
 from index.load import load_paths, parse_record
@@ -26,12 +26,13 @@ __all__ = [
     "IndexWriter",
     "IngestReport",
     "Ingestor",
-    "PackagedEmbedder",
     "RagError",
     "Span",
+    "TorchEmbedder",
     "load_paths",
     "make_ingestor",
     "open_index",
+    "packaged_embedder",
     "parse_record",
 ]
 

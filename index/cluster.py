@@ -42,7 +42,7 @@ class ShardActor:
     see a later write, as on one machine."""
 
     def __init__(self, data_dir: str, model_name: str, dimension: int) -> None:
-        set_threads(1, model=False)  # several shards share a node's cores: one thread each, no spinning
+        set_threads(1)  # several shards share a node's cores: one thread each, no spinning
         self.store = IndexStore(Path(data_dir), model_name, dimension)
         self._readers: OrderedDict[int, LocalReader] = OrderedDict()
         self._remember()

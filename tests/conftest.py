@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.config import Settings
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor, packaged_embedder
 from index.store import IndexStore
 from rag import Answerer
 
@@ -35,8 +35,8 @@ def local_client(app: Litestar) -> TestClient[Litestar]:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> PackagedEmbedder:
-    return PackagedEmbedder()
+def embedder() -> Embedder:
+    return packaged_embedder()
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ def tiktoken_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiktoken")
 
 
-def open_local(settings: Settings, embedder: PackagedEmbedder) -> IndexStore:
+def open_local(settings: Settings, embedder: Embedder) -> IndexStore:
     """The index of ``settings`` on this machine (what ``index.open_index`` opens without a cluster)."""
     return IndexStore(settings.index.data_dir, embedder.name, embedder.dimension)
 
@@ -60,7 +60,7 @@ def settings(tmp_path: Path, tiktoken_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings, embedder: PackagedEmbedder) -> Iterator[IndexStore]:
+def store(settings: Settings, embedder: Embedder) -> Iterator[IndexStore]:
     opened = open_local(settings, embedder)
     yield opened
     opened.close()
@@ -72,7 +72,7 @@ def news_settings(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path) 
 
 
 @pytest.fixture(scope="session")
-def news_answerer(news_settings: Settings, embedder: PackagedEmbedder) -> Iterator[Answerer]:
+def news_answerer(news_settings: Settings, embedder: Embedder) -> Iterator[Answerer]:
     """The seed article plus six short unrelated news items, indexed once per session. Read-only."""
     store = open_local(news_settings, embedder)
     ingestor = make_ingestor(news_settings.index, store, embedder)
@@ -90,7 +90,7 @@ def seed_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[TestClient[Litestar]]:
+def client(tmp_path: Path, tiktoken_dir: Path, embedder: Embedder) -> Iterator[TestClient[Litestar]]:
     """The real app in-process over the seed and the short news items (request bodies up to 20 kB)."""
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_local(settings, embedder)

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.config import Settings
-from index import PackagedEmbedder
+from index import Embedder
 from rag import Answerer
 from tests.conftest import SEED_ID, local_client, make_settings, open_local
 
@@ -152,7 +152,7 @@ def test_empty_and_unusable_article_posts(client: TestClient[Litestar]) -> None:
 
 
 def test_everything_is_503_until_the_index_is_loaded(
-    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
 ) -> None:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     release = threading.Event()
@@ -175,7 +175,7 @@ def test_everything_is_503_until_the_index_is_loaded(
 
 
 def test_a_corrupt_index_keeps_the_service_unready_with_the_reason(
-    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
 ) -> None:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     settings.index.data_dir.mkdir(parents=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from index import Chunker, PackagedEmbedder
+from index import Chunker
 from index.records import Article
 from index.sentences import split_sentences
 from index.tokens import encoding
@@ -53,16 +53,19 @@ def test_an_over_long_sentence_is_cut_at_words(chunker: Chunker) -> None:
     assert all(not d.text.startswith(" ") and not d.text.endswith(" ") for d in drafts)
 
 
-def test_default_chunks_fit_the_models_256_word_piece_window(
-    embedder: PackagedEmbedder, tiktoken_dir: Path
-) -> None:
+def test_default_chunks_fit_the_models_256_word_piece_window(tiktoken_dir: Path) -> None:
+    from tokenizers import Tokenizer
+
     from index.chunk import passage_text
     from index.config import DEFAULT_CHUNK_OVERLAP_TOKENS, DEFAULT_CHUNK_TOKENS
+    from index.onnx import max_seq_length, model_folder
 
-    tokenizer = embedder._model.tokenizer
+    tokenizer = Tokenizer.from_file(str(model_folder() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     chunker = Chunker(encoding(tiktoken_dir), DEFAULT_CHUNK_TOKENS, DEFAULT_CHUNK_OVERLAP_TOKENS)
     body = LONG_BODY + " Zelenskyy's counteroffensive near Bakhmut, Kherson and Zaporizhzhia continued."
     article = Article(id="a", title="A headline of some length", body=body)
     for draft in chunker.chunk(article):
-        pieces = tokenizer(passage_text(article, draft.text))["input_ids"]
-        assert len(pieces) <= embedder.max_seq_length == 256
+        pieces = tokenizer.encode(passage_text(article, draft.text)).ids
+        assert len(pieces) <= max_seq_length(model_folder()) == 256

@@ -19,7 +19,7 @@ import pytest
 import ray
 
 from evals.data import load_dataset
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor
 from index.cluster import NAMESPACE, create_layout, find_layout
 from index.cluster_ingest import RayPreparer
 from index.ingest import Ingestor
@@ -66,9 +66,7 @@ def sharded(cluster: tuple[Any, list[Any], Path], tiktoken_dir: Path) -> Sharded
 
 
 @pytest.fixture(scope="module")
-def one_machine(
-    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
-) -> Answerer:
+def one_machine(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: Embedder) -> Answerer:
     settings = make_settings(tmp_path_factory.mktemp("one-machine") / "data", tiktoken_dir)
     store = open_local(settings, embedder)
     make_ingestor(settings.index, store, embedder).ingest(
@@ -82,7 +80,7 @@ def _questions() -> list[Any]:
 
 
 def test_the_cluster_answers_as_one_machine(
-    sharded: ShardedStore, one_machine: Answerer, embedder: PackagedEmbedder, tiktoken_dir: Path
+    sharded: ShardedStore, one_machine: Answerer, embedder: Embedder, tiktoken_dir: Path
 ) -> None:
     clustered = Answerer(sharded, embedder)
     questions = _questions()
@@ -98,7 +96,7 @@ def test_the_cluster_answers_as_one_machine(
 
 
 def test_the_eval_gate_holds_through_the_cluster(
-    sharded: ShardedStore, embedder: PackagedEmbedder, tiktoken_dir: Path
+    sharded: ShardedStore, embedder: Embedder, tiktoken_dir: Path
 ) -> None:
     """The thresholds `make eval-gate` applies to the articles set on one machine."""
     from evals.evaluate import evaluate_dataset
@@ -146,7 +144,7 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     assert len(set(ids.tolist())) == ids.size
 
 
-def test_a_question_asks_each_shard_once(sharded: ShardedStore, embedder: PackagedEmbedder) -> None:
+def test_a_question_asks_each_shard_once(sharded: ShardedStore, embedder: Embedder) -> None:
     """The reader asks every shard once for everything a question reads (index/store/probe.py); a second
     round only fetches the text of a story's copy or an earlier copy's best passage that no search found."""
     clustered = Answerer(sharded, embedder)

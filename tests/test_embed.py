@@ -6,14 +6,14 @@ import threading
 
 import numpy as np
 
-from index import PackagedEmbedder
+from index import Embedder
 from index.embed import BatchingEmbedder, Vectors
 
 
 class _Counted:
     """The real model, counting its calls."""
 
-    def __init__(self, embedder: PackagedEmbedder) -> None:
+    def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
         self.calls = 0
         self.name, self.dimension = embedder.name, embedder.dimension
@@ -23,7 +23,7 @@ class _Counted:
         return self._embedder.embed(texts)
 
 
-def test_concurrent_callers_share_model_calls(embedder: PackagedEmbedder) -> None:
+def test_concurrent_callers_share_model_calls(embedder: Embedder) -> None:
     questions = [f"What did the council decide about road number {i}?" for i in range(16)]
     expected = embedder.embed(questions)
     counted = _Counted(embedder)

@@ -19,7 +19,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.config import Settings
 from api.keys import KeyRing
-from index import PackagedEmbedder, load_paths, make_ingestor, parse_record
+from index import Embedder, load_paths, make_ingestor, parse_record
 from index.store import IndexStore
 from rag import Answerer
 from tests.conftest import NEWS, SEEDS, local_client, make_settings, open_local
@@ -29,7 +29,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def settings_store(
-    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
 ) -> Iterator[tuple[Settings, IndexStore]]:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_local(settings, embedder)
@@ -39,9 +39,7 @@ def settings_store(
 
 
 @pytest.fixture
-def client(
-    settings_store: tuple[Settings, IndexStore], embedder: PackagedEmbedder
-) -> Iterator[TestClient[Litestar]]:
+def client(settings_store: tuple[Settings, IndexStore], embedder: Embedder) -> Iterator[TestClient[Litestar]]:
     settings, store = settings_store
     app = create_app(settings, opener=lambda s: Answerer(store, embedder, s.answers), background=False)
     with local_client(app) as test_client:
@@ -59,7 +57,7 @@ def _story(i: int) -> dict[str, str]:
 
 
 def test_1_queries_racing_writes_never_fail_and_never_cite_deleted_articles(
-    settings_store: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    settings_store: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     """Before: the retriever read ``store.catalog`` several times per query while writes replaced it
     (broadcast errors, boolean-index errors, KeyErrors for deleted ids, FAISS 'key not found')."""
@@ -109,7 +107,7 @@ def test_1_queries_racing_writes_never_fail_and_never_cite_deleted_articles(
 
 
 def test_1_another_process_s_write_is_picked_up_outside_requests(
-    settings_store: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    settings_store: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     """Before: a write by another process made the next request rebuild FAISS and BM25 inside it."""
     settings, store = settings_store
@@ -130,7 +128,7 @@ def test_1_another_process_s_write_is_picked_up_outside_requests(
 
 
 def test_2_writes_need_an_admin_key_and_a_json_body(
-    settings_store: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    settings_store: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     settings, store = settings_store
     ring = KeyRing(settings.service.state_path)
@@ -252,7 +250,7 @@ def test_6_large_ingests_become_jobs(client: TestClient[Litestar]) -> None:
 
 
 def test_7_damaged_vectors_with_an_intact_count_are_rebuilt_not_served(
-    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
 ) -> None:
     """Before: garbage inside the FAISS file passed the count check and answers came from garbage."""
     settings = make_settings(tmp_path / "data", tiktoken_dir)

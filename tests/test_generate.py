@@ -12,7 +12,7 @@ import pytest
 
 from api.app import create_app
 from api.config import Settings
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor
 from index.store import IndexStore
 from index.tokens import encoding
 from rag import Answerer
@@ -34,7 +34,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def indexed(
-    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
+    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: Embedder
 ) -> Iterator[tuple[Settings, IndexStore]]:
     settings = make_settings(tmp_path_factory.mktemp("generate") / "data", tiktoken_dir)
     store = open_local(settings, embedder)
@@ -47,7 +47,7 @@ def _body(answerer: Answerer, article_id: str) -> str:
     return answerer.index.reader().articles([article_id])[article_id].body
 
 
-def _answerer(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, base_url: str) -> Answerer:
+def _answerer(settings: Settings, store: IndexStore, embedder: Embedder, base_url: str) -> Answerer:
     with_model = dataclasses.replace(settings.answers, llm_base_url=base_url, llm_model="smollm2")
     tokens = encoding(settings.index.tiktoken_cache_dir)
     return Answerer(store, embedder, with_model, composer=make_composer(with_model, embedder, tokens))
@@ -69,7 +69,7 @@ def _shown_sentences_are_checked(answerer: Answerer, question: str) -> None:
 
 
 def test_generated_answers_show_only_checked_sentences(
-    model: str, indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    model: str, indexed: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     answerer = _answerer(*indexed, embedder, model)
     assert isinstance(answerer.composer, GenerativeComposer)
@@ -82,7 +82,7 @@ def test_generated_answers_show_only_checked_sentences(
 
 
 def test_the_karabakh_answer_invents_no_cause(
-    model: str, indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    model: str, indexed: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     answerer = _answerer(*indexed, embedder, model)
     answer = answerer.ask(answerer.question(KARABAKH))
@@ -95,7 +95,7 @@ def test_the_karabakh_answer_invents_no_cause(
 
 
 def test_a_model_outage_answers_by_quoting_and_opens_the_breaker(
-    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    indexed: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     answerer = _answerer(*indexed, embedder, f"http://127.0.0.1:{free_port()}/v1")  # nothing listens
     composer = answerer.composer
@@ -114,7 +114,7 @@ def test_a_model_outage_answers_by_quoting_and_opens_the_breaker(
 
 
 def test_the_api_says_whether_an_answer_was_generated(
-    model: str, indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
+    model: str, indexed: tuple[Settings, IndexStore], embedder: Embedder
 ) -> None:
     settings, store = indexed
     app = create_app(settings, opener=lambda s: _answerer(s, store, embedder, model), background=False)

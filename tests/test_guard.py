@@ -18,7 +18,7 @@ from api.config import Settings
 from api.keys import KeyRing, normalize_origin
 from api.limits import Buckets, DailyCaps, client_address, parse_networks
 from api.logs import RequestIdFilter
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
 from index.store import IndexStore
 from rag import Answerer
@@ -43,9 +43,7 @@ class Keys:
 
 
 @pytest.fixture
-def indexed(
-    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
-) -> Iterator[tuple[Settings, IndexStore]]:
+def indexed(tmp_path: Path, tiktoken_dir: Path, embedder: Embedder) -> Iterator[tuple[Settings, IndexStore]]:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_local(settings, embedder)
     make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
@@ -54,7 +52,7 @@ def indexed(
 
 
 def _client(
-    settings: Settings, store: IndexStore, embedder: PackagedEmbedder, **options: object
+    settings: Settings, store: IndexStore, embedder: Embedder, **options: object
 ) -> TestClient[Litestar]:
     def opener(s: Settings) -> Answerer:
         return Answerer(store, embedder, s.answers)
@@ -80,7 +78,7 @@ def keys(indexed: tuple[Settings, IndexStore]) -> Keys:
 
 @pytest.fixture
 def client(
-    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder, keys: Keys
+    indexed: tuple[Settings, IndexStore], embedder: Embedder, keys: Keys
 ) -> Iterator[TestClient[Litestar]]:
     del keys  # created before the app starts
     with _client(*indexed, embedder) as test_client:
@@ -186,7 +184,7 @@ def test_per_key_rate_limit_answers_429_with_retry_after(client: TestClient[Lite
 
 
 def test_daily_cap_survives_a_restart(
-    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder, keys: Keys
+    indexed: tuple[Settings, IndexStore], embedder: Embedder, keys: Keys
 ) -> None:
     with _client(*indexed, embedder) as client:
         for _ in range(2):
@@ -198,7 +196,7 @@ def test_daily_cap_survives_a_restart(
         _problem(client.post("/ask", json=QUESTION, headers=_bearer(keys.daily)), 429)
 
 
-def test_per_address_limit(indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder) -> None:
+def test_per_address_limit(indexed: tuple[Settings, IndexStore], embedder: Embedder) -> None:
     with _client(*indexed, embedder, rate_per_address=2) as client:
         assert client.get("/search", params={"q": "wheat"}).status_code == 200
         assert client.get("/search", params={"q": "wheat"}).status_code == 200
@@ -232,9 +230,7 @@ def test_request_ids_in_headers_and_logs(
     assert {getattr(r, "request_id", None) for r in access} >= {"trace-42", made.headers["x-request-id"]}
 
 
-def test_open_mode_refuses_other_sites(
-    indexed: tuple[Settings, IndexStore], embedder: PackagedEmbedder
-) -> None:
+def test_open_mode_refuses_other_sites(indexed: tuple[Settings, IndexStore], embedder: Embedder) -> None:
     with _client(*indexed, embedder) as client:  # no keys at all
         assert client.post("/ask", json=QUESTION).status_code == 200
         _problem(client.post("/ask", json=QUESTION, headers={"origin": "https://evil.example"}), 403)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import ray
 
-from index import Chunker, PackagedEmbedder
+from index import Chunker, Embedder
 from index.chunk import passage_text
 from index.cluster import NAMESPACE, create_layout
 from index.errors import ArticleNotFoundError
@@ -48,7 +48,7 @@ def cluster() -> Iterator[None]:
 
 
 @pytest.fixture(params=BACKENDS)
-def make(request: pytest.FixtureRequest, tmp_path: Path, embedder: PackagedEmbedder) -> Iterator[Make]:
+def make(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder) -> Iterator[Make]:
     """A maker of a fresh, empty index of the backend (one per test)."""
     made: list[Any] = []
 
@@ -98,7 +98,7 @@ CORPUS = [
 ]
 
 
-def _write(index: Index, articles: list[Article], embedder: PackagedEmbedder, chunker: Chunker) -> None:
+def _write(index: Index, articles: list[Article], embedder: Embedder, chunker: Chunker) -> None:
     index.write(prepare(articles, chunker, embedder))
 
 
@@ -106,7 +106,7 @@ def _ids(hits: list[tuple[int, float]], index: Index) -> list[str]:
     return [chunk.article_id for chunk, _ in index.reader().passages([i for i, _ in hits])]
 
 
-def test_writes_replaces_and_deletes(make: Make, embedder: PackagedEmbedder, chunker: Chunker) -> None:
+def test_writes_replaces_and_deletes(make: Make, embedder: Embedder, chunker: Chunker) -> None:
     index = make()
     _write(index, CORPUS, embedder, chunker)
     reader = index.reader()
@@ -137,7 +137,7 @@ def test_writes_replaces_and_deletes(make: Make, embedder: PackagedEmbedder, chu
         index.delete("a2")
 
 
-def test_a_reader_does_not_see_later_writes(make: Make, embedder: PackagedEmbedder, chunker: Chunker) -> None:
+def test_a_reader_does_not_see_later_writes(make: Make, embedder: Embedder, chunker: Chunker) -> None:
     index = make()
     _write(index, CORPUS[:2], embedder, chunker)
     before = index.reader()
@@ -154,7 +154,7 @@ def test_a_reader_does_not_see_later_writes(make: Make, embedder: PackagedEmbedd
     assert index.reader().generation > before.generation
 
 
-def test_date_windows_and_filters(make: Make, embedder: PackagedEmbedder, chunker: Chunker) -> None:
+def test_date_windows_and_filters(make: Make, embedder: Embedder, chunker: Chunker) -> None:
     index = make()
     _write(index, CORPUS, embedder, chunker)
     reader = index.reader()
@@ -175,7 +175,7 @@ def test_date_windows_and_filters(make: Make, embedder: PackagedEmbedder, chunke
     assert found(exclude=["a1", "a4"]) == ({"a2", "a3"},) * 2
 
 
-def test_stories(make: Make, embedder: PackagedEmbedder, chunker: Chunker) -> None:
+def test_stories(make: Make, embedder: Embedder, chunker: Chunker) -> None:
     index = make()
     body = (
         "The central bank of Freedonia cut its main interest rate by half a point on Tuesday, citing slower "
@@ -204,7 +204,7 @@ def test_stories(make: Make, embedder: PackagedEmbedder, chunker: Chunker) -> No
 
 
 def test_bm25_statistics_add_up_over_the_whole_index(
-    make: Make, embedder: PackagedEmbedder, chunker: Chunker
+    make: Make, embedder: Embedder, chunker: Chunker
 ) -> None:
     index = make()
     _write(index, CORPUS, embedder, chunker)

@@ -17,8 +17,8 @@ from tests.conftest import ROOT
 PUBLIC = {
     index: [
         "Article", "ArticleError", "Chunk", "Chunker", "Embedder", "Index", "IndexReader", "IndexSettings",
-        "IndexStore", "IndexWriter", "IngestReport", "Ingestor", "PackagedEmbedder", "RagError", "Span",
-        "load_paths", "make_ingestor", "open_index", "parse_record",
+        "IndexStore", "IndexWriter", "IngestReport", "Ingestor", "RagError", "Span", "TorchEmbedder",
+        "load_paths", "make_ingestor", "open_index", "packaged_embedder", "parse_record",
     ],
     index.store: [
         "ArticleWrite", "Catalog", "DB_NAME", "Index", "IndexReader", "IndexStore", "IndexWriter",

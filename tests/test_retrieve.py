@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
 from index.terms import tokenize
 from rag import Answerer, Filters
@@ -50,7 +50,7 @@ AS_OF = date(2024, 5, 10)
 
 
 @pytest.fixture
-def answerer(tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder) -> Iterator[Answerer]:
+def answerer(tmp_path: Path, tiktoken_dir: Path, embedder: Embedder) -> Iterator[Answerer]:
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_local(settings, embedder)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from api.config import Settings
-from index import PackagedEmbedder, load_paths, make_ingestor, open_index
+from index import Embedder, load_paths, make_ingestor, open_index
 from index.config import IndexSettings
 from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchError
 from index.records import Article
@@ -24,7 +24,7 @@ from index.store import IndexStore
 from tests.conftest import NEWS, ROOT, SEED_ID, SEEDS, open_local
 
 
-def _ingest(settings: Settings, store: IndexStore, embedder: PackagedEmbedder, *paths: Path) -> None:
+def _ingest(settings: Settings, store: IndexStore, embedder: Embedder, *paths: Path) -> None:
     report = make_ingestor(settings.index, store, embedder).ingest(load_paths(paths), progress=False)
     assert not report.failed
 
@@ -34,7 +34,7 @@ def _chunk_ids(store: IndexStore) -> list[int]:
 
 
 def test_reingesting_the_same_articles_changes_nothing(
-    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+    settings: Settings, store: IndexStore, embedder: Embedder
 ) -> None:
     ingestor = make_ingestor(settings.index, store, embedder)
     first = ingestor.ingest(load_paths([SEEDS, NEWS]), progress=False)
@@ -49,7 +49,7 @@ def test_reingesting_the_same_articles_changes_nothing(
 
 
 def test_a_changed_article_replaces_its_chunks(
-    settings: Settings, store: IndexStore, embedder: PackagedEmbedder, tmp_path: Path
+    settings: Settings, store: IndexStore, embedder: Embedder, tmp_path: Path
 ) -> None:
     path = tmp_path / "story.txt"
     path.write_text("Dam opens\nThe new dam opened on Monday. It holds a lake of water.")
@@ -65,7 +65,7 @@ def test_a_changed_article_replaces_its_chunks(
 
 
 def test_delete_removes_the_article_and_its_vectors(
-    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+    settings: Settings, store: IndexStore, embedder: Embedder
 ) -> None:
     _ingest(settings, store, embedder, SEEDS, NEWS)
     before = store.reader().size
@@ -83,7 +83,7 @@ def test_delete_removes_the_article_and_its_vectors(
     assert SEED_ID not in found
 
 
-def test_reopening_reads_the_same_index(settings: Settings, embedder: PackagedEmbedder) -> None:
+def test_reopening_reads_the_same_index(settings: Settings, embedder: Embedder) -> None:
     store = open_local(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     size, ids = store.reader().size, _chunk_ids(store)
@@ -92,12 +92,12 @@ def test_reopening_reads_the_same_index(settings: Settings, embedder: PackagedEm
     assert (again.reader().size, _chunk_ids(again)) == (size, ids)
 
 
-def _saving(settings: Settings, embedder: PackagedEmbedder) -> IndexStore:
+def _saving(settings: Settings, embedder: Embedder) -> IndexStore:
     """A store that saves every segment, however small (the default saves segments of 20,000 chunks)."""
     return IndexStore(settings.index.data_dir, embedder.name, embedder.dimension, persist_min=1)
 
 
-def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedEmbedder) -> None:
+def test_segments_are_saved_and_reopened(settings: Settings, embedder: Embedder) -> None:
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, SEEDS, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
@@ -114,9 +114,7 @@ def test_segments_are_saved_and_reopened(settings: Settings, embedder: PackagedE
     again.close()
 
 
-def test_a_missing_segment_file_is_rebuilt_from_sqlite(
-    settings: Settings, embedder: PackagedEmbedder
-) -> None:
+def test_a_missing_segment_file_is_rebuilt_from_sqlite(settings: Settings, embedder: Embedder) -> None:
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
     vector = embedder.embed(["wheat harvest drought"])[0]
@@ -132,7 +130,7 @@ def test_a_missing_segment_file_is_rebuilt_from_sqlite(
 
 @pytest.mark.parametrize("damage", ["truncated", "appended", "inside"])
 def test_a_damaged_segment_file_is_rebuilt_from_sqlite(
-    settings: Settings, embedder: PackagedEmbedder, damage: str, caplog: pytest.LogCaptureFixture
+    settings: Settings, embedder: Embedder, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A vector file whose vector count is intact (garbage appended, or bytes changed inside) used to pass
     the start-up checks and answer from garbage; the checksum recorded in SQLite now catches it."""
@@ -163,7 +161,7 @@ def test_a_damaged_segment_file_is_rebuilt_from_sqlite(
 
 
 def test_a_missing_metadata_file_beside_segment_files_stops_start_up(
-    settings: Settings, embedder: PackagedEmbedder
+    settings: Settings, embedder: Embedder
 ) -> None:
     store = _saving(settings, embedder)
     _ingest(settings, store, embedder, NEWS)
@@ -175,16 +173,14 @@ def test_a_missing_metadata_file_beside_segment_files_stops_start_up(
     assert len(list(settings.index.data_dir.glob("seg-*.npz"))) == 2  # nothing was deleted
 
 
-def test_a_corrupt_metadata_file_stops_with_what_to_do(
-    settings: Settings, embedder: PackagedEmbedder
-) -> None:
+def test_a_corrupt_metadata_file_stops_with_what_to_do(settings: Settings, embedder: Embedder) -> None:
     settings.index.data_dir.mkdir(parents=True)
     (settings.index.data_dir / "meta.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(IndexCorruptError, match=r"run `rag ingest` again"):
         open_local(settings, embedder)
 
 
-def test_an_index_built_with_another_model_is_refused(settings: Settings, embedder: PackagedEmbedder) -> None:
+def test_an_index_built_with_another_model_is_refused(settings: Settings, embedder: Embedder) -> None:
     IndexStore(settings.index.data_dir, "some-other-model", embedder.dimension).close()
     with pytest.raises(IndexMismatchError, match="some-other-model"):
         open_local(settings, embedder)
@@ -194,7 +190,7 @@ def test_an_index_built_with_another_model_is_refused(settings: Settings, embedd
 
 
 def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
-    tmp_path: Path, embedder: PackagedEmbedder, tiktoken_dir: Path
+    tmp_path: Path, embedder: Embedder, tiktoken_dir: Path
 ) -> None:
     """Kill `rag ingest` with SIGKILL after its first committed batch; the index must open, be
     consistent, and a second ingest must finish the job."""
@@ -254,9 +250,7 @@ def test_a_crash_mid_ingest_leaves_a_readable_index_and_loses_nothing_committed(
     assert np.unique(store.reader().chunk_ids()).size == store.reader().size
 
 
-def test_article_round_trip_keeps_metadata(
-    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
-) -> None:
+def test_article_round_trip_keeps_metadata(settings: Settings, store: IndexStore, embedder: Embedder) -> None:
     _ingest(settings, store, embedder, NEWS)
     article = store.reader().articles(["t-orchestra-strike"])["t-orchestra-strike"]
     assert isinstance(article, Article)
@@ -268,7 +262,7 @@ def test_article_round_trip_keeps_metadata(
 
 
 def test_sentence_vectors_are_stored_at_ingest_and_deleted_with_the_article(
-    settings: Settings, store: IndexStore, embedder: PackagedEmbedder
+    settings: Settings, store: IndexStore, embedder: Embedder
 ) -> None:
     from index.sentences import split_sentences
 

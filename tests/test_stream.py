@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor
 from rag import ABSTAIN_TEXT, Answerer
 from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings, open_local
 from tests.servers import rag, rag_env, serving
@@ -118,7 +118,7 @@ def test_a_bad_question_is_an_error_event_and_the_same_guard_applies(server: tup
 
 
 def test_heartbeats_while_an_answer_is_being_made(
-    tmp_path: Path, tiktoken_dir: Path, embedder: PackagedEmbedder
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
 ) -> None:
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_local(settings, embedder)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from index import PackagedEmbedder, load_paths, make_ingestor
+from index import Embedder, load_paths, make_ingestor
 from index.records import Article
 from tests.conftest import NEWS, ROOT, SEEDS, make_settings, open_local
 from tests.servers import free_port, rag, rag_env, serving
@@ -49,9 +49,7 @@ def _page(script: str, body: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def site(
-    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: PackagedEmbedder
-) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: Embedder) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("widget")
     settings = make_settings(folder / "data", tiktoken_dir)
     store = open_local(settings, embedder)

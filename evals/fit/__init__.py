@@ -20,7 +20,8 @@ from evals.cache import cached_answerer
 from evals.config import EvalSettings
 from evals.data import Dataset, EvalQuestion, load_dataset
 from evals.split import in_tune_half
-from index import PackagedEmbedder
+from index import packaged_embedder
+from index.embed import ingest_threads
 from rag import Answerer
 
 
@@ -51,7 +52,7 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 def fit_sets(folders: Sequence[Path], settings: EvalSettings | None = None) -> Iterator[FitSet]:
     """Each dataset with its Answerer (one embedding model for all; indexes built once and cached)."""
     settings = settings or EvalSettings.from_env()
-    embedder = PackagedEmbedder()
+    embedder = packaged_embedder(settings.index, ingest_threads())
     for folder in folders:
         dataset = load_dataset(folder)
         yield FitSet(folder, dataset, cached_answerer(dataset.corpus, settings, embedder))
