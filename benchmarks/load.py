@@ -5,8 +5,11 @@ least ``--requests`` questions and goes on until its writer (or ingest) has fini
     .venv/bin/python benchmarks/load.py [DATASET_DIR] [--clients 8 32] [--requests 600] [--writes 200]
 
 The server serves a copy of the dataset's cached eval index (so writes leave the cache alone), with an
-admin and an ask key and no per-address limit. Each phase prints requests, errors by status, 5xx, p50
-and p95 latency and throughput; the writer's adds and deletes count as requests of the phase.
+admin and an ask key and no per-address limit. Each phase prints requests, errors by status, 5xx, p50,
+p95 and p99 latency and throughput; the writer's adds and deletes count as requests of the phase. First,
+before the server starts, the one-client questions are answered in this process with the server's
+thread count: the difference at p50 is what HTTP adds; the last lines give it and each client count's
+throughput against one client's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -34,6 +38,8 @@ from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
 from index import packaged_embedder  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
+from index.embed import set_threads  # noqa: E402
+from rag import Answerer  # noqa: E402
 from tests.servers import rag, serving  # noqa: E402
 
 
@@ -55,11 +61,20 @@ class Phase:
         total = sum(self.statuses.values())
         errors = sum(n for s, n in self.statuses.items() if s >= 400)
         server = sum(n for s, n in self.statuses.items() if s >= 500)
-        p50, p95 = np.percentile(self.latencies, [50, 95]) if self.latencies else (0.0, 0.0)
+        p50, p95, p99 = self.percentiles()
         return (
-            f"{self.name:<34} {total:>6} {errors:>6} {server:>4} {p50:>8.1f} {p95:>8.1f} "
-            f"{total / self.seconds:>7.1f}"
+            f"{self.name:<34} {total:>6} {errors:>6} {server:>4} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} "
+            f"{self.throughput():>7.1f}"
         )
+
+    def percentiles(self) -> tuple[float, float, float]:
+        if not self.latencies:
+            return 0.0, 0.0, 0.0
+        p50, p95, p99 = np.percentile(self.latencies, [50, 95, 99])
+        return float(p50), float(p95), float(p99)
+
+    def throughput(self) -> float:
+        return sum(self.statuses.values()) / self.seconds
 
 
 def _ask(
@@ -79,6 +94,20 @@ def _ask(
             started = time.perf_counter()
             response = client.post("/ask", json={"question": q["question"], "as_of": q["as_of"]})
             phase.record(response.status_code, (time.perf_counter() - started) * 1000)
+
+
+def _in_process(answerer: Answerer, questions: list[dict[str, str | None]], threads: int) -> Phase:
+    """The questions answered by an Answerer in this process, one at a time, as the server would."""
+    set_threads(threads)
+    phase = Phase("in-process, no HTTP")
+    started = time.perf_counter()
+    for q in questions:
+        asked = time.perf_counter()
+        as_of = date.fromisoformat(q["as_of"]) if q["as_of"] else None
+        answerer.ask(answerer.question(q["question"] or "", as_of=as_of))
+        phase.record(200, (time.perf_counter() - asked) * 1000)
+    phase.seconds = time.perf_counter() - started
+    return phase
 
 
 def _write(base: str, key: str, writes: int, phase: Phase, busy: threading.Event) -> None:
@@ -156,9 +185,18 @@ def main() -> int:
 
     dataset = load_dataset(args.dataset)
     settings = EvalSettings.from_env()
-    answerer = cached_answerer(dataset.corpus, settings, packaged_embedder(IndexSettings.from_env()))
-    source = settings.cache_dir / index_key(dataset.corpus, settings.index)
+    embedder = packaged_embedder(IndexSettings.from_env(), threads=args.threads)
+    answerer = cached_answerer(dataset.corpus, settings, embedder)
+    questions = [
+        {"question": q.question, "as_of": q.asked_on.isoformat() if q.asked_on else None}
+        for q in dataset.questions
+    ]
+    # The same questions in this process first, with the server's thread count, alone on the machine:
+    # what HTTP adds is the one-client phase's latency less this one's.
+    alone = _in_process(answerer, questions[: args.requests], args.threads)
     answerer.index.close()
+    del answerer, embedder
+    source = settings.cache_dir / index_key(dataset.corpus, settings.index)
     work = Path(tempfile.mkdtemp(prefix="newsrag-load-"))
     shutil.copytree(source, work / "data" / "index")
     env = {
@@ -170,10 +208,6 @@ def main() -> int:
         scope: rag("keys", "add", f"load-{scope}", "--scope", scope, env=env).stdout.strip()
         for scope in ("admin", "ask")
     }
-    questions = [
-        {"question": q.question, "as_of": q.asked_on.isoformat() if q.asked_on else None}
-        for q in dataset.questions
-    ]
     feed = work / "feed.jsonl"
     with feed.open("w") as handle:
         for i in range(300):
@@ -184,19 +218,31 @@ def main() -> int:
     ingest = [sys.executable, "-m", "api", "ingest", "--quiet", str(feed)]
 
     print(f"{dataset.name}: {len(dataset.questions)} questions; server: rag serve on 127.0.0.1")
-    print(f"{'phase':<34} {'reqs':>6} {'errors':>6} {'5xx':>4} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7}")
+    print(
+        f"{'phase':<34} {'reqs':>6} {'errors':>6} {'5xx':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'req/s':>7}"
+    )
+    print(alone.row(), flush=True)
+    phases: dict[int, Phase] = {}
     with serving(env, work / "server.log", "--rate-per-address", "0", "--threads", str(args.threads)) as base:
         for clients in args.clients:
             for writes in sorted({0, args.writes}):
                 label = f"{clients} clients" + (f" + writer ({writes} writes)" if writes else "")
-                print(
-                    _run(label, base, keys, questions, clients, args.requests, writes, None, env).row(),
-                    flush=True,
-                )
+                phase = _run(label, base, keys, questions, clients, args.requests, writes, None, env)
+                print(phase.row(), flush=True)
+                if not writes:
+                    phases[clients] = phase
         if not args.no_ingest:
             label = f"{args.clients[0]} clients + rag ingest (300)"
             phase = _run(label, base, keys, questions, args.clients[0], args.requests, 0, ingest, env)
             print(phase.row(), flush=True)
+    if 1 in phases:
+        added = phases[1].percentiles()[0] - alone.percentiles()[0]
+        print(f"HTTP adds at p50: {added:.1f} ms (one client less in-process)")
+        for clients, phase in phases.items():
+            if clients > 1:
+                ratio = phase.throughput() / phases[1].throughput()
+                print(f"{clients} clients: {ratio:.2f}x one client's requests/s")
     tracebacks = (work / "server.log").read_text().count("Traceback")
     print(f"server log: {tracebacks} tracebacks")
     shutil.rmtree(work, ignore_errors=True)
