@@ -83,8 +83,16 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="CPU threads one request's model and vector search may use (default 1: concurrent requests "
+        help="CPU threads one request's vector search and numpy may use (default 1: concurrent requests "
         "run side by side, one per core, instead of fighting over the same cores)",
+    )
+    serve.add_argument(
+        "--model-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads of the embedding model's calls (default: the machine's cores; one call runs at a "
+        "time, with the questions waiting batched into it)",
     )
     serve.add_argument(
         "--trusted-proxy",
@@ -196,11 +204,11 @@ def _with_cluster(settings: Settings, args: argparse.Namespace) -> Settings:
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import prepare_data_folder
     from index import load_paths, make_ingestor, open_index, packaged_embedder
-    from index.embed import ingest_threads
+    from index.embed import core_count
 
     settings = _with_cluster(settings, args)
     prepare_data_folder(settings)
-    embedder = packaged_embedder(settings.index, ingest_threads())
+    embedder = packaged_embedder(settings.index, core_count())
     store = open_index(settings.index, embedder)
     progress = False if args.quiet else None
     report = make_ingestor(settings.index, store, embedder).ingest(load_paths(args.paths), progress)
@@ -315,7 +323,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.root import build_answerer, open_keys
-    from index.embed import set_threads
+    from index.embed import core_count, set_threads
     from rag import Answerer
 
     set_threads(args.threads)
@@ -349,7 +357,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             server.should_exit = True
 
     def opener(s: Settings) -> Answerer:  # concurrent questions share model calls
-        return build_answerer(s, batching=True, threads=args.threads)
+        return build_answerer(s, batching=True, threads=args.model_threads or core_count())
 
     app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the

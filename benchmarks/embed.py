@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from evals.data import load_dataset  # noqa: E402
 from index import Embedder, load_paths, packaged_embedder  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
-from index.embed import TorchEmbedder, ingest_threads, set_threads  # noqa: E402
+from index.embed import TorchEmbedder, core_count, set_threads  # noqa: E402
 from index.ingest import prepare  # noqa: E402
 from index.records import Article  # noqa: E402
 from index.store import ArticleWrite  # noqa: E402
@@ -83,10 +83,10 @@ def _queries(questions: list[str]) -> dict[str, object]:
 def _passages(articles: list[Article]) -> dict[str, object]:
     from index import chunker
 
-    threads = ingest_threads()
+    threads = core_count()
     set_threads(threads)
     cut = chunker(IndexSettings.from_env())
-    out: dict[str, object] = {"ingest_threads": threads}
+    out: dict[str, object] = {"core_count": threads}
     reference: np.ndarray | None = None
     for backend in BACKENDS:
         model = _embedder(backend, threads)
@@ -145,7 +145,7 @@ def main() -> int:
         return 0
     print(
         f"{args.questions} questions, one thread; {figures['texts']} texts of {args.articles} articles, "
-        f"{figures['ingest_threads']} threads"
+        f"{figures['core_count']} threads"
     )
     for backend in BACKENDS:
         key = _key(backend)

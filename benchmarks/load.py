@@ -38,7 +38,7 @@ from evals.config import EvalSettings  # noqa: E402
 from evals.data import load_dataset  # noqa: E402
 from index import packaged_embedder  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
-from index.embed import set_threads  # noqa: E402
+from index.embed import core_count, set_threads  # noqa: E402
 from rag import Answerer  # noqa: E402
 from tests.servers import rag, serving  # noqa: E402
 
@@ -108,6 +108,18 @@ def _in_process(answerer: Answerer, questions: list[dict[str, str | None]], thre
         phase.record(200, (time.perf_counter() - asked) * 1000)
     phase.seconds = time.perf_counter() - started
     return phase
+
+
+def _compare(alone: Phase, phases: dict[int, Phase]) -> None:
+    """What HTTP adds at p50 (one client less in-process), and each client count against one client."""
+    if 1 not in phases:
+        return
+    added = phases[1].percentiles()[0] - alone.percentiles()[0]
+    print(f"HTTP adds at p50: {added:.1f} ms (one client less in-process)")
+    for clients, phase in phases.items():
+        if clients > 1:
+            ratio = phase.throughput() / phases[1].throughput()
+            print(f"{clients} clients: {ratio:.2f}x one client's requests/s")
 
 
 def _write(base: str, key: str, writes: int, phase: Phase, busy: threading.Event) -> None:
@@ -181,11 +193,15 @@ def main() -> int:
     )
     parser.add_argument("--no-ingest", action="store_true", help="leave out the phase beside `rag ingest`")
     parser.add_argument("--threads", type=int, default=1, help="`rag serve --threads`")
+    parser.add_argument(
+        "--model-threads", type=int, default=None, help="`rag serve --model-threads` (default: the cores)"
+    )
     args = parser.parse_args()
 
     dataset = load_dataset(args.dataset)
     settings = EvalSettings.from_env()
-    embedder = packaged_embedder(IndexSettings.from_env(), threads=args.threads)
+    model_threads = args.model_threads or core_count()  # as `rag serve`
+    embedder = packaged_embedder(IndexSettings.from_env(), threads=model_threads)
     answerer = cached_answerer(dataset.corpus, settings, embedder)
     questions = [
         {"question": q.question, "as_of": q.asked_on.isoformat() if q.asked_on else None}
@@ -224,7 +240,15 @@ def main() -> int:
     )
     print(alone.row(), flush=True)
     phases: dict[int, Phase] = {}
-    with serving(env, work / "server.log", "--rate-per-address", "0", "--threads", str(args.threads)) as base:
+    options = [
+        "--rate-per-address",
+        "0",
+        "--threads",
+        str(args.threads),
+        "--model-threads",
+        str(model_threads),
+    ]
+    with serving(env, work / "server.log", *options) as base:
         for clients in args.clients:
             for writes in sorted({0, args.writes}):
                 label = f"{clients} clients" + (f" + writer ({writes} writes)" if writes else "")
@@ -236,13 +260,7 @@ def main() -> int:
             label = f"{args.clients[0]} clients + rag ingest (300)"
             phase = _run(label, base, keys, questions, args.clients[0], args.requests, 0, ingest, env)
             print(phase.row(), flush=True)
-    if 1 in phases:
-        added = phases[1].percentiles()[0] - alone.percentiles()[0]
-        print(f"HTTP adds at p50: {added:.1f} ms (one client less in-process)")
-        for clients, phase in phases.items():
-            if clients > 1:
-                ratio = phase.throughput() / phases[1].throughput()
-                print(f"{clients} clients: {ratio:.2f}x one client's requests/s")
+    _compare(alone, phases)
     tracebacks = (work / "server.log").read_text().count("Traceback")
     print(f"server log: {tracebacks} tracebacks")
     shutil.rmtree(work, ignore_errors=True)

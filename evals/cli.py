@@ -102,7 +102,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     from evals.evaluate import evaluate_dataset
     from evals.report import write_report
     from index import packaged_embedder
-    from index.embed import ingest_threads
+    from index.embed import core_count
 
     minimums = parse_minimums(args.min)
     if args.dataset and not (args.corpus or args.questions):
@@ -125,7 +125,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         keep = {q.id for q in chosen[: args.sample]}
         dataset = Dataset(dataset.name, dataset.corpus, tuple(q for q in dataset.questions if q.id in keep))
     progress = False if args.quiet else None
-    embedder = packaged_embedder(settings.index, ingest_threads())
+    embedder = packaged_embedder(settings.index, core_count())
     answerer = _answerer(dataset, settings, embedder, args, progress)
     evaluation = evaluate_dataset(answerer, dataset, args.k, args.limit, args.baselines, progress)
     metrics = evaluation.metrics

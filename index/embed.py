@@ -49,8 +49,9 @@ def packaged_embedder(settings: IndexSettings | None = None, threads: int = 1) -
     raise ConfigError(f"unknown embedder {backend!r}; choose one of {', '.join(BACKENDS)} (RAG_EMBEDDER)")
 
 
-def ingest_threads() -> int:
-    """Threads for an ingest's model calls: the machine's cores."""
+def core_count() -> int:
+    """The machine's cores: the threads of an ingest's model calls, and of a server's (whose batching
+    embedder runs one model call at a time)."""
     return os.cpu_count() or 1
 
 

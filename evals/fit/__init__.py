@@ -21,7 +21,7 @@ from evals.config import EvalSettings
 from evals.data import Dataset, EvalQuestion, load_dataset
 from evals.split import in_tune_half
 from index import packaged_embedder
-from index.embed import ingest_threads
+from index.embed import core_count
 from rag import Answerer
 
 
@@ -52,7 +52,7 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 def fit_sets(folders: Sequence[Path], settings: EvalSettings | None = None) -> Iterator[FitSet]:
     """Each dataset with its Answerer (one embedding model for all; indexes built once and cached)."""
     settings = settings or EvalSettings.from_env()
-    embedder = packaged_embedder(settings.index, ingest_threads())
+    embedder = packaged_embedder(settings.index, core_count())
     for folder in folders:
         dataset = load_dataset(folder)
         yield FitSet(folder, dataset, cached_answerer(dataset.corpus, settings, embedder))
