@@ -1,4 +1,4 @@
-"""`rag`: the command line. ingest, delete, ask, serve, keys, model (and eval, from evals/)."""
+"""`rag`: the command line. ingest, delete, ask, serve, keys, model, feeds (and eval, from evals/)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from api.config import DEFAULT_RATE_PER_ADDRESS, Settings
+from api.feeds_cli import add_feeds_command
 from api.keys import SCOPES
 from api.logs import SafeFormatter
 from index.config import DEFAULT_SHARDS, ClusterSettings
@@ -115,6 +116,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
 
     _keys_command(commands)
     _model_command(commands)
+    add_feeds_command(commands)
     if with_eval:
         from evals.cli import add_eval_command
 

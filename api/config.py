@@ -52,6 +52,10 @@ class ServiceSettings:
     ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
     """An HTTP ingest of more articles than this runs as a background job (202)."""
 
+    feeds_allow_networks: tuple[str, ...] = ()
+    """Networks (CIDRs) feeds may be fetched from although they are not public (loopback, private,
+    link-local, reserved): an intranet lists its own. Env: RAG_FEEDS_ALLOW_NETWORKS (comma-separated)."""
+
     @property
     def state_path(self) -> Path:
         """The service's own SQLite file (keys, daily counts)."""
@@ -69,6 +73,7 @@ class ServiceSettings:
             rate_per_address=rate,
             trusted_proxies=_listed(env.get("RAG_TRUSTED_PROXIES", "")),
             allowed_hosts=_listed(env.get("RAG_ALLOWED_HOSTS", "")),
+            feeds_allow_networks=_listed(env.get("RAG_FEEDS_ALLOW_NETWORKS", "")),
         )
 
 

@@ -221,24 +221,35 @@ def _strip_markdown(text: str) -> str:
     return _MD_EMPHASIS.sub(r"\2", text)
 
 
-def _load_html(raw: str, origin: str, stem_id: str | None) -> Article:
+def page_record(raw: str, url: str | None = None) -> dict[str, Any] | None:
+    """A record (``parse_record``'s fields, no id) of the article in an HTML page: its text with the site's
+    furniture (navigation, banners, related links, footers) left out by trafilatura, its title, address
+    (the page's own canonical one when usable, else ``url``), outlet, date and authors; None without text."""
     import trafilatura
 
-    doc = trafilatura.bare_extraction(raw, with_metadata=True, include_comments=False, include_tables=False)
+    doc = trafilatura.bare_extraction(
+        raw, url=url, with_metadata=True, include_comments=False, include_tables=False
+    )
     if doc is None or isinstance(doc, dict) or not (doc.text or "").strip():
-        raise ArticleError(origin, "no article text found in the HTML")
+        return None
     authors = [a.strip() for a in (doc.author or "").split(";") if a.strip()]
     try:  # a page's own claim about its address is kept only when it is a usable one
-        url = canonical_url(doc.url) if doc.url else None
+        address = canonical_url(doc.url) if doc.url else None
     except AddressError:
-        url = None
-    record = {
-        "id": stem_id,
+        address = None
+    return {
         "title": doc.title or "",
         "body": doc.text,
-        "url": url,
+        "url": address,
         "source": doc.sitename or doc.hostname,
         "published_at": doc.date,
         "authors": authors,
     }
+
+
+def _load_html(raw: str, origin: str, stem_id: str | None) -> Article:
+    record = page_record(raw)
+    if record is None:
+        raise ArticleError(origin, "no article text found in the HTML")
+    record["id"] = stem_id
     return parse_record(record, origin)

@@ -1,0 +1,244 @@
+"""The door to the network for feeds: what the service fetches by itself, politely and within bounds.
+
+httpx does the HTTP; this adds what a crawler that runs unattended must not do without: only http(s);
+every address the name resolves to, and the address actually connected to, outside loopback, private,
+link-local, reserved and multicast ranges unless an operator lists the network (``RAG_FEEDS_ALLOW_NETWORKS``);
+redirects followed by hand, at most five, each checked again; timeouts on connect and read; a cap on the
+bytes read, counted after gzip or deflate is undone (a small gzip bomb inflates no further than the cap);
+conditional requests (ETag, Last-Modified); robots.txt; one request at a time per host with a delay; and a
+User-Agent that names the service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+import urllib.robotparser
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urljoin, urlsplit
+
+import httpx
+
+from index.errors import RagError
+
+USER_AGENT = "newsrag-feeds/0.1 (a news question-answering service following its feeds)"
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class FetchError(RagError):
+    """A fetch refused or failed, with the reason (no stack trace, no local path)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every fetch."""
+
+    max_bytes: int = 5_000_000
+    """Bytes of a response body after decompression."""
+    connect_seconds: float = 5.0
+    read_seconds: float = 10.0
+    max_redirects: int = 5
+    host_delay_seconds: float = 1.0
+    """Pause between two requests to the same host."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A response: 200 with its body, or 304 (nothing changed since the validators given)."""
+
+    url: str
+    """The address answered, after redirects."""
+    status: int
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+    content_type: str
+
+
+class Fetcher:
+    """Fetches http(s) resources within ``limits``; refuses addresses outside ``allow`` that are not public.
+    One per poller; thread-safe (one request at a time per host)."""
+
+    def __init__(
+        self, allow: Networks = (), limits: Limits | None = None, user_agent: str = USER_AGENT
+    ) -> None:
+        self.limits = limits or Limits()
+        self._allow = tuple(allow)
+        self._client = httpx.Client(
+            follow_redirects=False,
+            timeout=httpx.Timeout(self.limits.read_seconds, connect=self.limits.connect_seconds),
+            headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
+            trust_env=False,
+        )
+        self._user_agent = user_agent
+        self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
+        self._last: dict[str, float] = {}
+        self._hosts: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.requests = 0
+        """Requests sent so far (robots.txt included)."""
+
+    def close(self) -> None:
+        self._client.close()
+
+    def check_address(self, url: str) -> None:
+        """Raise FetchError unless ``url`` is http(s) and every address its host resolves to is allowed."""
+        parts = _split(url)
+        host = parts.hostname or ""
+        try:
+            infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchError(f"{host}: the name does not resolve ({exc})") from None
+        for info in infos:
+            self._check_ip(host, str(info[4][0]))
+
+    def get(self, url: str, etag: str | None = None, last_modified: str | None = None) -> Fetched:
+        """GET ``url`` (conditionally when validators are given), following redirects within the limits."""
+        for _ in range(self.limits.max_redirects + 1):
+            self.check_address(url)
+            if not self._robots_allow(url):
+                raise FetchError(f"{url}: disallowed by the site's robots.txt")
+            headers = {}
+            if etag:
+                headers["If-None-Match"] = etag
+            if last_modified:
+                headers["If-Modified-Since"] = last_modified
+            answer = self._request(url, headers)
+            if isinstance(answer, str):
+                url = answer
+                continue
+            return answer
+        raise FetchError(f"{url}: more than {self.limits.max_redirects} redirects")
+
+    def _request(self, url: str, headers: dict[str, str]) -> Fetched | str:
+        """One request: the response, or the address a redirect points to."""
+        host = _split(url).netloc.lower()
+        with self._host_lock(host):
+            self._wait_turn(host)
+            try:
+                with self._client.stream("GET", url, headers=headers) as response:
+                    self.requests += 1
+                    self._check_peer(host, response)
+                    if response.status_code in _REDIRECTS and "location" in response.headers:
+                        return urljoin(url, response.headers["location"])
+                    if response.status_code == 304:
+                        return self._fetched(url, response, b"")
+                    if response.status_code >= 400:
+                        raise FetchError(f"{url}: HTTP {response.status_code}")
+                    return self._fetched(url, response, self._read(url, response))
+            except httpx.TimeoutException:
+                raise FetchError(f"{url}: timed out") from None
+            except httpx.HTTPError as exc:
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+            finally:
+                self._last[host] = time.monotonic()
+
+    def _read(self, url: str, response: httpx.Response) -> bytes:
+        cap = self.limits.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise FetchError(f"{url}: {declared} bytes, over the limit of {cap}")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():  # decompressed: the cap bounds what gzip inflates to
+            size += len(chunk)
+            if size > cap:
+                raise FetchError(f"{url}: over the limit of {cap} bytes (after decompression)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _fetched(url: str, response: httpx.Response, body: bytes) -> Fetched:
+        return Fetched(
+            url=url,
+            status=response.status_code,
+            body=body,
+            etag=response.headers.get("etag"),
+            last_modified=response.headers.get("last-modified"),
+            content_type=response.headers.get("content-type", "").split(";")[0].strip().lower(),
+        )
+
+    def _check_peer(self, host: str, response: httpx.Response) -> None:
+        """The address actually connected to, checked again (a name may resolve differently the second
+        time it is looked up)."""
+        stream = response.extensions.get("network_stream")
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+        if peer:
+            self._check_ip(host, str(peer[0]))
+
+    def _check_ip(self, host: str, raw: str) -> None:
+        address = ipaddress.ip_address(raw.split("%", 1)[0])
+        if any(address in network for network in self._allow):
+            return
+        if (
+            address.is_loopback
+            or address.is_private
+            or address.is_link_local
+            or address.is_reserved
+            or address.is_multicast
+            or address.is_unspecified
+        ):
+            raise FetchError(
+                f"{host}: {address} is not a public address; list its network in RAG_FEEDS_ALLOW_NETWORKS "
+                "to follow feeds there"
+            )
+
+    def _robots_allow(self, url: str) -> bool:
+        parts = _split(url)
+        if parts.path == "/robots.txt":
+            return True
+        root = f"{parts.scheme}://{parts.netloc}"
+        if root not in self._robots:
+            self._robots[root] = self._load_robots(root)
+        rules = self._robots[root]
+        return rules is None or rules.can_fetch(self._user_agent, url)
+
+    def _load_robots(self, root: str) -> urllib.robotparser.RobotFileParser | None:
+        """The site's rules; None (everything allowed) when it has no robots.txt."""
+        try:
+            fetched = self.get(f"{root}/robots.txt")
+        except FetchError:
+            return None
+        rules = urllib.robotparser.RobotFileParser()
+        rules.parse(fetched.body.decode("utf-8", "replace").splitlines())
+        return rules
+
+    def _host_lock(self, host: str) -> threading.Lock:
+        with self._lock:
+            return self._hosts.setdefault(host, threading.Lock())
+
+    def _wait_turn(self, host: str) -> None:
+        last = self._last.get(host)
+        if last is not None:
+            pause = self.limits.host_delay_seconds - (time.monotonic() - last)
+            if pause > 0:
+                time.sleep(pause)
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as exc:
+        raise FetchError(f"{url[:200]!r} is not an address ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"{url[:200]!r}: only http(s) addresses are fetched")
+    return parts
+
+
+def parse_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``RAG_FEEDS_ALLOW_NETWORKS``: comma-separated CIDRs."""
+    out = []
+    for item in value.split(","):
+        if item.strip():
+            try:
+                out.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as exc:
+                raise FetchError(
+                    f"RAG_FEEDS_ALLOW_NETWORKS: {item.strip()!r} is not a network ({exc})"
+                ) from None
+    return out

@@ -1,0 +1,354 @@
+"""Feeds and sitemaps followed from a real HTTP server on 127.0.0.1: what becomes an article, what is not
+fetched again, and what the fetcher refuses (index/feeds.py, index/fetch.py, api/feeds.py)."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from api.feeds import FeedRegistry, Poller, article_id, detect
+from index import Article, Embedder, IndexSettings, make_ingestor
+from index.feeds import FeedError, parse
+from index.fetch import Fetcher, FetchError, Limits, parse_networks
+from index.store import IndexStore
+from tests.servers import rag, rag_env
+
+LOOPBACK = parse_networks("127.0.0.0/8")
+QUICK = Limits(host_delay_seconds=0.0, read_seconds=2.0)
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Site:
+    """A small web site: path -> reply, every request logged."""
+
+    routes: dict[str, Callable[[http.server.BaseHTTPRequestHandler], Reply]] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    base: str = ""
+
+    def page(self, path: str, body: bytes, etag: str | None = None, kind: str = "text/html") -> None:
+        def reply(handler: http.server.BaseHTTPRequestHandler) -> Reply:
+            headers = {"Content-Type": kind}
+            if etag:
+                headers["ETag"] = etag
+                if handler.headers.get("If-None-Match") == etag:
+                    return 304, headers, b""
+            return 200, headers, body
+
+        self.routes[path] = reply
+
+    def requests_to(self, path: str) -> int:
+        return self.log.count(path)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    served = Site()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.log.append(self.path)
+            route = served.routes.get(self.path)
+            status, headers, body = route(self) if route else (404, {}, b"not here")
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if status != 304:
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    served.base = f"http://127.0.0.1:{server.server_port}"
+    yield served
+    server.shutdown()
+    server.server_close()
+
+
+def _article_page(title: str, text: str) -> bytes:
+    """A news page as sites serve them: the story wrapped in navigation, a cookie banner, related links
+    and a footer."""
+    return f"""<!doctype html><html><head><title>{title} | Harbour Times</title>
+<meta name="author" content="Ann Lee"></head><body>
+<nav><a href="/">Home</a> | <a href="/world">World</a> | <a href="/sport">Sport</a></nav>
+<div class="cookie-banner">We use cookies to improve your experience. Accept all cookies</div>
+<article><h1>{title}</h1><p>{text}</p>
+<p>The plan was first proposed in 2019 and has been debated at every council meeting since then.</p></article>
+<aside class="related"><h3>Related stories</h3>
+<ul><li><a href="/x">Ferry fares rise again</a></li></ul></aside>
+<footer>Copyright 2024 Harbour Times. All rights reserved. Privacy policy. Terms of use.</footer>
+</body></html>""".encode()
+
+
+def _rss(site: Site, items: list[tuple[str, str, str]]) -> bytes:
+    body = "".join(
+        f"<item><title>{t}</title><link>{site.base}{path}</link><pubDate>{when}</pubDate>"
+        f"<description>{t}: the feed's own summary.</description></item>"
+        for path, t, when in items
+    )
+    channel = f"<channel><title>Harbour Times</title>{body}</channel>"
+    return f'<?xml version="1.0"?><rss version="2.0">{channel}</rss>'.encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path, embedder: Embedder) -> Iterator[IndexStore]:
+    opened = IndexStore(tmp_path / "index", embedder.name, embedder.dimension)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def poller(tmp_path: Path, store: IndexStore, embedder: Embedder, tiktoken_dir: Path) -> Iterator[Poller]:
+    settings = IndexSettings(data_dir=tmp_path / "index", tiktoken_cache_dir=tiktoken_dir)
+    registry = FeedRegistry(tmp_path / "service.sqlite")
+    fetcher = Fetcher(LOOPBACK, QUICK)
+    yield Poller(registry, fetcher, make_ingestor(settings, store, embedder))
+    fetcher.close()
+    registry.close()
+
+
+def _article(store: IndexStore, url: str) -> Article:
+    found = store.reader().articles([article_id(url)])
+    assert found, f"no article for {url}"
+    return found[article_id(url)]
+
+
+def _follow(poller: Poller, url: str) -> int:
+    parsed = detect(poller.fetcher, url)
+    return poller.registry.add(url, parsed.title or url, parsed.kind, 900).id
+
+
+def test_an_rss_feed_becomes_articles_without_the_sites_furniture(
+    site: Site, poller: Poller, store: IndexStore
+) -> None:
+    site.page(
+        "/a",
+        _article_page(
+            "Council votes for cycling lanes",
+            "The city council voted 7 to 2 on Tuesday "
+            "to build protected cycling lanes on Harbour Road, the mayor said.",
+        ),
+        etag='"a1"',
+    )
+    site.page(
+        "/b",
+        _article_page(
+            "Ferry strike ends",
+            "Ferry crews ended their strike on Wednesday after the "
+            "operator agreed to a new rota for the winter season.",
+        ),
+        etag='"b1"',
+    )
+    items = [("/a", "Council votes for cycling lanes", "Tue, 16 Apr 2024 10:00:00 GMT"),
+             ("/b", "Ferry strike ends", "Wed, 17 Apr 2024 09:00:00 GMT")]  # fmt: skip
+    site.page("/feed.xml", _rss(site, items), etag='"f1"', kind="application/rss+xml")
+    feed_id = _follow(poller, f"{site.base}/feed.xml")
+    feed = poller.registry.get(str(feed_id))
+    assert feed.kind == "rss"
+
+    report = poller.poll(feed)
+    assert report.status == "ok", report.error
+    assert len(report.added) == 2
+    article = _article(store, f"{site.base}/a")
+    assert "voted 7 to 2" in article.body
+    for furniture in ("cookies", "Related stories", "Copyright", "Sport"):
+        assert furniture not in article.body
+    assert article.title == "Council votes for cycling lanes"
+    assert article.source == "Harbour Times"
+    assert str(article.published_at) == "2024-04-16"
+
+    # Second poll: the feed answers 304; nothing else is fetched, nothing embedded.
+    before = list(site.log)
+    again = poller.poll(poller.registry.get(str(feed_id)))
+    assert again.status == "not modified"
+    assert site.log[len(before) :] == ["/feed.xml"]
+    assert again.added == []
+    assert again.replaced == []
+
+    # The feed changes: an updated entry replaces its article; the unchanged one is not fetched again.
+    items[0] = ("/a", "Council votes for cycling lanes", "Thu, 18 Apr 2024 08:00:00 GMT")
+    site.page("/feed.xml", _rss(site, items), etag='"f2"', kind="application/rss+xml")
+    site.page(
+        "/a",
+        _article_page(
+            "Council votes for cycling lanes",
+            "The city council voted 7 to 2 on Tuesday; "
+            "on Thursday it set aside 4 million euros for the cycling lanes on Harbour Road.",
+        ),
+        etag='"a2"',
+    )
+    before = list(site.log)
+    third = poller.poll(poller.registry.get(str(feed_id)))
+    assert third.status == "ok"
+    assert third.replaced == [article_id(f"{site.base}/a")]
+    assert "/b" not in site.log[len(before) :]
+    assert "4 million euros" in _article(store, f"{site.base}/a").body
+
+
+def test_atom_and_a_news_sitemap(site: Site, poller: Poller, store: IndexStore) -> None:
+    site.page(
+        "/p1",
+        _article_page(
+            "Bridge reopens",
+            "The harbour bridge reopened on Monday after three months "
+            "of repairs, the city's transport office said.",
+        ),
+    )
+    site.page(
+        "/p2",
+        _article_page(
+            "Library extends hours",
+            "The central library will open until 10 p.m. on "
+            "weekdays from May, the council announced on Friday.",
+        ),
+    )
+    atom = f"""<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>City</title>
+<entry><title>Bridge reopens</title><link href="{site.base}/p1"/><updated>2024-04-15T08:00:00Z</updated>
+<author><name>Bo Chen</name></author></entry></feed>""".encode()
+    sitemap = f"""<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"
+ xmlns:news="http://www.google.com/schemas/sitemap-news/0.9"><url><loc>{site.base}/p2</loc><news:news>
+<news:publication><news:name>City Post</news:name><news:language>en</news:language></news:publication>
+<news:publication_date>2024-04-19</news:publication_date><news:title>Library extends hours</news:title>
+</news:news></url></urlset>""".encode()
+    site.page("/atom.xml", atom, kind="application/atom+xml")
+    site.page("/news-sitemap.xml", sitemap, kind="application/xml")
+    atom_feed = poller.registry.get(str(_follow(poller, f"{site.base}/atom.xml")))
+    news = poller.registry.get(str(_follow(poller, f"{site.base}/news-sitemap.xml")))
+    assert (atom_feed.kind, news.kind) == ("atom", "news-sitemap")
+    assert len(poller.poll(atom_feed).added) == 1
+    assert len(poller.poll(news).added) == 1
+    first = _article(store, f"{site.base}/p1")
+    second = _article(store, f"{site.base}/p2")
+    assert first.authors == ("Bo Chen",)
+    assert second.source == "City Post"
+    assert str(second.published_at) == "2024-04-19"
+
+
+def test_a_redirect_a_missing_page_and_robots_txt(site: Site, poller: Poller, store: IndexStore) -> None:
+    site.routes["/old-feed"] = lambda _: (301, {"Location": "/feed.xml"}, b"")
+    site.page("/robots.txt", b"User-agent: *\nDisallow: /private/\n", kind="text/plain")
+    site.page(
+        "/ok",
+        _article_page(
+            "Port expands",
+            "The port authority will add two berths for container "
+            "ships by 2026, its director told reporters on Monday.",
+        ),
+    )
+    items = [("/ok", "Port expands", "Mon, 15 Apr 2024 10:00:00 GMT"),
+             ("/gone", "A page that is gone", "Mon, 15 Apr 2024 11:00:00 GMT"),
+             ("/private/memo", "A disallowed page", "Mon, 15 Apr 2024 12:00:00 GMT")]  # fmt: skip
+    site.page("/feed.xml", _rss(site, items), kind="application/rss+xml")
+    feed = poller.registry.get(str(_follow(poller, f"{site.base}/old-feed")))
+    report = poller.poll(feed)
+    assert report.status == "ok"
+    assert len(report.added) == 3
+    # The 404 and the page robots.txt disallows fall back to the feed's own summary; the latter is
+    # never requested.
+    assert "/private/memo" not in site.log
+    assert site.requests_to("/gone") == 1
+    assert "the feed's own summary" in _article(store, f"{site.base}/gone").body
+    assert "the feed's own summary" in _article(store, f"{site.base}/private/memo").body
+    assert "two berths" in _article(store, f"{site.base}/ok").body
+
+
+def test_failures_are_reported_and_counted(site: Site, poller: Poller) -> None:
+    site.routes["/broken"] = lambda _: (500, {}, b"oops")
+
+    def slow(_: http.server.BaseHTTPRequestHandler) -> Reply:
+        time.sleep(3)
+        return 200, {}, b"<rss/>"
+
+    site.routes["/slow"] = slow
+    for path, reason in (("/broken", "HTTP 500"), ("/slow", "timed out")):
+        feed = poller.registry.add(f"{site.base}{path}", path, "rss", 900)
+        report = poller.poll(feed)
+        assert report.status == "failed"
+        assert reason in (report.error or "")
+        assert poller.registry.get(str(feed.id)).failures == 1
+
+
+def test_dangerous_documents_are_refused(site: Site) -> None:
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE z [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+        b'<rss version="2.0"><channel><title>&c;</title></channel></rss>'
+    )
+    external = (
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b'<rss version="2.0"><channel><title>&x;</title></channel></rss>'
+    )
+    for document in (bomb, external):
+        with pytest.raises(FeedError, match="refused"):
+            parse(document)
+    malformed = parse(b"<rss version='2.0'><channel><title>x</title><item><title>a</title>"
+                      b"<link>https://example.org/a</link></item>")  # fmt: skip
+    assert [e.url for e in malformed.entries] == ["https://example.org/a"]
+    assert malformed.problems
+
+    small = Fetcher(LOOPBACK, Limits(max_bytes=10_000, host_delay_seconds=0.0))
+    site.page("/big", b"x" * 20_000)
+    inflated = gzip.compress(b"<" * 5_000_000)  # 5 MB of markup in about 5 kB
+
+    def bomb_reply(_: http.server.BaseHTTPRequestHandler) -> Reply:
+        return 200, {"Content-Encoding": "gzip", "Content-Type": "application/xml"}, inflated
+
+    site.routes["/gzip-bomb"] = bomb_reply
+    for path in ("/big", "/gzip-bomb"):
+        with pytest.raises(FetchError, match="over the limit"):
+            small.get(f"{site.base}{path}")
+    small.close()
+
+    public_only = Fetcher(limits=QUICK)
+    with pytest.raises(FetchError, match="not a public address"):
+        public_only.get(f"{site.base}/big")
+    with pytest.raises(FetchError, match="only http"):
+        public_only.get("file:///etc/passwd")
+    public_only.close()
+    assert "/big" in site.log  # fetched once, by the fetcher that allows loopback
+
+
+def test_the_feeds_command_line(site: Site, tmp_path: Path, tiktoken_dir: Path) -> None:
+    site.page(
+        "/a",
+        _article_page(
+            "Council votes for cycling lanes",
+            "The city council voted 7 to 2 on Tuesday "
+            "to build protected cycling lanes on Harbour Road, the mayor said.",
+        ),
+    )
+    entry = ("/a", "Council votes for cycling lanes", "Tue, 16 Apr 2024 10:00:00 GMT")
+    site.page("/feed.xml", _rss(site, [entry]),
+              kind="application/rss+xml")  # fmt: skip
+    env = rag_env(tmp_path / "data", tiktoken_dir)
+    refused = rag("feeds", "add", f"{site.base}/feed.xml", env=env)
+    assert refused.returncode == 2
+    assert "not a public address" in refused.stderr
+    env["RAG_FEEDS_ALLOW_NETWORKS"] = "127.0.0.0/8"
+    added = rag("feeds", "add", f"{site.base}/feed.xml", "--every", "1h", env=env)
+    assert added.returncode == 0, added.stderr
+    feed_id = added.stdout.strip()
+    polled = rag("feeds", "poll", feed_id, env=env)
+    assert polled.returncode == 0, polled.stderr
+    assert "1 added" in polled.stdout
+    listed = rag("feeds", "list", env=env)
+    assert "Harbour Times" in listed.stdout
+    assert "1 articles" in listed.stdout
+    asked = rag("ask", "How did the council vote on the cycling lanes?", env=env)
+    assert "7 to 2" in asked.stdout
+    assert rag("feeds", "remove", feed_id, env=env).returncode == 0
+    assert "no feeds" in rag("feeds", "list", env=env).stdout
