@@ -35,6 +35,7 @@ from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.config import Settings
+from api.feed_service import ROUTES as FEED_ROUTES
 from api.guard import Guard
 from api.jobs import QueueFullError
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
@@ -402,6 +403,7 @@ def create_app(
             metrics,
             widget_js,
             demo_page,
+            *FEED_ROUTES,
         ],
         on_startup=[start],
         on_shutdown=[service.close],

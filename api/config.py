@@ -52,6 +52,9 @@ class ServiceSettings:
     ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
     """An HTTP ingest of more articles than this runs as a background job (202)."""
 
+    feeds_check_seconds: float = 30.0
+    """How often `rag serve`'s feed worker looks for due feeds. Env: RAG_FEEDS_CHECK_SECONDS."""
+
     feeds_allow_networks: tuple[str, ...] = ()
     """Networks (CIDRs) feeds may be fetched from although they are not public (loopback, private,
     link-local, reserved): an intranet lists its own. Env: RAG_FEEDS_ALLOW_NETWORKS (comma-separated)."""
@@ -68,9 +71,14 @@ class ServiceSettings:
             rate = int(env.get("RAG_RATE_PER_ADDRESS", str(DEFAULT_RATE_PER_ADDRESS)))
         except ValueError:
             raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
+        try:
+            check = float(env.get("RAG_FEEDS_CHECK_SECONDS", "30"))
+        except ValueError:
+            raise ConfigError("RAG_FEEDS_CHECK_SECONDS must be a number of seconds") from None
         return cls(
             data_dir=data_dir_from_env(env),
             rate_per_address=rate,
+            feeds_check_seconds=max(check, 0.1),
             trusted_proxies=_listed(env.get("RAG_TRUSTED_PROXIES", "")),
             allowed_hosts=_listed(env.get("RAG_ALLOWED_HOSTS", "")),
             feeds_allow_networks=_listed(env.get("RAG_FEEDS_ALLOW_NETWORKS", "")),

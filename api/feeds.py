@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from api.problems import NotFoundError
 from index import Article, ArticleError, Ingestor, parse_record
-from index.errors import RagError
 from index.feeds import Entry, FeedError, Parsed, parse
 from index.fetch import Fetcher, FetchError
 from index.load import page_record
@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS feed_entries (
 """
 
 
-class FeedNotFoundError(RagError):
+class FeedNotFoundError(NotFoundError):
     """No feed with that id or address."""
 
 

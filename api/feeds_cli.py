@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from api.config import Settings
 from api.feeds import FeedRegistry, Poller, PollReport, detect
-from index.errors import RagError
+from index.feeds import FeedError
 from index.fetch import Fetcher, parse_networks
 
 _EVERY = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -40,7 +40,7 @@ def add_feeds_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def every_seconds(value: str) -> int:
     match = _EVERY.match(value.strip().lower())
     if not match or int(match.group(1)) <= 0:
-        raise RagError(f"--every {value!r}: give a number with s, m, h or d, such as 15m")
+        raise FeedError(f"every {value!r}: give a number with s, m, h or d, such as 15m")
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 

@@ -117,6 +117,8 @@ class Guard(ASGIMiddleware):
         origin = headers.get("origin")
         handler = scope.get("route_handler")
         needed = handler.opt.get("scope") if handler is not None else None
+        # A POST that takes no body (``opt={"body": False}``: "poll this feed now") needs no JSON one.
+        reads_body = method in _BODY_METHODS and (handler is None or handler.opt.get("body", True))
         door = self._doorkeeper()
         is_open = door is not None and _open(door)
         if door is not None and is_open:
@@ -148,7 +150,7 @@ class Guard(ASGIMiddleware):
                 extra["access-control-allow-origin"] = origin
                 extra["access-control-expose-headers"] = _EXPOSED
                 extra["vary"] = "Origin"
-        if method in _BODY_METHODS:
+        if reads_body:
             media = headers.get("content-type", "").split(";")[0].strip().lower()
             if media != "application/json":
                 raise GuardReplyError(
@@ -167,7 +169,7 @@ class Guard(ASGIMiddleware):
             raise GuardReplyError(429, "Too many requests", _limit_detail(worst), {})
         if verdicts:
             extra.update(_limit_headers(min(verdicts, key=lambda v: v.remaining)))
-        if method in _BODY_METHODS:
+        if reads_body:
             return await self._checked_body(receive)
         return receive
 

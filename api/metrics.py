@@ -23,3 +23,8 @@ INGEST_QUEUED = Gauge(f"{PREFIX}_ingest_jobs_waiting", "Background ingest jobs q
 INDEX_ARTICLES = Gauge(f"{PREFIX}_index_articles", "Articles in the published index snapshot")
 INDEX_CHUNKS = Gauge(f"{PREFIX}_index_chunks", "Chunks (vectors) in the published index snapshot")
 INDEX_GENERATION = Gauge(f"{PREFIX}_index_generation", "Generation of the published index snapshot")
+FEED_POLLS = Counter(
+    f"{PREFIX}_feed_polls_total", "Feed polls by outcome (ok, not modified, failed)", ["status"]
+)
+FEED_ARTICLES = Counter(f"{PREFIX}_feed_articles_total", "Articles added or replaced by feed polls")
+FEEDS_PAUSED = Gauge(f"{PREFIX}_feeds_paused", "Feeds paused after repeated failures")

@@ -20,6 +20,8 @@ from index.errors import (
     QuestionError,
     RagError,
 )
+from index.feeds import FeedError
+from index.fetch import FetchError
 
 log = logging.getLogger("api")
 
@@ -59,6 +61,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (ArticleNotFoundError, 404, "Article not found"),
     (NotFoundError, 404, "Not found"),
     (ArticleError, 422, "Article rejected"),
+    (FeedError, 422, "Feed refused"),
+    (FetchError, 422, "Feed refused"),
     (IndexNotReadyError, 503, "Index not ready"),
     (IndexStoreError, 503, "Index unavailable"),
     (QueueFullError, 503, "Ingest queue full"),

@@ -1,5 +1,5 @@
 """The running service's parts, loaded in the background at start-up so that /health can say "not
-ready" meanwhile: the Answerer, the Ingestor, background jobs and the guard's Doorkeeper."""
+ready" meanwhile: the Answerer, the Ingestor, background jobs, the feed worker and the guard's Doorkeeper."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from api.config import Settings
+from api.feed_service import FeedWorker
+from api.feeds import FeedRegistry, Poller
+from api.feeds_cli import fetcher as feed_fetcher
 from api.guard import Doorkeeper
 from api.jobs import IngestJobs
 from api.limits import DailyCaps, parse_networks
@@ -30,6 +33,7 @@ class Service:
     answerer: Answerer | None = None
     ingestor: Ingestor | None = None
     jobs: IngestJobs | None = None
+    feeds: FeedWorker | None = None
     door: Doorkeeper | None = None
     error: str | None = None
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
@@ -51,6 +55,10 @@ class Service:
             budget = service.ingest_sync_chars
             self.jobs = IngestJobs(
                 lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget)
+            )
+            self.feeds = FeedWorker(
+                Poller(FeedRegistry(service.state_path), feed_fetcher(self.settings), ingestor),
+                service.feeds_check_seconds,
             )
             self.ingestor = ingestor
             self.answerer = answerer
@@ -80,6 +88,8 @@ class Service:
         return self.answerer, self.ingestor
 
     def close(self) -> None:
+        if self.feeds is not None:
+            self.feeds.close()
         if self.jobs is not None:
             self.jobs.close()
         if self.door is not None:

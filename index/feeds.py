@@ -113,8 +113,8 @@ def _with_feedparser(body: bytes, problems: tuple[str, ...]) -> Parsed:
     feed: Any = feedparser.parse(body, sanitize_html=True, resolve_relative_uris=True)
     version = str(feed.get("version") or "")
     if not version or (not feed.entries and feed.get("bozo") and not feed.feed):
-        reason = problems[0] if problems else "not a feed or a sitemap"
-        raise FeedError(f"unreadable feed: {reason}")
+        reason = problems[0] if problems else "no entries and no channel"
+        raise FeedError(f"not a feed or a sitemap: {reason}")
     if feed.get("bozo") and not problems:
         problems = (f"malformed feed, read as far as possible ({feed.get('bozo_exception')})",)
     entries = []

@@ -352,3 +352,49 @@ def test_the_feeds_command_line(site: Site, tmp_path: Path, tiktoken_dir: Path) 
     assert "7 to 2" in asked.stdout
     assert rag("feeds", "remove", feed_id, env=env).returncode == 0
     assert "no feeds" in rag("feeds", "list", env=env).stdout
+
+
+def test_rag_serve_polls_feeds_in_the_background(site: Site, tmp_path: Path, tiktoken_dir: Path) -> None:
+    import httpx
+
+    from tests.conftest import SEEDS
+    from tests.servers import serving
+
+    site.page("/a", _article_page("Lighthouse restored", "The old lighthouse on Gull Point was restored and "
+              "will open to visitors on 1 June, the heritage trust said on Monday."))  # fmt: skip
+    entry = ("/a", "Lighthouse restored", "Mon, 15 Apr 2024 10:00:00 GMT")
+    site.page("/feed.xml", _rss(site, [entry]), etag='"f1"', kind="application/rss+xml")
+    env = rag_env(tmp_path / "data", tiktoken_dir) | {
+        "RAG_FEEDS_ALLOW_NETWORKS": "127.0.0.0/8",
+        "RAG_FEEDS_CHECK_SECONDS": "0.5",
+    }
+    assert rag("ingest", "--quiet", str(SEEDS), env=env).returncode == 0
+    with serving(env, tmp_path / "server.log") as base:
+        bad = httpx.post(f"{base}/feeds", json={"url": f"{site.base}/a"})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert "not a feed" in bad.json()["detail"]
+        added = httpx.post(f"{base}/feeds", json={"url": f"{site.base}/feed.xml", "every": "1h"})
+        assert added.status_code == 201, added.text
+        feed = added.json()
+        assert feed["kind"] == "rss"
+        deadline = time.monotonic() + 60
+        answer = ""
+        while time.monotonic() < deadline and "Gull Point" not in answer:
+            time.sleep(0.5)
+            answer = httpx.post(f"{base}/ask", json={"question": "When will the Gull Point lighthouse open?"},
+                                timeout=30).json()["answer"]  # fmt: skip
+        assert "1 June" in answer  # picked up without a restart
+        listed = httpx.get(f"{base}/feeds").json()
+        assert listed[0]["articles_added"] == 1
+        assert listed[0]["last_status"] == "ok"
+        before = len(site.log)
+        assert httpx.post(f"{base}/feeds/{feed['id']}/poll", json={}).status_code == 202
+        while time.monotonic() < deadline and httpx.get(f"{base}/feeds").json()[0]["last_status"] == "ok":
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/feeds").json()[0]["last_status"] == "not modified"
+        assert site.log[before:] == ["/feed.xml"]
+        assert "newsqa_feed_polls_total" in httpx.get(f"{base}/metrics").text
+        assert httpx.delete(f"{base}/feeds/{feed['id']}").status_code == 204
+        assert httpx.delete(f"{base}/feeds/{feed['id']}").status_code == 404
+        assert httpx.get(f"{base}/feeds").json() == []

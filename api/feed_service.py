@@ -1,0 +1,188 @@
+"""Feeds inside `rag serve`: one background worker that polls what is due (never inside a request), and
+the admin routes that manage feeds (``GET /feeds``, ``POST /feeds``, ``DELETE /feeds/{id}``,
+``POST /feeds/{id}/poll``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from api.feeds import Feed, Poller, detect
+from api.feeds_cli import every_seconds
+from api.metrics import FEED_ARTICLES, FEED_POLLS, FEEDS_PAUSED
+from api.problems import problems
+from index.errors import RagError
+from index.urls import MAX_URL_CHARS
+
+log = logging.getLogger("api.feeds")
+DEFAULT_CHECK_SECONDS = 30.0
+_ADMIN: dict[str, Any] = {"scope": "admin"}
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+class FeedWorker:
+    """Polls due feeds, and feeds asked for, one at a time in its own thread."""
+
+    def __init__(self, poller: Poller, check_seconds: float = DEFAULT_CHECK_SECONDS) -> None:
+        self.poller = poller
+        self._check = check_seconds
+        self._wake = threading.Event()
+        self._asked: set[int] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="feeds", daemon=True)
+        self._thread.start()
+
+    def ask(self, feed: Feed) -> None:
+        """Poll ``feed`` soon, due or not."""
+        with self._lock:
+            self._asked.add(feed.id)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self.poller.fetcher.close()
+        self.poller.registry.close()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._pass()
+            except Exception:
+                log.exception("a feed poll failed")
+            self._wake.wait(self._check)
+            self._wake.clear()
+
+    def _pass(self) -> None:
+        registry = self.poller.registry
+        with self._lock:
+            asked, self._asked = self._asked, set()
+        chosen = {f.id: f for f in registry.feeds() if f.id in asked}
+        chosen.update({f.id: f for f in registry.due(time.time()) if f.id not in chosen})
+        for feed in chosen.values():
+            if self._stopping:
+                return
+            report = self.poller.poll(feed)
+            FEED_POLLS.labels(report.status).inc()
+            FEED_ARTICLES.inc(len(report.added) + len(report.replaced))
+            log.info(
+                "feed %s: %s, %d added, %d replaced, %d unchanged, %d skipped%s",
+                feed.id,
+                report.status,
+                len(report.added),
+                len(report.replaced),
+                report.unchanged,
+                len(report.skipped),
+                f" ({report.error})" if report.error else "",
+            )
+        FEEDS_PAUSED.set(sum(1 for f in registry.feeds() if f.paused))
+
+
+class FeedIn(msgspec.Struct, forbid_unknown_fields=True):
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_CHARS)]
+    """An RSS or Atom feed, a news sitemap, a sitemap or a sitemap index (http or https)."""
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    """The outlet's name; default: the feed's title."""
+    every: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,6}[smhd]?$")] = "15m"
+    """How often to poll it: 90s, 15m, 2h, 1d."""
+
+
+class FeedOut(msgspec.Struct):
+    id: int
+    url: str
+    name: str
+    kind: str
+    every_seconds: int
+    last_poll: str | None
+    last_status: str | None
+    last_error: str | None
+    failures: int
+    paused: bool
+    next_poll: str | None
+    articles_added: int
+
+
+def feed_out(feed: Feed) -> FeedOut:
+    return msgspec.convert(feed.as_json(), FeedOut)
+
+
+def _worker(request: Request[Any, Any, Any]) -> FeedWorker:
+    service = request.app.state.service
+    service.require()
+    worker: FeedWorker | None = service.feeds
+    if worker is None:
+        raise RagError("feeds are not available in this server")
+    return worker
+
+
+@get(
+    "/feeds",
+    sync_to_thread=True,
+    opt=_ADMIN,
+    security=_SECURITY,
+    responses=problems(400),
+    summary="The feeds followed, with their last poll",
+)
+def list_feeds(request: Request[Any, Any, Any]) -> list[FeedOut]:
+    return [feed_out(f) for f in _worker(request).poller.registry.feeds()]
+
+
+@post(
+    "/feeds",
+    sync_to_thread=True,
+    status_code=201,
+    opt=_ADMIN,
+    security=_SECURITY,
+    responses=problems(400, 413, 415, 422),
+    summary="Follow a feed or sitemap (read once now to know its kind; refused with the reason)",
+)
+def add_feed(request: Request[Any, Any, Any], data: JSONBody[FeedIn]) -> FeedOut:
+    worker = _worker(request)
+    interval = every_seconds(data.every)
+    parsed = detect(worker.poller.fetcher, data.url)
+    name = data.name or parsed.title or urlsplit(data.url).netloc
+    feed = worker.poller.registry.add(data.url, name, parsed.kind, interval)
+    worker.ask(feed)
+    return feed_out(feed)
+
+
+@delete(
+    "/feeds/{feed_id:int}",
+    sync_to_thread=True,
+    status_code=HTTP_204_NO_CONTENT,
+    opt=_ADMIN,
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="Stop following a feed (its articles stay)",
+)
+def remove_feed(request: Request[Any, Any, Any], feed_id: FromPath[int]) -> None:
+    _worker(request).poller.registry.remove(str(feed_id))
+
+
+@post(
+    "/feeds/{feed_id:int}/poll",
+    sync_to_thread=True,
+    status_code=202,
+    opt={**_ADMIN, "body": False},
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="Poll a feed soon, due or not (the background worker does it; GET /feeds shows the result)",
+)
+def poll_feed(request: Request[Any, Any, Any], feed_id: FromPath[int]) -> Response[FeedOut]:
+    worker = _worker(request)
+    feed = worker.poller.registry.get(str(feed_id))
+    worker.ask(feed)
+    return Response(feed_out(feed), status_code=202)
+
+
+ROUTES = [list_feeds, add_feed, remove_feed, poll_feed]
