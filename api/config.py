@@ -55,6 +55,9 @@ class ServiceSettings:
     feeds_check_seconds: float = 30.0
     """How often `rag serve`'s feed worker looks for due feeds. Env: RAG_FEEDS_CHECK_SECONDS."""
 
+    feeds_host_delay_seconds: float = 1.0
+    """Pause between two requests to one host while polling feeds. Env: RAG_FEEDS_HOST_DELAY."""
+
     feeds_allow_networks: tuple[str, ...] = ()
     """Networks (CIDRs) feeds may be fetched from although they are not public (loopback, private,
     link-local, reserved): an intranet lists its own. Env: RAG_FEEDS_ALLOW_NETWORKS (comma-separated)."""
@@ -73,12 +76,14 @@ class ServiceSettings:
             raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
         try:
             check = float(env.get("RAG_FEEDS_CHECK_SECONDS", "30"))
+            delay = float(env.get("RAG_FEEDS_HOST_DELAY", "1"))
         except ValueError:
-            raise ConfigError("RAG_FEEDS_CHECK_SECONDS must be a number of seconds") from None
+            raise ConfigError("RAG_FEEDS_CHECK_SECONDS and RAG_FEEDS_HOST_DELAY are seconds") from None
         return cls(
             data_dir=data_dir_from_env(env),
             rate_per_address=rate,
             feeds_check_seconds=max(check, 0.1),
+            feeds_host_delay_seconds=max(delay, 0.0),
             trusted_proxies=_listed(env.get("RAG_TRUSTED_PROXIES", "")),
             allowed_hosts=_listed(env.get("RAG_ALLOWED_HOSTS", "")),
             feeds_allow_networks=_listed(env.get("RAG_FEEDS_ALLOW_NETWORKS", "")),

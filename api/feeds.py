@@ -14,6 +14,7 @@ one, which finds the committed articles unchanged.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -34,6 +35,8 @@ from index.urls import AddressError, canonical_url
 DEFAULT_EVERY_SECONDS = 15 * 60
 PAUSE_AFTER_FAILURES = 5
 """Consecutive failed polls after which a feed is paused (shown in `rag feeds list`)."""
+STORE_GROUP = 20
+"""Entries fetched, then committed and recorded together."""
 MAX_SITEMAPS = 20
 """Sitemaps of one sitemap index read in one poll."""
 
@@ -52,7 +55,8 @@ CREATE TABLE IF NOT EXISTS feeds (
     failures INTEGER NOT NULL DEFAULT 0,
     next_poll REAL NOT NULL DEFAULT 0,
     added INTEGER NOT NULL DEFAULT 0,
-    lease_until REAL NOT NULL DEFAULT 0
+    lease_until REAL NOT NULL DEFAULT 0,
+    lease_pid INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS feed_entries (
     feed_id INTEGER NOT NULL REFERENCES feeds(id) ON DELETE CASCADE,
@@ -113,7 +117,7 @@ class PollReport:
 
     feed: Feed
     status: str = "ok"
-    """ok, not modified, or failed."""
+    """ok, not modified, failed, or busy (another process was polling it)."""
     error: str | None = None
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
@@ -132,6 +136,9 @@ class FeedRegistry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(feeds)")}
+        if "lease_pid" not in columns:  # a table made before leases named their process
+            self._db.execute("ALTER TABLE feeds ADD COLUMN lease_pid INTEGER NOT NULL DEFAULT 0")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -174,15 +181,21 @@ class FeedRegistry:
         return [f for f in self.feeds() if f.next_poll <= now and not f.paused]
 
     def lease(self, feed: Feed, seconds: float) -> bool:
-        """Take the feed for one poll; False when another poller holds it (two processes polling at once
-        do not fetch or write the same entries)."""
+        """Take the feed for one poll; False when another live poller holds it (two processes polling at
+        once do not fetch or write the same entries). A lease whose process is gone (killed mid-poll) is
+        taken over at once; one that outlives ``seconds`` too."""
         now = time.time()
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE feeds SET lease_until = ? WHERE id = ? AND lease_until < ?",
-                (now + seconds, feed.id, now),
+        with self._lock, self._transaction():
+            row = self._db.execute(
+                "SELECT lease_until, lease_pid FROM feeds WHERE id = ?", (feed.id,)
+            ).fetchone()
+            if row is not None and row[0] > now and _alive(int(row[1])):
+                return False
+            self._db.execute(
+                "UPDATE feeds SET lease_until = ?, lease_pid = ? WHERE id = ?",
+                (now + seconds, os.getpid(), feed.id),
             )
-        return cursor.rowcount == 1
+        return True
 
     def entry(self, feed: Feed, url: str) -> tuple[str | None, str | None, str | None, str] | None:
         with self._lock:
@@ -237,6 +250,18 @@ class FeedRegistry:
         self._db.execute("COMMIT")
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 _COLUMNS = (
     "id, url, name, kind, every_seconds, etag, last_modified, last_poll, last_status, last_error, failures, "
     "next_poll, added"
@@ -265,7 +290,7 @@ class Poller:
         report = PollReport(feed)
         before = self.fetcher.requests
         if not self.registry.lease(feed, 600):
-            report.status, report.error = "failed", "another process is polling this feed"
+            report.status = "busy"  # another process is polling it: nothing done, nothing failed
             return report
         etag, last_modified = feed.etag, feed.last_modified
         try:
@@ -293,6 +318,12 @@ class Poller:
         return entries
 
     def _store(self, feed: Feed, entries: list[Entry], report: PollReport) -> None:
+        """The entries in groups, each group's articles committed and then recorded, so a poll cut short
+        keeps what it finished and the next one starts where it stopped."""
+        for start in range(0, len(entries), STORE_GROUP):
+            self._store_group(feed, entries[start : start + STORE_GROUP], report)
+
+    def _store_group(self, feed: Feed, entries: list[Entry], report: PollReport) -> None:
         articles: list[Article] = []
         learned: list[tuple[str, str | None, str | None, str | None, str]] = []
         for entry in entries:

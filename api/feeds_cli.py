@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from api.config import Settings
 from api.feeds import FeedRegistry, Poller, PollReport, detect
 from index.feeds import FeedError
-from index.fetch import Fetcher, parse_networks
+from index.fetch import Fetcher, Limits, parse_networks
 
 _EVERY = re.compile(r"^(\d+)\s*([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -45,7 +45,10 @@ def every_seconds(value: str) -> int:
 
 
 def fetcher(settings: Settings) -> Fetcher:
-    return Fetcher(parse_networks(",".join(settings.service.feeds_allow_networks)))
+    """The fetcher the settings describe (allowed networks, the pause between requests to one host)."""
+    service = settings.service
+    limits = Limits(host_delay_seconds=service.feeds_host_delay_seconds)
+    return Fetcher(parse_networks(",".join(service.feeds_allow_networks)), limits)
 
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,6 +126,9 @@ def _print(report: PollReport) -> None:
     feed = report.feed
     if report.status == "failed":
         print(f"feed {feed.id} ({feed.url}): failed: {report.error}", file=sys.stderr)
+        return
+    if report.status == "busy":
+        print(f"feed {feed.id} ({feed.url}): another process is polling it; left to that one")
         return
     print(
         f"feed {feed.id} ({feed.url}): {report.status}; {len(report.added)} added, {len(report.replaced)} "

@@ -398,3 +398,89 @@ def test_rag_serve_polls_feeds_in_the_background(site: Site, tmp_path: Path, tik
         assert httpx.delete(f"{base}/feeds/{feed['id']}").status_code == 204
         assert httpx.delete(f"{base}/feeds/{feed['id']}").status_code == 404
         assert httpx.get(f"{base}/feeds").json() == []
+
+
+def _many(site: Site, count: int, slow_after: int, delay: float) -> None:
+    """A feed of ``count`` entries whose pages after the first ``slow_after`` each take ``delay`` s."""
+    items = []
+    for i in range(count):
+        path = f"/story-{i}"
+        page = _article_page(f"Harbour story {i}", f"Story {i}: the harbour board approved plan number {i} "
+                             f"for berth {i % 7} on a vote of {i % 5 + 3} to 2, its chair said.")  # fmt: skip
+
+        def reply(
+            _: http.server.BaseHTTPRequestHandler, page: bytes = page, slow: bool = i >= slow_after
+        ) -> Reply:
+            if slow:
+                time.sleep(delay)
+            return 200, {"Content-Type": "text/html"}, page
+
+        site.routes[path] = reply
+        items.append((path, f"Harbour story {i}", "Mon, 15 Apr 2024 10:00:00 GMT"))
+    site.page("/feed.xml", _rss(site, items), kind="application/rss+xml")
+
+
+def _cli_env(tmp_path: Path, tiktoken_dir: Path) -> dict[str, str]:
+    return rag_env(tmp_path / "data", tiktoken_dir) | {
+        "RAG_FEEDS_ALLOW_NETWORKS": "127.0.0.0/8",
+        "RAG_FEEDS_HOST_DELAY": "0",
+    }
+
+
+def test_a_poll_killed_midway_is_resumed_without_loss(site: Site, tmp_path: Path, tiktoken_dir: Path) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    _many(site, 30, slow_after=22, delay=1.0)
+    env = _cli_env(tmp_path, tiktoken_dir)
+    feed_id = rag("feeds", "add", f"{site.base}/feed.xml", env=env).stdout.strip()
+    poll = subprocess.Popen(
+        [sys.executable, "-m", "api", "feeds", "poll", feed_id], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    state = Path(env["RAG_DATA_DIR"]) / "service.sqlite"
+    deadline = time.monotonic() + 120
+    recorded = 0
+    while time.monotonic() < deadline and recorded < 20:  # the first group is committed and recorded
+        time.sleep(0.2)
+        with sqlite3.connect(state) as db:
+            recorded = db.execute("SELECT count(*) FROM feed_entries").fetchone()[0]
+    assert recorded == 20
+    poll.send_signal(signal.SIGKILL)
+    poll.wait()
+
+    resumed = rag("feeds", "poll", feed_id, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "20 unchanged" in resumed.stdout  # recorded entries are not fetched again
+    for i in range(20):
+        assert site.requests_to(f"/story-{i}") == 1
+    store = IndexStore(Path(env["RAG_DATA_DIR"]) / "index", "all-MiniLM-L6-v2", 384)
+    assert store.reader().article_count == 30
+    store.close()
+
+
+def test_two_processes_polling_at_once_do_not_fetch_twice(
+    site: Site, tmp_path: Path, tiktoken_dir: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    _many(site, 6, slow_after=0, delay=1.5)
+    env = _cli_env(tmp_path, tiktoken_dir)
+    feed_id = rag("feeds", "add", f"{site.base}/feed.xml", env=env).stdout.strip()
+    command = [sys.executable, "-m", "api", "feeds", "poll", feed_id]
+    polls = [
+        subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in polls]
+    assert all(p.returncode == 0 for p in polls)
+    assert sum("6 added" in out for out in outputs) == 1
+    assert sum("another process is polling it" in out for out in outputs) == 1
+    for i in range(6):
+        assert site.requests_to(f"/story-{i}") == 1
