@@ -300,6 +300,8 @@ class Poller:
                 report.status = "not modified"
             else:
                 parsed = parse(fetched.body)
+                if parsed.problems:  # read as far as it goes; said in the report and in `feeds list`
+                    report.error = "; ".join(parsed.problems)
                 entries = list(parsed.entries) + self._sitemap_entries(parsed, report)
                 self._store(feed, entries, report)
         except (FetchError, FeedError) as exc:

@@ -134,5 +134,7 @@ def _print(report: PollReport) -> None:
         f"feed {feed.id} ({feed.url}): {report.status}; {len(report.added)} added, {len(report.replaced)} "
         f"replaced, {report.unchanged} unchanged, {len(report.skipped)} skipped; {report.requests} requests"
     )
+    if report.error:
+        print(f"  warning: {report.error}")
     for reason in report.skipped:
         print(f"  skipped {reason}")

@@ -237,6 +237,37 @@ def test_atom_and_a_news_sitemap(site: Site, poller: Poller, store: IndexStore) 
     assert second.source == "City Post"
     assert str(second.published_at) == "2024-04-19"
 
+    # A sitemap index naming a plain sitemap: its pages are followed too.
+    site.page("/p3", _article_page("Tram line opens", "The new tram line to the airport opened on Saturday "
+              "with trams every eight minutes, the operator said."))  # fmt: skip
+    plain = f"""<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+<url><loc>{site.base}/p3</loc><lastmod>2024-04-20</lastmod></url></urlset>""".encode()
+    index = f"""<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+<sitemap><loc>{site.base}/sitemap-1.xml</loc></sitemap></sitemapindex>""".encode()
+    site.page("/sitemap-1.xml", plain, kind="application/xml")
+    site.page("/sitemap.xml", index, kind="application/xml")
+    assert parse(plain).kind == "sitemap"
+    listing = poller.registry.get(str(_follow(poller, f"{site.base}/sitemap.xml")))
+    assert listing.kind == "sitemap-index"
+    assert len(poller.poll(listing).added) == 1
+    assert str(_article(store, f"{site.base}/p3").published_at) == "2024-04-20"
+
+
+def test_a_malformed_feed_is_read_as_far_as_it_goes_and_reported(site: Site, poller: Poller) -> None:
+    site.page("/m1", _article_page("Market hall reopens", "The covered market hall reopened on Saturday "
+              "after a year of repairs to its roof, the city said."))  # fmt: skip
+    broken = (
+        f"<rss version='2.0'><channel><title>Broken</title><item><title>Market hall reopens</title>"
+        f"<link>{site.base}/m1</link></item>".encode()
+    )  # the document ends early
+    site.page("/broken.xml", broken, kind="application/rss+xml")
+    feed = poller.registry.get(str(_follow(poller, f"{site.base}/broken.xml")))
+    report = poller.poll(feed)
+    assert report.status == "ok"
+    assert len(report.added) == 1
+    assert "not well-formed" in (report.error or "")
+    assert "not well-formed" in (poller.registry.get(str(feed.id)).last_error or "")
+
 
 def test_a_redirect_a_missing_page_and_robots_txt(site: Site, poller: Poller, store: IndexStore) -> None:
     site.routes["/old-feed"] = lambda _: (301, {"Location": "/feed.xml"}, b"")
@@ -484,3 +515,25 @@ def test_two_processes_polling_at_once_do_not_fetch_twice(
     assert sum("another process is polling it" in out for out in outputs) == 1
     for i in range(6):
         assert site.requests_to(f"/story-{i}") == 1
+
+
+def test_only_admin_keys_manage_feeds(tmp_path: Path, tiktoken_dir: Path) -> None:
+    import httpx
+
+    from tests.conftest import SEEDS
+    from tests.servers import serving
+
+    env = rag_env(tmp_path / "data", tiktoken_dir)
+    assert rag("ingest", "--quiet", str(SEEDS), env=env).returncode == 0
+    keys = {s: rag("keys", "add", f"k-{s}", "--scope", s, env=env).stdout.strip() for s in ("ask", "admin")}
+    with serving(env, tmp_path / "server.log") as base:
+        assert httpx.get(f"{base}/feeds").status_code == 401
+        asking = {"authorization": f"Bearer {keys['ask']}"}
+        assert httpx.get(f"{base}/feeds", headers=asking).status_code == 403
+        refused = httpx.post(f"{base}/feeds", json={"url": "https://example.org/rss"}, headers=asking)
+        assert refused.status_code == 403
+        admin = {"authorization": f"Bearer {keys['admin']}"}
+        assert httpx.get(f"{base}/feeds", headers=admin).json() == []
+        private = httpx.post(f"{base}/feeds", json={"url": "http://10.1.2.3/rss"}, headers=admin)
+        assert private.status_code == 422
+        assert "not a public address" in private.json()["detail"]
