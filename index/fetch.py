@@ -27,6 +27,8 @@ from index.errors import RagError
 USER_AGENT = "newsrag-feeds/0.1 (a news question-answering service following its feeds)"
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+ROBOTS_SECONDS = 3600.0
+"""How long a site's robots.txt is believed before it is read again."""
 
 
 class FetchError(RagError):
@@ -75,7 +77,7 @@ class Fetcher:
             trust_env=False,
         )
         self._user_agent = user_agent
-        self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
+        self._robots: dict[str, tuple[float, urllib.robotparser.RobotFileParser | None]] = {}
         self._last: dict[str, float] = {}
         self._hosts: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -192,9 +194,11 @@ class Fetcher:
         if parts.path == "/robots.txt":
             return True
         root = f"{parts.scheme}://{parts.netloc}"
-        if root not in self._robots:
-            self._robots[root] = self._load_robots(root)
-        rules = self._robots[root]
+        known = self._robots.get(root)
+        if known is None or time.monotonic() - known[0] > ROBOTS_SECONDS:
+            known = (time.monotonic(), self._load_robots(root))
+            self._robots[root] = known
+        rules = known[1]
         return rules is None or rules.can_fetch(self._user_agent, url)
 
     def _load_robots(self, root: str) -> urllib.robotparser.RobotFileParser | None:
