@@ -161,11 +161,11 @@ class FeedRegistry:
         return [Feed(*row) for row in rows]
 
     def get(self, ref: str) -> Feed:
-        """The feed with this id or address."""
+        """The feed with this id or address (an id past SQLite's integers is simply no feed)."""
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM feeds WHERE id = ? OR url = ?",
-                (int(ref) if ref.isdigit() else -1, ref),
+                (int(ref) if ref.isdigit() and len(ref) <= 18 else -1, ref),
             ).fetchone()
         if row is None:
             raise FeedNotFoundError(f"no feed {ref!r}; `rag feeds list` shows them")

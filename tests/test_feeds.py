@@ -24,6 +24,11 @@ LOOPBACK = parse_networks("127.0.0.0/8")
 QUICK = Limits(host_delay_seconds=0.0, read_seconds=2.0)
 
 Reply = tuple[int, dict[str, str], bytes]
+COUNCIL = (
+    "Council votes for cycling lanes",
+    "The city council voted 7 to 2 on Tuesday to build protected cycling lanes on Harbour Road, "
+    "the mayor said.",
+)
 
 
 @dataclass
@@ -137,11 +142,7 @@ def test_an_rss_feed_becomes_articles_without_the_sites_furniture(
 ) -> None:
     site.page(
         "/a",
-        _article_page(
-            "Council votes for cycling lanes",
-            "The city council voted 7 to 2 on Tuesday "
-            "to build protected cycling lanes on Harbour Road, the mayor said.",
-        ),
+        _article_page(*COUNCIL),
         etag='"a1"',
     )
     site.page(
@@ -356,11 +357,7 @@ def test_dangerous_documents_are_refused(site: Site) -> None:
 def test_the_feeds_command_line(site: Site, tmp_path: Path, tiktoken_dir: Path) -> None:
     site.page(
         "/a",
-        _article_page(
-            "Council votes for cycling lanes",
-            "The city council voted 7 to 2 on Tuesday "
-            "to build protected cycling lanes on Harbour Road, the mayor said.",
-        ),
+        _article_page(*COUNCIL),
     )
     entry = ("/a", "Council votes for cycling lanes", "Tue, 16 Apr 2024 10:00:00 GMT")
     site.page("/feed.xml", _rss(site, [entry]),
@@ -534,6 +531,8 @@ def test_only_admin_keys_manage_feeds(tmp_path: Path, tiktoken_dir: Path) -> Non
         assert refused.status_code == 403
         admin = {"authorization": f"Bearer {keys['admin']}"}
         assert httpx.get(f"{base}/feeds", headers=admin).json() == []
+        huge = httpx.delete(f"{base}/feeds/99999999999999999999", headers=admin)
+        assert huge.status_code == 404  # past SQLite's integers: no such feed, not a server error
         private = httpx.post(f"{base}/feeds", json={"url": "http://10.1.2.3/rss"}, headers=admin)
         assert private.status_code == 422
         assert "not a public address" in private.json()["detail"]
