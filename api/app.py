@@ -71,6 +71,7 @@ from index.records import ID_PATTERN, Article
 from rag import Answer, Answerer, Filters
 from rag.answer import MAX_TOP_K
 from rag.config import DEFAULT_MAX_QUESTION_CHARS
+from rag.follow import Turn
 
 log = logging.getLogger("api")
 ASK: dict[str, Any] = {"scope": "ask"}
@@ -105,7 +106,10 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
         published_after=f.published_after if f else None,
         published_before=f.published_before if f else None,
     )
-    question = answerer.question(data.question, as_of=data.as_of, top_k=data.top_k, filters=filters)
+    history = [Turn(t.role, t.content, tuple(t.article_ids or ()), t.as_of) for t in data.history or ()]
+    question = answerer.question(
+        data.question, as_of=data.as_of, top_k=data.top_k, filters=filters, history=history
+    )
     answer = answerer.ask(question)
     for stage, ms in answer.timings_ms.items():
         STAGE_SECONDS.labels(stage).observe(ms / 1000)
@@ -123,7 +127,7 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     description=(
         'Takes the /ask body. Events: `sources` (`{"citations": [...]}`, before any text), one `sentence` '
         'per answer sentence (`{"text", "cites": [n], "verified"}`), then `done` '
-        '(`{"abstained", "timings_ms", "generated", "fallback"}`); '
+        '(`{"abstained", "timings_ms", "generated", "fallback", "standalone_question", "rewritten_by"}`); '
         "or `error` (an RFC 9457 problem) when the question cannot be answered. Comment lines "
         "(`: keepalive`) are sent while an answer takes long. Malformed requests, keys, origins and limits "
         "are answered before the stream starts, as for /ask."
@@ -164,6 +168,8 @@ async def _answer_events(
         "timings_ms": answer.timings_ms,
         "generated": answer.generated,
         "fallback": answer.fallback,
+        "standalone_question": answer.standalone_question,
+        "rewritten_by": answer.rewritten_by,
     }
     yield ServerSentEventMessage(event="done", data=_json(done))
 

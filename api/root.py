@@ -11,7 +11,7 @@ from index import Embedder, Ingestor, make_ingestor, open_index, packaged_embedd
 from index.embed import BatchingEmbedder
 from index.tokens import encoding
 from rag import Answerer
-from rag.answer import make_composer
+from rag.answer import make_composer, make_condenser
 
 
 def prepare_data_folder(settings: Settings) -> None:
@@ -30,8 +30,9 @@ def build_answerer(
     settings: Settings, embedder: Embedder | None = None, batching: bool = False, threads: int = 1
 ) -> Answerer:
     """An Answerer over the index the settings name; its answers are generated (and checked) when a
-    language model is configured, quoted otherwise. ``batching``: concurrent questions share model calls
-    (the server); ``threads``: the model's threads (`rag serve --threads`)."""
+    language model is configured (which then also rewrites follow-ups), quoted otherwise.
+    ``batching``: concurrent questions share model calls (the server); ``threads``: the model's
+    threads (`rag serve --threads`)."""
     prepare_data_folder(settings)
     model: Embedder = embedder or packaged_embedder(settings.index, threads)
     if batching:
@@ -39,7 +40,8 @@ def build_answerer(
     store = open_index(settings.index, model)
     tokens = encoding(settings.index.tiktoken_cache_dir)
     composer = make_composer(settings.answers, model, tokens)
-    return Answerer(store, model, settings.answers, composer=composer)
+    condenser = make_condenser(settings.answers)
+    return Answerer(store, model, settings.answers, composer=composer, condenser=condenser)
 
 
 def build_ingestor(settings: Settings, answerer: Answerer) -> Ingestor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -14,6 +14,7 @@ from index.records import ID_PATTERN, Article, IngestReport
 from index.urls import MAX_URL_CHARS
 from rag.answer import MAX_TOP_K
 from rag.config import DEFAULT_MAX_QUESTION_CHARS
+from rag.follow import MAX_HISTORY
 from rag.records import Answer, Citation, Hit
 
 MAX_ARTICLE_CHARS = 200_000
@@ -34,6 +35,20 @@ class FiltersIn(msgspec.Struct, forbid_unknown_fields=True):
     published_before: date | None = None
 
 
+class TurnIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One earlier message of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: Text
+    """What was asked or answered: 1-2,000 characters, not only spaces."""
+    article_ids: (
+        Annotated[list[Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]], msgspec.Meta(max_length=50)] | None
+    ) = None
+    """An assistant turn's cited articles (its citations' ``article_id``): candidates for a follow-up."""
+    as_of: date | None = None
+    """A user turn's ``as_of``: carried to a follow-up that gives none."""
+
+
 class AskIn(msgspec.Struct, forbid_unknown_fields=True):
     question: Text
     """The question in plain language: 1-2,000 characters, not only spaces."""
@@ -42,6 +57,10 @@ class AskIn(msgspec.Struct, forbid_unknown_fields=True):
     top_k: TopK | None = None
     """Passages to retrieve (1-50, default 5)."""
     filters: FiltersIn | None = None
+    history: Annotated[list[TurnIn], msgspec.Meta(max_length=MAX_HISTORY)] | None = None
+    """The conversation so far, oldest first (at most 20 messages). A question that leans on it ("When
+    will it be back?") is searched with what the conversation was about; one that stands alone is
+    answered as if asked alone. ``standalone_question`` in the answer says what was searched."""
 
 
 class ArticleIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -153,6 +172,11 @@ class AnswerOut(msgspec.Struct):
     degraded: bool
     """On a cluster: some shards could not take part; the answer comes from the others."""
     missing_shards: list[int]
+    standalone_question: str
+    """What was searched: the question itself, or a follow-up made standalone from its ``history``."""
+    rewritten_by: str | None
+    """How a follow-up was made standalone: ``rules`` (no model) or ``model`` (checked); null when the
+    question stood alone."""
 
 
 class SearchOut(msgspec.Struct):
@@ -245,6 +269,8 @@ def answer_out(answer: Answer) -> AnswerOut:
         fallback=answer.fallback,
         degraded=bool(answer.missing_shards),
         missing_shards=list(answer.missing_shards),
+        standalone_question=answer.standalone_question,
+        rewritten_by=answer.rewritten_by,
     )
 
 

@@ -15,7 +15,14 @@ from evals.harness import ANSWER_METRICS, RETRIEVAL_METRICS
 from index.config import IndexSettings
 from rag.config import AnswerSettings
 
-GATE_METRICS = (*RETRIEVAL_METRICS, *ANSWER_METRICS)
+GATE_METRICS = (
+    *RETRIEVAL_METRICS,
+    *ANSWER_METRICS,
+    "followup_story@3",
+    "followup_story@3_alone",
+    "new_subject_story@3",
+    "new_subject_story@3_alone",
+)
 
 
 class Settings(Protocol):
@@ -119,11 +126,13 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
             f"{dataset.name} ({args.split} half)",
             dataset.corpus,
             tuple(q for q in dataset.questions if in_tune_half(q.id) == wanted),
+            tuple(d for d in dataset.dialogues if in_tune_half(d.id) == wanted),
         )
     if args.sample:
         chosen = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
         keep = {q.id for q in chosen[: args.sample]}
-        dataset = Dataset(dataset.name, dataset.corpus, tuple(q for q in dataset.questions if q.id in keep))
+        questions = tuple(q for q in dataset.questions if q.id in keep)
+        dataset = dataclasses.replace(dataset, questions=questions)
     progress = False if args.quiet else None
     embedder = packaged_embedder(settings.index, core_count())
     answerer = _answerer(dataset, settings, embedder, args, progress)
@@ -183,7 +192,7 @@ def _answerer(
     from evals.data import DatasetError
     from evals.stages import staged
     from index.tokens import encoding
-    from rag.answer import make_composer
+    from rag.answer import make_composer, make_condenser
 
     if args.cluster:
         from index import load_paths, make_ingestor, open_index
@@ -208,4 +217,5 @@ def _answerer(
             raise DatasetError("--composer generative needs a model: --llm-base-url and --llm-model")
         tokens = encoding(settings.index.tiktoken_cache_dir)
         answerer.composer = make_composer(llm, embedder, tokens)
+        answerer.condenser = make_condenser(llm)
     return answerer

@@ -28,15 +28,79 @@ class EvalQuestion:
 
 
 @dataclass(frozen=True)
+class DialogueTurn:
+    """One user turn of a dialogue; later turns are a ``follow-up`` (leans on the earlier ones) or a
+    ``new-subject`` (changes the subject: to be answered as if asked alone)."""
+
+    question: str
+    answers: tuple[str, ...]
+    gold_ids: tuple[str, ...]
+    kind: str = "first"
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    """A conversation over a dataset's corpus, asked on one day."""
+
+    id: str
+    asked_on: date | None
+    turns: tuple[DialogueTurn, ...]
+
+
+TURN_KINDS = ("follow-up", "new-subject")
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     corpus: Path
     questions: tuple[EvalQuestion, ...]
+    dialogues: tuple[Dialogue, ...] = ()
+    """From dialogues.jsonl beside the corpus, when there is one."""
 
 
 def load_dataset(folder: Path) -> Dataset:
-    """The dataset in ``folder`` (corpus.jsonl + questions.jsonl)."""
-    return load_files(folder / "corpus.jsonl", folder / "questions.jsonl", name=folder.name)
+    """The dataset in ``folder`` (corpus.jsonl + questions.jsonl, and dialogues.jsonl when present)."""
+    dataset = load_files(folder / "corpus.jsonl", folder / "questions.jsonl", name=folder.name)
+    dialogues = folder / "dialogues.jsonl"
+    if dialogues.is_file():
+        return Dataset(dataset.name, dataset.corpus, dataset.questions, tuple(load_dialogues(dialogues)))
+    return dataset
+
+
+def load_dialogues(path: Path) -> list[Dialogue]:
+    """Dialogues from a JSONL file, one a line: ``{"id", "asked_on", "turns": [{"question", "answers",
+    "gold_ids", "kind"}, ...]}`` (the first turn has no kind; later ones are ``follow-up`` or
+    ``new-subject``). A malformed line stops with its file and line number."""
+    dialogues = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            raw = json.loads(line)
+            turns = tuple(
+                DialogueTurn(
+                    question=str(t["question"]),
+                    answers=tuple(str(a) for a in t["answers"]),
+                    gold_ids=tuple(str(g) for g in t["gold_ids"]),
+                    kind=str(t.get("kind", "first")) if i else "first",
+                )
+                for i, t in enumerate(raw["turns"])
+            )
+            dialogue = Dialogue(
+                id=str(raw["id"]),
+                asked_on=date.fromisoformat(raw["asked_on"]) if raw.get("asked_on") else None,
+                turns=turns,
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(f"{where}: not a dialogue record ({exc})") from exc
+        if len(turns) < 2 or any(t.kind not in TURN_KINDS for t in turns[1:]):
+            raise DatasetError(f"{where}: a dialogue needs a first turn and later turns of kind {TURN_KINDS}")
+        if not all(t.gold_ids and t.answers for t in turns):
+            raise DatasetError(f"{where}: every turn needs answers and gold_ids")
+        dialogues.append(dialogue)
+    return dialogues
 
 
 def load_files(corpus: Path, questions: Path, name: str | None = None) -> Dataset:

@@ -9,6 +9,7 @@ from typing import Any
 
 from evals.baselines import bm25_rankings, dense_rankings
 from evals.data import Dataset
+from evals.dialogue import dialogue_metrics, gate_values, run_dialogues
 from evals.harness import (
     Outcome,
     answer_metrics,
@@ -54,6 +55,10 @@ def evaluate_dataset(
     if any(o.generated or o.fallback for o in outcomes):  # a language model was configured
         metrics["answers_generated"] = sum(o.generated for o in answered) / max(len(answered), 1)
         metrics["fallbacks"] = dict(Counter(o.fallback for o in outcomes if o.fallback))
+    if dataset.dialogues:
+        turns = run_dialogues(answerer, dataset.dialogues, k, progress)
+        metrics["dialogues"] = {"dialogues": len(dataset.dialogues), **dialogue_metrics(turns)}
+        metrics.update(gate_values(metrics["dialogues"]))
     rankings: dict[str, dict[str, list[str]]] = {}
     if baselines:
         answerable = [q for q in questions if q.answerable]

@@ -69,11 +69,12 @@ def run_system(
     show = sys.stderr.isatty() if progress is None else progress
     for q in tqdm(questions, desc="eval", unit="question", disable=not show, file=sys.stderr):
         answer = answerer.ask(answerer.question(q.question, as_of=q.asked_on, top_k=k))
-        outcomes.append(_outcome(answerer, q, answer))
+        outcomes.append(outcome_of(answerer, q, answer))
     return outcomes
 
 
-def _outcome(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
+def outcome_of(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
+    """How ``answer`` does on ``q``."""
     ranking = ranking_of(answer.passages)
     by_n = {c.n: c for c in answer.citations}
     grounded = []

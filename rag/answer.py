@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -17,7 +18,10 @@ from index.records import Span
 from index.store.protocols import Index, IndexReader
 from rag.abstain import Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
+from rag.condense import Condenser, ModelCondenser
 from rag.config import AnswerSettings
+from rag.follow import MAX_HISTORY, ROLES, Resolution, Turn, resolve
+from rag.generate import GenerativeComposer, ModelConfig
 from rag.question import analyse
 from rag.rank import LinearRanker
 from rag.records import Answer, Citation, Filters, Hit, Question, Sentence
@@ -49,6 +53,7 @@ class Answerer:
         composer: AnswerComposer | None = None,
         abstain_below: float | None = None,
         abstainer: Abstainer | None = None,
+        condenser: Condenser | None = None,
     ) -> None:
         """``abstain_below``: abstain on the best passage's cosine alone (the first version's rule) instead
         of the evidence model (``abstainer``, default rag/abstain.json)."""
@@ -61,6 +66,8 @@ class Answerer:
         self.composer: AnswerComposer = composer or self.quotes
         self.abstain_below = abstain_below
         self.abstainer = abstainer or (Abstainer.load() if abstain_below is None else None)
+        self.condenser = condenser
+        """Rewrites follow-ups with a language model (when one is configured)."""
 
     def question(
         self,
@@ -68,9 +75,10 @@ class Answerer:
         as_of: date | None = None,
         top_k: int | None = None,
         filters: Filters | None = None,
+        history: Sequence[Turn] = (),
     ) -> Question:
         """A validated, analysed Question; raises QuestionError for empty, over-long or contradictory
-        input."""
+        input. ``history``: the earlier turns of its conversation, oldest first (rag/follow.py)."""
         stripped = " ".join(remove_controls(text).split()) if isinstance(text, str) else ""
         if not stripped:
             raise QuestionError("the question is empty")
@@ -85,11 +93,42 @@ class Answerer:
         after, before = filters.published_after, filters.published_before
         if after and before and after > before:
             raise QuestionError("published_after is later than published_before")
-        return analyse(stripped, as_of, top_k, filters)
+        follow = self.follow(stripped, history) if history else None
+        return analyse(stripped, as_of, top_k, filters, follow=follow)
+
+    def follow(self, question: str, history: Sequence[Turn]) -> Resolution:
+        """How ``question`` leans on ``history``: by the rules of rag/follow.py, or, when it leans and a
+        language model is configured, the model's standalone rewrite if every content word of it was
+        said in the conversation or the question (rag/condense.py)."""
+        turns = self._checked_history(history)
+        resolution = resolve(question, turns)
+        if resolution.leans and self.condenser is not None:
+            rewrite = self.condenser.condense(question, turns)
+            if rewrite is not None:
+                return replace(resolution, standalone=rewrite, carried=(), rewritten_by="model")
+        return resolution
+
+    def _checked_history(self, history: Sequence[Turn]) -> list[Turn]:
+        if len(history) > MAX_HISTORY:
+            raise QuestionError(f"the history has {len(history)} messages; the limit is {MAX_HISTORY}")
+        turns = []
+        for n, turn in enumerate(history, start=1):
+            if turn.role not in ROLES:
+                raise QuestionError(f"history message {n}: role must be user or assistant")
+            content = " ".join(remove_controls(turn.content).split()) if isinstance(turn.content, str) else ""
+            if not content:
+                raise QuestionError(f"history message {n} is empty")
+            if len(turn.content) > self.settings.max_question_chars:
+                raise QuestionError(
+                    f"history message {n} has {len(turn.content)} characters; "
+                    f"the limit is {self.settings.max_question_chars}"
+                )
+            turns.append(replace(turn, content=content))
+        return turns
 
     def search(self, question: Question, reader: IndexReader | None = None) -> list[Hit]:
         """Passages only."""
-        vector = self.embedder.embed([question.text])[0]
+        vector = self.embedder.embed([question.searched])[0]
         return self.retriever.retrieve(question, vector, reader or self.index.reader())
 
     def ask(self, question: Question) -> Answer:
@@ -104,7 +143,7 @@ class Answerer:
             clock = now
 
         reader = self.index.reader()
-        vector = self.embedder.embed([question.text])[0]
+        vector = self.embedder.embed([question.searched])[0]
         lap("embed")
         hits = self.retriever.retrieve(question, vector, reader)
         lap("retrieve")
@@ -129,6 +168,8 @@ class Answerer:
                 timings,
                 (Sentence(ABSTAIN_TEXT, ()),),
                 missing_shards=reader.missing_shards,
+                standalone_question=question.searched,
+                rewritten_by=question.follow.rewritten_by if question.follow else None,
             )
         composition = (
             quoted
@@ -148,6 +189,8 @@ class Answerer:
             generated=composition.generated,
             fallback=composition.fallback,
             missing_shards=reader.missing_shards,
+            standalone_question=question.searched,
+            rewritten_by=question.follow.rewritten_by if question.follow else None,
         )
 
     def abstains(
@@ -203,11 +246,20 @@ def make_composer(
     extractive = ExtractiveComposer(embedder)
     if not settings.llm_base_url:
         return extractive
+    return GenerativeComposer(model_config(settings), extractive, encoding)
+
+
+def model_config(settings: AnswerSettings) -> ModelConfig:
+    """The language model that ``settings`` name (``llm_base_url`` and ``llm_model``)."""
     if not settings.llm_model:
         raise ConfigError(
             "a language model's address is set (RAG_LLM_BASE_URL) but not its name (RAG_LLM_MODEL)"
         )
-    from rag.generate import GenerativeComposer, ModelConfig
+    return ModelConfig(settings.llm_base_url or "", settings.llm_model, settings.llm_api_key or "none")
 
-    config = ModelConfig(settings.llm_base_url, settings.llm_model, settings.llm_api_key or "none")
-    return GenerativeComposer(config, extractive, encoding)
+
+def make_condenser(settings: AnswerSettings) -> Condenser | None:
+    """The model that rewrites follow-ups when ``settings`` name one, else None (the rules alone)."""
+    if not settings.llm_base_url:
+        return None
+    return ModelCondenser(model_config(settings))

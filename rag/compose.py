@@ -141,7 +141,7 @@ class ExtractiveComposer:
             return []
         vectors = self._vectors(found, reader)
         similarity = vectors @ vector.reshape(-1)
-        query_terms = set(question.tokens)
+        query_terms = set(question.asked)
         sentence_terms = tokenize([text for _, _, text in found])
         scored = []
         for (hit, span, text), sim, sentence_vector, terms in zip(

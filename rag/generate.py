@@ -135,7 +135,7 @@ class GenerativeComposer:
 
         if self.breaker.open:
             return fall_back("the language model failed repeatedly; paused")
-        messages: Any = self._messages(question.text, passages, question.today)
+        messages: Any = self._messages(question.searched, passages, question.today)
         started = time.perf_counter()
         try:
             response = self._client.chat.completions.create(

@@ -8,8 +8,9 @@ import re
 from datetime import date
 
 from index.terms import tokenize
+from rag.follow import Resolution
 from rag.records import Filters, Question
-from rag.when import read_period
+from rag.when import Period, read_period
 
 _WANTS_COUNT = re.compile(
     r"\b(how (many|much|long|old|far|big|large|high|tall|fast)|"
@@ -20,6 +21,8 @@ _WANTS_DATE = re.compile(
     r"\b(what (year|date|day|month)|which (year|date|day|month)|when (did|was|were|will|is)|until when)\b",
     re.IGNORECASE,
 )
+OWN_WEIGHT = 2
+"""A follow-up's own words count this many times in its lexical query; the carried words once."""
 _NAME = re.compile(r"\b[A-Z][\w'’-]+")
 _COMMON = frozenset(
     [
@@ -49,15 +52,35 @@ _COMMON = frozenset(
 
 
 def analyse(
-    text: str, as_of: date | None, top_k: int, filters: Filters, today: date | None = None
+    text: str,
+    as_of: date | None,
+    top_k: int,
+    filters: Filters,
+    today: date | None = None,
+    follow: Resolution | None = None,
 ) -> Question:
-    """The Question record of a validated question text (see the module docstring)."""
+    """The Question record of a validated question text (see the module docstring).
+
+    With ``follow`` (a follow-up that leans on its conversation, rag/follow.py): the words carried from
+    the conversation are searched after the question's own, which count twice; the conversation's
+    period applies when the question names none, and its last ``as_of`` when the request gives none. A
+    model's rewrite is searched as a question of its own."""
+    if follow is not None and not follow.leans:
+        follow = None
+    as_of = as_of or (follow.as_of if follow else None)
     day = as_of or today or date.today()
-    tokens = tuple(tokenize([text])[0])
-    names = tuple(n for n in _NAME.findall(text)[1:] if n.lower() not in _COMMON)
+    searched = follow.standalone if follow else text
+    own = tokenize([searched if follow and follow.rewritten_by == "model" else text])[0]
+    carried = tokenize([" ".join(follow.carried)])[0] if follow else []
+    tokens = tuple(own * OWN_WEIGHT + carried) if carried else tuple(own)
+    names = [n for n in _NAME.findall(searched)[1:] if n.lower() not in _COMMON]
     wants = frozenset(
         kind for kind, pattern in (("count", _WANTS_COUNT), ("date", _WANTS_DATE)) if pattern.search(text)
     )
+    period = read_period(searched if follow and follow.rewritten_by == "model" else text, day)
+    if follow and follow.period_text and not period.explicit:
+        earlier = read_period(follow.period_text, day)
+        period = Period(earlier.start, earlier.end, period.recent or earlier.recent)
     return Question(
         text=text,
         as_of=as_of,
@@ -65,7 +88,10 @@ def analyse(
         filters=filters,
         today=day,
         tokens=tokens,
-        period=read_period(text, day),
-        names=names,
+        period=period,
+        names=tuple(names),
         wants=wants,
+        asked=tuple(own),
+        searched=searched,
+        follow=follow,
     )

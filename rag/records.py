@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from index.records import Article, Chunk, Span
+from rag.follow import Resolution
 from rag.when import Period
 
 
@@ -39,6 +40,13 @@ class Question:
     """Capitalised words after the first (names it mentions)."""
     wants: frozenset[str]
     """The kind of thing it asks for: ``count`` ("how many", "what percentage"), ``date`` ("when did")."""
+    asked: tuple[str, ...] = ()
+    """Its own words (``tokens`` without what a follow-up carries): what its answer's sentences should
+    hold."""
+    searched: str = ""
+    """What is embedded and shown as searched: ``text``, or for a follow-up its standalone question."""
+    follow: Resolution | None = None
+    """How a follow-up leans on its conversation (rag/follow.py); None when it stands alone."""
 
 
 @dataclass(frozen=True)
@@ -101,3 +109,7 @@ class Answer:
     """Why a generated answer was asked for but the extractive one is given (the model was down, ...)."""
     missing_shards: tuple[int, ...] = ()
     """On a cluster: shards that could not take part (the answer comes from the others)."""
+    standalone_question: str = ""
+    """What was searched: the question, or a follow-up made standalone (rag/follow.py)."""
+    rewritten_by: str | None = None
+    """``rules`` or ``model`` when the question leaned on its conversation."""

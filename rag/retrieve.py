@@ -30,6 +30,8 @@ DEFAULT_CANDIDATES = 40
 RECENT_DAYS = 14
 RECENT_PERIOD_DAYS = 7
 SHORT_PERIOD_DAYS = 45
+MAX_CARRIED_ARTICLES = 10
+"""A follow-up's candidates from the last answer's citations, at most."""
 
 
 class Retriever(Protocol):
@@ -138,6 +140,15 @@ class NewsRetriever:
         window = _window(reader, filters, cap)
         if window.ids is not None and not window.ids.size:
             return None
+        cited = _cited(reader, question, window)
+        days = [e.published for e in cited if e.published]
+        if question.follow and question.follow.after_cited and days:
+            # "What happened after that?": only what was published after the last answer's newest source.
+            later = shift(max(days), 1)
+            if filters.published_after is None or filters.published_after < later:
+                filters = replace(filters, published_after=later)
+                window = _window(reader, filters, cap)
+                cited = [e for e in cited if _admits(e, window)]
         period = question.period if config.time else Period()
         tokens = list(question.tokens) if config.hybrid else []
         searches = [(window, config.candidates)]
@@ -154,6 +165,7 @@ class NewsRetriever:
         lexical = reader.lexical(tokens)
         if lexical_search is not None:
             candidate_ids |= {i for i, _ in lexical.top(config.candidates, window)}
+        candidate_ids |= {int(i) for e in cited for i in e.chunk_ids}
         if not candidate_ids:
             return None
         ids = sorted(candidate_ids)
@@ -288,6 +300,14 @@ class NewsRetriever:
         best = int(np.argmax(cosines))
         found = reader.passages([int(ids[best])])
         return (*found[0], float(cosines[best])) if found else None
+
+
+def _cited(reader: IndexReader, question: Question, window: Window) -> list[CatalogEntry]:
+    """A follow-up's carried articles (what the last answer cited) that the window admits."""
+    if question.follow is None:
+        return []
+    entries = (reader.entry(i) for i in question.follow.article_ids[:MAX_CARRIED_ARTICLES])
+    return [e for e in entries if e is not None and _admits(e, window)]
 
 
 def _ordinal(day: date | None) -> int | None:

@@ -16,7 +16,9 @@ from index import Embedder, load_paths, make_ingestor
 from index.store import IndexStore
 from index.tokens import encoding
 from rag import Answerer
-from rag.answer import make_composer
+from rag.answer import make_composer, make_condenser
+from rag.condense import ModelCondenser, supported
+from rag.follow import Turn
 from rag.generate import GenerativeComposer
 from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings, open_local
 from tests.servers import free_port, llama_server
@@ -50,7 +52,8 @@ def _body(answerer: Answerer, article_id: str) -> str:
 def _answerer(settings: Settings, store: IndexStore, embedder: Embedder, base_url: str) -> Answerer:
     with_model = dataclasses.replace(settings.answers, llm_base_url=base_url, llm_model="smollm2")
     tokens = encoding(settings.index.tiktoken_cache_dir)
-    return Answerer(store, embedder, with_model, composer=make_composer(with_model, embedder, tokens))
+    composer = make_composer(with_model, embedder, tokens)
+    return Answerer(store, embedder, with_model, composer=composer, condenser=make_condenser(with_model))
 
 
 def _shown_sentences_are_checked(answerer: Answerer, question: str) -> None:
@@ -126,3 +129,47 @@ def test_the_api_says_whether_an_answer_was_generated(
         stream = client.post("/ask/stream", json={"question": KARABAKH}, timeout=120).text
         assert '"generated":' in stream
         assert '"verified":true' in stream
+
+
+MARATHON = [
+    Turn("user", "Who won the harbour marathon?"),
+    Turn(
+        "assistant",
+        "Kenyan runner Grace Wanjiru won the harbour marathon in 2 hours 18 minutes, a course record. [1]",
+        ("t-marathon-record",),
+    ),
+]
+
+
+def test_a_follow_up_is_rewritten_by_the_model_only_when_every_word_was_said(
+    model: str, indexed: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    answerer = _answerer(*indexed, embedder, model)
+    condenser = answerer.condenser
+    assert isinstance(condenser, ModelCondenser)
+    follow_up = "How many runners finished it?"
+    rewrite = condenser.condense(follow_up, MARATHON)  # the model's, checked; None when it brought words in
+    assert rewrite is None or supported(rewrite, follow_up, MARATHON)
+    assert not condenser.breaker.open
+    question = answerer.question(follow_up, history=MARATHON)
+    assert question.follow is not None
+    assert question.follow.rewritten_by == ("model" if rewrite else "rules")
+    assert question.searched == (rewrite or question.follow.standalone)
+    answer = answerer.ask(question)
+    assert answer.standalone_question == question.searched
+    assert answer.citations[0].article_id == "t-marathon-record"
+    assert all(s.verified for s in answer.sentences)
+
+
+def test_a_model_outage_leaves_follow_ups_to_the_rules(
+    indexed: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    answerer = _answerer(*indexed, embedder, f"http://127.0.0.1:{free_port()}/v1")  # nothing listens
+    condenser = answerer.condenser
+    assert isinstance(condenser, ModelCondenser)
+    for _ in range(3):
+        question = answerer.question("How many runners finished it?", history=MARATHON)
+        assert question.follow is not None
+        assert question.follow.rewritten_by == "rules"
+        assert "marathon" in question.searched
+    assert condenser.breaker.open

@@ -324,3 +324,43 @@ def test_the_demo_page_embeds_a_working_widget(
         expect(widget.locator(".answer .cite").first).to_have_text("[1]", timeout=30_000)
         expect(widget.locator(".answer")).to_contain_text("withdrawal of Russian peacekeepers")
     assert not [m for m in console if "news-qa" in m]
+
+
+def test_a_follow_up_shows_what_was_searched_and_new_conversation_forgets_the_thread(
+    site: Site, page: Page, console: list[str]
+) -> None:
+    page.goto(f"{site.pages}/markup.html")  # another origin than the API's
+    widget = page.locator("news-qa")
+    _ask(page, KARABAKH)
+    first = widget.locator(".answer").first
+    expect(first.locator(".cite").first).to_have_text("[1]", timeout=30_000)
+    # Each article once, with every quote the answer took from it.
+    cited = first.locator(".cite").evaluate_all("links => links.map(a => a.textContent)")
+    items = first.locator(".sources li")
+    expect(items).to_have_count(1)  # all of the answer's sentences come from the seed
+    expect(items.first.locator(".quote")).to_have_count(len(set(cited)))
+    assert len(set(cited)) >= 2
+    expect(first.locator(".searched")).to_have_count(0)  # a question that stands alone
+    _ask_when_idle(page, "Who set the course record at the harbour marathon?")
+    _ask_when_idle(page, "How many finished?")
+    third = widget.locator(".answer").nth(2)
+    expect(third.locator(".searched")).to_contain_text("Searched: How many finished? (", timeout=30_000)
+    expect(third.locator(".searched")).to_contain_text("marathon")
+    expect(third).to_contain_text("18,000 runners finished")
+    page.screenshot(path=str(DOCS / "widget-follow-up.png"))
+    # "New conversation" forgets the thread, here and after a reload; the next question stands alone.
+    widget.get_by_role("button", name="New conversation").click()
+    expect(widget.locator(".question")).to_have_count(0)
+    page.reload()
+    expect(widget.locator(".question")).to_have_count(0)
+    _ask(page, "How many finished?")
+    alone = widget.locator(".answer").first
+    expect(alone.locator(".sources")).to_be_visible(timeout=30_000)
+    expect(alone.locator(".searched")).to_have_count(0)
+    assert not [m for m in console if "news-qa" in m]
+
+
+def _ask_when_idle(page: Page, question: str) -> None:
+    """Ask once the previous answer has finished (the widget takes one question at a time)."""
+    expect(page.locator("news-qa").locator("form button")).to_be_enabled(timeout=30_000)
+    _ask(page, question)

@@ -10,7 +10,10 @@
  * placeholder, mode (launcher | inline), position (bottom-right | bottom-left), accent (a CSS colour),
  * lang (en | de | fr).
  *
- * Answers stream from POST /ask/stream (Server-Sent Events read with fetch). Article text is data:
+ * Answers stream from POST /ask/stream (Server-Sent Events read with fetch), each question sent with
+ * the thread before it as its history (the last 20 messages), so follow-ups ("When will it open?") are
+ * understood; "New conversation" forgets the thread. Under an answer whose question was searched with
+ * the conversation, the widget shows what was searched ("Searched: ..."). Article text is data:
  * it is only ever set with textContent, and links are only followed when they are http(s).
  * Nothing is defined globally except the element itself.
  */
@@ -19,6 +22,9 @@
 
   const TAG = "news-qa";
   const TIMEOUT_MS = 45000;
+  // What the API takes as a question's history: 20 messages (10 turns), each within the question's limit.
+  const HISTORY_MESSAGES = 20;
+  const MESSAGE_CHARS = 2000;
   const OPTIONS = ["api", "key", "title", "greeting", "placeholder", "mode", "position", "accent", "lang"];
   const LABELS = {
     en: {
@@ -42,6 +48,8 @@
       undated: "undated",
       headlineOnly: "headline only: no article text to quote",
       log: "Conversation",
+      restart: "New conversation",
+      searched: "Searched:",
     },
     de: {
       title: "Fragen an die Nachrichten",
@@ -64,6 +72,8 @@
       undated: "ohne Datum",
       headlineOnly: "nur Schlagzeile: kein Artikeltext zum Zitieren",
       log: "Unterhaltung",
+      restart: "Neue Unterhaltung",
+      searched: "Gesucht:",
     },
     fr: {
       title: "Questions sur l'actualité",
@@ -86,6 +96,8 @@
       undated: "sans date",
       headlineOnly: "titre seul : aucun texte d’article à citer",
       log: "Conversation",
+      restart: "Nouvelle conversation",
+      searched: "Recherché :",
     },
   };
 
@@ -114,8 +126,11 @@
     .panel[hidden] { display: none; }
     header { display: flex; align-items: center; justify-content: space-between; padding: 10px 14px;
       background: var(--accent); color: #fff; }
-    header h2 { margin: 0; font-size: 16px; font-weight: 600; }
+    header h2 { margin: 0; font-size: 16px; font-weight: 600; flex: 1; }
     header button { background: transparent; border: 0; color: #fff; font-size: 20px; cursor: pointer; }
+    header button.restart { font-size: 13px; border: 1px solid rgba(255,255,255,.6); border-radius: 6px;
+      padding: 2px 8px; margin-right: 6px; }
+    header button.restart:disabled { opacity: .6; cursor: default; }
     .log { flex: 1; overflow-y: auto; padding: 12px 14px; display: flex; flex-direction: column; gap: 12px; }
     .greeting { color: var(--muted); margin: 0; }
     .question { align-self: flex-end; background: var(--accent); color: #fff; padding: 8px 12px;
@@ -129,11 +144,13 @@
     @media (prefers-color-scheme: dark) { .error { color: #ffb4ab; } .cite { color: #9cc3ff; } }
     .sources { margin-top: 8px; border-top: 1px solid var(--line); padding-top: 6px; }
     .sources h3 { font-size: 13px; margin: 0 0 4px; color: var(--muted); font-weight: 600; }
-    .sources ol { margin: 0; padding-left: 22px; font-size: 13px; }
+    .sources ul { margin: 0; padding-left: 18px; font-size: 13px; }
     .sources li { margin-bottom: 6px; }
     .meta { color: var(--muted); }
     .quote { display: block; margin-top: 2px; font-style: italic; }
     .quote.headline-only { font-style: normal; opacity: 0.8; }
+    .quote .n { font-style: normal; color: var(--muted); margin-right: 4px; }
+    .searched { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
     form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid var(--line); background: var(--bg); }
     label.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
     input { flex: 1; padding: 9px 10px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg);
@@ -281,7 +298,9 @@
         this.ask(this.input.value);
       });
       const heading = el("h2", { id: "news-qa-title", text: this.option("title", t.title) });
-      const header = el("header", {}, heading);
+      this.restartButton = el("button", { type: "button", className: "restart", text: t.restart });
+      this.restartButton.addEventListener("click", () => this.restart());
+      const header = el("header", {}, heading, this.restartButton);
       this.panel = el(
         "section",
         {
@@ -319,6 +338,34 @@
       this.log.scrollTop = this.log.scrollHeight;
     }
 
+    /** Forget the thread: the next question is asked alone. */
+    restart() {
+      if (this.busy) return;
+      this.turns = [];
+      this.save();
+      this.log.replaceChildren(el("p", { className: "greeting", text: this.option("greeting", this.labels.greeting) }));
+      this.input.focus();
+    }
+
+    /** The thread as the API's ``history``: answered turns, oldest first, bounded as the API bounds it. */
+    history() {
+      const messages = [];
+      for (const turn of this.turns) {
+        if (turn.error || !turn.done) continue;
+        messages.push({ role: "user", content: turn.question.slice(0, MESSAGE_CHARS) });
+        const said = turn.sentences
+          .map((s) => s.text + s.cites.map((n) => ` [${n}]`).join(""))
+          .join(" ")
+          .slice(0, MESSAGE_CHARS);
+        if (!said.trim()) continue;
+        const cited = turn.abstained ? [] : [...new Set((turn.sources || []).map((c) => c.article_id))];
+        const message = { role: "assistant", content: said };
+        if (cited.length) message.article_ids = cited.slice(0, 50);
+        messages.push(message);
+      }
+      return messages.slice(-HISTORY_MESSAGES);
+    }
+
     toggle(open) {
       if (!this.launcher) return;
       this.panel.hidden = !open;
@@ -343,6 +390,20 @@
           answer.append(el("p", { className: "status", text: t.thinking }));
         }
         const byNumber = new Map((turn.sources || []).map((c) => [c.n, c]));
+        // Each article is listed once, with every quote the answer took from it; [n] leads to its entry.
+        const groups = [];
+        const groupOf = new Map();
+        const anchor = new Map();
+        for (const c of turn.sources || []) {
+          let group = groupOf.get(c.article_id);
+          if (!group) {
+            group = { first: c, quotes: [] };
+            groupOf.set(c.article_id, group);
+            groups.push(group);
+          }
+          group.quotes.push(c);
+          anchor.set(c.n, `news-qa-source-${turn.id}-${group.first.n}`);
+        }
         if (!turn.abstained && turn.sentences.length) {
           const paragraph = el("p");
           turn.sentences.forEach((sentence, i) => {
@@ -352,7 +413,7 @@
               const href = source && safeUrl(source.url);
               const link = el("a", {
                 className: "cite",
-                href: href || `#news-qa-source-${turn.id}-${n}`,
+                href: href || `#${anchor.get(n) || ""}`,
                 target: href ? "_blank" : null,
                 rel: href ? "noopener noreferrer" : null,
                 title: source ? source.title : null,
@@ -362,7 +423,7 @@
                 // No web address: go to the source in the list (fragments do not reach into a shadow root).
                 link.addEventListener("click", (event) => {
                   event.preventDefault();
-                  const item = this.shadowRoot.getElementById(`news-qa-source-${turn.id}-${n}`);
+                  const item = this.shadowRoot.getElementById(anchor.get(n) || "");
                   if (item) {
                     item.scrollIntoView({ block: "nearest" });
                     item.focus();
@@ -374,25 +435,31 @@
           });
           answer.append(paragraph);
         }
-        if (turn.sources && turn.sources.length && (turn.done || turn.sentences.length)) {
-          const list = el("ol");
-          for (const c of turn.sources) {
-            const href = safeUrl(c.url);
+        if (turn.done && turn.searched && turn.searched !== turn.question) {
+          answer.append(el("p", { className: "searched", text: `${t.searched} ${turn.searched}` }));
+        }
+        if (groups.length && (turn.done || turn.sentences.length)) {
+          const list = el("ul");
+          for (const { first, quotes } of groups) {
+            const href = safeUrl(first.url);
             const headline = href
-              ? el("a", { href, target: "_blank", rel: "noopener noreferrer", text: c.title })
-              : el("span", { text: c.title });
-            const meta = [c.source, c.published_at || t.undated].filter(Boolean).join(", ");
-            list.append(
-              el(
-                "li",
-                { id: `news-qa-source-${turn.id}-${c.n}`, value: String(c.n), tabindex: "-1" },
-                headline,
-                el("span", { className: "meta", text: ` (${meta})` }),
+              ? el("a", { href, target: "_blank", rel: "noopener noreferrer", text: first.title })
+              : el("span", { text: first.title });
+            const meta = [first.source, first.published_at || t.undated].filter(Boolean).join(", ");
+            const item = el(
+              "li",
+              { id: `news-qa-source-${turn.id}-${first.n}`, tabindex: "-1" },
+              headline,
+              el("span", { className: "meta", text: ` (${meta})` }),
+            );
+            for (const c of quotes) {
+              item.append(
                 c.headline_only
                   ? el("span", { className: "quote headline-only", text: t.headlineOnly })
-                  : el("span", { className: "quote", text: `“${c.quote}”` }),
-              ),
-            );
+                  : el("span", { className: "quote" }, el("span", { className: "n", text: `[${c.n}]` }), `“${c.quote}”`),
+              );
+            }
+            list.append(item);
           }
           answer.append(
             el("div", { className: "sources" }, el("h3", { text: turn.abstained ? t.closest : t.sources }), list),
@@ -408,7 +475,9 @@
       if (!question || this.busy) return;
       this.busy = true;
       this.send.disabled = true;
+      this.restartButton.disabled = true;
       this.input.value = "";
+      const history = this.history();
       const turn = { id: Date.now().toString(36), question, sentences: [], sources: [], done: false };
       this.turns.push(turn);
       const { nodes, draw } = this.turnNodes(turn);
@@ -423,7 +492,7 @@
         const response = await fetch(`${this.api}/ask/stream`, {
           method: "POST",
           headers,
-          body: JSON.stringify({ question }),
+          body: JSON.stringify(history.length ? { question, history } : { question }),
           signal: controller.signal,
           credentials: "omit",
         });
@@ -437,6 +506,7 @@
             else if (event === "done") {
               turn.done = true;
               turn.abstained = body.abstained;
+              turn.searched = body.standalone_question;
             } else if (event === "error") {
               turn.error = body.detail || this.labels.failed;
               console.error(`news-qa: the question could not be answered (${body.status} ${body.title})`);
@@ -454,6 +524,7 @@
         this.save();
         this.busy = false;
         this.send.disabled = false;
+        this.restartButton.disabled = false;
         this.input.focus();
       }
     }
