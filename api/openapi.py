@@ -15,14 +15,38 @@ from api.schemas import MAX_ARTICLES_PER_REQUEST
 
 class StrictStructSchemaPlugin(StructSchemaPlugin):
     """Litestar's own Struct schema plugin (private in Litestar 2.25, pinned), plus
-    ``additionalProperties: false`` for Structs declared with ``forbid_unknown_fields=True``."""
+    ``additionalProperties: false`` for Structs declared with ``forbid_unknown_fields=True``, and the
+    bounds of an optional list field (``list[Annotated[str, Meta(...)]] | None``) where they belong:
+    Litestar drops the items' pattern and lengths and puts the list's length outside the array."""
 
     def to_openapi_schema(self, field_definition: Any, schema_creator: Any) -> Schema:
         schema: Schema = super().to_openapi_schema(field_definition, schema_creator)
         info = msgspec.inspect.type_info(field_definition.type_)
-        if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
-            schema.additional_properties = False
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.forbid_unknown_fields:
+                schema.additional_properties = False
+            for field in info.fields:
+                found = (schema.properties or {}).get(field.encode_name)
+                if isinstance(found, Schema):
+                    _bound_list(found, field.type)
         return schema
+
+
+def _bound_list(schema: Schema, field_type: msgspec.inspect.Type) -> None:
+    options = field_type.types if isinstance(field_type, msgspec.inspect.UnionType) else (field_type,)
+    lists = [t for t in options if isinstance(t, msgspec.inspect.ListType)]
+    if not lists:
+        return
+    listed = lists[0]
+    arrays = [o for o in (schema.one_of or [schema]) if isinstance(o, Schema) and o.type == OpenAPIType.ARRAY]
+    for array in arrays:
+        array.min_items, array.max_items = listed.min_length, listed.max_length
+        item = listed.item_type
+        if isinstance(item, msgspec.inspect.StrType) and isinstance(array.items, Schema):
+            array.items.pattern = item.pattern
+            array.items.min_length, array.items.max_length = item.min_length, item.max_length
+    if schema.one_of:
+        schema.min_items = schema.max_items = None
 
 
 @dataclass

@@ -11,18 +11,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evals.config import EvalSettings
+from evals.dialogue import GATE_VALUES
 from evals.harness import ANSWER_METRICS, RETRIEVAL_METRICS
 from index.config import IndexSettings
 from rag.config import AnswerSettings
 
-GATE_METRICS = (
-    *RETRIEVAL_METRICS,
-    *ANSWER_METRICS,
-    "followup_story@3",
-    "followup_story@3_alone",
-    "new_subject_story@3",
-    "new_subject_story@3_alone",
-)
+GATE_METRICS = (*RETRIEVAL_METRICS, *ANSWER_METRICS, *GATE_VALUES, *(f"{m}_alone" for m in GATE_VALUES))
 
 
 class Settings(Protocol):
@@ -46,6 +40,11 @@ def add_eval_command(commands: Any) -> None:
     parser.add_argument("dataset", nargs="?", type=Path, metavar="DATASET_DIR")
     parser.add_argument("--corpus", type=Path, help="corpus JSONL (with --questions)")
     parser.add_argument("--questions", type=Path, help="questions JSONL (with --corpus)")
+    parser.add_argument(
+        "--dialogues",
+        type=Path,
+        help="dialogues JSONL to score as well (default: DATASET_DIR/dialogues.jsonl when there is one)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--sample", type=int, help="a fixed sample of N questions (chosen by hash of the id)")
     parser.add_argument(
@@ -118,6 +117,10 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         dataset = load_files(args.corpus, args.questions)
     else:
         raise SystemExit("rag eval: give DATASET_DIR, or both --corpus and --questions")
+    if args.dialogues:
+        from evals.data import load_dialogues
+
+        dataset = dataclasses.replace(dataset, dialogues=tuple(load_dialogues(args.dialogues)))
     if args.split:
         from evals.split import in_tune_half
 

@@ -72,6 +72,8 @@ def load_dialogues(path: Path) -> list[Dialogue]:
     """Dialogues from a JSONL file, one a line: ``{"id", "asked_on", "turns": [{"question", "answers",
     "gold_ids", "kind"}, ...]}`` (the first turn has no kind; later ones are ``follow-up`` or
     ``new-subject``). A malformed line stops with its file and line number."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: dialogue file not found")
     dialogues = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -100,6 +102,8 @@ def load_dialogues(path: Path) -> list[Dialogue]:
         if not all(t.gold_ids and t.answers for t in turns):
             raise DatasetError(f"{where}: every turn needs answers and gold_ids")
         dialogues.append(dialogue)
+    if not dialogues:
+        raise DatasetError(f"{path}: no dialogues")
     return dialogues
 
 

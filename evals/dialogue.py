@@ -124,13 +124,22 @@ def dialogue_metrics(outcomes: Sequence[TurnOutcome]) -> dict[str, object]:
     return result
 
 
+GATE_VALUES = (
+    "followup_story@3",
+    "followup_hit@1",
+    "new_subject_story@3",
+    "new_subject_hit@1",
+)
+"""The dialogue figures `rag eval --min` can gate on (with history; each has an ``_alone`` twin)."""
+
+
 def gate_values(metrics: dict[str, object]) -> dict[str, float]:
-    """The dialogue figures `rag eval --min` can gate on: ``followup_story@3`` and
-    ``new_subject_story@3`` (with history), and their ``_alone`` twins."""
+    """``GATE_VALUES`` and their ``_alone`` twins, from ``dialogue_metrics``."""
     values: dict[str, float] = {}
     for kind, key in (("follow-up", "followup"), ("new-subject", "new_subject")):
         part = metrics.get(kind)
         if isinstance(part, dict):
-            values[f"{key}_story@3"] = part["history"]["story@3"]
-            values[f"{key}_story@3_alone"] = part["alone"]["story@3"]
+            for metric in ("story@3", "hit@1"):
+                values[f"{key}_{metric}"] = part["history"][metric]
+                values[f"{key}_{metric}_alone"] = part["alone"][metric]
     return values

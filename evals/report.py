@@ -56,6 +56,23 @@ def _write_summary(path: Path, metrics: dict[str, Any]) -> Path:
     lines += ["", "p: Fisher's paired randomization test of the system against that baseline.", ""]
     lines += ["| answer metric | system |", "|---|---|"]
     lines += [f"| {key} | {_fmt(metrics.get(key))} |" for key in ANSWER_METRICS]
+    dialogues = metrics.get("dialogues")
+    if dialogues:
+        lines += [
+            "",
+            f"| dialogues ({dialogues['dialogues']}) | turns | leaned | story@3 with / alone | "
+            "hit@1 with / alone | p (story@3) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for kind in ("follow-up", "new-subject"):
+            part = dialogues.get(kind)
+            if part:
+                h, a = part["history"], part["alone"]
+                p = part["history_vs_alone"].get("story@3", {}).get("p_value")
+                lines.append(
+                    f"| {kind} | {part['turns']} | {_fmt(part['leaned'])} | {_fmt(h['story@3'])} / "
+                    f"{_fmt(a['story@3'])} | {_fmt(h['hit@1'])} / {_fmt(a['hit@1'])} | {_fmt(p)} |"
+                )
     lines += ["", "| stage | p50 ms | p95 ms |", "|---|---|---|"]
     lines += [f"| {s} | {v['p50']} | {v['p95']} |" for s, v in metrics["latency_ms"].items()]
     path.write_text("\n".join(lines) + "\n")

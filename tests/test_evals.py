@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from evals.data import DatasetError, EvalQuestion, load_questions
+from evals.data import DatasetError, EvalQuestion, load_dialogues, load_questions
 from evals.harness import (
     Outcome,
     answer_metrics,
@@ -186,3 +187,95 @@ def test_unknown_gate_metric_is_refused(tmp_path: Path) -> None:
     result = _rag_eval(str(SEED_SET), "--min", "speed=3", tmp_path=tmp_path)
     assert result.returncode != 0
     assert "--min takes METRIC=VALUE" in result.stderr
+
+
+def test_malformed_dialogue_files_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    first = {"question": "What did the council approve?", "answers": ["a bridge"], "gold_ids": ["a"]}
+    good = {"id": "1", "asked_on": "2024-12-01", "turns": [first, {**first, "kind": "follow-up"}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"id": "2", "turns": [first]}) + "\n")
+    with pytest.raises(DatasetError, match=r"d.jsonl:2: a dialogue needs a first turn and later turns"):
+        load_dialogues(path)
+    path.write_text(json.dumps({**good, "turns": [first, {**first, "kind": "sideways"}]}) + "\n")
+    with pytest.raises(DatasetError, match=r"d.jsonl:1: a dialogue needs"):
+        load_dialogues(path)
+    path.write_text(json.dumps({**good, "turns": [first, {"question": "When?", "kind": "follow-up"}]}) + "\n")
+    with pytest.raises(DatasetError, match=r"d.jsonl:1: not a dialogue record"):
+        load_dialogues(path)
+    path.write_text("\n")
+    with pytest.raises(DatasetError, match="no dialogues"):
+        load_dialogues(path)
+    with pytest.raises(DatasetError, match="dialogue file not found"):
+        load_dialogues(tmp_path / "missing.jsonl")
+    assert load_dialogues(_write(path, [good]))[0].turns[1].kind == "follow-up"
+
+
+def _write(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_rag_eval_scores_dialogues_with_and_without_history_and_gates_on_them(tmp_path: Path) -> None:
+    corpus = ROOT / "tests" / "data" / "conversation.jsonl"
+    bridge = ["c-bridge-approved"]
+    first = {
+        "question": "What did the Riverton council approve?",
+        "answers": ["Harbor Bridge"],
+        "gold_ids": bridge,
+    }
+    dialogues = [
+        {
+            "id": "bridge",
+            "asked_on": "2024-12-01",
+            "turns": [
+                first,
+                {
+                    "question": "When will it be completed?",
+                    "answers": ["2027"],
+                    "gold_ids": bridge,
+                    "kind": "follow-up",
+                },
+                {
+                    "question": "How much will it cost?",
+                    "answers": ["$48 million"],
+                    "gold_ids": bridge,
+                    "kind": "follow-up",
+                },
+            ],
+        },
+        {
+            "id": "stadium",
+            "asked_on": "2024-12-01",
+            "turns": [
+                first,
+                {
+                    "question": "When will the Oakdale stadium be completed?",
+                    "answers": ["2025"],
+                    "gold_ids": ["c-stadium"],
+                    "kind": "new-subject",
+                },
+            ],
+        },
+    ]
+    questions = _write(tmp_path / "questions.jsonl", [{"id": "q1", "asked_on": "2024-12-01", **first}])
+    files = ["--corpus", str(corpus), "--questions", str(questions)]
+    files += ["--dialogues", str(_write(tmp_path / "dialogues.jsonl", dialogues))]
+    report = tmp_path / "report"
+    gate = ["--min", "followup_story@3=0.99", "--min", "new_subject_story@3=0.99"]
+    result = _rag_eval(*files, "--json", "--report", str(report), *gate, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    follow_ups = metrics["dialogues"]["follow-up"]
+    assert follow_ups["turns"] == 2
+    assert follow_ups["leaned"] == 1.0
+    assert follow_ups["history"]["story@3"] == 1.0
+    assert follow_ups["alone"]["story@3"] == 0.5  # alone, "How much will it cost?" quotes the ferry fare
+    changed = metrics["dialogues"]["new-subject"]
+    assert changed["leaned"] == 0.0
+    assert changed["history"] == changed["alone"]
+    assert metrics["followup_story@3_alone"] == 0.5
+    assert "| follow-up | 2 |" in (report / "summary.md").read_text()
+    failing = _rag_eval(*files, "--min", "followup_story@3_alone=0.9", tmp_path=tmp_path)
+    assert failing.returncode == 1
+    assert "gate failed: followup_story@3_alone = 0.5 < 0.9" in failing.stderr
