@@ -178,6 +178,13 @@ def _print_table(metrics: dict[str, Any]) -> None:
     for stage, v in metrics["latency_ms"].items():
         unit = "" if stage.endswith("tokens") else " ms"
         print(f"  latency {stage:<14} p50 {v['p50']:.1f}{unit}  p95 {v['p95']:.1f}{unit}")
+    for kind, part in metrics.get("dialogues", {}).items():
+        if isinstance(part, dict) and "history" in part:
+            h, a = part["history"], part["alone"]
+            print(
+                f"  dialogues, {kind:<11} {part['turns']} turns: story@3 {h['story@3']:.4f} with history, "
+                f"{a['story@3']:.4f} alone; hit@1 {h['hit@1']:.4f} / {a['hit@1']:.4f}"
+            )
     if "answers_generated" in metrics:
         print(f"  answers generated      {metrics['answers_generated']:.4f} of those not abstained")
         print(f"  fallbacks              {metrics['fallbacks'] or 'none'}")
