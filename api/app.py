@@ -34,11 +34,13 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from api.chat import CHAT_ROUTES
 from api.config import Settings
 from api.feed_service import ROUTES as FEED_ROUTES
 from api.guard import Guard
 from api.jobs import QueueFullError
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
+from api.mcp_server import build_mcp, mcp_mount
 from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
 from api.openapi import ArticlesOperation, StrictStructSchemaPlugin
 from api.problems import NotFoundError, internal_error, problems, to_problem
@@ -370,6 +372,7 @@ def create_app(
     answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops).
     ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure)."""
     service = Service(settings, open_without_keys, heartbeat_seconds=heartbeat_seconds)
+    mcp_endpoint, mcp_lifespan = mcp_mount(build_mcp(lambda: service.require()[0]))
 
     def start() -> None:
         args = (opener, on_load_error)
@@ -410,7 +413,10 @@ def create_app(
             widget_js,
             demo_page,
             *FEED_ROUTES,
+            *CHAT_ROUTES,
+            mcp_endpoint,
         ],
+        lifespan=[mcp_lifespan],
         on_startup=[start],
         on_shutdown=[service.close],
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],

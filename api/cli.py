@@ -65,6 +65,15 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     _model_options(ask)
     ask.set_defaults(run=_ask)
 
+    tools = commands.add_parser(
+        "mcp",
+        help="serve the MCP tools over stdio (for a desktop client that starts this command)",
+        description="The MCP server (search_news, answer_question, get_article) over stdin and stdout. "
+        "`rag serve` serves the same tools over Streamable HTTP at /mcp.",
+    )
+    _model_options(tools)
+    tools.set_defaults(run=_mcp)
+
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -267,6 +276,15 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         when = c.published_at.isoformat() if c.published_at else "undated"
         marked = " (headline only: no text to quote)" if c.headline_only else ""
         print(f"[{c.n}] {c.title} ({c.source or 'unknown outlet'}, {when}) {c.url or c.article_id}{marked}")
+    return 0
+
+
+def _mcp(settings: Settings, args: argparse.Namespace) -> int:
+    from api.mcp_server import run_stdio
+    from api.root import build_answerer
+
+    answerer = build_answerer(_with_model(settings, args))  # before the first message: ready when asked
+    run_stdio(answerer)
     return 0
 
 

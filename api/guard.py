@@ -2,7 +2,9 @@
 body rule, and rate limits. Handlers behind it hold no security logic.
 
 Routes say what they need through their ``opt``: ``{"scope": "ask"}`` or ``{"scope": "admin"}``;
-routes without a scope (health, metrics, the schema) are open to everyone and never limited.
+routes without a scope (health, metrics, the schema) are open to everyone and never limited. A route
+with ``{"errors": "openai"}`` (the OpenAI-compatible ones, api/chat.py) gets its refusals in OpenAI's
+error shape instead of problem details.
 
 With no active key, the service is open, which ``rag serve`` allows only on a loopback address (or
 with ``--insecure``). Open, it answers only requests addressed to a loopback name (``Host`` is
@@ -33,6 +35,7 @@ from api.keys import ApiKey, KeyRing, normalize_origin
 from api.limits import Buckets, DailyCaps, Verdict, client_address
 from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
+from api.problems import openai_error
 from index.errors import ConfigError
 
 log = logging.getLogger("api.access")
@@ -91,7 +94,9 @@ class Guard(ASGIMiddleware):
                 receive = await self._admit(scope, receive, headers, extra)
             except GuardReplyError as refusal:
                 extra.update(refusal.headers)
-                await _send_problem(send, refusal, extra, status)
+                handler = scope.get("route_handler")
+                styled = handler.opt.get("errors") if handler is not None else None
+                await _send_problem(send, refusal, extra, status, styled == "openai")
                 return
 
             async def send_with_headers(message: Message) -> None:
@@ -385,11 +390,16 @@ def _limit_detail(verdict: Verdict) -> str:
 
 
 async def _send_problem(
-    send: Send, refusal: GuardReplyError, headers: dict[str, str], status: list[int]
+    send: Send, refusal: GuardReplyError, headers: dict[str, str], status: list[int], openai: bool = False
 ) -> None:
+    """The refusal as problem details, or for the OpenAI-compatible routes (``opt={"errors": "openai"}``)
+    in OpenAI's error shape."""
     status[0] = refusal.status
     body = b""
-    if refusal.status != 204:
+    if refusal.status != 204 and openai:
+        body = msgspec.json.encode(openai_error(refusal.status, refusal.detail))
+        headers = {**headers, "content-type": "application/json"}
+    elif refusal.status != 204:
         body = msgspec.json.encode(
             {"status": refusal.status, "title": refusal.title, "detail": refusal.detail}
         )

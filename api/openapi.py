@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
-from litestar.openapi.spec import Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from api.schemas import MAX_ARTICLES_PER_REQUEST
@@ -62,3 +62,14 @@ class ArticlesOperation(Operation):
         for option in (schema.one_of or []) if isinstance(schema, Schema) else []:
             if isinstance(option, Schema) and option.type == OpenAPIType.ARRAY:
                 option.min_items, option.max_items = 1, MAX_ARTICLES_PER_REQUEST
+
+
+@dataclass
+class ChatOperation(Operation):
+    """``POST /v1/chat/completions``: the answer is JSON, or with ``"stream": true`` Server-Sent Events of
+    ``chat.completion.chunk`` objects ending in ``data: [DONE]``; the 200 response says both."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content["text/event-stream"] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))

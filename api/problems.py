@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
@@ -29,7 +30,7 @@ _REASONS = {
     400: "Malformed JSON, a field out of range, or an invalid question",
     401: "No API key, or an unknown or revoked one (keys are configured)",
     403: "The key's scope does not cover this route, or the request's Origin is not allowed",
-    404: "No such article or job",
+    404: "No such article, job, feed or model",
     413: "The request body is over the size limit",
     415: "A request body that is not application/json",
     422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
@@ -38,6 +39,51 @@ _REASONS = {
     503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
 }
 _GUARDED = (401, 403, 429, 500, 503)
+_OPENAI_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("not_found_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", None),
+    422: ("invalid_request_error", None),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    503: ("server_error", "service_unavailable"),
+}
+
+
+class OpenAIErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorOut(msgspec.Struct):
+    """An error of the OpenAI-compatible routes, in OpenAI's shape."""
+
+    error: OpenAIErrorBody
+
+
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``, typed as OpenAI types its errors."""
+    kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
+    if status == 404 and "model" not in message:
+        code = None
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def openai_errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """The error responses of an OpenAI-compatible route, as ``problems`` gives those of the others."""
+    return {
+        status: ResponseSpec(
+            data_container=OpenAIErrorOut,
+            media_type="application/json",
+            description=_REASONS[status],
+            generate_examples=False,
+        )
+        for status in sorted({*statuses, *_GUARDED})
+    }
 
 
 class NotFoundError(RagError):

@@ -96,6 +96,11 @@ class Answerer:
         follow = self.follow(stripped, history) if history else None
         return analyse(stripped, as_of, top_k, filters, follow=follow)
 
+    @property
+    def generates(self) -> bool:
+        """Whether a language model writes the answers (one is configured)."""
+        return not isinstance(self.composer, ExtractiveComposer)
+
     def follow(self, question: str, history: Sequence[Turn]) -> Resolution:
         """How ``question`` leans on ``history``: by the rules of rag/follow.py, or, when it leans and a
         language model is configured, the model's standalone rewrite if every content word of it was
@@ -131,8 +136,9 @@ class Answerer:
         vector = self.embedder.embed([question.searched])[0]
         return self.retriever.retrieve(question, vector, reader or self.index.reader())
 
-    def ask(self, question: Question) -> Answer:
-        """A short cited answer, or an abstention that still lists the closest sources."""
+    def ask(self, question: Question, generate: bool = True) -> Answer:
+        """A short cited answer, or an abstention that still lists the closest sources. ``generate``
+        False: quoted, even when a language model is configured."""
         timings: dict[str, float] = {}
         started = clock = time.perf_counter()
 
@@ -173,7 +179,7 @@ class Answerer:
             )
         composition = (
             quoted
-            if self.composer is self.quotes
+            if not (generate and self.generates)  # an extractive composer would quote the same again
             else self.composer.compose(question, vector, passages, reader)
         )
         lap("compose")

@@ -4,6 +4,7 @@ every sentence shown is checked, the Karabakh answer invents no cause, and an ou
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,20 @@ def test_the_api_says_whether_an_answer_was_generated(
         stream = client.post("/ask/stream", json={"question": KARABAKH}, timeout=120).text
         assert '"generated":' in stream
         assert '"verified":true' in stream
+        # As an OpenAI-compatible service: a model per way of answering, each answering its way.
+        models = client.get("/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["news", "news-generated"]
+        question = {"messages": [{"role": "user", "content": KARABAKH}]}
+        quoted = client.post("/v1/chat/completions", json={**question, "model": "news"}, timeout=120).json()
+        seed = _body(_answerer(settings, store, embedder, model), SEED_ID)
+        said = quoted["choices"][0]["message"]["content"].split("\n\nSources:")[0]
+        for sentence in re.findall(r"(.+?) \[\d+\](?= |$)", said):
+            assert sentence.strip() in seed  # verbatim quotes, though a model is configured
+        written = client.post(
+            "/v1/chat/completions", json={**question, "model": "news-generated"}, timeout=120
+        )
+        assert written.status_code == 200
+        assert written.json()["citations"][0]["article_id"] == SEED_ID
 
 
 MARATHON = [
