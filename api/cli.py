@@ -284,6 +284,7 @@ def _mcp(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import build_answerer
 
     answerer = build_answerer(_with_model(settings, args))  # before the first message: ready when asked
+    answerer.index.watch()  # articles another process writes are found while this one runs
     run_stdio(answerer)
     return 0
 

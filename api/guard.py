@@ -43,6 +43,8 @@ log = logging.getLogger("api.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _EXPOSED = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id"
+_ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, Mcp-Protocol-Version"
+"""What a page may send cross-origin (an MCP client in a browser sends its protocol version)."""
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
@@ -207,7 +209,7 @@ class Guard(ASGIMiddleware):
             {
                 "access-control-allow-origin": origin,
                 "access-control-allow-methods": "GET, POST, DELETE",
-                "access-control-allow-headers": "Authorization, Content-Type, X-Request-Id",
+                "access-control-allow-headers": _ALLOWED_HEADERS,
                 "access-control-expose-headers": _EXPOSED,
                 "access-control-max-age": "600",
                 "vary": "Origin",
