@@ -15,7 +15,7 @@ from index.urls import MAX_URL_CHARS
 from rag.answer import MAX_TOP_K
 from rag.config import DEFAULT_MAX_QUESTION_CHARS
 from rag.follow import MAX_HISTORY
-from rag.records import Answer, Citation, Hit
+from rag.records import Answer, Citation, Coverage, Hit
 
 MAX_ARTICLE_CHARS = 200_000
 """Longest article body accepted over HTTP (about 30,000 words)."""
@@ -155,6 +155,19 @@ class SentenceOut(msgspec.Struct):
     the service keeps them marked)."""
 
 
+class CoverageOut(msgspec.Struct):
+    """How old the cited sources are."""
+
+    oldest: date | None
+    newest: date | None
+    articles: int
+    """Distinct articles cited."""
+    before_period: bool
+    """Even the newest source is older than the period the question asks about."""
+    note: str | None
+    """Says so, when ``before_period``."""
+
+
 class AnswerOut(msgspec.Struct):
     answer: str
     abstained: bool
@@ -177,6 +190,8 @@ class AnswerOut(msgspec.Struct):
     rewritten_by: str | None
     """How a follow-up was made standalone: ``rules`` (no model) or ``model`` (checked); null when the
     question stood alone."""
+    coverage: CoverageOut
+    """The dates of the cited sources: oldest, newest, how many articles."""
 
 
 class SearchOut(msgspec.Struct):
@@ -271,7 +286,14 @@ def answer_out(answer: Answer) -> AnswerOut:
         missing_shards=list(answer.missing_shards),
         standalone_question=answer.standalone_question,
         rewritten_by=answer.rewritten_by,
+        coverage=coverage_out(answer.coverage),
     )
+
+
+def coverage_out(c: Coverage | None) -> CoverageOut:
+    if c is None:
+        return CoverageOut(None, None, 0, False, None)
+    return CoverageOut(c.oldest, c.newest, c.articles, c.before_period, c.note)
 
 
 def article_out(a: Article) -> ArticleOut:

@@ -24,7 +24,7 @@ from rag.follow import MAX_HISTORY, ROLES, Resolution, Turn, resolve
 from rag.generate import GenerativeComposer, ModelConfig
 from rag.question import analyse
 from rag.rank import LinearRanker
-from rag.records import Answer, Citation, Filters, Hit, Question, Sentence
+from rag.records import Answer, Citation, Coverage, Filters, Hit, Question, Sentence
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
@@ -176,6 +176,7 @@ class Answerer:
                 missing_shards=reader.missing_shards,
                 standalone_question=question.searched,
                 rewritten_by=question.follow.rewritten_by if question.follow else None,
+                coverage=coverage(citations, question),
             )
         composition = (
             quoted
@@ -185,10 +186,11 @@ class Answerer:
         lap("compose")
         timings.update(composition.usage)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        cited = _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES])
         return Answer(
             composition.text,
             False,
-            _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES]),
+            cited,
             tuple(hits),
             timings,
             composition.sentences,
@@ -197,6 +199,7 @@ class Answerer:
             missing_shards=reader.missing_shards,
             standalone_question=question.searched,
             rewritten_by=question.follow.rewritten_by if question.follow else None,
+            coverage=coverage(cited, question),
         )
 
     def abstains(
@@ -215,6 +218,26 @@ class Answerer:
     ) -> npt.NDArray[np.float64]:
         """The abstention features (rag/abstain.py) of a question and its passages."""
         return evidence(question, passages, quoted.best_score, reader.idf)
+
+
+def coverage(citations: Sequence[Citation], question: Question) -> Coverage:
+    """The dates of ``citations``' articles, and whether even the newest is older than the period the
+    question names ("in September 2024", "last week"): then the answer says so."""
+    days = [c.published_at for c in citations if c.published_at]
+    articles = len({c.article_id for c in citations})
+    newest = max(days) if days else None
+    start = question.period.start if question.period.explicit else None
+    if newest is None or start is None or newest >= start:
+        return Coverage(min(days) if days else None, newest, articles)
+    note = (
+        f"The newest source is from {_day(newest)}, before the period the question asks about "
+        f"(from {_day(start)})."
+    )
+    return Coverage(min(days), newest, articles, True, note)
+
+
+def _day(day: date) -> str:
+    return f"{day.day} {day.strftime('%B')} {day.year}"
 
 
 def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tuple[Citation, ...]:

@@ -93,6 +93,20 @@ class Sentence:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """How old the sources an answer cites are."""
+
+    oldest: date | None
+    newest: date | None
+    articles: int
+    """Distinct articles cited."""
+    before_period: bool = False
+    """The newest source was published before the period the question asks about."""
+    note: str | None = None
+    """Says so, in words, when ``before_period``."""
+
+
+@dataclass(frozen=True)
 class Answer:
     """A short answer whose every sentence is a verbatim quote ending in ``[n]``."""
 
@@ -113,3 +127,5 @@ class Answer:
     """What was searched: the question, or a follow-up made standalone (rag/follow.py)."""
     rewritten_by: str | None = None
     """``rules`` or ``model`` when the question leaned on its conversation."""
+    coverage: Coverage | None = None
+    """The dates of the cited sources."""

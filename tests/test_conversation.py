@@ -144,6 +144,25 @@ def test_a_follow_up_is_answered_from_the_conversation_s_story(
     assert "$96" not in cost.text
 
 
+def test_an_answer_says_how_old_its_sources_are(answerer: Answerer) -> None:
+    approved = answerer.ask(answerer.question(FIRST, as_of=DAY))
+    assert approved.coverage is not None
+    assert (approved.coverage.oldest, approved.coverage.newest) == (date(2024, 5, 2), date(2024, 5, 2))
+    assert approved.coverage.articles == len({c.article_id for c in approved.citations})
+    assert not approved.coverage.before_period
+    assert approved.coverage.note is None
+    # A period after every source: the answer says its newest source is older than what was asked.
+    later = answerer.ask(
+        answerer.question("What did the Riverton council approve in November 2024?", as_of=DAY)
+    )
+    assert later.coverage is not None
+    assert later.coverage.before_period
+    assert later.coverage.newest is not None
+    assert later.coverage.newest < date(2024, 11, 1)
+    assert later.coverage.note is not None
+    assert "before the period the question asks about (from 1 November 2024)" in later.coverage.note
+
+
 def test_what_happened_after_that_looks_only_after_the_last_answer(
     answerer: Answerer, history: list[Turn]
 ) -> None:
@@ -243,8 +262,17 @@ def test_a_follow_up_over_http_and_sse(server: str) -> None:
     done = next(data for name, data in streamed if name == "done")
     assert done["standalone_question"] == answer["standalone_question"]  # type: ignore[index]
     assert done["rewritten_by"] == "rules"  # type: ignore[index]
+    assert done["coverage"] == answer["coverage"]  # type: ignore[index]
+    assert answer["coverage"] == {
+        "oldest": "2024-05-02",
+        "newest": "2024-05-02",
+        "articles": 1,
+        "before_period": False,
+        "note": None,
+    }
     sources = next(data for name, data in streamed if name == "sources")
     assert sources["citations"][0]["article_id"] == "c-bridge-approved"  # type: ignore[index]
+    assert sources["coverage"] == answer["coverage"]  # type: ignore[index]
     changed = {
         "question": "When will the Oakdale stadium be completed?",
         "as_of": "2024-12-01",

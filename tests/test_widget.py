@@ -341,7 +341,11 @@ def test_a_follow_up_shows_what_was_searched_and_new_conversation_forgets_the_th
     expect(items.first.locator(".quote")).to_have_count(len(set(cited)))
     assert len(set(cited)) >= 2
     expect(first.locator(".searched")).to_have_count(0)  # a question that stands alone
+    expect(first.locator(".coverage")).to_have_count(0)  # the seed is undated
     _ask_when_idle(page, "Who set the course record at the harbour marathon?")
+    expect(widget.locator(".answer").nth(1).locator(".coverage")).to_have_text(
+        "Sources from 21 Apr 2024", timeout=30_000
+    )
     _ask_when_idle(page, "How many finished?")
     third = widget.locator(".answer").nth(2)
     expect(third.locator(".searched")).to_contain_text("Searched: How many finished? (", timeout=30_000)

@@ -50,6 +50,8 @@
       log: "Conversation",
       restart: "New conversation",
       searched: "Searched:",
+      locale: "en-GB",
+      coverage: (a, b) => (a === b ? `Sources from ${b}` : `Sources from ${a} to ${b}`),
     },
     de: {
       title: "Fragen an die Nachrichten",
@@ -74,6 +76,8 @@
       log: "Unterhaltung",
       restart: "Neue Unterhaltung",
       searched: "Gesucht:",
+      locale: "de-DE",
+      coverage: (a, b) => (a === b ? `Quellen vom ${b}` : `Quellen vom ${a} bis ${b}`),
     },
     fr: {
       title: "Questions sur l'actualité",
@@ -98,6 +102,8 @@
       log: "Conversation",
       restart: "Nouvelle conversation",
       searched: "Recherché :",
+      locale: "fr-FR",
+      coverage: (a, b) => (a === b ? `Sources du ${b}` : `Sources du ${a} au ${b}`),
     },
   };
 
@@ -151,6 +157,8 @@
     .quote.headline-only { font-style: normal; opacity: 0.8; }
     .quote .n { font-style: normal; color: var(--muted); margin-right: 4px; }
     .searched { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
+    .coverage { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
+    .coverage-note { font-size: 12px; margin: 4px 0 0; font-weight: 600; }
     form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid var(--line); background: var(--bg); }
     label.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
     input { flex: 1; padding: 9px 10px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg);
@@ -168,6 +176,15 @@
     } catch {
       return null;
     }
+  }
+
+  /** "17 Apr" and "13 Jun 2024" for a range within one year, both with the year otherwise. */
+  function dayRange(locale, oldest, newest) {
+    const day = (iso, year) =>
+      new Intl.DateTimeFormat(locale, { day: "numeric", month: "short", year: year ? "numeric" : undefined, timeZone: "UTC" })
+        .format(new Date(`${iso}T00:00:00Z`));
+    const sameYear = oldest.slice(0, 4) === newest.slice(0, 4);
+    return [oldest === newest ? day(newest, true) : day(oldest, !sameYear), day(newest, true)];
   }
 
   function el(tag, props, ...children) {
@@ -461,9 +478,14 @@
             }
             list.append(item);
           }
-          answer.append(
-            el("div", { className: "sources" }, el("h3", { text: turn.abstained ? t.closest : t.sources }), list),
-          );
+          const sources = el("div", { className: "sources" }, el("h3", { text: turn.abstained ? t.closest : t.sources }), list);
+          const coverage = turn.coverage;
+          if (coverage && coverage.oldest && coverage.newest) {
+            const [from, to] = dayRange(t.locale, coverage.oldest, coverage.newest);
+            sources.append(el("p", { className: "coverage", text: t.coverage(from, to) }));
+          }
+          if (coverage && coverage.note) sources.append(el("p", { className: "coverage-note", role: "note", text: coverage.note }));
+          answer.append(sources);
         }
       };
       draw();
@@ -501,7 +523,10 @@
         } else {
           for await (const { event, data } of events(response)) {
             const body = JSON.parse(data);
-            if (event === "sources") turn.sources = body.citations;
+            if (event === "sources") {
+              turn.sources = body.citations;
+              turn.coverage = body.coverage;
+            }
             else if (event === "sentence") turn.sentences.push({ text: body.text, cites: body.cites });
             else if (event === "done") {
               turn.done = true;
