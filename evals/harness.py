@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from evals.data import EvalQuestion
 from rag import Answer, Answerer, Hit
+from rag.relative import plain
 
 RETRIEVAL_METRICS = {
     "hit@1": "hit_rate@1",
@@ -88,7 +89,8 @@ def outcome_of(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
         for sentence, n in _CITED_SENTENCE.findall(answer.text):
             citation = by_n.get(int(n))
             body = bodies.get(citation.article_id, "") if citation else ""
-            grounded.append(bool(citation) and sentence.strip() in body)
+            # A relative day's date ("on Wednesday [17 April 2024]") is shown, not quoted.
+            grounded.append(bool(citation) and plain(sentence).strip() in body)
     correct = not answer.abstained and any(_contains(answer.text, gold) for gold in q.answers)
     return Outcome(
         question=q,

@@ -25,6 +25,7 @@ from rag.generate import GenerativeComposer, ModelConfig
 from rag.question import analyse
 from rag.rank import LinearRanker
 from rag.records import Answer, Citation, Coverage, Filters, Hit, Question, Sentence
+from rag.relative import annotate
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
@@ -183,6 +184,8 @@ class Answerer:
             if not (generate and self.generates)  # an extractive composer would quote the same again
             else self.composer.compose(question, vector, passages, reader)
         )
+        if not composition.generated:
+            composition = _dated(composition)
         lap("compose")
         timings.update(composition.usage)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
@@ -234,6 +237,21 @@ def coverage(citations: Sequence[Citation], question: Question) -> Coverage:
         f"(from {_day(start)})."
     )
     return Coverage(min(days), newest, articles, True, note)
+
+
+def _dated(composition: Composition) -> Composition:
+    """Quotes with the date each relative day means ("on Wednesday [17 April 2024]", rag/relative.py) in
+    the answer's text and sentences; the citations keep the verbatim quotes."""
+    by_n = {c.n: c for c in composition.citations}
+    text = composition.text
+    sentences = []
+    for sentence in composition.sentences:
+        cited = by_n.get(sentence.cites[0]) if sentence.cites else None
+        shown = annotate(sentence.text, cited.published_at if cited else None)
+        if shown != sentence.text:
+            text = text.replace(f"{sentence.text} [{sentence.cites[0]}]", f"{shown} [{sentence.cites[0]}]", 1)
+        sentences.append(replace(sentence, text=shown))
+    return replace(composition, text=text, sentences=tuple(sentences))
 
 
 def _day(day: date) -> str:

@@ -163,6 +163,22 @@ def test_an_answer_says_how_old_its_sources_are(answerer: Answerer) -> None:
     assert "before the period the question asks about (from 1 November 2024)" in later.coverage.note
 
 
+def test_an_answer_shows_the_date_a_relative_day_means_and_its_citation_keeps_the_quote(
+    answerer: Answerer,
+) -> None:
+    answer = answerer.ask(answerer.question(FIRST, as_of=DAY))
+    quote = (
+        "The Riverton city council on Tuesday approved the Harbor Bridge, a cable-stayed crossing over the "
+        "Mill River, by seven votes to two."
+    )
+    shown = quote.replace("on Tuesday", "on Tuesday [30 April 2024]")  # published Thursday 2 May 2024
+    assert answer.citations[0].quote == quote
+    assert answer.text.startswith(f"{shown} [1]")
+    assert answer.sentences[0].text == shown
+    body = answerer.index.reader().articles(["c-bridge-approved"])["c-bridge-approved"].body
+    assert body[answer.citations[0].span.start : answer.citations[0].span.end] == quote
+
+
 def test_what_happened_after_that_looks_only_after_the_last_answer(
     answerer: Answerer, history: list[Turn]
 ) -> None:

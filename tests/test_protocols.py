@@ -78,7 +78,9 @@ def test_a_chat_completion_carries_its_sources_in_the_text_and_as_citations(live
             seed=3,
         )
     content = response.choices[0].message.content or ""
-    assert content.startswith("The Riverton city council on Tuesday approved the Harbor Bridge")
+    assert content.startswith(
+        "The Riverton city council on Tuesday [30 April 2024] approved the Harbor Bridge"
+    )
     assert content.endswith("\n\nSources:\n" + BRIDGE_SOURCE)
     assert response.choices[0].finish_reason == "stop"
     assert response.usage is not None
@@ -216,7 +218,9 @@ def _check_session(results: dict[str, Any]) -> None:
     }
     answer = results["answer"]
     assert not answer.is_error
-    assert answer.structured_content["answer"].startswith("The Riverton city council on Tuesday approved")
+    assert answer.structured_content["answer"].startswith(
+        "The Riverton city council on Tuesday [30 April 2024] approved"
+    )
     assert answer.structured_content["citations"][0]["article_id"] == "c-bridge-approved"
     assert answer.structured_content["citations"][0]["url"] == "https://example.org/riverton/bridge-approved"
     follow_up = results["follow_up"].structured_content
