@@ -127,10 +127,10 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     responses=problems(400, 413, 415),
     summary="Answer a question as a stream of Server-Sent Events",
     description=(
-        'Takes the /ask body. Events: `sources` (`{"citations": [...], "coverage"}`, before any text), '
-        'one `sentence` per answer sentence (`{"text", "cites": [n], "verified"}`), then `done` '
+        'Takes the /ask body. Events: `sources` (`{"citations": [...], "coverage", "timeline"}`, before '
+        'any text), one `sentence` per answer sentence (`{"text", "cites": [n], "verified"}`), then `done` '
         '(`{"abstained", "timings_ms", "generated", "fallback", "standalone_question", "rewritten_by", '
-        '"coverage"}`); '
+        '"coverage", "timeline"}`); '
         "or `error` (an RFC 9457 problem) when the question cannot be answered. Comment lines "
         "(`: keepalive`) are sent while an answer takes long. Malformed requests, keys, origins and limits "
         "are answered before the stream starts, as for /ask."
@@ -162,9 +162,8 @@ async def _answer_events(
         yield ServerSentEventMessage(event="error", data=msgspec.json.encode(body).decode())
         return
     out = answer_out(answer)
-    yield ServerSentEventMessage(
-        event="sources", data=_json({"citations": out.citations, "coverage": out.coverage})
-    )
+    sources = {"citations": out.citations, "coverage": out.coverage, "timeline": out.timeline}
+    yield ServerSentEventMessage(event="sources", data=_json(sources))
     for sentence in answer.sentences:
         said = {"text": sentence.text, "cites": sentence.cites, "verified": sentence.verified}
         yield ServerSentEventMessage(event="sentence", data=_json(said))
@@ -176,6 +175,7 @@ async def _answer_events(
         "standalone_question": answer.standalone_question,
         "rewritten_by": answer.rewritten_by,
         "coverage": out.coverage,
+        "timeline": answer.timeline,
     }
     yield ServerSentEventMessage(event="done", data=_json(done))
 

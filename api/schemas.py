@@ -192,6 +192,8 @@ class AnswerOut(msgspec.Struct):
     question stood alone."""
     coverage: CoverageOut
     """The dates of the cited sources: oldest, newest, how many articles."""
+    timeline: bool
+    """The answer is a timeline ("how did ... unfold?"): dated entries, oldest first, one per story."""
 
 
 class SearchOut(msgspec.Struct):
@@ -287,6 +289,7 @@ def answer_out(answer: Answer) -> AnswerOut:
         standalone_question=answer.standalone_question,
         rewritten_by=answer.rewritten_by,
         coverage=coverage_out(answer.coverage),
+        timeline=answer.timeline,
     )
 
 

@@ -25,7 +25,7 @@ from rag.generate import GenerativeComposer, ModelConfig
 from rag.question import analyse
 from rag.rank import LinearRanker
 from rag.records import Answer, Citation, Coverage, Filters, Hit, Question, Sentence
-from rag.relative import annotate
+from rag.relative import annotate, long_date
 from rag.retrieve import NewsRetriever, Retriever
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
@@ -35,6 +35,8 @@ DEFAULT_ABSTAIN_BELOW = 0.34
 MAX_TOP_K = 50
 # The composer reads the best few passages only; more passages add noise and time, not answers.
 DEFAULT_COMPOSE_PASSAGES = 5
+TIMELINE_PASSAGES = 10
+"""A timeline reads more stories than an answer: one entry each."""
 ABSTAIN_TEXT = "The indexed news does not answer this question."
 _CLOSEST = 3
 
@@ -179,11 +181,18 @@ class Answerer:
                 rewritten_by=question.follow.rewritten_by if question.follow else None,
                 coverage=coverage(citations, question),
             )
-        composition = (
-            quoted
-            if not (generate and self.generates)  # an extractive composer would quote the same again
-            else self.composer.compose(question, vector, passages, reader)
+        timeline = (
+            self.quotes.timeline(question, vector, bodies[:TIMELINE_PASSAGES], reader)
+            if "timeline" in question.wants
+            else None
         )
+        composition: Composition
+        if timeline is not None:
+            composition = timeline
+        elif generate and self.generates:
+            composition = self.composer.compose(question, vector, passages, reader)
+        else:
+            composition = quoted  # an extractive composer would quote the same again
         if not composition.generated:
             composition = _dated(composition)
         lap("compose")
@@ -203,6 +212,7 @@ class Answerer:
             standalone_question=question.searched,
             rewritten_by=question.follow.rewritten_by if question.follow else None,
             coverage=coverage(cited, question),
+            timeline=timeline is not None,
         )
 
     def abstains(
@@ -233,8 +243,8 @@ def coverage(citations: Sequence[Citation], question: Question) -> Coverage:
     if newest is None or start is None or newest >= start:
         return Coverage(min(days) if days else None, newest, articles)
     note = (
-        f"The newest source is from {_day(newest)}, before the period the question asks about "
-        f"(from {_day(start)})."
+        f"The newest source is from {long_date(newest)}, before the period the question asks about "
+        f"(from {long_date(start)})."
     )
     return Coverage(min(days), newest, articles, True, note)
 
@@ -252,10 +262,6 @@ def _dated(composition: Composition) -> Composition:
             text = text.replace(f"{sentence.text} [{sentence.cites[0]}]", f"{shown} [{sentence.cites[0]}]", 1)
         sentences.append(replace(sentence, text=shown))
     return replace(composition, text=text, sentences=tuple(sentences))
-
-
-def _day(day: date) -> str:
-    return f"{day.day} {day.strftime('%B')} {day.year}"
 
 
 def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tuple[Citation, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +23,7 @@ from index.sentences import split_sentences
 from index.store.protocols import IndexReader
 from index.terms import tokenize
 from rag.records import Citation, Hit, Question, Sentence
+from rag.relative import long_date
 
 DEFAULT_MAX_SENTENCES = 3
 DEFAULT_MARGIN = 0.12
@@ -31,6 +33,9 @@ DEFAULT_LEXICAL_WEIGHT = 0.4
 DEFAULT_RANK_WEIGHT = 0.2
 DEFAULT_MIN_SENTENCE_CHARS = 25
 _CACHE_SIZE = 20_000
+TIMELINE_MARGIN = 0.2
+"""A story is an entry of a timeline when its best sentence scores within this of the best one."""
+TIMELINE_ENTRIES = 8
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,30 @@ class ExtractiveComposer:
         citations = tuple(_citation(n, c) for n, c in enumerate(chosen, start=1))
         text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
         sentences = tuple(Sentence(c.quote, (c.n,)) for c in citations)
+        return Composition(text, citations, candidates[0].score, sentences)
+
+    def timeline(
+        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
+    ) -> Composition | None:
+        """How a story developed: the best sentence of each dated story among ``hits`` whose best is
+        within ``TIMELINE_MARGIN`` of the best of all, oldest first, each entry opening with its date
+        ("2 May 2024: ..."); None when no such story is dated (then the answer is composed as usual)."""
+        candidates = self.candidates(question, vector, hits, reader)
+        if not candidates:
+            return None
+        floor = candidates[0].score - TIMELINE_MARGIN
+        best: dict[str, _Candidate] = {}
+        for candidate in candidates:
+            if candidate.score >= floor and candidate.hit.article.published_at is not None:
+                best.setdefault(candidate.hit.article.id, candidate)
+        if not best:
+            return None
+        chosen = sorted(best.values(), key=lambda c: (c.hit.article.published_at or date.max, c.span.start))
+        citations = tuple(_citation(n, c) for n, c in enumerate(chosen[:TIMELINE_ENTRIES], start=1))
+        sentences = tuple(
+            Sentence(f"{long_date(c.published_at)}: {c.quote}", (c.n,)) for c in citations if c.published_at
+        )
+        text = " ".join(f"{s.text} [{s.cites[0]}]" for s in sentences)
         return Composition(text, citations, candidates[0].score, sentences)
 
     def closest(

@@ -23,6 +23,12 @@ _WANTS_DATE = re.compile(
 )
 OWN_WEIGHT = 2
 """A follow-up's own words count this many times in its lexical query; the carried words once."""
+_WANTS_TIMELINE = re.compile(
+    r"\b(how (did|has|have) .{1,120}? (unfold|unfolded|develop|developed|evolve|evolved|play out|played out)"
+    r"|what (has|have) happened (since|with|to|in)|what happened (since|after)|timeline|chronology"
+    r"|sequence of events|(the )?story so far|how it all (started|began|unfolded))\b",
+    re.IGNORECASE,
+)
 _NAME = re.compile(r"\b[A-Z][\w'’-]+")
 _COMMON = frozenset(
     [
@@ -75,7 +81,9 @@ def analyse(
     tokens = tuple(own * OWN_WEIGHT + carried) if carried else tuple(own)
     names = [n for n in _NAME.findall(searched)[1:] if n.lower() not in _COMMON]
     wants = frozenset(
-        kind for kind, pattern in (("count", _WANTS_COUNT), ("date", _WANTS_DATE)) if pattern.search(text)
+        kind
+        for kind, pattern in (("count", _WANTS_COUNT), ("date", _WANTS_DATE), ("timeline", _WANTS_TIMELINE))
+        if pattern.search(text)
     )
     period = read_period(searched if follow and follow.rewritten_by == "model" else text, day)
     if follow and follow.period_text and not period.explicit:

@@ -39,7 +39,8 @@ class Question:
     names: tuple[str, ...]
     """Capitalised words after the first (names it mentions)."""
     wants: frozenset[str]
-    """The kind of thing it asks for: ``count`` ("how many", "what percentage"), ``date`` ("when did")."""
+    """The kind of thing it asks for: ``count`` ("how many", "what percentage"), ``date`` ("when did"),
+    ``timeline`` ("how did ... unfold", "what has happened since ...", "timeline of ...")."""
     asked: tuple[str, ...] = ()
     """Its own words (``tokens`` without what a follow-up carries): what its answer's sentences should
     hold."""
@@ -129,3 +130,5 @@ class Answer:
     """``rules`` or ``model`` when the question leaned on its conversation."""
     coverage: Coverage | None = None
     """The dates of the cited sources."""
+    timeline: bool = False
+    """Dated entries, oldest first, one per story ("how did ... unfold?")."""

@@ -35,8 +35,12 @@ ANNOTATION = re.compile(r" \[[0-9A-Za-z –]*\d{4}\]")
 alone, which are citation marks."""
 
 
-def _day(day: date) -> str:
+def long_date(day: date) -> str:
+    """``17 April 2024``."""
     return f"{day.day} {calendar.month_name[day.month]} {day.year}"
+
+
+_day = long_date
 
 
 def _range(first: date, last: date) -> str:
@@ -87,6 +91,10 @@ def annotate(sentence: str, published: date | None) -> str:
     return _PHRASE.sub(lambda m: f"{m.group(0)} [{_meaning(m, published, future)}]", sentence)
 
 
+TIMELINE_DATE = re.compile(r"^\s*\d{1,2} [A-Z][a-z]+ \d{4}: ")
+"""The date a timeline entry opens with ("17 April 2024: ..."), rag/compose.py."""
+
+
 def plain(text: str) -> str:
-    """``text`` without what ``annotate`` added."""
-    return ANNOTATION.sub("", text)
+    """``text`` without what ``annotate`` added, nor a timeline entry's date: the verbatim quote."""
+    return ANNOTATION.sub("", TIMELINE_DATE.sub("", text))

@@ -19,6 +19,7 @@ from index.errors import QuestionError
 from rag import Answer, Answerer
 from rag.condense import supported
 from rag.follow import MAX_HISTORY, Turn, resolve
+from rag.relative import plain
 from rag.when import read_period
 from tests.conftest import make_settings, open_local
 from tests.servers import rag, rag_env, serving
@@ -179,6 +180,36 @@ def test_an_answer_shows_the_date_a_relative_day_means_and_its_citation_keeps_th
     assert body[answer.citations[0].span.start : answer.citations[0].span.end] == quote
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How did the Harbor Bridge story unfold?",
+        "Timeline of the Harbor Bridge",
+        "What has happened with the Harbor Bridge?",
+    ],
+)
+def test_a_timeline_is_dated_entries_oldest_first_one_per_story(answerer: Answerer, question: str) -> None:
+    answer = answerer.ask(answerer.question(question, as_of=DAY))
+    assert answer.timeline
+    assert not answer.abstained
+    days = [c.published_at for c in answer.citations if c.published_at]
+    assert len(days) == len(answer.citations)
+    assert days == sorted(days)  # oldest first
+    assert len({c.article_id for c in answer.citations}) == len(answer.citations)  # one entry per story
+    assert {c.article_id for c in answer.citations} <= {
+        "c-bridge-proposed",
+        "c-bridge-approved",
+        "c-bridge-works",
+    }
+    assert len(answer.citations) >= 2
+    for sentence, citation in zip(answer.sentences, answer.citations, strict=True):
+        assert citation.published_at is not None
+        assert sentence.cites == (citation.n,)
+        assert sentence.text.startswith(f"{citation.published_at.day} {citation.published_at:%B %Y}: ")
+        assert plain(sentence.text) == citation.quote
+    assert not answerer.ask(answerer.question(FIRST, as_of=DAY)).timeline
+
+
 def test_what_happened_after_that_looks_only_after_the_last_answer(
     answerer: Answerer, history: list[Turn]
 ) -> None:
@@ -295,6 +326,12 @@ def test_a_follow_up_over_http_and_sse(server: str) -> None:
         "history": history,
     }
     alone = {"question": "When will the Oakdale stadium be completed?", "as_of": "2024-12-01"}
+    timeline = {"question": "How did the Harbor Bridge story unfold?", "as_of": "2024-12-01"}
+    told = httpx.post(f"{server}/ask", json=timeline, timeout=60).json()
+    assert told["timeline"] is True
+    assert told["answer"].startswith("15 January 2024: ")
+    streamed_timeline = _events(httpx.post(f"{server}/ask/stream", json=timeline, timeout=60).text)
+    assert next(data for name, data in streamed_timeline if name == "sources")["timeline"] is True  # type: ignore[index]
     with_history = httpx.post(f"{server}/ask", json=changed, timeout=60).json()
     without = httpx.post(f"{server}/ask", json=alone, timeout=60).json()
     assert with_history["answer"] == without["answer"]

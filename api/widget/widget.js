@@ -158,6 +158,8 @@
     .quote .n { font-style: normal; color: var(--muted); margin-right: 4px; }
     .searched { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
     .coverage { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
+    ol.timeline { margin: 0 0 6px; padding-left: 20px; }
+    ol.timeline li { margin-bottom: 4px; }
     .coverage-note { font-size: 12px; margin: 4px 0 0; font-weight: 600; }
     form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid var(--line); background: var(--bg); }
     label.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
@@ -422,9 +424,12 @@
           anchor.set(c.n, `news-qa-source-${turn.id}-${group.first.n}`);
         }
         if (!turn.abstained && turn.sentences.length) {
-          const paragraph = el("p");
+          // A timeline ("how did ... unfold?") is a list of dated entries, oldest first; an answer, one paragraph.
+          const paragraph = el(turn.timeline ? "ol" : "p", { className: turn.timeline ? "timeline" : null });
           turn.sentences.forEach((sentence, i) => {
-            paragraph.append(document.createTextNode((i ? " " : "") + sentence.text));
+            const line = turn.timeline ? el("li") : paragraph;
+            if (turn.timeline) paragraph.append(line);
+            line.append(document.createTextNode((i && !turn.timeline ? " " : "") + sentence.text));
             for (const n of sentence.cites) {
               const source = byNumber.get(n);
               const href = source && safeUrl(source.url);
@@ -447,7 +452,7 @@
                   }
                 });
               }
-              paragraph.append(" ", link);
+              line.append(" ", link);
             }
           });
           answer.append(paragraph);
@@ -526,6 +531,7 @@
             if (event === "sources") {
               turn.sources = body.citations;
               turn.coverage = body.coverage;
+              turn.timeline = body.timeline;
             }
             else if (event === "sentence") turn.sentences.push({ text: body.text, cites: body.cites });
             else if (event === "done") {
