@@ -5,6 +5,7 @@ calibrate.py  the abstention threshold (rag/answer.py)
 composer.py   the extractive composer's weights (rag/compose.py)
 ablation.py   what each retrieval stage adds, on the check half
 reranker.py   whether a cross-encoder reranker pays, cross-fitted on the tune half (it did not)
+answers.py    whether a sentence answers a question: a first feature scorer, read within the tune half
 
 Each runs as ``python -m evals.fit.NAME DATASET_DIR...``; the set-up they share is here.
 """
