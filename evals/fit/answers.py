@@ -16,6 +16,7 @@ read. Nothing is served from it yet.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 import re
@@ -56,7 +57,11 @@ def _fold(question_id: str) -> bool:
     return hashlib.sha256(f"answers:{question_id}".encode()).digest()[0] % 5 != 0
 
 
-def _rows(fit_set: fit.FitSet) -> list[tuple[str, list[float], bool]]:
+Row = tuple[str, list[float], bool, str, str]
+"""Question id, features, holds an answer, the question, the sentence."""
+
+
+def _rows(fit_set: fit.FitSet) -> list[Row]:
     answerer = fit_set.answerer
     composer = answerer.quotes
     rows = []
@@ -91,12 +96,46 @@ def _rows(fit_set: fit.FitSet) -> list[tuple[str, list[float], bool]]:
                 math.log(max(len(c.text), 1)) / math.log(400),
                 c.score,
             ]
-            rows.append((q.id, features, any(f" {g} " in held for g in golds)))
+            rows.append((q.id, features, any(f" {g} " in held for g in golds), q.question, c.text))
     return rows
 
 
+def _cross_encoder(rows: list[Row], args: argparse.Namespace) -> None:
+    """A cross-encoder from the packaged MiniLM (evals/fit/reranker.py's), trained on the four fifths'
+    sentences (each question's answering one against the others), read on the fifth left."""
+    from evals.fit.reranker import Group, score, train
+    from index.embed import set_threads
+
+    set_threads(2)
+    by_question: dict[str, list[Row]] = {}
+    for row in rows:
+        by_question.setdefault(row[0], []).append(row)
+    groups = {
+        qid: Group(qid, found[0][3], [r[4] for r in found], [r[1][-1] for r in found], [r[2] for r in found])
+        for qid, found in by_question.items()
+    }
+    model, tokenizer = train([g for qid, g in groups.items() if _fold(qid)], args)
+    held = [g for qid, g in groups.items() if not _fold(qid)]
+    logits, ms = score(model, tokenizer, held, args.max_tokens)
+    print(f"cross-encoder: {ms:.1f} ms a sentence (torch, {len(held)} questions)")
+    for w in (0.0, 0.1, 0.25, 0.5, 1.0, 100.0):
+        right = 0
+        for g, ce in zip(held, logits, strict=True):
+            best = max(range(len(g.texts)), key=lambda i: g.scores[i] + w * ce[i])
+            right += g.gold[best]
+        print(
+            f"  best sentence by composer + {w:g} x cross-encoder holds the answer: {right / len(held):.3f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = fit.parser(__doc__).parse_args(argv)
+    parser = fit.parser(__doc__)
+    parser.add_argument("--cross-encoder", action="store_true", help="also train and read a cross-encoder")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--negatives", type=int, default=7)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    args = parser.parse_args(argv)
     rows = [row for fit_set in fit.fit_sets(args.datasets) for row in _rows(fit_set)]
     ids = [r[0] for r in rows]
     x = np.array([r[1] for r in rows])
@@ -119,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best sentence holds the answer, by the {name}: {hits}/{len(best)} = {hits / len(best):.3f}")
     for feature, weight in zip(NAMES, model.coef_[0], strict=True):
         print(f"  {feature:<13} {weight:+.3f}")
+    if args.cross_encoder:
+        _cross_encoder(rows, args)
     return 0
 
 
