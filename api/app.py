@@ -62,7 +62,7 @@ from api.schemas import (
     job_out,
     passage_out,
 )
-from api.service import DEFAULT_HEARTBEAT_SECONDS, Service
+from api.service import DEFAULT_HEARTBEAT_SECONDS, Service, service_of
 from index import ArticleError, parse_record
 from index.clean import VISIBLE
 from index.errors import (
@@ -82,11 +82,6 @@ _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 ArticleId = Annotated[str, Parameter(pattern=ID_PATTERN, description="an article id")]
 
 
-def _service(request: Request[Any, Any, Any]) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
 @post(
     "/ask",
     sync_to_thread=True,
@@ -97,7 +92,7 @@ def _service(request: Request[Any, Any, Any]) -> Service:
     summary="Answer a question with cited sentences",
 )
 def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     return answer_out(_answer(answerer, data))
 
 
@@ -137,7 +132,7 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     ),
 )
 async def ask_stream(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> ServerSentEvent:
-    service = _service(request)
+    service = service_of(request)
     answerer, _ = service.require()
     return ServerSentEvent(_answer_events(answerer, data, service.heartbeat_seconds))
 
@@ -203,7 +198,7 @@ def search(
     k: Annotated[int, Parameter(ge=1, le=MAX_TOP_K, description="passages")] = 5,
     as_of: Annotated[date | None, Parameter(description="nothing published after this day")] = None,
 ) -> SearchOut:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     hits = answerer.search(answerer.question(q, as_of=as_of, top_k=k))
     return SearchOut([passage_out(h) for h in hits])
 
@@ -217,7 +212,7 @@ def search(
     summary="One stored article",
 )
 def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> ArticleOut:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     found = answerer.index.reader().articles([article_id])
     if article_id not in found:
         raise ArticleNotFoundError(f"no article with id {article_id!r}")
@@ -245,7 +240,7 @@ def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> Artic
 def post_articles(
     request: Request[Any, Any, Any], data: JSONBody[ArticlesIn]
 ) -> Response[IngestOut | JobOut]:
-    service = _service(request)
+    service = service_of(request)
     _, ingestor = service.require()
     records = data if isinstance(data, list) else [data]
     if not 1 <= len(records) <= MAX_ARTICLES_PER_REQUEST:  # msgspec drops bounds inside a union
@@ -279,7 +274,7 @@ def post_articles(
     summary="A background ingest job",
 )
 def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
-    service = _service(request)
+    service = service_of(request)
     service.require()
     job = service.jobs.get(job_id) if service.jobs else None
     if job is None:
@@ -297,7 +292,7 @@ def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
     summary="Remove an article; no question asked after this returns can cite it",
 )
 def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> None:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     answerer.index.delete(article_id)
 
 
@@ -308,7 +303,7 @@ def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> No
     summary="Ready once the index is loaded",
 )
 def health(request: Request[Any, Any, Any]) -> HealthOut:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     reader = answerer.index.reader()  # no SQL, no lock: never waits for a writer
     return HealthOut("ready", reader.article_count, reader.size, reader.generation)
 
@@ -322,7 +317,7 @@ def health(request: Request[Any, Any, Any]) -> HealthOut:
     "index size.",
 )
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    answerer = _service(request).answerer
+    answerer = service_of(request).answerer
     if answerer is not None:
         reader = answerer.index.reader()
         INDEX_ARTICLES.set(reader.article_count)

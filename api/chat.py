@@ -34,7 +34,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.openapi import ChatOperation
 from api.problems import log, openai_error, openai_errors, to_problem
-from api.service import Service
+from api.service import Service, service_of
 from index.errors import QuestionError, RagError
 from index.tokens import encoding
 from rag import Answer, Answerer, Citation
@@ -104,11 +104,6 @@ def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "news-qa"}
 
 
-def _service(request: Request[Any, Any, Any]) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
 @get(
     "/v1/models",
     opt=OPENAI,
@@ -119,7 +114,7 @@ def _service(request: Request[Any, Any, Any]) -> Service:
     sync_to_thread=False,
 )
 def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     return {"object": "list", "data": [_model(name) for name in _models(answerer)]}
 
 
@@ -133,7 +128,7 @@ def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     sync_to_thread=False,
 )
 def get_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> dict[str, Any]:
-    answerer, _ = _service(request).require()
+    answerer, _ = service_of(request).require()
     if model_id not in _models(answerer):
         raise ModelError(f"the model {model_id[:100]!r} does not exist; the models are {_models(answerer)}")
     return _model(model_id)
@@ -235,7 +230,7 @@ def _usage(service: Service, data: ChatIn, content: str) -> dict[str, int]:
 async def chat_completions(
     request: Request[Any, Any, Any], data: Annotated[ChatIn, Body(media_type="application/json")]
 ) -> Response[Any]:
-    service = _service(request)
+    service = service_of(request)
     answerer, _ = service.require()
     answer = await anyio.to_thread.run_sync(_ask, answerer, data)
     pieces = _pieces(answer)

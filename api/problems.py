@@ -75,12 +75,14 @@ def openai_error(status: int, message: str) -> dict[str, Any]:
 
 def openai_errors(*statuses: int) -> dict[int, ResponseSpec]:
     """The error responses of an OpenAI-compatible route, as ``problems`` gives those of the others."""
+    return _responses(OpenAIErrorOut, "application/json", statuses)
+
+
+def _responses(body: type[msgspec.Struct], media: str, statuses: tuple[int, ...]) -> dict[int, ResponseSpec]:
+    """``statuses`` and those the guard may answer on any route, each with ``body`` as ``media``."""
     return {
         status: ResponseSpec(
-            data_container=OpenAIErrorOut,
-            media_type="application/json",
-            description=_REASONS[status],
-            generate_examples=False,
+            data_container=body, media_type=media, description=_REASONS[status], generate_examples=False
         )
         for status in sorted({*statuses, *_GUARDED})
     }
@@ -91,15 +93,7 @@ class NotFoundError(RagError):
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=ProblemOut,
-            media_type="application/problem+json",
-            description=_REASONS[status],
-            generate_examples=False,
-        )
-        for status in sorted({*statuses, *_GUARDED})
-    }
+    return _responses(ProblemOut, "application/problem+json", statuses)
 
 
 _STATUS: list[tuple[type[Exception], int, str]] = [

@@ -7,6 +7,9 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Request
 
 from api.config import Settings
 from api.feed_service import FeedWorker
@@ -22,6 +25,12 @@ from rag import Answerer
 
 log = logging.getLogger("api")
 DEFAULT_HEARTBEAT_SECONDS = 10.0
+
+
+def service_of(request: Request[Any, Any, Any]) -> Service:
+    """The Service of the app that ``request`` reached."""
+    service: Service = request.app.state.service
+    return service
 
 
 @dataclass

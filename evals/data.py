@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -72,13 +73,8 @@ def load_dialogues(path: Path) -> list[Dialogue]:
     """Dialogues from a JSONL file, one a line: ``{"id", "asked_on", "turns": [{"question", "answers",
     "gold_ids", "kind"}, ...]}`` (the first turn has no kind; later ones are ``follow-up`` or
     ``new-subject``). A malformed line stops with its file and line number."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: dialogue file not found")
     dialogues = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
+    for where, line in _lines(path, "dialogue"):
         try:
             raw = json.loads(line)
             turns = tuple(
@@ -107,6 +103,15 @@ def load_dialogues(path: Path) -> list[Dialogue]:
     return dialogues
 
 
+def _lines(path: Path, kind: str) -> Iterator[tuple[str, str]]:
+    """The non-blank lines of a JSONL file, each with its ``file:line`` for error messages."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: {kind} file not found")
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            yield f"{path}:{number}", line
+
+
 def load_files(corpus: Path, questions: Path, name: str | None = None) -> Dataset:
     """A dataset from an explicit corpus file and question file."""
     if not corpus.is_file():
@@ -116,13 +121,8 @@ def load_files(corpus: Path, questions: Path, name: str | None = None) -> Datase
 
 def load_questions(path: Path) -> list[EvalQuestion]:
     """Questions from a JSONL file; a malformed line stops with its file and line number."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: question file not found")
     questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
+    for where, line in _lines(path, "question"):
         try:
             raw = json.loads(line)
             answerable = bool(raw.get("answerable", True))
