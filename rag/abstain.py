@@ -13,6 +13,12 @@
                   the lead article's passages hold none (a year or a day of the month is not a count),
                   or for a date ("what year", "when did", ...) and they hold no year, month, weekday or
                   relative day
+  bigrams         share of the question's word pairs (consecutive index tokens) found side by side in
+                  the passages: another story on the same topic shares words, rarely phrases
+  numbers         share of the question's numbers found in the passages (1 when it has none)
+  focus_missing   the question names the thing it asks for ("the population of ...", "how many
+                  peacekeepers", "what did the minister say") and no passage speaks of it beside one of
+                  the names the question mentions
 A logistic regression over them (rag/linear.py; rag/abstain.json), fitted by ``python -m
 evals.fit.calibrate`` on the tune half of the dev questions: answerable ones as served, against the same
 questions with their gold articles removed from the index (the story is missing, the nearest other
@@ -28,6 +34,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +46,17 @@ from rag.records import Hit, Question
 
 DEFAULT_PATH = Path(__file__).with_name("abstain.json")
 _YEAR = r"\b(1[89]|20)\d\d\b"
-_COUNT = re.compile(
+COUNT = re.compile(
     r"\b(?!(1[89]|20)\d\d\b)\d[\d,.]*|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
     r"twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?|dozens?|half|a third|quarter|"
     r"percent)\b",
     re.IGNORECASE,
 )
 _MONTH = r"(january|february|march|april|may|june|july|august|september|october|november|december)"
-_DAY_OF_MONTH = re.compile(
+DAY_OF_MONTH = re.compile(
     rf"\b{_MONTH}\s+\d{{1,2}}(st|nd|rd|th)?\b|\b\d{{1,2}}(st|nd|rd|th)?\s+(of\s+)?{_MONTH}\b", re.IGNORECASE
 )
-_DATE = re.compile(
+DATE = re.compile(
     _YEAR + rf"|\b({_MONTH[1:-1]}|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"yesterday|today|tomorrow|next (year|week|month)|last (year|week|month))\b",
     re.IGNORECASE,
@@ -84,8 +91,13 @@ class Evidence:
         return " ".join(h.chunk.text + " " + h.article.title for h in self.hits)
 
     @cached_property
+    def words(self) -> frozenset[str]:
+        """The passages' and titles' words, as index tokens."""
+        return frozenset(tokenize([self.text])[0])
+
+    @cached_property
     def found(self) -> npt.NDArray[np.bool_]:
-        return self.covered(self.text)
+        return np.array([t in self.words for t in self.terms], dtype=bool)
 
     def covered(self, text: str) -> npt.NDArray[np.bool_]:
         present = set(tokenize([text])[0])
@@ -125,9 +137,45 @@ def _wanted_missing(e: Evidence) -> float:
     wants = e.question.wants
     lead = e.lead_text
     return float(
-        ("count" in wants and not _COUNT.search(_DAY_OF_MONTH.sub(" ", lead)))
-        or ("date" in wants and not _DATE.search(lead))
+        ("count" in wants and not COUNT.search(DAY_OF_MONTH.sub(" ", lead)))
+        or ("date" in wants and not DATE.search(lead))
     )
+
+
+def _bigrams(e: Evidence) -> float:
+    own = e.question.asked or e.question.tokens
+    pairs = set(pairwise(own))
+    if not pairs:
+        return 1.0
+    held: set[tuple[str, str]] = set()
+    for tokens in tokenize([h.chunk.text for h in e.hits] + [h.article.title for h in e.hits]):
+        held.update(pairwise(tokens))
+    return len(pairs & held) / len(pairs)
+
+
+_NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+
+
+def _numbers(e: Evidence) -> float:
+    asked = set(_NUMBER.findall(e.question.text))
+    if not asked:
+        return 1.0
+    held = set(_NUMBER.findall(e.text))
+    return len(asked & held) / len(asked)
+
+
+def _focus_missing(e: Evidence) -> float:
+    """The thing asked for is not spoken of in any passage that also holds one of the names the question
+    mentions ("the population of Baku" is not answered by another town's population)."""
+    focus = e.question.focus
+    if not focus:
+        return 0.0
+    names = {t for n in e.question.names for t in tokenize([n])[0]}
+    for h in e.hits:
+        words = set(tokenize([h.chunk.text + " " + h.article.title])[0])
+        if all(t in words for t in focus) and (not names or names & words):
+            return 0.0
+    return 1.0
 
 
 EVIDENCE: dict[str, Callable[[Evidence], float]] = {
@@ -139,9 +187,15 @@ EVIDENCE: dict[str, Callable[[Evidence], float]] = {
     "rare": _rare,
     "entities": _entities,
     "wanted_missing": _wanted_missing,
+    "bigrams": _bigrams,
+    "numbers": _numbers,
+    "focus_missing": _focus_missing,
 }
 """Every abstention feature: name -> its value for one question and its passages."""
 FEATURES = tuple(EVIDENCE)
+RULES = ("wanted_missing", "focus_missing")
+"""Features that refuse on their own: what is asked for is not in the passages at all. On RealTime QA
+that is rare among answerable questions, so the regression alone would not learn to act on it."""
 
 
 def evidence(
@@ -153,6 +207,11 @@ def evidence(
         return np.zeros(len(FEATURES))
     found = Evidence(question, hits, best_sentence, idf)
     return np.array([f(found) for f in EVIDENCE.values()], dtype=np.float64)
+
+
+def ruled(row: npt.NDArray[np.float64]) -> bool:
+    """Whether one of ``RULES`` refuses a feature row."""
+    return any(row[FEATURES.index(rule)] for rule in RULES)
 
 
 @dataclass(frozen=True)
@@ -174,9 +233,9 @@ class Abstainer:
         return self.model.probability(row, FEATURES)
 
     def abstains(self, row: npt.NDArray[np.float64]) -> bool:
-        """Below the threshold, or the question asks for a count or a date of a kind the passages do not
-        hold at all (a rule: on RealTime QA that almost never happens, so the regression cannot learn it)."""
-        return bool(row[FEATURES.index("wanted_missing")]) or self.answerable(row) < self.threshold
+        """Below the threshold, or a rule refuses: the question asks for a count or a date of a kind the
+        passages do not hold at all, or names a thing they never speak of (``RULES``)."""
+        return ruled(row) or self.answerable(row) < self.threshold
 
     @classmethod
     def load(cls, path: Path = DEFAULT_PATH) -> Abstainer:

@@ -30,6 +30,83 @@ _WANTS_TIMELINE = re.compile(
     re.IGNORECASE,
 )
 _NAME = re.compile(r"\b[A-Z][\w'’-]+")
+_AUX = r"(?:is|was|are|were|will be|would be|has been|have been|had been|could be|might be)"
+_PREP = r"(?:of|in|for|at|on|to|from|with|behind|between|by|that|who|which|among|over|under|per)"
+_WORD = r"[\w'’-]+"
+_FOCUS = (
+    # "What is the population of Baku?", "Who is the new director of the institute?"
+    re.compile(
+        rf"^\s*(?:what|who)\s+{_AUX}\s+(?:the|a|an)\s+(?:{_WORD}\s+){{0,2}}?({_WORD})\s+{_PREP}\b", re.I
+    ),
+    # "What did Armenia's prime minister say about ...?"
+    re.compile(
+        rf"^\s*what\s+(?:did|does|do|has|have|will|would)\s+(?:the\s+)?(?:{_WORD}\s+){{0,3}}?({_WORD})\s+"
+        r"(?:say|said|tell|announce|claim|warn|write|mean)\b",
+        re.I,
+    ),
+    # "How many peacekeepers were stationed ...?"
+    re.compile(
+        rf"^\s*how many\s+(?:{_WORD}\s+){{0,2}}?({_WORD})\s+(?:were|was|are|is|did|do|does|have|has|had|will|"
+        r"would|could|can|died|remain)\b",
+        re.I,
+    ),
+)
+_NOT_FOCUS = frozenset(
+    [
+        "name",
+        "names",
+        "thing",
+        "things",
+        "reason",
+        "reasons",
+        "kind",
+        "type",
+        "way",
+        "ways",
+        "number",
+        "amount",
+        "cause",
+        "result",
+        "purpose",
+        "goal",
+        "aim",
+        "main",
+        "point",
+        "one",
+        "part",
+        "people",
+        "person",
+        "percentage",
+        "share",
+        "rate",
+        "new",
+        "latest",
+        "first",
+        "last",
+        "most",
+        "same",
+        "other",
+        "top",
+        "big",
+        "major",
+        "key",
+        "former",
+        "current",
+        "next",
+        "previous",
+        "following",
+        "expected",
+        "estimated",
+        "likely",
+        "set",
+        "going",
+        "said",
+        "reported",
+        "year",
+        "years",
+        "times",
+    ]
+)
 _COMMON = frozenset(
     [
         "what",
@@ -85,6 +162,7 @@ def analyse(
         for kind, pattern in (("count", _WANTS_COUNT), ("date", _WANTS_DATE), ("timeline", _WANTS_TIMELINE))
         if pattern.search(text)
     )
+    focus = _focus(text)
     period = read_period(searched if follow and follow.rewritten_by == "model" else text, day)
     if follow and follow.period_text and not period.explicit:
         earlier = read_period(follow.period_text, day)
@@ -99,7 +177,23 @@ def analyse(
         period=period,
         names=tuple(names),
         wants=wants,
+        focus=focus,
         asked=tuple(own),
         searched=searched,
         follow=follow,
     )
+
+
+def _focus(text: str) -> tuple[str, ...]:
+    """The thing a question asks for when it names it ("the population of ...", "how many peacekeepers",
+    "what did the minister say"), as index tokens; empty when it names a kind any answer fills ("which
+    is the happiest country"), a generic word, or a name. Regular expressions over the question's
+    opening, not a parser: these three openings are most of the questions that name their thing."""
+    for pattern in _FOCUS:
+        found = pattern.search(text)
+        if found:
+            word = found.group(1)
+            if word[:1].isupper() or word.lower().rstrip("'’s") in _NOT_FOCUS or word.lower() in _NOT_FOCUS:
+                return ()
+            return tuple(tokenize([word])[0])
+    return ()

@@ -41,6 +41,9 @@ class Question:
     wants: frozenset[str]
     """The kind of thing it asks for: ``count`` ("how many", "what percentage"), ``date`` ("when did"),
     ``timeline`` ("how did ... unfold", "what has happened since ...", "timeline of ...")."""
+    focus: tuple[str, ...] = ()
+    """The thing it asks for when it names one ("population" in "What is the population of Baku?"), as
+    index tokens: the answer must speak of it, not only of the topic."""
     asked: tuple[str, ...] = ()
     """Its own words (``tokens`` without what a follow-up carries): what its answer's sentences should
     hold."""

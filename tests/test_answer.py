@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from index import Embedder, load_paths, make_ingestor
 from index.errors import QuestionError
 from rag import ABSTAIN_TEXT, Answer, Answerer, Filters
-from tests.conftest import SEED_ID
+from tests.conftest import NEWS, SEED_ID, SEEDS, make_settings, open_local
 
 KARABAKH = "Why did Russian peacekeepers leave Karabakh?"
 
@@ -142,3 +146,79 @@ def test_a_question_is_analysed_once_and_read_from_one_reader(news_answerer: Ans
         sys.setprofile(None)
     assert answer.citations
     assert counts == {"tokenize": 1, "reader": 1}
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the population of Baku?",
+        "What did Armenia's prime minister say about the withdrawal of the peacekeepers?",
+        "What is the price of a cycling helmet in the city?",
+    ],
+)
+def test_a_question_whose_asked_for_thing_is_absent_is_refused_on_a_matching_topic(
+    council_answerer: Answerer, question: str
+) -> None:
+    """The topic matches (Azerbaijan, the withdrawal, the city's cycling lanes) but no passage speaks of
+    what is asked for (a population, the minister, a price): a quote would look like an answer."""
+    answer = council_answerer.ask(council_answerer.question(question, as_of=date(2024, 5, 1)))
+    assert answer.abstained, answer.text
+    assert answer.citations  # the closest sources are still listed
+
+
+@pytest.mark.parametrize(
+    ("question", "cited"),
+    [
+        ("What is the population of Riverton?", "t-riverton-census"),
+        ("Why did Russian peacekeepers leave Karabakh?", SEED_ID),
+        ("What is the cost of the cycling lanes on Harbour Road?", "t-cycling-lanes"),
+        ("How many votes did the cycling lanes get in the council?", "t-cycling-lanes"),
+    ],
+)
+def test_a_question_whose_asked_for_thing_is_there_is_answered(
+    council_answerer: Answerer, question: str, cited: str
+) -> None:
+    answer = council_answerer.ask(council_answerer.question(question, as_of=date(2024, 5, 1)))
+    assert not answer.abstained, answer.text
+    assert answer.citations[0].article_id == cited
+
+
+COUNCIL = [
+    {
+        "id": "t-cycling-lanes",
+        "title": "Council votes for cycling lanes",
+        "url": "https://example.org/news/cycling-lanes",
+        "source": "Example Local",
+        "published_at": "2024-04-16",
+        "body": "The city council voted 7 to 2 on Tuesday to build protected cycling lanes on Harbour Road, "
+        "the mayor said. The lanes will cost $4 million and open next spring. Shop owners on the road "
+        "worried about parking, while cycling groups welcomed the vote.",
+    },
+    {
+        "id": "t-riverton-census",
+        "title": "Riverton keeps growing, census finds",
+        "url": "https://example.org/news/riverton-census",
+        "source": "Example Local",
+        "published_at": "2024-04-20",
+        "body": "Riverton's population grew to 48,000 last year, the regional census office said. Most of "
+        "the newcomers are young families drawn by the new rail link.",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def council_answerer(
+    tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder: Embedder
+) -> Iterator[Answerer]:
+    """The seed, the six short news items, a council vote on cycling lanes and a census item."""
+    folder = tmp_path_factory.mktemp("council")
+    extra = folder / "council.jsonl"
+    extra.write_text("".join(json.dumps(item) + "\n" for item in COUNCIL))
+    settings = make_settings(folder / "data", tiktoken_dir)
+    store = open_local(settings, embedder)
+    report = make_ingestor(settings.index, store, embedder).ingest(
+        load_paths([SEEDS, NEWS, extra]), progress=False
+    )
+    assert not report.failed
+    yield Answerer(store, embedder, settings.answers)
+    store.close()

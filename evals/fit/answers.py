@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from evals import fit
 from evals.harness import normalize_answer
 from index.terms import tokenize
-from rag.abstain import _COUNT, _DATE, _DAY_OF_MONTH
+from rag.abstain import COUNT, DATE, DAY_OF_MONTH
 
 NAMES = (
     "cosine",
@@ -89,8 +89,8 @@ def _rows(fit_set: fit.FitSet) -> list[Row]:
                 1.0 / c.hit.rank,
                 float(wants_person and bool(new_names)),
                 float(wants_place and bool(new_names)),
-                float("count" in question.wants and bool(_COUNT.search(_DAY_OF_MONTH.sub(" ", c.text)))),
-                float("date" in question.wants and bool(_DATE.search(c.text))),
+                float("count" in question.wants and bool(COUNT.search(DAY_OF_MONTH.sub(" ", c.text)))),
+                float("date" in question.wants and bool(DATE.search(c.text))),
                 float(bool(_REASON.search(q.question)) and bool(_CAUSE.search(c.text))),
                 min(len(new_names), 5) / 5,
                 math.log(max(len(c.text), 1)) / math.log(400),

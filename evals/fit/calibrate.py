@@ -7,10 +7,13 @@ nearest other article is usually on the same topic). A logistic regression over 
 is fitted on the tune half (by hash of the question id); its threshold is the highest that keeps 95% of
 the answerable tune questions, counting those the number rule refuses (a wrong refusal costs more than a
 weak answer that still cites its sources). Both halves are reported beside the first version's rule
-(best cosine below 0.34), and the model is written to rag/abstain.json.
+(best cosine below 0.34) and the model served before this fit (the file being replaced), the trade-off
+curves of all three on the check half are plotted (``--plot``), and the model is written to
+rag/abstain.json.
 
     python -m evals.fit.calibrate evals/datasets/realtimeqa-articles evals/datasets/realtimeqa-briefs \
       [--rows build/calibrate-rows.npz]          # keep the features; --from-rows refits in seconds
+      [--plot evals/abstention-tradeoff.png]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from evals import fit
 from evals.split import in_tune_half
 from index.errors import ConfigError
 from rag import Filters
-from rag.abstain import DEFAULT_PATH, FEATURES, Abstainer
+from rag.abstain import DEFAULT_PATH, FEATURES, Abstainer, ruled
 from rag.answer import DEFAULT_ABSTAIN_BELOW, DEFAULT_COMPOSE_PASSAGES
 from rag.linear import LogisticModel
 
@@ -41,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH)
     parser.add_argument("--rows", type=Path, help="also save the feature rows here (.npz)")
     parser.add_argument("--from-rows", type=Path, help="refit from rows saved by --rows, retrieving nothing")
+    parser.add_argument("--plot", type=Path, help="draw the check half's trade-off curves here (.png)")
     args = parser.parse_args(argv)
+    before: Abstainer | None = None
     try:
-        Abstainer.load(args.out)
+        before = Abstainer.load(args.out)
     except ConfigError:  # the features changed: answerers must open while the model is refitted
         n = len(FEATURES)
         neutral = LogisticModel(FEATURES, np.zeros(n), np.ones(n), np.zeros(n), 0.0, {"threshold": 0.0})
@@ -60,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(args.rows, allow_pickle=False, **arrays)
     x_tune, y_tune = np.vstack(rows[True]), np.array(labels[True])
     draft = Abstainer(LogisticModel.fitted(FEATURES, x_tune, y_tune, threshold=0.0))
-    # The threshold keeps 95% of the answerable tune questions counting the number rule's refusals too.
-    by_rule = FEATURES.index("wanted_missing")
+    # The threshold keeps 95% of the answerable tune questions counting the rules' refusals too.
     answerable_tune = np.array(
-        [-1.0 if r[by_rule] else draft.answerable(r) for r, y in zip(x_tune, y_tune, strict=True) if y == 1]
+        [-1.0 if ruled(r) else draft.answerable(r) for r, y in zip(x_tune, y_tune, strict=True) if y == 1]
     )
     threshold = float(np.quantile(answerable_tune, 1 - KEEP_ANSWERABLE))
     abstainer = Abstainer(dataclasses.replace(draft.model, extra={"threshold": threshold}))
@@ -71,22 +75,76 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for half, name in ((True, "tune"), (False, "check")):
         x, y = np.vstack(rows[half]), np.array(labels[half])
-        cosine_kept = x[:, FEATURES.index("cosine")] >= DEFAULT_ABSTAIN_BELOW
-        model_kept = np.array([not abstainer.abstains(r) for r in x])
-        for rule, kept in (
-            (f"cosine >= {DEFAULT_ABSTAIN_BELOW}", cosine_kept),
-            ("evidence model", model_kept),
-        ):
+        signals = _signals(abstainer, before, x)
+        for rule, (score, forced, threshold) in signals.items():
+            kept = ~forced & (score >= threshold)
             print(
                 f"| {name} ({(y == 1).sum()} + {(y == 0).sum()}) | {rule} | {kept[y == 1].mean():.3f} | "
                 f"{(~kept[y == 0]).mean():.3f} |"
             )
+    if args.plot:
+        x, y = np.vstack(rows[False]), np.array(labels[False])
+        _plot(args.plot, _signals(abstainer, before, x), y)
+        print(f"wrote {args.plot}")
     for feature, weight in zip(FEATURES, abstainer.weights, strict=True):
         print(f"{feature:<16} {weight:+.3f}")
     command = "python -m evals.fit.calibrate " + " ".join(map(str, args.datasets))
     args.out.write_text(abstainer.model.to_json(command=command, keep_answerable=KEEP_ANSWERABLE) + "\n")
     print(f"threshold {threshold:.4f}; wrote {args.out}")
     return 0
+
+
+Signal = tuple[np.ndarray, np.ndarray, float]
+"""Each row's score, the rows a rule refuses whatever the score, and the served threshold."""
+
+
+def _signals(abstainer: Abstainer, before: Abstainer | None, x: np.ndarray) -> dict[str, Signal]:
+    """The ways to refuse, by name: the first version's cosine rule, the model served before (with the
+    rule it had: a count or a date asked for and absent), and the new one (with ``RULES``)."""
+    out: dict[str, Signal] = {
+        f"cosine >= {DEFAULT_ABSTAIN_BELOW}": (
+            x[:, FEATURES.index("cosine")],
+            np.zeros(len(x), bool),
+            DEFAULT_ABSTAIN_BELOW,
+        )
+    }
+    if before is not None and before.model.names != abstainer.model.names:
+        wanted = x[:, FEATURES.index("wanted_missing")] > 0
+        out["evidence model before"] = (np.array([before.answerable(r) for r in x]), wanted, before.threshold)
+    out["evidence model"] = (
+        np.array([abstainer.answerable(r) for r in x]),
+        np.array([ruled(r) for r in x]),
+        abstainer.threshold,
+    )
+    return out
+
+
+def _plot(path: Path, signals: dict[str, Signal], y: np.ndarray) -> None:
+    """Share of missing stories refused against share of answerable questions kept, as the threshold
+    moves; each served threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for name, (score, forced, threshold) in signals.items():
+        cuts = np.unique(np.concatenate([score, [threshold, -np.inf, np.inf]]))
+        kept = np.array([(~forced & (score >= t))[y == 1].mean() for t in cuts])
+        refused = np.array([(forced | (score < t))[y == 0].mean() for t in cuts])
+        (line,) = axes.plot(kept, refused, label=name)
+        at = ~forced & (score >= threshold)
+        axes.plot(at[y == 1].mean(), (~at[y == 0]).mean(), "o", color=line.get_color())
+    axes.axvline(KEEP_ANSWERABLE, color="grey", linestyle=":", linewidth=1)
+    axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlim(0.5, 1.0)
+    axes.set_xlabel("answerable questions kept (check half)")
+    axes.set_ylabel("missing stories refused (check half)")
+    axes.set_title("Refusing when the story is missing: the trade-off")
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def _gather(args: argparse.Namespace) -> tuple[dict[bool, list[np.ndarray]], dict[bool, list[int]]]:
