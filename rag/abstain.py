@@ -13,9 +13,6 @@
                   the lead article's passages hold none (a year or a day of the month is not a count),
                   or for a date ("what year", "when did", ...) and they hold no year, month, weekday or
                   relative day
-  bigrams         share of the question's word pairs (consecutive index tokens) found side by side in
-                  the passages: another story on the same topic shares words, rarely phrases
-  numbers         share of the question's numbers found in the passages (1 when it has none)
   focus_missing   the question names the thing it asks for ("the population of ...", "how many
                   peacekeepers", "what did the minister say") and no passage speaks of it beside one of
                   the names the question mentions
@@ -34,7 +31,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -142,28 +138,6 @@ def _wanted_missing(e: Evidence) -> float:
     )
 
 
-def _bigrams(e: Evidence) -> float:
-    own = e.question.asked or e.question.tokens
-    pairs = set(pairwise(own))
-    if not pairs:
-        return 1.0
-    held: set[tuple[str, str]] = set()
-    for tokens in tokenize([h.chunk.text for h in e.hits] + [h.article.title for h in e.hits]):
-        held.update(pairwise(tokens))
-    return len(pairs & held) / len(pairs)
-
-
-_NUMBER = re.compile(r"\d[\d,.]*\d|\d")
-
-
-def _numbers(e: Evidence) -> float:
-    asked = set(_NUMBER.findall(e.question.text))
-    if not asked:
-        return 1.0
-    held = set(_NUMBER.findall(e.text))
-    return len(asked & held) / len(asked)
-
-
 def _focus_missing(e: Evidence) -> float:
     """The thing asked for is not spoken of in any passage that also holds one of the names the question
     mentions ("the population of Baku" is not answered by another town's population)."""
@@ -187,13 +161,11 @@ EVIDENCE: dict[str, Callable[[Evidence], float]] = {
     "rare": _rare,
     "entities": _entities,
     "wanted_missing": _wanted_missing,
-    "bigrams": _bigrams,
-    "numbers": _numbers,
     "focus_missing": _focus_missing,
 }
 """Every abstention feature: name -> its value for one question and its passages."""
 FEATURES = tuple(EVIDENCE)
-RULES = ("wanted_missing", "focus_missing")
+RULES = ("wanted_missing",)
 """Features that refuse on their own: what is asked for is not in the passages at all. On RealTime QA
 that is rare among answerable questions, so the regression alone would not learn to act on it."""
 
@@ -214,6 +186,17 @@ def ruled(row: npt.NDArray[np.float64]) -> bool:
     return any(row[FEATURES.index(rule)] for rule in RULES)
 
 
+def focus_bar(probability: npt.NDArray[np.float64], answerable: npt.NDArray[np.bool_]) -> float:
+    """The probability below which a question whose asked-for thing no passage speaks of is refused:
+    midway between the highest story-missing and the lowest answerable case among such questions (fitted
+    on the tune half). A rule on its own refused short briefs that name the thing another way ("earn"
+    for "pay"), so it asks for weak evidence besides."""
+    kept, missing = probability[answerable], probability[~answerable]
+    if not kept.size or not missing.size:
+        return 0.0
+    return float((missing.max() + kept.min()) / 2) if missing.max() < kept.min() else float(kept.min())
+
+
 @dataclass(frozen=True)
 class Abstainer:
     """The evidence model and its threshold."""
@@ -225,6 +208,10 @@ class Abstainer:
         return self.model.extra["threshold"]
 
     @property
+    def focus_below(self) -> float:
+        return self.model.extra.get("focus_below", 0.0)
+
+    @property
     def weights(self) -> npt.NDArray[np.float64]:
         return self.model.weights
 
@@ -233,10 +220,21 @@ class Abstainer:
         return self.model.probability(row, FEATURES)
 
     def abstains(self, row: npt.NDArray[np.float64]) -> bool:
-        """Below the threshold, or a rule refuses: the question asks for a count or a date of a kind the
-        passages do not hold at all, or names a thing they never speak of (``RULES``)."""
-        return ruled(row) or self.answerable(row) < self.threshold
+        """Below the threshold; or a rule refuses (the question asks for a count or a date of a kind the
+        passages do not hold at all: ``RULES``); or it names a thing they never speak of and the evidence
+        is not strong (below ``focus_below``)."""
+        p = self.answerable(row)
+        focus = bool(row[FEATURES.index("focus_missing")])
+        return ruled(row) or p < self.threshold or (focus and p < self.focus_below)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_PATH) -> Abstainer:
-        return cls(LogisticModel.load(path, EVIDENCE, "python -m evals.fit.calibrate", extra=("threshold",)))
+        return cls(
+            LogisticModel.load(
+                path,
+                EVIDENCE,
+                "python -m evals.fit.calibrate",
+                extra=("threshold",),
+                optional=("focus_below",),
+            )
+        )

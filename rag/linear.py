@@ -68,9 +68,17 @@ class LogisticModel:
         return cls(tuple(names), mean, scale, weights, float(model.intercept_[0]), dict(extra))
 
     @classmethod
-    def load(cls, path: Path, known: Collection[str], refit: str, extra: Sequence[str] = ()) -> LogisticModel:
+    def load(
+        cls,
+        path: Path,
+        known: Collection[str],
+        refit: str,
+        extra: Sequence[str] = (),
+        optional: Sequence[str] = (),
+    ) -> LogisticModel:
         """The model in ``path``; stops with what to do (``refit``: the command) when it cannot be read
-        or names a feature not in ``known``."""
+        or names a feature not in ``known``. ``extra``: numbers it must hold; ``optional``: numbers it
+        may hold (absent from files written before them)."""
         try:
             data = json.loads(path.read_text())
             names = tuple(data["features"])
@@ -83,7 +91,7 @@ class LogisticModel:
                 np.array(data["scale"], dtype=np.float64),
                 np.array(data["weights"], dtype=np.float64),
                 float(data["bias"]),
-                {key: float(data[key]) for key in extra},
+                {key: float(data[key]) for key in [*extra, *(k for k in optional if k in data)]},
             )
             if not model.mean.size == model.scale.size == model.weights.size == len(names):
                 raise ValueError("the feature, mean, scale and weight lists differ in length")

@@ -30,7 +30,7 @@ from evals import fit
 from evals.split import in_tune_half
 from index.errors import ConfigError
 from rag import Filters
-from rag.abstain import DEFAULT_PATH, FEATURES, Abstainer, ruled
+from rag.abstain import DEFAULT_PATH, FEATURES, Abstainer, focus_bar, ruled
 from rag.answer import DEFAULT_ABSTAIN_BELOW, DEFAULT_COMPOSE_PASSAGES
 from rag.linear import LogisticModel
 
@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         [-1.0 if ruled(r) else draft.answerable(r) for r, y in zip(x_tune, y_tune, strict=True) if y == 1]
     )
     threshold = float(np.quantile(answerable_tune, 1 - KEEP_ANSWERABLE))
-    abstainer = Abstainer(dataclasses.replace(draft.model, extra={"threshold": threshold}))
+    focus = x_tune[:, FEATURES.index("focus_missing")] > 0
+    probability = np.array([draft.answerable(r) for r in x_tune[focus]])
+    bar = focus_bar(probability, y_tune[focus] == 1)
+    abstainer = Abstainer(
+        dataclasses.replace(draft.model, extra={"threshold": threshold, "focus_below": bar})
+    )
     print("| half | rule | answerable kept | story missing refused |")
     print("|---|---|---|---|")
     for half, name in ((True, "tune"), (False, "check")):
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{feature:<16} {weight:+.3f}")
     command = "python -m evals.fit.calibrate " + " ".join(map(str, args.datasets))
     args.out.write_text(abstainer.model.to_json(command=command, keep_answerable=KEEP_ANSWERABLE) + "\n")
-    print(f"threshold {threshold:.4f}; wrote {args.out}")
+    print(f"threshold {threshold:.4f}, focus_below {bar:.4f}; wrote {args.out}")
     return 0
 
 
@@ -100,7 +105,8 @@ Signal = tuple[np.ndarray, np.ndarray, float]
 
 def _signals(abstainer: Abstainer, before: Abstainer | None, x: np.ndarray) -> dict[str, Signal]:
     """The ways to refuse, by name: the first version's cosine rule, the model served before (with the
-    rule it had: a count or a date asked for and absent), and the new one (with ``RULES``)."""
+    rule it had: a count or a date asked for and absent), and the new one (with ``RULES`` and the
+    asked-for thing's bar)."""
     out: dict[str, Signal] = {
         f"cosine >= {DEFAULT_ABSTAIN_BELOW}": (
             x[:, FEATURES.index("cosine")],
@@ -111,11 +117,10 @@ def _signals(abstainer: Abstainer, before: Abstainer | None, x: np.ndarray) -> d
     if before is not None and before.model.names != abstainer.model.names:
         wanted = x[:, FEATURES.index("wanted_missing")] > 0
         out["evidence model before"] = (np.array([before.answerable(r) for r in x]), wanted, before.threshold)
-    out["evidence model"] = (
-        np.array([abstainer.answerable(r) for r in x]),
-        np.array([ruled(r) for r in x]),
-        abstainer.threshold,
-    )
+    score = np.array([abstainer.answerable(r) for r in x])
+    focus = x[:, FEATURES.index("focus_missing")] > 0
+    forced = np.array([ruled(r) for r in x]) | (focus & (score < abstainer.focus_below))
+    out["evidence model"] = (score, forced, abstainer.threshold)
     return out
 
 
