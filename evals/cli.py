@@ -86,6 +86,34 @@ def add_eval_command(commands: Any) -> None:
         help="score through the index on this Ray cluster (its shards started when it has none: two "
         "shards, one replica); the dataset's corpus is ingested there first, articles already held skipped",
     )
+    parser.add_argument(
+        "--save-run",
+        type=Path,
+        metavar="FILE",
+        help="write this run (per-question rankings, answers, citations, abstentions and scores, with the "
+        "dataset's and the index's hashes and the code version) to FILE",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="FILE",
+        help="compare with a run saved by --save-run on the same questions: fail (exit 1) on a metric that "
+        "drops by more than its allowed delta (--max-drop, default 0) with p < 0.05",
+    )
+    parser.add_argument(
+        "--max-drop",
+        action="append",
+        default=[],
+        metavar="METRIC=DELTA",
+        help="with --compare: the drop METRIC may take before it can fail; repeatable",
+    )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        metavar="FILE",
+        help="with --compare: write the comparison as markdown to FILE (also appended to "
+        "$GITHUB_STEP_SUMMARY when that is set)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
 
@@ -111,6 +139,8 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     from index.embed import core_count
 
     minimums = parse_minimums(args.min)
+    if (args.max_drop or args.summary) and not args.compare:
+        raise SystemExit("rag eval: --max-drop and --summary go with --compare")
     if args.dataset and not (args.corpus or args.questions):
         dataset = load_dataset(args.dataset)
     elif args.corpus and args.questions and not args.dataset:
@@ -136,6 +166,9 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         keep = {q.id for q in chosen[: args.sample]}
         questions = tuple(q for q in dataset.questions if q.id in keep)
         dataset = dataclasses.replace(dataset, questions=questions)
+    if args.limit:
+        dataset = dataclasses.replace(dataset, questions=dataset.questions[: args.limit])
+    saved = _saved_run(args, dataset)
     progress = False if args.quiet else None
     embedder = packaged_embedder(settings.index, core_count())
     answerer = _answerer(dataset, settings, embedder, args, progress)
@@ -162,7 +195,66 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     failed = [c for c in checks if not c[3]]
     for metric, minimum, value, _ in failed:
         print(f"rag eval: gate failed: {metric} = {value} < {minimum}", file=sys.stderr)
-    return 1 if failed else 0
+    regressed = _save_and_compare(evaluation, dataset, saved, settings, args)
+    return 1 if failed or regressed else 0
+
+
+def _save_and_compare(
+    evaluation: Any, dataset: Any, saved: dict[str, Any] | None, settings: Settings, args: argparse.Namespace
+) -> bool:
+    """Write the run (--save-run) and compare it with the saved one (--compare); True on a regression."""
+    if not (args.save_run or saved is not None):
+        return False
+    from evals.cache import index_key
+    from evals.compare import make_run, save_run
+
+    about = {
+        "k": args.k,
+        "stage": args.stage,
+        "split": args.split,
+        "sample": args.sample,
+        "limit": args.limit,
+    }
+    run = make_run(evaluation, dataset, index_key(dataset.corpus, settings.index), about)
+    if args.save_run:
+        save_run(args.save_run, run)
+        print(f"wrote {args.save_run}", file=sys.stderr)
+    return saved is not None and _compared(saved, run, args)
+
+
+def _saved_run(args: argparse.Namespace, dataset: Any) -> dict[str, Any] | None:
+    """The run to compare with (read and checked against the dataset before anything is scored)."""
+    if not args.compare:
+        return None
+    from evals.compare import CompareError, dataset_hash, load_run, parse_max_drops
+
+    parse_max_drops(args.max_drop)
+    saved = load_run(args.compare)
+    if saved.get("dataset_hash") != dataset_hash(dataset):
+        raise CompareError(
+            f"{args.compare} is a run of another dataset ({saved.get('dataset')}) than this one "
+            f"({dataset.name}): corpus, questions and dialogues must be the same (and the same --split, "
+            "--sample and --limit); refresh it with --save-run"
+        )
+    return saved
+
+
+def _compared(saved: dict[str, Any], run: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Compare, print and write the summary; True when a metric regressed."""
+    from evals.compare import compare, parse_max_drops, summary, write_summary
+
+    comparison = compare(saved, run, parse_max_drops(args.max_drop))
+    text = summary(comparison)
+    print(text, file=sys.stderr if args.json else sys.stdout)
+    for path in write_summary(text, args.summary):
+        print(f"wrote {path}", file=sys.stderr)
+    for v in comparison.failed:
+        print(
+            f"rag eval: regression against {args.compare}: {v.metric} {v.before} -> {v.after} "
+            f"(mean change {v.difference:+.4f}, p={v.p_value:.3f}, allowed drop {v.allowed})",
+            file=sys.stderr,
+        )
+    return bool(comparison.failed)
 
 
 def _print_table(metrics: dict[str, Any]) -> None:

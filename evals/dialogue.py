@@ -76,7 +76,8 @@ def run_dialogues(
     return outcomes
 
 
-def _scores(o: Outcome) -> dict[str, float]:
+def turn_scores(o: Outcome) -> dict[str, float]:
+    """One turn's scores on DIALOGUE_METRICS."""
     gold = set(o.question.gold_ids)
     top = set(o.ranking[:STORY_DEPTH])
     return {
@@ -99,7 +100,7 @@ def dialogue_metrics(outcomes: Sequence[TurnOutcome]) -> dict[str, object]:
         per = {
             mode: {
                 metric: {
-                    f"{o.dialogue}#{o.turn}": _scores(o.with_history if mode == "history" else o.alone)[
+                    f"{o.dialogue}#{o.turn}": turn_scores(o.with_history if mode == "history" else o.alone)[
                         metric
                     ]
                     for o in chosen

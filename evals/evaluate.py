@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from evals.baselines import bm25_rankings, dense_rankings
 from evals.data import Dataset
-from evals.dialogue import dialogue_metrics, gate_values, run_dialogues
+from evals.dialogue import TurnOutcome, dialogue_metrics, gate_values, run_dialogues
 from evals.harness import (
     Outcome,
     answer_metrics,
@@ -28,6 +28,10 @@ class Evaluation:
     outcomes: list[Outcome]
     rankings: dict[str, dict[str, list[str]]]
     """Baseline name to {question id: ranked article ids}."""
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The system's retrieval metrics per question: {metric: {question id: score}}."""
+    turns: list[TurnOutcome] = field(default_factory=list)
+    """The dialogues' later turns, when the dataset has dialogues."""
 
 
 def evaluate_dataset(
@@ -55,6 +59,7 @@ def evaluate_dataset(
     if any(o.generated or o.fallback for o in outcomes):  # a language model was configured
         metrics["answers_generated"] = sum(o.generated for o in answered) / max(len(answered), 1)
         metrics["fallbacks"] = dict(Counter(o.fallback for o in outcomes if o.fallback))
+    turns: list[TurnOutcome] = []
     if dataset.dialogues:
         turns = run_dialogues(answerer, dataset.dialogues, k, progress)
         metrics["dialogues"] = {"dialogues": len(dataset.dialogues), **dialogue_metrics(turns)}
@@ -73,7 +78,7 @@ def evaluate_dataset(
                 **mean_scores(scores),
                 "vs_system": significance(system_scores, scores),
             }
-    return Evaluation(metrics, outcomes, rankings)
+    return Evaluation(metrics, outcomes, rankings, system_scores, turns)
 
 
 def hit_curve(questions: Sequence[Any], ranking: Mapping[str, Sequence[str]], depth: int = 10) -> list[float]:

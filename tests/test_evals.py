@@ -93,11 +93,15 @@ def test_malformed_question_files_name_the_line(tmp_path: Path) -> None:
         load_questions(path)
 
 
-def _rag_eval(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data")}
+def _rag_eval(
+    *args: str, tmp_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    # A CI job's own summary file is not the tests': only a test that names one gets one.
+    full = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    full.update({"RAG_DATA_DIR": str(tmp_path / "data"), **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "api", "eval", "--quiet", *args],
-        env=env,
+        env=full,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -168,19 +172,92 @@ def test_corpus_and_question_files_with_limit(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_gate_fails_when_retrieval_is_degraded(tmp_path: Path) -> None:
     """A gate on the articles set passes with the served retriever and fails when retrieval falls back to
-    the plain dense stage of the first version."""
+    the plain dense stage of the first version: on the absolute floors, and against the saved run of the
+    served retriever, with the questions it lost listed."""
     gate = ["--min", "hit@1=0.88", "--min", "hit@5=0.9"]
-    healthy = _rag_eval(str(ARTICLES_SET), *gate, tmp_path=tmp_path)
+    saved = tmp_path / "runs" / "articles.json"
+    healthy = _rag_eval(str(ARTICLES_SET), *gate, "--save-run", str(saved), tmp_path=tmp_path)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    run = json.loads(saved.read_text())
+    assert run["format"] == "newsrag-eval-run/1"
+    assert run["dataset_hash"]
+    assert run["index_hash"]
+    assert run["code"]
+    assert run["metrics"]["hit@1"] == 1.0
+    first = next(iter(run["questions"].values()))
+    assert {"question", "ranking", "answer", "abstained", "cited", "correct"} <= set(first)
+    assert set(run["scores"]["hit@1"]) == {q for q, v in run["questions"].items() if v["answerable"]}
+    assert run["scores"]["followup_story@3"]
+    assert run["turns"]
     report = tmp_path / "degraded"
+    summary = tmp_path / "compare.md"
     degraded = _rag_eval(
-        str(ARTICLES_SET), *gate, "--stage", "dense", "--report", str(report), tmp_path=tmp_path
+        str(ARTICLES_SET),
+        *gate,
+        "--stage",
+        "dense",
+        "--report",
+        str(report),
+        "--compare",
+        str(saved),
+        "--max-drop",
+        "ndcg@10=0.5",
+        "--summary",
+        str(summary),
+        tmp_path=tmp_path,
     )
     assert degraded.returncode == 1
     assert "gate failed: hit@1" in degraded.stderr
+    assert "regression against" in degraded.stderr
+    assert "hit@1 1.0 -> 0.8" in degraded.stderr
+    assert "ndcg@10" not in degraded.stderr  # dropped, but less than it may
     suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
     assert suite is not None
     assert suite.get("failures") in {"1", "2"}
+    text = summary.read_text()
+    assert "(**fails**)" in text
+    assert "❌ regression" in text
+    lost = [q for q, v in run["scores"]["hit@1"].items() if v == 1.0]
+    worse = text.split("#### Worse", 1)[1].split("#### Better", 1)[0]
+    rows = [line.split(" | ") for line in worse.splitlines() if line.startswith("| ")][1:]  # no header
+    listed = [r[0].strip("| ") for r in rows if any(c.startswith("hit@1 1→0") for c in r[2].split(", "))]
+    assert len(listed) >= 10
+    assert set(listed) <= set(lost)
+    question = run["questions"][listed[0]]["question"]
+    assert question.split()[0] in worse
+
+
+@pytest.mark.slow
+def test_a_saved_run_compared_with_itself_passes_and_another_dataset_is_refused(tmp_path: Path) -> None:
+    saved = tmp_path / "seed.json"
+    assert _rag_eval(str(SEED_SET), "--save-run", str(saved), tmp_path=tmp_path).returncode == 0
+    summary = tmp_path / "job-summary.md"
+    env_summary = tmp_path / "github-step-summary.md"
+    env_summary.write_text("earlier step\n")
+    again = _rag_eval(
+        str(SEED_SET),
+        "--compare",
+        str(saved),
+        "--summary",
+        str(summary),
+        tmp_path=tmp_path,
+        env={"GITHUB_STEP_SUMMARY": str(env_summary)},
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    text = summary.read_text()
+    assert "passes" in text
+    assert "0 questions moved" in text
+    assert "| hit@1 | 1.0000 | 1.0000 | +0.0000 | 1.000 |" in text
+    assert env_summary.read_text() == "earlier step\n" + text + "\n"
+    other = _rag_eval(str(SEED_SET), "--limit", "10", "--compare", str(saved), tmp_path=tmp_path)
+    assert other.returncode == 2
+    assert "another dataset" in other.stderr
+    assert "Traceback" not in other.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    refused = _rag_eval(str(SEED_SET), "--compare", str(broken), tmp_path=tmp_path)
+    assert refused.returncode == 2
+    assert "not a saved run" in refused.stderr
 
 
 def test_unknown_gate_metric_is_refused(tmp_path: Path) -> None:
