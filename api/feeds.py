@@ -13,7 +13,6 @@ one, which finds the committed articles unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 
 from api.problems import NotFoundError
 from index import Article, ArticleError, Ingestor, parse_record
-from index.feeds import Entry, FeedError, Parsed, parse
+from index.feeds import Entry, FeedError, Parsed, article_id, parse
 from index.fetch import Fetcher, FetchError
 from index.load import page_record
 from index.urls import AddressError, canonical_url
@@ -271,11 +270,6 @@ _COLUMNS = (
 def detect(fetcher: Fetcher, url: str) -> Parsed:
     """What ``url`` serves, read once (at `feeds add`): FetchError or FeedError when it is unusable."""
     return parse(fetcher.get(url).body)
-
-
-def article_id(url: str) -> str:
-    """An entry's article id: from its canonical address, so the same page is one article."""
-    return "feed-" + hashlib.sha256(url.encode()).hexdigest()[:20]
 
 
 class Poller:

@@ -39,7 +39,14 @@ def add_eval_command(commands: Any) -> None:
     )
     parser.add_argument("dataset", nargs="?", type=Path, metavar="DATASET_DIR")
     parser.add_argument("--corpus", type=Path, help="corpus JSONL (with --questions)")
-    parser.add_argument("--questions", type=Path, help="questions JSONL (with --corpus)")
+    parser.add_argument("--questions", type=Path, help="questions JSONL (with --corpus or --feed)")
+    parser.add_argument(
+        "--feed",
+        type=Path,
+        metavar="FILE",
+        help="a saved RSS/Atom feed or news sitemap as the corpus (with --questions): each entry's own text, "
+        "as the poller would store it; gold_ids may be entry links",
+    )
     parser.add_argument(
         "--dialogues",
         type=Path,
@@ -132,7 +139,6 @@ def parse_minimums(values: list[str]) -> list[tuple[str, float]]:
 
 
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
-    from evals.data import Dataset, load_dataset, load_files
     from evals.evaluate import evaluate_dataset
     from evals.report import write_report
     from index import packaged_embedder
@@ -141,33 +147,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     minimums = parse_minimums(args.min)
     if (args.max_drop or args.summary) and not args.compare:
         raise SystemExit("rag eval: --max-drop and --summary go with --compare")
-    if args.dataset and not (args.corpus or args.questions):
-        dataset = load_dataset(args.dataset)
-    elif args.corpus and args.questions and not args.dataset:
-        dataset = load_files(args.corpus, args.questions)
-    else:
-        raise SystemExit("rag eval: give DATASET_DIR, or both --corpus and --questions")
-    if args.dialogues:
-        from evals.data import load_dialogues
-
-        dataset = dataclasses.replace(dataset, dialogues=tuple(load_dialogues(args.dialogues)))
-    if args.split:
-        from evals.split import in_tune_half
-
-        wanted = args.split == "tune"
-        dataset = Dataset(
-            f"{dataset.name} ({args.split} half)",
-            dataset.corpus,
-            tuple(q for q in dataset.questions if in_tune_half(q.id) == wanted),
-            tuple(d for d in dataset.dialogues if in_tune_half(d.id) == wanted),
-        )
-    if args.sample:
-        chosen = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
-        keep = {q.id for q in chosen[: args.sample]}
-        questions = tuple(q for q in dataset.questions if q.id in keep)
-        dataset = dataclasses.replace(dataset, questions=questions)
-    if args.limit:
-        dataset = dataclasses.replace(dataset, questions=dataset.questions[: args.limit])
+    dataset = _dataset(settings, args)
     saved = _saved_run(args, dataset)
     progress = False if args.quiet else None
     embedder = packaged_embedder(settings.index, core_count())
@@ -197,6 +177,47 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         print(f"rag eval: gate failed: {metric} = {value} < {minimum}", file=sys.stderr)
     regressed = _save_and_compare(evaluation, dataset, saved, settings, args)
     return 1 if failed or regressed else 0
+
+
+def _dataset(settings: Settings, args: argparse.Namespace) -> Any:
+    """The questions to score: the dataset named, with --dialogues, --split, --sample and --limit
+    applied."""
+    from evals.data import Dataset, load_dataset, load_files
+
+    if args.dataset and not (args.corpus or args.questions or args.feed):
+        dataset = load_dataset(args.dataset)
+    elif args.corpus and args.questions and not (args.dataset or args.feed):
+        dataset = load_files(args.corpus, args.questions)
+    elif args.feed and args.questions and not (args.dataset or args.corpus):
+        from evals.feeds import feed_dataset
+
+        dataset = feed_dataset(args.feed, args.questions, _eval_settings(settings).cache_dir / "feeds")
+    else:
+        raise SystemExit(
+            "rag eval: give DATASET_DIR, both --corpus and --questions, or --feed and --questions"
+        )
+    if args.dialogues:
+        from evals.data import load_dialogues
+
+        dataset = dataclasses.replace(dataset, dialogues=tuple(load_dialogues(args.dialogues)))
+    if args.split:
+        from evals.split import in_tune_half
+
+        wanted = args.split == "tune"
+        dataset = Dataset(
+            f"{dataset.name} ({args.split} half)",
+            dataset.corpus,
+            tuple(q for q in dataset.questions if in_tune_half(q.id) == wanted),
+            tuple(d for d in dataset.dialogues if in_tune_half(d.id) == wanted),
+        )
+    if args.sample:
+        chosen = sorted(dataset.questions, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
+        keep = {q.id for q in chosen[: args.sample]}
+        questions = tuple(q for q in dataset.questions if q.id in keep)
+        dataset = dataclasses.replace(dataset, questions=questions)
+    if args.limit:
+        dataset = dataclasses.replace(dataset, questions=dataset.questions[: args.limit])
+    return dataset
 
 
 def _save_and_compare(

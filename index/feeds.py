@@ -11,6 +11,7 @@ parser recovers what it can; what it reports as wrong is kept as a problem.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -59,6 +60,12 @@ class Parsed:
     entries: tuple[Entry, ...] = ()
     sitemaps: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default_factory=tuple)
+
+
+def article_id(url: str) -> str:
+    """An entry's article id, from its canonical address: the same page is one article, however often
+    and from whichever feed it comes."""
+    return "feed-" + hashlib.sha256(url.encode()).hexdigest()[:20]
 
 
 def parse(body: bytes) -> Parsed:

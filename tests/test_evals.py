@@ -356,3 +356,35 @@ def test_rag_eval_scores_dialogues_with_and_without_history_and_gates_on_them(tm
     failing = _rag_eval(*files, "--min", "followup_story@3_alone=0.9", tmp_path=tmp_path)
     assert failing.returncode == 1
     assert "gate failed: followup_story@3_alone = 0.5 < 0.9" in failing.stderr
+
+
+FEED = ROOT / "tests" / "data" / "feed.xml"
+FEED_QUESTIONS = ROOT / "tests" / "data" / "feed-questions.jsonl"
+
+
+@pytest.mark.slow
+def test_a_saved_feed_is_a_corpus_the_gate_can_run(tmp_path: Path) -> None:
+    """A feed file's entries, as the poller would store them without their pages, scored against
+    questions that name their gold entries by link; saved and compared like any dataset."""
+    saved = tmp_path / "feed-run.json"
+    args = ["--feed", str(FEED), "--questions", str(FEED_QUESTIONS)]
+    result = _rag_eval(*args, "--json", "--min", "hit@1=1.0", "--save-run", str(saved), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert (metrics["dataset"], metrics["questions"]) == ("feed", 3)
+    assert metrics["answer_accuracy"] == 1.0
+    run = json.loads(saved.read_text())
+    cited = run["questions"]["feed-1"]["cited"][0]
+    assert cited.startswith("feed-")  # the poller's id for the entry's canonical link
+    again = _rag_eval(*args, "--compare", str(saved), tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(
+        json.dumps(
+            {"id": "x", "question": "q?", "answers": ["a"], "gold_ids": ["https://elsewhere.example/a"]}
+        )
+        + "\n"
+    )
+    refused = _rag_eval("--feed", str(FEED), "--questions", str(wrong), tmp_path=tmp_path)
+    assert refused.returncode == 2
+    assert "is no entry of the feed" in refused.stderr

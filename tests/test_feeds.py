@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from api.feeds import FeedRegistry, Poller, article_id, detect
+from api.feeds import FeedRegistry, Poller, detect
 from index import Article, Embedder, IndexSettings, make_ingestor
-from index.feeds import FeedError, parse
+from index.feeds import FeedError, article_id, parse
 from index.fetch import Fetcher, FetchError, Limits, parse_networks
 from index.store import IndexStore
 from tests.servers import rag, rag_env
