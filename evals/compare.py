@@ -66,7 +66,8 @@ def dataset_hash(dataset: Dataset) -> str:
 
 
 def code_version() -> str:
-    """The git commit of the code (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
+    """The git commit of the code (``+dirty`` with uncommitted changes outside evals/baselines/), or
+    ``unknown`` outside git."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -77,7 +78,8 @@ def code_version() -> str:
             check=False,
         )
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # The baselines being rewritten are not a change of the code.
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!evals/baselines"],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
