@@ -152,7 +152,9 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     progress = False if args.quiet else None
     embedder = packaged_embedder(settings.index, core_count())
     answerer = _answerer(dataset, settings, embedder, args, progress)
-    evaluation = evaluate_dataset(answerer, dataset, args.k, args.limit, args.baselines, progress)
+    evaluation = evaluate_dataset(
+        answerer, dataset, args.k, None, args.baselines, progress
+    )  # --limit: _dataset
     metrics = evaluation.metrics
     from evals.cache import rejected_records
 
@@ -247,16 +249,11 @@ def _saved_run(args: argparse.Namespace, dataset: Any) -> dict[str, Any] | None:
     """The run to compare with (read and checked against the dataset before anything is scored)."""
     if not args.compare:
         return None
-    from evals.compare import CompareError, dataset_hash, load_run, parse_max_drops
+    from evals.compare import comparable, dataset_hash, load_run, parse_max_drops
 
     parse_max_drops(args.max_drop)
     saved = load_run(args.compare)
-    if saved.get("dataset_hash") != dataset_hash(dataset):
-        raise CompareError(
-            f"{args.compare} is a run of another dataset ({saved.get('dataset')}) than this one "
-            f"({dataset.name}): corpus, questions and dialogues must be the same (and the same --split, "
-            "--sample and --limit); refresh it with --save-run"
-        )
+    comparable(saved, dataset_hash(dataset), args.k)
     return saved
 
 

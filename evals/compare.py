@@ -40,6 +40,17 @@ PER_QUESTION = (
     "new_subject_hit@1",
 )
 """The metrics a run keeps per question (or per dialogue turn), and so the ones a comparison tests."""
+MOVED = (
+    "hit@1",
+    "answer_accuracy",
+    "citation_recall",
+    "abstention_recall",
+    "followup_story@3",
+    "followup_hit@1",
+    "new_subject_story@3",
+    "new_subject_hit@1",
+)
+"""The metrics by which a question counts as moved (the rest follow Hit@1)."""
 MOVED_SHOWN = 25
 """Questions listed per direction in the markdown summary (all of them are in the JSON run)."""
 _TURN_METRICS = {"follow-up": "followup", "new-subject": "new_subject"}
@@ -166,7 +177,32 @@ def load_run(path: Path) -> dict[str, Any]:
         raise CompareError(f"{path}: not a saved run (broken JSON at line {exc.lineno})") from None
     if not isinstance(run, dict) or run.get("format") != FORMAT:
         raise CompareError(f"{path}: not a saved run of `rag eval --save-run` ({FORMAT})")
+    parts = {
+        "dataset": str,
+        "dataset_hash": str,
+        "metrics": dict,
+        "scores": dict,
+        "questions": dict,
+        "turns": dict,
+    }
+    broken = [key for key, kind in parts.items() if not isinstance(run.get(key), kind)]
+    if broken:
+        raise CompareError(
+            f"{path}: a saved run without its {', '.join(broken)}; write it again with --save-run"
+        )
     return run
+
+
+def comparable(saved: Mapping[str, Any], digest: str, k: object) -> None:
+    """Refuse (CompareError) a saved run of other questions (``digest``: ``dataset_hash``) or depth."""
+    if saved["dataset_hash"] != digest:
+        raise CompareError(
+            f"the saved run is of another dataset ({saved['dataset']}) than this one: corpus, questions "
+            "and dialogues must be the same (and the same --split, --sample and --limit); refresh it with "
+            "--save-run"
+        )
+    if saved["metrics"].get("k") != k:
+        raise CompareError(f"the saved run ranked {saved['metrics'].get('k')} documents, this one {k}")
 
 
 @dataclass(frozen=True)
@@ -226,18 +262,7 @@ def compare(
 ) -> Comparison:
     """``current`` against ``saved``, metric by metric (see the module docstring); refuses runs of
     different datasets or depths."""
-    if saved["dataset_hash"] != current["dataset_hash"]:
-        raise CompareError(
-            f"the saved run is of another dataset ({saved['dataset']}, {saved['dataset_hash']}) than this "
-            "one "
-            f"({current['dataset']}, {current['dataset_hash']}): corpus, questions and dialogues must be the "
-            "same (the same --split, --sample and --limit too); refresh the saved run with --save-run"
-        )
-    if saved["metrics"].get("k") != current["metrics"].get("k"):
-        raise CompareError(
-            f"the saved run ranked {saved['metrics'].get('k')} documents, "
-            f"this one {current['metrics'].get('k')}"
-        )
+    comparable(saved, current["dataset_hash"], current["metrics"].get("k"))
     verdicts = []
     for metric in PER_QUESTION:
         before, after = saved["scores"].get(metric, {}), current["scores"].get(metric, {})
@@ -275,7 +300,7 @@ def _metric(run: Mapping[str, Any], metric: str) -> float | None:
 
 def _moved(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[Moved]:
     by_id: dict[str, dict[str, tuple[float, float]]] = {}
-    for metric in ("hit@1", "answer_accuracy", "citation_recall", "abstention_recall", *PER_QUESTION[-4:]):
+    for metric in MOVED:
         before, after = saved["scores"].get(metric, {}), current["scores"].get(metric, {})
         for i in set(before) & set(after):
             if before[i] != after[i]:

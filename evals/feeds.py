@@ -76,5 +76,5 @@ def _gold(value: str, ids: dict[str, str], questions: Path) -> str:
     except AddressError as exc:
         raise DatasetError(f"{questions}: gold link {value!r}: {exc}") from None
     if address not in ids:
-        raise DatasetError(f"{questions}: gold link {value} is no entry of the feed")
+        raise DatasetError(f"{questions}: gold link {value} is no entry of the feed with text of its own")
     return ids[address]

@@ -89,14 +89,19 @@ class Evidence:
     @cached_property
     def words(self) -> frozenset[str]:
         """The passages' and titles' words, as index tokens."""
-        return frozenset(tokenize([self.text])[0])
+        return frozenset().union(*self.hit_words)
 
     @cached_property
     def found(self) -> npt.NDArray[np.bool_]:
-        return np.array([t in self.words for t in self.terms], dtype=bool)
+        return self.covered(self.words)
 
-    def covered(self, text: str) -> npt.NDArray[np.bool_]:
-        present = set(tokenize([text])[0])
+    @cached_property
+    def hit_words(self) -> list[frozenset[str]]:
+        """Each passage's words with its article's title, as index tokens."""
+        texts = [h.chunk.text + " " + h.article.title for h in self.hits]
+        return [frozenset(tokens) for tokens in tokenize(texts)]
+
+    def covered(self, present: frozenset[str]) -> npt.NDArray[np.bool_]:
         return np.array([t in present for t in self.terms], dtype=bool)
 
     def share(self, found: npt.NDArray[np.bool_]) -> float:
@@ -145,8 +150,7 @@ def _focus_missing(e: Evidence) -> float:
     if not focus:
         return 0.0
     names = {t for n in e.question.names for t in tokenize([n])[0]}
-    for h in e.hits:
-        words = set(tokenize([h.chunk.text + " " + h.article.title])[0])
+    for words in e.hit_words:
         if all(t in words for t in focus) and (not names or names & words):
             return 0.0
     return 1.0
@@ -157,7 +161,7 @@ EVIDENCE: dict[str, Callable[[Evidence], float]] = {
     "margin": _margin,
     "sentence": lambda e: e.best_sentence,
     "coverage": lambda e: e.share(e.found),
-    "top_coverage": lambda e: e.share(e.covered(e.hits[0].chunk.text + " " + e.hits[0].article.title)),
+    "top_coverage": lambda e: e.share(e.covered(e.hit_words[0])),
     "rare": _rare,
     "entities": _entities,
     "wanted_missing": _wanted_missing,
@@ -189,8 +193,9 @@ def ruled(row: npt.NDArray[np.float64]) -> bool:
 def focus_bar(probability: npt.NDArray[np.float64], answerable: npt.NDArray[np.bool_]) -> float:
     """The probability below which a question whose asked-for thing no passage speaks of is refused:
     midway between the highest story-missing and the lowest answerable case among such questions (fitted
-    on the tune half). A rule on its own refused short briefs that name the thing another way ("earn"
-    for "pay"), so it asks for weak evidence besides."""
+    on the tune half); when the two overlap, the lowest answerable one, so that none of those is
+    refused. A rule on its own refused short briefs that name the thing another way ("earn" for "pay"),
+    so it asks for weak evidence besides."""
     kept, missing = probability[answerable], probability[~answerable]
     if not kept.size or not missing.size:
         return 0.0

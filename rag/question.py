@@ -193,7 +193,7 @@ def _focus(text: str) -> tuple[str, ...]:
         found = pattern.search(text)
         if found:
             word = found.group(1)
-            if word[:1].isupper() or word.lower().rstrip("'’s") in _NOT_FOCUS or word.lower() in _NOT_FOCUS:
+            if word[:1].isupper() or word.lower().removesuffix("'s").removesuffix("’s") in _NOT_FOCUS:
                 return ()
             return tuple(tokenize([word])[0])
     return ()

@@ -105,8 +105,7 @@ Signal = tuple[np.ndarray, np.ndarray, float]
 
 def _signals(abstainer: Abstainer, before: Abstainer | None, x: np.ndarray) -> dict[str, Signal]:
     """The ways to refuse, by name: the first version's cosine rule, the model served before (with the
-    rule it had: a count or a date asked for and absent), and the new one (with ``RULES`` and the
-    asked-for thing's bar)."""
+    rules and bar it had), and the new one."""
     out: dict[str, Signal] = {
         f"cosine >= {DEFAULT_ABSTAIN_BELOW}": (
             x[:, FEATURES.index("cosine")],
@@ -114,14 +113,19 @@ def _signals(abstainer: Abstainer, before: Abstainer | None, x: np.ndarray) -> d
             DEFAULT_ABSTAIN_BELOW,
         )
     }
-    if before is not None and before.model.names != abstainer.model.names:
-        wanted = x[:, FEATURES.index("wanted_missing")] > 0
-        out["evidence model before"] = (np.array([before.answerable(r) for r in x]), wanted, before.threshold)
+    if before is not None:
+        out["evidence model before"] = _signal(before, x)
+    out["evidence model"] = _signal(abstainer, x)
+    return out
+
+
+def _signal(abstainer: Abstainer, x: np.ndarray) -> Signal:
+    """The model's scores, what its rules (and the asked-for thing's bar) refuse whatever the threshold,
+    and its threshold."""
     score = np.array([abstainer.answerable(r) for r in x])
     focus = x[:, FEATURES.index("focus_missing")] > 0
     forced = np.array([ruled(r) for r in x]) | (focus & (score < abstainer.focus_below))
-    out["evidence model"] = (score, forced, abstainer.threshold)
-    return out
+    return score, forced, abstainer.threshold
 
 
 def _plot(path: Path, signals: dict[str, Signal], y: np.ndarray) -> None:
