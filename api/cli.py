@@ -23,7 +23,7 @@ from index.errors import RagError
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rag` console script; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    # The evaluation harness (ranx, numba, matplotlib) is loaded only for `rag eval`.
+    # The evaluation harness (matplotlib, scikit-learn) is loaded only for `rag eval`.
     parser = _parser(with_eval=arguments[:1] == ["eval"])
     args = parser.parse_args(arguments)
     settings = Settings.from_env()

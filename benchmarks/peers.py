@@ -11,7 +11,7 @@ and Haystack's telemetry is off). Questions: the check half of each dataset (eva
 answerable ones only, asked one at a time; where a row says "date filter", no document published after the
 question's ``asked_on`` day can come back (published_at <= asked_on). Every row yields a document-level
 ranking: a document's rank is that of its best passage (ids deduplicated in rank order), top 10, scored by
-the eval harness (Hit@1, Hit@10, MRR@10 through ranx). Query latency is one question's text to its ranked
+the eval harness (Hit@1, Hit@10, MRR@10). Query latency is one question's text to its ranked
 passages, the question's embedding included, in this process, after two warm-up questions; p50 and p95 in
 ms. Torch, FAISS and the BLAS pools run with ``--threads`` threads (default 2, set explicitly).
 
@@ -342,7 +342,7 @@ def measure(name: str, dataset: str, system: System, questions: Sequence[EvalQue
         started = time.perf_counter()
         rankings[q.id] = system.rank(q)
         times.append(_timed(started) * 1000)
-    scores = mean_scores(retrieval_scores(questions, rankings, name))
+    scores = mean_scores(retrieval_scores(questions, rankings))
     return Result(
         system=name,
         dataset=dataset,

@@ -45,7 +45,7 @@ def evaluate_dataset(
     """Score the production Answerer on ``dataset`` (first ``limit`` questions), with baselines if asked."""
     questions: Sequence[Any] = dataset.questions[:limit] if limit else dataset.questions
     outcomes = run_system(answerer, questions, k, progress)
-    system_scores = retrieval_scores(questions, {o.question.id: o.ranking for o in outcomes}, "system")
+    system_scores = retrieval_scores(questions, {o.question.id: o.ranking for o in outcomes})
     metrics: dict[str, Any] = {
         "dataset": dataset.name,
         "questions": len(questions),
@@ -73,7 +73,7 @@ def evaluate_dataset(
         }
         metrics["baselines"] = {}
         for name, ranking in rankings.items():
-            scores = retrieval_scores(questions, ranking, name)
+            scores = retrieval_scores(questions, ranking)
             metrics["baselines"][name] = {
                 **mean_scores(scores),
                 "vs_system": significance(system_scores, scores),

@@ -1,36 +1,39 @@
 """Run the production Answerer over a dataset and score retrieval and answers.
 
-Retrieval metrics are document level (an article is relevant when it is gold) and computed by ranx.
+Retrieval metrics are document level (an article is relevant when it is gold), with binary relevance:
+Hit@k, MRR@10, nDCG@10 and Recall@10 as ranx and trec_eval define them, and Fisher's paired randomization
+test. They are written here in NumPy rather than taken from ranx, which computed them until issue 29: ranx
+compiles its metrics with numba's on-disk cache (``cache=True``) inside site-packages, and numba writes
+that cache without a lock (numba/numba#10128). Its functions are specialised on the length of the
+document ids, so two ``rag eval`` processes at once (two corpora, ids of 20 and 25 characters) could leave
+an index entry that names one signature beside machine code compiled for another; every later process
+then loaded it. The gate scored the same code two ways (../shared/evidence/seed-eval-under-load: every
+system's Hit@1 0.700, answers unchanged). ranx's randomization test also ran in numba's parallel threads,
+each with its own random stream, so its p-values hung on the thread count. These few lines have no cache,
+no compiler and no threads, and give the same figures (tests/test_evals.py checks them against ranx).
 Answer metrics follow the definitions in evals/RESULTS.md; unanswerable questions count only toward
 abstention metrics.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import unicodedata
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from ranx import Qrels, Run, evaluate
-from ranx.statistical_tests import fisher_randomization_test
 from tqdm import tqdm
 
 from evals.data import EvalQuestion
 from rag import Answer, Answerer, Hit
 from rag.relative import plain
 
-RETRIEVAL_METRICS = {
-    "hit@1": "hit_rate@1",
-    "hit@5": "hit_rate@5",
-    "hit@10": "hit_rate@10",
-    "mrr@10": "mrr@10",
-    "ndcg@10": "ndcg@10",
-    "recall@10": "recall@10",
-}
+RETRIEVAL_METRICS = ("hit@1", "hit@5", "hit@10", "mrr@10", "ndcg@10", "recall@10")
+CUTOFF = 10
+"""The depth of MRR, nDCG and Recall."""
 ANSWER_METRICS = (
     "answer_accuracy",
     "citation_precision",
@@ -125,34 +128,24 @@ def _contains(answer: str, gold: str) -> bool:
     return bool(needle) and f" {needle} " in f" {normalize_answer(answer)} "
 
 
-def qrels_of(questions: Sequence[EvalQuestion]) -> Qrels:
-    return Qrels({q.id: dict.fromkeys(q.gold_ids, 1) for q in questions if q.answerable})
-
-
-def run_of(rankings: Mapping[str, Sequence[str]], name: str) -> Run:
-    """A ranx Run from ranked document ids (scores are 1/rank)."""
-    runs = {
-        qid: {doc: 1.0 / rank for rank, doc in enumerate(docs, start=1)} or {_NO_DOC: 0.0}
-        for qid, docs in rankings.items()
-    }
-    return Run(runs, name=name)
-
-
 def retrieval_scores(
-    questions: Sequence[EvalQuestion], rankings: Mapping[str, Sequence[str]], name: str
+    questions: Sequence[EvalQuestion], rankings: Mapping[str, Sequence[str]]
 ) -> dict[str, dict[str, float]]:
-    """Per-question scores for every retrieval metric: {metric: {question id: score}}."""
-    answerable = [q for q in questions if q.answerable]
-    if not answerable:
-        return {key: {} for key in RETRIEVAL_METRICS}
-    qrels = qrels_of(answerable)
-    run = run_of({q.id: rankings.get(q.id, ()) for q in answerable}, name)
-    scores: dict[str, dict[str, float]] = {}
-    for key, ranx_name in RETRIEVAL_METRICS.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numba's "unsafe cast" notes inside ranx
-            evaluate(qrels, run, ranx_name, return_mean=False, make_comparable=True)
-        scores[key] = {qid: float(v) for qid, v in run.scores[ranx_name].items()}
+    """Per-question scores for every retrieval metric over the answerable questions: {metric: {question
+    id: score}}. A question with nothing retrieved scores 0."""
+    scores: dict[str, dict[str, float]] = {key: {} for key in RETRIEVAL_METRICS}
+    for q in questions:
+        if not q.answerable:
+            continue
+        gold = set(q.gold_ids)
+        ranked = list(dict.fromkeys(rankings.get(q.id, ())))[:CUTOFF]
+        found = [rank for rank, doc in enumerate(ranked, start=1) if doc in gold]
+        ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(len(gold), CUTOFF) + 1))
+        for k in (1, 5, 10):
+            scores[f"hit@{k}"][q.id] = float(bool(found) and found[0] <= k)
+        scores["mrr@10"][q.id] = 1 / found[0] if found else 0.0
+        scores["ndcg@10"][q.id] = sum(1 / math.log2(rank + 1) for rank in found) / ideal
+        scores["recall@10"][q.id] = len(found) / len(gold)
     return scores
 
 
@@ -163,22 +156,26 @@ def mean_scores(scores: dict[str, dict[str, float]]) -> dict[str, float | None]:
 def significance(
     system: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float | bool]]:
-    """Fisher's paired randomization test (ranx), per metric: the p-value of system vs baseline."""
+    """Fisher's paired randomization test, per metric: the p-value of system vs baseline over the questions
+    both scored. Each of PERMUTATIONS draws swaps the two systems' scores of a random set of questions; the
+    p-value is the share of draws whose difference of sums is at least the observed one (two-sided). The
+    draws come from one seeded generator, so the same scores give the same p-value on every machine."""
     result: dict[str, dict[str, float | bool]] = {}
     for metric, per_question in system.items():
         ids = sorted(per_question)
         if not ids:
             continue
-        # Scores scaled to integers: the test compares permuted mean differences with the observed one,
-        # and float rounding would otherwise make equal differences look smaller (p = 0 for ties).
-        a = np.round(np.array([baseline[metric][i] for i in ids]) * 1e6)
-        b = np.round(np.array([per_question[i] for i in ids]) * 1e6)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p_value, _ = fisher_randomization_test(a, b, PERMUTATIONS, SIGNIFICANCE_LEVEL, 42)
+        # Scores scaled to integers: sums of integers are exact, so a draw that ties the observed
+        # difference counts as at least as large (float sums in another order might not).
+        a = np.round(np.array([baseline[metric][i] for i in ids]) * 1e6).astype(np.int64)
+        b = np.round(np.array([per_question[i] for i in ids]) * 1e6).astype(np.int64)
+        differences = b - a
+        swaps = np.random.default_rng(42).choice(np.array([-1, 1]), size=(PERMUTATIONS, len(ids)))
+        drawn = np.abs(swaps @ differences)
+        p_value = float(np.mean(drawn >= abs(int(differences.sum()))))
         result[metric] = {
-            "difference": round(float(b.mean() - a.mean()) / 1e6, 4),
-            "p_value": round(float(p_value), 4),
+            "difference": round(float(differences.mean()) / 1e6, 4),
+            "p_value": round(p_value, 4),
             "significant": bool(p_value <= SIGNIFICANCE_LEVEL),
         }
     return result

@@ -36,7 +36,7 @@ def _q(qid: str, gold: tuple[str, ...] = ("d1",), answers: tuple[str, ...] = ("E
 def test_retrieval_metrics_match_hand_computed_values() -> None:
     questions = [_q("a"), _q("b"), _q("c", gold=("d1", "d2"))]
     rankings = {"a": ["d1", "x"], "b": ["x", "y", "d1"], "c": ["d2", "z"]}
-    means = mean_scores(retrieval_scores(questions, rankings, "t"))
+    means = mean_scores(retrieval_scores(questions, rankings))
     assert means["hit@1"] == pytest.approx(2 / 3, abs=1e-4)
     assert means["hit@5"] == 1.0
     assert means["mrr@10"] == pytest.approx((1 + 1 / 3 + 1) / 3, abs=1e-4)
@@ -44,7 +44,7 @@ def test_retrieval_metrics_match_hand_computed_values() -> None:
 
 
 def test_a_question_with_nothing_retrieved_scores_zero() -> None:
-    means = mean_scores(retrieval_scores([_q("a"), _q("b")], {"a": ["d1"], "b": []}, "t"))
+    means = mean_scores(retrieval_scores([_q("a"), _q("b")], {"a": ["d1"], "b": []}))
     assert means["hit@10"] == 0.5
 
 
@@ -75,10 +75,10 @@ def test_significance_of_identical_and_different_runs() -> None:
     questions = [_q(f"q{i}") for i in range(40)]
     good = {q.id: ["d1"] for q in questions}
     bad = {q.id: ["x", "d1"] for q in questions}
-    same = significance(retrieval_scores(questions, good, "a"), retrieval_scores(questions, good, "b"))
+    same = significance(retrieval_scores(questions, good), retrieval_scores(questions, good))
     assert same["hit@1"]["p_value"] == 1.0
     assert not same["hit@1"]["significant"]
-    differ = significance(retrieval_scores(questions, good, "a"), retrieval_scores(questions, bad, "b"))
+    differ = significance(retrieval_scores(questions, good), retrieval_scores(questions, bad))
     assert differ["hit@1"]["significant"]
     assert differ["hit@1"]["difference"] == 1.0
 

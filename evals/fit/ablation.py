@@ -102,7 +102,7 @@ def run(chosen: fit.FitSet, k: int) -> list[str]:
             started = time.perf_counter()
             rankings[q.id] = rank(answerer, q, k)
             times.append((time.perf_counter() - started) * 1000)
-        scores = retrieval_scores(check, rankings, name)
+        scores = retrieval_scores(check, rankings)
         means = mean_scores(scores)
         p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
         dense_p50 = dense_p50 or p50
