@@ -34,7 +34,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.chat import CHAT_ROUTES
+from api.chat import CHAT_ROUTES, ROUTING_HANDLERS
 from api.config import Settings
 from api.feed_service import ROUTES as FEED_ROUTES
 from api.guard import Guard
@@ -420,7 +420,7 @@ def create_app(
         on_shutdown=[service.close],
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],
         middleware=[prometheus.middleware, Guard(lambda: service.door, settings.service.max_body_bytes)],
-        exception_handlers={Exception: internal_error},
+        exception_handlers={Exception: internal_error, **ROUTING_HANDLERS},
         before_send=[_complete_allow],
         request_max_body_size=settings.service.max_body_bytes,
         openapi_config=OpenAPIConfig(

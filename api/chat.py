@@ -11,9 +11,10 @@ the sentences arrive as ``chat.completion.chunk`` deltas and the stream ends wit
 
 Models: ``news`` (verbatim quotes) and, when a language model is configured, ``news-generated``
 (written by it, every sentence checked). Keys, scopes, origins and limits are the ones of ``/ask``; every
-error, the guard's refusals included, is in OpenAI's shape: ``{"error": {"message", "type", "param",
-"code"}}`` with the status OpenAI gives it (400 for a malformed request; 422, as for ``/ask``, for one
-that is well-formed but cannot be answered: the last message not the user's, an empty question).
+error, the guard's refusals and an unknown ``/v1`` path or method included, is in OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}`` with the status OpenAI gives it (400 for a malformed
+request; 422, as for ``/ask``, for one that is well-formed but cannot be answered: the last message not
+the user's, an empty question).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import anyio
 import msgspec
 import tiktoken
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.params import Body, FromPath
+from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.openapi import ChatOperation
@@ -93,6 +95,25 @@ HANDLERS: dict[Any, Any] = {
     HTTPException: error_response,
     RagError: error_response,
     Exception: error_response,
+}
+
+
+def routing_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """No route for the path, or none for the method: raised before any route is chosen, so only the
+    app's handlers see it. Under ``/v1`` in OpenAI's shape, as an OpenAI client expects; elsewhere as
+    problem details, as the problem details plugin gives every other HTTP error."""
+    path = request.url.path
+    if path == "/v1" or path.startswith("/v1/"):
+        return error_response(request, exc)
+    problem = ProblemDetailsException(
+        status_code=exc.status_code, title=exc.detail, extra=exc.extra, headers=exc.headers
+    )
+    return problem.to_response(request)
+
+
+ROUTING_HANDLERS: dict[Any, Any] = {
+    NotFoundException: routing_error,
+    MethodNotAllowedException: routing_error,
 }
 
 
@@ -210,9 +231,14 @@ def _encoding(folder: str | None) -> tiktoken.Encoding:
     return encoding(folder)
 
 
-def _usage(service: Service, data: ChatIn, content: str) -> dict[str, int]:
+def _usage(service: Service, data: ChatIn, content: str, limit: int) -> dict[str, int]:
+    """Tokens of what the service read and wrote: the question, the history turns it keeps (the last 20,
+    each cut to ``limit`` characters, as ``_history`` cuts them) and the reply. System messages and older
+    turns are not read, so they are not counted either: the count is bounded by the question limits,
+    whatever a client sends (it runs in a worker thread all the same)."""
     count = _encoding(service.settings.index.tiktoken_cache_dir).encode_ordinary
-    prompt = sum(len(count(_text(m.content))) for m in data.messages)
+    read = [turn.content for turn in _history(data.messages[:-1], limit)]
+    prompt = sum(len(count(text)) for text in [*read, _text(data.messages[-1].content)[:limit]])
     completion = len(count(content))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -237,6 +263,8 @@ async def chat_completions(
     content = "".join(pieces)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": data.model}
     citations = citations_out(answer.citations)
+    limit = answerer.settings.max_question_chars
+    usage = await anyio.to_thread.run_sync(_usage, service, data, content, limit)
     if not data.stream:
         message = {"role": "assistant", "content": content}
         return Response(
@@ -244,11 +272,11 @@ async def chat_completions(
                 **head,
                 "object": "chat.completion",
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-                "usage": _usage(service, data, content),
+                "usage": usage,
                 "citations": citations,
             }
         )
-    return ServerSentEvent(_chunks(head, pieces, citations, _usage(service, data, content)))
+    return ServerSentEvent(_chunks(head, pieces, citations, usage))
 
 
 async def _chunks(

@@ -13,6 +13,7 @@ one, which finds the committed articles unchanged.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -23,13 +24,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from api.problems import NotFoundError
 from index import Article, ArticleError, Ingestor, parse_record
+from index.clean import MAX_NAME_CHARS, clip, plain_line
 from index.feeds import Entry, FeedError, Parsed, article_id, parse
-from index.fetch import Fetcher, FetchError
-from index.load import page_record
+from index.fetch import Fetched, Fetcher, FetchError
+from index.load import page_record, page_text
 from index.urls import AddressError, canonical_url
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EVERY_SECONDS = 15 * 60
 PAUSE_AFTER_FAILURES = 5
@@ -41,7 +46,7 @@ MAX_SITEMAPS = 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     url TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -133,17 +138,45 @@ class FeedRegistry:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(feeds)")}
         if "lease_pid" not in columns:  # a table made before leases named their process
             self._db.execute("ALTER TABLE feeds ADD COLUMN lease_pid INTEGER NOT NULL DEFAULT 0")
+        self._never_reuse_ids()
+        self._db.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
+    def _never_reuse_ids(self) -> None:
+        """A feeds table made before ids were AUTOINCREMENT (where SQLite gives a removed feed's id to the
+        next one, so a stale id reached another feed) is rebuilt as one, its feeds and entries kept. SQLite
+        cannot add AUTOINCREMENT in place: this is its documented rebuild, with foreign keys off so that
+        dropping the old table does not cascade to the entries. Ids removed before the rebuild above the
+        largest one left cannot be known and may come again once."""
+        (made,) = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'feeds'").fetchone()
+        if "AUTOINCREMENT" in made.upper():
+            return
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        with self._transaction():
+            if (
+                "AUTOINCREMENT"
+                in self._db.execute(  # another process rebuilt it meanwhile
+                    "SELECT sql FROM sqlite_master WHERE name = 'feeds'"
+                )
+                .fetchone()[0]
+                .upper()
+            ):
+                return
+            table = _SCHEMA.split(";", 1)[0].replace("IF NOT EXISTS feeds", "feeds_rebuilt")
+            self._db.execute(table)
+            self._db.execute(f"INSERT INTO feeds_rebuilt ({_ALL}) SELECT {_ALL} FROM feeds")
+            self._db.execute("DROP TABLE feeds")
+            self._db.execute("ALTER TABLE feeds_rebuilt RENAME TO feeds")
+
     def add(self, url: str, name: str, kind: str, every_seconds: int) -> Feed:
+        name = clip(plain_line(name), MAX_NAME_CHARS) or urlsplit(url).netloc
         with self._lock:
             try:
                 cursor = self._db.execute(
@@ -265,11 +298,17 @@ _COLUMNS = (
     "id, url, name, kind, every_seconds, etag, last_modified, last_poll, last_status, last_error, failures, "
     "next_poll, added"
 )
+_ALL = f"{_COLUMNS}, lease_until, lease_pid"
 
 
 def detect(fetcher: Fetcher, url: str) -> Parsed:
     """What ``url`` serves, read once (at `feeds add`): FetchError or FeedError when it is unusable."""
-    return parse(fetcher.get(url).body)
+    return _parse(fetcher.get(url))
+
+
+def _parse(fetched: Fetched) -> Parsed:
+    """A fetched feed or sitemap read with the charset its HTTP header declares, if any."""
+    return parse(fetched.body, fetched.charset)
 
 
 class Poller:
@@ -293,22 +332,26 @@ class Poller:
             if fetched.status == 304:
                 report.status = "not modified"
             else:
-                parsed = parse(fetched.body)
+                parsed = _parse(fetched)
                 if parsed.problems:  # read as far as it goes; said in the report and in `feeds list`
                     report.error = "; ".join(parsed.problems)
                 entries = list(parsed.entries) + self._sitemap_entries(parsed, report)
                 self._store(feed, entries, report)
         except (FetchError, FeedError) as exc:
             report.status, report.error = "failed", str(exc)
-        report.requests = self.fetcher.requests - before
-        self.registry.finish(report, etag, last_modified)
+        except Exception as exc:  # a bug must not keep the lease or jam the feed's schedule
+            log.exception("polling feed %s failed", feed.id)
+            report.status, report.error = "failed", f"internal error ({type(exc).__name__}); see the log"
+        finally:  # the poll is recorded and the lease let go, whatever happened
+            report.requests = self.fetcher.requests - before
+            self.registry.finish(report, etag, last_modified)
         return report
 
     def _sitemap_entries(self, parsed: Parsed, report: PollReport) -> list[Entry]:
         entries: list[Entry] = []
         for url in parsed.sitemaps[:MAX_SITEMAPS]:
             try:
-                entries.extend(parse(self.fetcher.get(url).body).entries)
+                entries.extend(_parse(self.fetcher.get(url)).entries)
             except (FetchError, FeedError) as exc:
                 report.skipped.append(f"{url}: {exc}")
         return entries
@@ -361,7 +404,7 @@ class Poller:
             if page.status == 304:
                 report.unchanged += 1
                 return None, etag, last_modified
-            record = page_record(page.body.decode("utf-8", "replace"), page.url)
+            record = page_record(page_text(page.body, page.charset), page.url)
             if record is None:
                 reason = "the page holds no article text"
         except FetchError as exc:

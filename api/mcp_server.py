@@ -20,8 +20,9 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 import anyio
+import msgspec
 from litestar import asgi
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -236,6 +237,9 @@ def mcp_mount(server: MCPServer) -> tuple[Any, Callable[[Any], contextlib.Abstra
 
     @asgi("/mcp", is_mount=True, copy_scope=True, opt={"scope": "ask"}, include_in_schema=False)
     async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "GET":  # see _no_stream
+            await _no_stream(send)
+            return
         await manager.asgi_app(scope, receive, send)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
@@ -244,6 +248,30 @@ def mcp_mount(server: MCPServer) -> tuple[Any, Callable[[Any], contextlib.Abstra
             yield
 
     return mcp_endpoint, lifespan
+
+
+async def _no_stream(send: Send) -> None:
+    """405 to a GET: a stateless server has no session whose messages a stream could carry, and the
+    transport's specification lets a server without one answer 405. (The SDK's stateless mode opens the
+    stream anyway and never sends or closes it: each such GET held a connection and its memory.)"""
+    body = msgspec.json.encode(
+        {
+            "status": 405,
+            "title": "Method Not Allowed",
+            "detail": "POST JSON-RPC messages to /mcp; it has no event stream",
+        }
+    )
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 405,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"allow", b"POST"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def run_stdio(answerer: Answerer) -> None:

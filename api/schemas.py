@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from api.jobs import Job
-from index.clean import VISIBLE
+from index.clean import MAX_AUTHORS, MAX_NAME_CHARS, MAX_TITLE_CHARS, VISIBLE
 from index.dates import DATE_PATTERN
 from index.records import ID_PATTERN, Article, IngestReport
 from index.urls import MAX_URL_CHARS
@@ -25,7 +25,7 @@ MAX_ARTICLES_PER_REQUEST = 1000
 # Python's agree on it: both count control characters and every kind of space as blank.
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=VISIBLE)]
 TopK = Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K)]
-Outlet = Annotated[str, msgspec.Meta(max_length=200)]
+Outlet = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
 
 
 class FiltersIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,17 +71,21 @@ class ArticleIn(msgspec.Struct, forbid_unknown_fields=True):
     id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
     """Stable id (1-200 ASCII letters, digits and ``_ . : -``, not starting with a dot); default: a hash
     of the url, else of title, outlet and opening text."""
-    title: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE_CHARS)] | None = None
     url: (
         Annotated[str, msgspec.Meta(max_length=MAX_URL_CHARS, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")] | None
     ) = None
     """An http(s) address, stored in canonical, escaped form; one that cannot be read is refused (422)."""
-    source: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    source: Outlet | None = None
     published_at: Annotated[str, msgspec.Meta(max_length=64, pattern=DATE_PATTERN)] | None = None
     """A date: 2024-01-19, an ISO date-time, or a written form such as "January 19, 2024" or
     "Fri, 19 Jan 2024 10:00:00 GMT" (a day that does not exist, such as 2023-02-30, is refused: 422)."""
     authors: (
-        Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=50)] | None
+        Annotated[
+            list[Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]],
+            msgspec.Meta(max_length=MAX_AUTHORS),
+        ]
+        | None
     ) = None
 
 

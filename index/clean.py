@@ -13,7 +13,10 @@ Rules, each one cheap to check by eye:
 Nothing else is touched, so every sentence of the article survives.
 
 Control characters (NUL, the C0 and C1 sets, DEL) never reach the index: vertical tabs, form feeds and
-line separators become line breaks, the rest are removed, in bodies and one-line fields alike.
+line separators become line breaks, the rest are removed, in bodies and one-line fields alike. One-line
+fields also lose the bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069),
+which can make a headline read differently from what it says, and are held to the lengths the HTTP
+schema allows (``clip``), whichever door they came in by.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
 _BLOCK_TAG = re.compile(r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|tr|table|section|article)\b[^<>]*>", re.I)
 _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _TAIL_MAX_WORDS = 40
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+MAX_TITLE_CHARS = 1000
+MAX_NAME_CHARS = 200
+"""An outlet's or an author's name."""
+MAX_AUTHORS = 50
 _BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]")
 # What is blank, said the same way in Python and in the ECMA-262 regexes of JSON Schema (whose ``\s``
@@ -78,7 +86,12 @@ def strip_html(text: str) -> str:
 
 def plain_line(text: str) -> str:
     """A one-line field (title, outlet, author) as plain text: markup removed, spaces collapsed."""
-    return " ".join(remove_controls(unicodedata.normalize("NFC", strip_html(text))).split())
+    return " ".join(_BIDI.sub("", remove_controls(unicodedata.normalize("NFC", strip_html(text)))).split())
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis showing the cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def normalize(text: str) -> str:

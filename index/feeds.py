@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -21,7 +22,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from index.clean import plain_line, strip_html
+from index.clean import MAX_NAME_CHARS, clip, plain_line, strip_html
 from index.errors import RagError
 
 KINDS = ("rss", "atom", "news-sitemap", "sitemap", "sitemap-index")
@@ -29,6 +30,7 @@ MAX_ENTRIES = 1000
 """Entries read from one document; a feed or sitemap longer than this is read to here."""
 _SITEMAP = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
 _NEWS = "{http://www.google.com/schemas/sitemap-news/0.9}"
+_ENCODING = re.compile(r"""^(\s*<\?xml[^>]*?)\s+encoding\s*=\s*["'][^"']*["']""")
 
 
 class FeedError(RagError):
@@ -68,10 +70,13 @@ def article_id(url: str) -> str:
     return "feed-" + hashlib.sha256(url.encode()).hexdigest()[:20]
 
 
-def parse(body: bytes) -> Parsed:
-    """The feed or sitemap in ``body``; FeedError when it is neither or is refused."""
+def parse(body: bytes, charset: str | None = None) -> Parsed:
+    """The feed or sitemap in ``body``; FeedError when it is neither or is refused. ``charset`` is the one
+    the HTTP header declares: it outranks the document's own declaration (RFC 7303)."""
     if not body.strip():
         raise FeedError("the document is empty")
+    if charset:
+        body = _as_utf8(body, charset)
     try:
         root = fromstring(body, forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
@@ -89,6 +94,16 @@ def parse(body: bytes) -> Parsed:
     if name in ("rss", "rdf", "feed"):
         return _with_feedparser(body, ())
     raise FeedError(f"not a feed or a sitemap (the document is <{name}>)")
+
+
+def _as_utf8(body: bytes, charset: str) -> bytes:
+    """``body`` read in ``charset`` and written as UTF-8, its XML declaration saying so: both parsers then
+    read what the server declared. An unknown charset leaves the bytes to the document's declaration."""
+    try:
+        text = body.decode(charset, "replace")
+    except LookupError:
+        return body
+    return _ENCODING.sub(r"\1", text.removeprefix("\ufeff"), count=1).encode("utf-8")
 
 
 def _urlset(root: Element) -> Parsed:
@@ -151,7 +166,8 @@ def _with_feedparser(body: bytes, problems: tuple[str, ...]) -> Parsed:
             )
         )
     kind = "atom" if version.startswith("atom") else "rss"
-    return Parsed(kind, plain_line(str(feed.feed.get("title") or "")), tuple(entries), (), problems)
+    title = clip(plain_line(str(feed.feed.get("title") or "")), MAX_NAME_CHARS)  # the outlet's name
+    return Parsed(kind, title, tuple(entries), (), problems)
 
 
 def _struct(value: Any) -> datetime | None:

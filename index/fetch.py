@@ -3,14 +3,17 @@
 httpx does the HTTP; this adds what a crawler that runs unattended must not do without: only http(s);
 every address the name resolves to, and the address actually connected to, outside loopback, private,
 link-local, reserved and multicast ranges unless an operator lists the network (``RAG_FEEDS_ALLOW_NETWORKS``);
-redirects followed by hand, at most five, each checked again; timeouts on connect and read; a cap on the
+redirects followed by hand, at most five, each checked again; timeouts on connect and read, and a deadline
+on the whole request (a server that sends a byte a second never trips a read timeout); a cap on the
 bytes read, counted after gzip or deflate is undone (a small gzip bomb inflates no further than the cap);
 conditional requests (ETag, Last-Modified); robots.txt; one request at a time per host with a delay; and a
-User-Agent that names the service.
+User-Agent that names the service. Whatever goes wrong (a refused address, a redirect to ``javascript:``, an
+address httpx cannot send, a broken stream) comes out as one FetchError with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -23,6 +26,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import httpx
 
 from index.errors import RagError
+from index.urls import MAX_URL_CHARS
 
 USER_AGENT = "newsrag-feeds/0.1 (a news question-answering service following its feeds)"
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
@@ -43,6 +47,8 @@ class Limits:
     """Bytes of a response body after decompression."""
     connect_seconds: float = 5.0
     read_seconds: float = 10.0
+    total_seconds: float = 60.0
+    """The whole of one fetch, redirects included: its connection is cut when the time is up."""
     max_redirects: int = 5
     host_delay_seconds: float = 1.0
     """Pause between two requests to the same host."""
@@ -59,6 +65,44 @@ class Fetched:
     etag: str | None
     last_modified: str | None
     content_type: str
+    charset: str | None = None
+    """The charset the Content-Type header declares, if any."""
+
+
+class _Deadline:
+    """Cuts a request's connection when its time is up. httpx's timeouts bound each connect and each read,
+    not a whole request, and it has no overall deadline, so a server that sends a byte at a time holds a
+    fetch for as long as it likes. The socket is taken from httpcore's trace of the connection (every
+    request opens its own: the client keeps none alive) and shut down by a timer, which ends any read
+    blocked on it; the request then fails and is reported as over time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict[str, object]) -> None:
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            found = getattr(stream, "get_extra_info", lambda _: None)("socket")
+            with self._lock:
+                self._socket = found if isinstance(found, socket.socket) else None
+                expired = self.expired
+            if expired:
+                self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._socket is not None:
+                with contextlib.suppress(OSError):  # closed already
+                    self._socket.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class Fetcher:
@@ -73,6 +117,7 @@ class Fetcher:
         self._client = httpx.Client(
             follow_redirects=False,
             timeout=httpx.Timeout(self.limits.read_seconds, connect=self.limits.connect_seconds),
+            limits=httpx.Limits(max_keepalive_connections=0),  # a connection per request: see _Deadline
             headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
             trust_env=False,
         )
@@ -100,6 +145,7 @@ class Fetcher:
 
     def get(self, url: str, etag: str | None = None, last_modified: str | None = None) -> Fetched:
         """GET ``url`` (conditionally when validators are given), following redirects within the limits."""
+        deadline = time.monotonic() + self.limits.total_seconds
         for _ in range(self.limits.max_redirects + 1):
             self.check_address(url)
             if not self._robots_allow(url):
@@ -109,20 +155,24 @@ class Fetcher:
                 headers["If-None-Match"] = etag
             if last_modified:
                 headers["If-Modified-Since"] = last_modified
-            answer = self._request(url, headers)
+            answer = self._request(url, headers, deadline)
             if isinstance(answer, str):
                 url = answer
                 continue
             return answer
         raise FetchError(f"{url}: more than {self.limits.max_redirects} redirects")
 
-    def _request(self, url: str, headers: dict[str, str]) -> Fetched | str:
+    def _request(self, url: str, headers: dict[str, str], deadline: float) -> Fetched | str:
         """One request: the response, or the address a redirect points to."""
         host = _split(url).netloc.lower()
+        shown = _shown(url)
         with self._host_lock(host):
             self._wait_turn(host)
+            cut = _Deadline(deadline - time.monotonic())
             try:
-                with self._client.stream("GET", url, headers=headers) as response:
+                with self._client.stream(
+                    "GET", url, headers=headers, extensions={"trace": cut.trace}
+                ) as response:
                     self.requests += 1
                     self._check_peer(host, response)
                     if response.status_code in _REDIRECTS and "location" in response.headers:
@@ -130,16 +180,30 @@ class Fetcher:
                     if response.status_code == 304:
                         return self._fetched(url, response, b"")
                     if response.status_code >= 400:
-                        raise FetchError(f"{url}: HTTP {response.status_code}")
-                    return self._fetched(url, response, self._read(url, response))
-            except httpx.TimeoutException:
-                raise FetchError(f"{url}: timed out") from None
-            except httpx.HTTPError as exc:
-                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+                        raise FetchError(f"{shown}: HTTP {response.status_code}")
+                    body = self._read(shown, response, cut)
+                    if cut.expired:  # a body read to a close the deadline forced is not the page
+                        raise httpx.ReadTimeout("cut at the deadline")
+                    return self._fetched(url, response, body)
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError) as exc:
+                # InvalidURL and StreamError are not HTTPErrors; ValueError covers a header or address
+                # the standard library refuses. None of them may escape as anything but a FetchError.
+                if cut.expired:
+                    raise FetchError(
+                        f"{shown}: took longer than {self.limits.total_seconds:g} s in all"
+                    ) from None
+                if isinstance(exc, httpx.TimeoutException):
+                    raise FetchError(f"{shown}: timed out") from None
+                if isinstance(exc, httpx.InvalidURL):
+                    raise FetchError(
+                        f"{shown}: httpx cannot send this address or follow its redirect ({str(exc)[:200]})"
+                    ) from None
+                raise FetchError(f"{shown}: {type(exc).__name__}: {str(exc)[:300]}") from None
             finally:
+                cut.cancel()
                 self._last[host] = time.monotonic()
 
-    def _read(self, url: str, response: httpx.Response) -> bytes:
+    def _read(self, url: str, response: httpx.Response, cut: _Deadline) -> bytes:
         cap = self.limits.max_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
@@ -147,6 +211,8 @@ class Fetcher:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():  # decompressed: the cap bounds what gzip inflates to
+            if cut.expired:
+                break
             size += len(chunk)
             if size > cap:
                 raise FetchError(f"{url}: over the limit of {cap} bytes (after decompression)")
@@ -155,13 +221,15 @@ class Fetcher:
 
     @staticmethod
     def _fetched(url: str, response: httpx.Response, body: bytes) -> Fetched:
+        declared = response.headers.get("content-type", "")
         return Fetched(
             url=url,
             status=response.status_code,
             body=body,
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
-            content_type=response.headers.get("content-type", "").split(";")[0].strip().lower(),
+            content_type=declared.split(";")[0].strip().lower(),
+            charset=response.charset_encoding,
         )
 
     def _check_peer(self, host: str, response: httpx.Response) -> None:
@@ -223,7 +291,14 @@ class Fetcher:
                 time.sleep(pause)
 
 
+def _shown(url: str) -> str:
+    """An address as a reason shows it: cut to a readable length."""
+    return url if len(url) <= 300 else f"{url[:300]}... ({len(url)} characters)"
+
+
 def _split(url: str) -> SplitResult:
+    if len(url) > MAX_URL_CHARS:
+        raise FetchError(f"{_shown(url)}: an address over {MAX_URL_CHARS} characters is not fetched")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from index.clean import clean_body, plain_line
+from index.clean import MAX_AUTHORS, MAX_NAME_CHARS, MAX_TITLE_CHARS, clean_body, clip, plain_line
 from index.dates import read_date
 from index.errors import ArticleError
 from index.records import ID_PATTERN, Article, url_topic
@@ -73,15 +73,16 @@ def load_file(path: Path) -> Iterator[Article | ArticleError]:
 
 def parse_record(record: Any, origin: str) -> Article:
     """An article from a JSON object with ``id``, ``title``, ``url``, ``source``, ``published_at``,
-    ``authors`` and ``body`` (or ``text``); only the body is required."""
+    ``authors`` and ``body`` (or ``text``); only the body is required. Title, outlet and authors are
+    plain text cut to the lengths the HTTP schema allows (index/clean.py)."""
     if not isinstance(record, Mapping):
         raise ArticleError(origin, f"expected a JSON object, got {type(record).__name__}")
     body = record.get("body") or record.get("text")
     if not isinstance(body, str) or not body.strip():
         raise ArticleError(origin, "missing or empty 'body' (or 'text')")
-    title = plain_line(_optional_str(record, "title", origin) or "")
+    title = clip(plain_line(_optional_str(record, "title", origin) or ""), MAX_TITLE_CHARS)
     url = _url(_optional_str(record, "url", origin), origin)
-    source = plain_line(_optional_str(record, "source", origin) or "") or None
+    source = clip(plain_line(_optional_str(record, "source", origin) or ""), MAX_NAME_CHARS) or None
     authors = record.get("authors") or ()
     if isinstance(authors, str):
         authors = (authors,)
@@ -100,7 +101,9 @@ def parse_record(record: Any, origin: str) -> Article:
         source=source,
         url=url,
         published_at=published,
-        authors=tuple(name for name in (plain_line(a) for a in authors) if name),
+        authors=tuple(name for name in (clip(plain_line(a), MAX_NAME_CHARS) for a in authors) if name)[
+            :MAX_AUTHORS
+        ],
         origin=origin,
     )
 
@@ -219,6 +222,30 @@ def _strip_markdown(text: str) -> str:
     text = _MD_LINK.sub(r"\1", text)
     text = _MD_HEADING.sub("", text)
     return _MD_EMPHASIS.sub(r"\2", text)
+
+
+def page_text(body: bytes, charset: str | None = None) -> str:
+    """An HTML page's bytes as text, decoded as a browser would (w3lib, after the HTML standard): a
+    byte-order mark first, then the charset the HTTP header declares (``charset``), then the page's own
+    ``<meta>`` declaration, then UTF-8 when the bytes are valid UTF-8, else the charset charset_normalizer
+    reads in them. Bytes the chosen charset cannot read become U+FFFD."""
+    from w3lib.encoding import html_to_unicode
+
+    _, text = html_to_unicode(
+        f"text/html; charset={charset}" if charset else None, body, auto_detect_fun=_guess_charset
+    )
+    return text
+
+
+def _guess_charset(body: bytes) -> str | None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(body[:200_000]).best()
+        return best.encoding if best is not None else None
+    return "utf-8"
 
 
 def page_record(raw: str, url: str | None = None) -> dict[str, Any] | None:

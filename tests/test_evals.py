@@ -3,19 +3,23 @@ seed set, and a gate that fails when retrieval is degraded."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from evals.data import DatasetError, EvalQuestion, load_dialogues, load_questions
 from evals.harness import (
+    RETRIEVAL_METRICS,
     Outcome,
     answer_metrics,
     mean_scores,
@@ -81,6 +85,78 @@ def test_significance_of_identical_and_different_runs() -> None:
     differ = significance(retrieval_scores(questions, good), retrieval_scores(questions, bad))
     assert differ["hit@1"]["significant"]
     assert differ["hit@1"]["difference"] == 1.0
+
+
+RANX_SCORES = """
+import json, sys, warnings
+from ranx import Qrels, Run, evaluate
+given = json.load(sys.stdin)
+qrels = Qrels({q: dict.fromkeys(gold, 1) for q, gold in given["gold"].items()})
+run = Run({q: {d: 1.0 / r for r, d in enumerate(docs, 1)} or {"__none__": 0.0}
+           for q, docs in given["rankings"].items()})
+out = {}
+for key, name in given["metrics"].items():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluate(qrels, run, name, return_mean=False, make_comparable=True)
+    out[key] = {q: float(v) for q, v in run.scores[name].items()}
+json.dump(out, sys.stdout)
+"""
+
+
+def test_the_metrics_agree_with_ranx_on_rankings_of_every_shape(tmp_path: Path) -> None:
+    """evals/harness.py's metrics replaced ranx's (issue 29): the same per-question figures on random
+    rankings with ids of many lengths, gold sets of one to four, duplicates and empty rankings. ranx runs
+    in a process of its own with a private numba cache: the shared one is what raced."""
+    rng = random.Random(29)
+    pool = [f"{'d' * rng.randint(1, 30)}{i}" for i in range(60)]
+    questions, rankings = [], {}
+    for i in range(400):
+        gold = tuple(rng.sample(pool, rng.randint(1, 4)))
+        questions.append(_q(f"q{i}", gold=gold))
+        ranked = rng.sample(pool, rng.randint(0, 15))
+        if ranked and rng.random() < 0.2:
+            ranked.insert(rng.randrange(len(ranked)), ranked[0])  # a repeat counts once, at its first rank
+        rankings[f"q{i}"] = ranked
+    ours = retrieval_scores(questions, rankings)
+    names = {"hit@1": "hit_rate@1", "hit@5": "hit_rate@5", "hit@10": "hit_rate@10", "mrr@10": "mrr@10",
+             "ndcg@10": "ndcg@10", "recall@10": "recall@10"}  # fmt: skip
+    given = {
+        "gold": {q.id: list(q.gold_ids) for q in questions},
+        "rankings": {qid: list(dict.fromkeys(docs)) for qid, docs in rankings.items()},
+        "metrics": names,
+    }
+    ranx = subprocess.run(
+        [sys.executable, "-c", RANX_SCORES],
+        input=json.dumps(given),
+        env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    theirs = json.loads(ranx.stdout)
+    assert set(ours) == set(theirs) == set(RETRIEVAL_METRICS)
+    for metric in RETRIEVAL_METRICS:
+        assert ours[metric].keys() == theirs[metric].keys()
+        for qid, value in ours[metric].items():
+            assert value == pytest.approx(theirs[metric][qid], abs=1e-12), (metric, qid)
+
+
+def test_the_randomization_test_is_exact_enough_and_the_same_every_time() -> None:
+    """The p-value of 2,000 seeded draws against the exact one over all 4,096 swaps of 12 questions."""
+    before = {"m": {f"q{i}": v for i, v in enumerate([0, 1, 1, 0, 1, 0.5, 0, 1, 1, 1, 0, 1])}}
+    after = {"m": {f"q{i}": v for i, v in enumerate([1, 1, 1, 1, 1, 0.5, 0, 1, 1, 1, 1, 0])}}
+    differences = [after["m"][q] - before["m"][q] for q in sorted(before["m"])]
+    observed = abs(sum(differences))
+    exact = sum(
+        abs(sum(d * s for d, s in zip(differences, signs, strict=True))) >= observed - 1e-9
+        for signs in itertools.product((-1, 1), repeat=len(differences))
+    ) / 2 ** len(differences)
+    tested = significance(after, before)["m"]
+    assert tested["p_value"] == pytest.approx(exact, abs=0.03)
+    assert tested["difference"] == pytest.approx(2 / 12, abs=1e-4)
+    assert all(significance(after, before)["m"] == tested for _ in range(3))
 
 
 def test_malformed_question_files_name_the_line(tmp_path: Path) -> None:
@@ -260,6 +336,54 @@ def test_a_saved_run_compared_with_itself_passes_and_another_dataset_is_refused(
     assert "not a saved run" in refused.stderr
 
 
+def _broken_runs(good: dict[str, Any]) -> dict[str, bytes]:
+    """A saved run spoiled in each way a hand edit or a bad merge can spoil it."""
+
+    def spoiled(change: Callable[[dict[str, Any]], None]) -> bytes:
+        run = json.loads(json.dumps(good))
+        change(run)
+        return json.dumps(run).encode()
+
+    def set_score(value: object) -> Callable[[dict[str, Any]], None]:
+        return lambda run: run["scores"]["hit@1"].update({"seed-01": value})
+
+    return {
+        "not UTF-8": json.dumps(good).encode().replace(b'"seed"', b'"se\xffed"', 1),
+        "a score as text": spoiled(set_score("1.0")),
+        "a score as true": spoiled(set_score(True)),
+        "a score of 5": spoiled(set_score(5.0)),
+        "a negative score": spoiled(set_score(-0.5)),
+        "a NaN score": json.dumps(good).encode().replace(b'"seed-01": 1.0', b'"seed-01": NaN', 1),
+        "scores of a metric as a list": spoiled(lambda run: run["scores"].update({"hit@1": [1.0]})),
+        "no scores": spoiled(lambda run: run.update({"scores": {}})),
+        "an unknown metric": spoiled(lambda run: run["scores"].update({"speed": {"seed-01": 1.0}})),
+        "questions as a list": spoiled(lambda run: run.update({"questions": []})),
+        "a question as text": spoiled(lambda run: run["questions"].update({"seed-01": "yes"})),
+        "k as text": spoiled(lambda run: run["metrics"].update({"k": "10"})),
+        "a mean of 2": spoiled(lambda run: run["metrics"].update({"hit@1": 2})),
+    }
+
+
+def test_a_malformed_saved_run_is_refused_with_exit_2_and_its_reason(tmp_path: Path) -> None:
+    """Issue 29: a saved run's contents were trusted: wrong types ended in a traceback and exit 1 (the
+    code for a regression), empty and NaN scores passed, a score of 5.0 was a regression."""
+    from evals.compare import CompareError, load_run
+
+    good = json.loads((ROOT / "evals" / "baselines" / "seed.json").read_text())
+    broken = _broken_runs(good)
+    for what, content in broken.items():
+        path = tmp_path / f"{what}.json"
+        path.write_bytes(content)
+        with pytest.raises(CompareError, match=r"not a (usable )?saved run|without its") as refused:
+            load_run(path)
+        assert str(path) in str(refused.value), what
+    for what in ("a score of 5", "not UTF-8", "questions as a list"):
+        result = _rag_eval(str(SEED_SET), "--compare", str(tmp_path / f"{what}.json"), tmp_path=tmp_path)
+        assert result.returncode == 2, (what, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "saved run" in result.stderr
+
+
 def test_unknown_gate_metric_is_refused(tmp_path: Path) -> None:
     result = _rag_eval(str(SEED_SET), "--min", "speed=3", tmp_path=tmp_path)
     assert result.returncode != 0
@@ -388,3 +512,83 @@ def test_a_saved_feed_is_a_corpus_the_gate_can_run(tmp_path: Path) -> None:
     refused = _rag_eval("--feed", str(FEED), "--questions", str(wrong), tmp_path=tmp_path)
     assert refused.returncode == 2
     assert "is no entry of the feed" in refused.stderr
+
+
+def _part_of_articles(folder: Path, questions: int = 24) -> Path:
+    """A second, small dataset: the first articles questions and their gold articles, with ids of another
+    length (16 characters) than the seed's (20)."""
+    folder.mkdir(parents=True)
+    chosen = (ARTICLES_SET / "questions.jsonl").read_text().splitlines()[:questions]
+    gold = {g for line in chosen for g in json.loads(line)["gold_ids"]}
+    corpus = [
+        line
+        for line in (ARTICLES_SET / "corpus.jsonl").read_text().splitlines()
+        if json.loads(line)["id"] in gold
+    ]
+    (folder / "corpus.jsonl").write_text("\n".join(corpus) + "\n")
+    (folder / "questions.jsonl").write_text("\n".join(chosen) + "\n")
+    return folder
+
+
+def _figures(stdout: str) -> dict[str, object]:
+    """Every figure of a `rag eval --json` run but its timings."""
+    figures: dict[str, object] = json.loads(stdout)
+    figures.pop("latency_ms")
+    return figures
+
+
+def test_evals_at_once_on_a_busy_machine_score_as_they_do_alone(tmp_path: Path) -> None:
+    """Issue 29: with other `rag` processes and busy ones beside it, the seed eval scored Hit@1 0.700
+    (1.000 alone), its BM25 and dense baselines too. Two evals of the same dataset and one of another run
+    at once, each with its own data folder, sharing a new eval cache, while two busy loops (nice 10, as
+    Ray's workers run at nice 15) hold both cores; every figure equals a run alone. The alone run also
+    shows that no numba cache is written any more (NUMBA_CACHE_DIR points at a folder that stays empty)."""
+    part = _part_of_articles(tmp_path / "articles-part")
+    numba_cache = tmp_path / "numba-cache"
+    datasets = {"seed": SEED_SET, "part": part}
+
+    def command(dataset: Path) -> list[str]:
+        return [sys.executable, "-m", "api", "eval", "--quiet", "--json", "--baselines", str(dataset)]
+
+    def env(name: str, cache: str) -> dict[str, str]:
+        full = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+        return full | {
+            "RAG_DATA_DIR": str(tmp_path / f"data-{name}"),
+            "RAG_EVAL_CACHE": str(tmp_path / cache),
+            "NUMBA_CACHE_DIR": str(numba_cache),
+        }
+
+    alone = {}
+    for name, dataset in datasets.items():
+        run = subprocess.run(
+            command(dataset), env=env(f"alone-{name}", "cache-alone"), cwd=ROOT, capture_output=True,
+            text=True, timeout=900,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        alone[name] = _figures(run.stdout)
+    assert alone["seed"]["hit@1"] == 1.0
+    assert not numba_cache.exists() or not any(numba_cache.iterdir())
+
+    busy = [
+        subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", "while True: pass"]) for _ in range(2)
+    ]
+    try:
+        together = {
+            f"{name}-{i}": subprocess.Popen(
+                command(datasets[name]),
+                env=env(f"{name}-{i}", "cache-shared"),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name, i in (("seed", 1), ("seed", 2), ("part", 1))
+        }
+        outputs = {key: process.communicate(timeout=1500) for key, process in together.items()}
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    for key, (stdout, stderr) in outputs.items():
+        assert together[key].returncode == 0, stderr
+        assert _figures(stdout) == alone[key.split("-")[0]], key

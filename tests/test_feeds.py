@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -536,3 +537,205 @@ def test_only_admin_keys_manage_feeds(tmp_path: Path, tiktoken_dir: Path) -> Non
         private = httpx.post(f"{base}/feeds", json={"url": "http://10.1.2.3/rss"}, headers=admin)
         assert private.status_code == 422
         assert "not a public address" in private.json()["detail"]
+
+
+# --- issue 29: the doors a probe found open -----------------------------------------------------------
+
+
+def test_an_entry_httpx_cannot_fetch_is_skipped_with_its_reason(
+    site: Site, poller: Poller, store: IndexStore, tmp_path: Path, tiktoken_dir: Path
+) -> None:
+    """A redirect to ``javascript:`` and a link over 65,536 characters raised httpx.InvalidURL, which is no
+    HTTPError: the poll crashed, kept its lease, and never stored the good entries beside them."""
+    site.page("/ok", _article_page(*COUNCIL))
+    site.routes["/trap"] = lambda _: (302, {"Location": "javascript:alert(1)"}, b"")
+    long_link = f"/long?{'x' * 70_000}"
+    items = [
+        ("/trap", "A trap", "Mon, 15 Apr 2024 10:00:00 GMT"),
+        ("/ok", COUNCIL[0], "Mon, 15 Apr 2024 10:00:00 GMT"),
+    ]
+    feed = _rss(site, items).replace(
+        b"<channel>", f"<channel><item><title>Long</title><link>{site.base}{long_link}</link></item>".encode()
+    )
+    site.page("/feed.xml", feed, kind="application/rss+xml")
+    feed_id = _follow(poller, f"{site.base}/feed.xml")
+    report = poller.poll(poller.registry.get(str(feed_id)))
+    assert report.status == "ok", report.error
+    assert len(report.added) == 2  # the good page, and the trap from the feed's own summary
+    assert len(report.skipped) == 1
+    assert "... (70028 characters): an address over 2000 characters is not fetched" in report.skipped[0]
+    followed = poller.registry.get(str(feed_id))
+    assert followed.last_status == "ok"
+    assert followed.failures == 0
+    leased = sqlite3.connect(tmp_path / "service.sqlite").execute("SELECT lease_until FROM feeds").fetchone()
+    assert leased == (0,)  # the lease is let go
+    site.routes["/trap-feed"] = lambda _: (302, {"Location": "javascript:void(0)"}, b"")
+    with pytest.raises(FetchError, match="cannot send this address or follow its redirect"):
+        detect(poller.fetcher, f"{site.base}/trap-feed")  # POST /feeds: a 422 with the reason
+    with pytest.raises(FetchError, match="over 2000 characters"):
+        poller.fetcher.get(f"{site.base}{long_link}")
+    # Without a feed summary to fall back on, the entries are skipped, each with its reason.
+    bare = feed.replace(b"<description>A trap: the feed's own summary.</description>", b"")
+    bare = bare.replace(b"<title>Long</title>", b"<title>Long</title><guid>long</guid>")
+    site.page("/bare.xml", bare, kind="application/rss+xml")
+    env = _cli_env(tmp_path, tiktoken_dir)
+    feed_cli = rag("feeds", "add", f"{site.base}/bare.xml", env=env).stdout.strip()
+    polled = rag("feeds", "poll", feed_cli, env=env)
+    assert polled.returncode == 0, polled.stderr
+    assert "Traceback" not in polled.stdout + polled.stderr
+    assert "1 added, 0 replaced, 0 unchanged, 2 skipped" in polled.stdout
+    assert "/trap: httpx cannot send this address or follow its redirect" in polled.stdout
+
+
+def _dripping_server(drip_headers: bool) -> tuple[str, threading.Event, Callable[[], None]]:
+    """A server that sends a response one byte every 0.2 s (its headers too, when ``drip_headers``):
+    no single read ever waits long enough to time out. The event is set when the client hangs up."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    hung_up = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5000\r\n\r\n"
+            sent = b"" if drip_headers else head
+            connection.sendall(sent)
+            for byte in (head if drip_headers else b"") + b"<p>" + b"a" * 4997:
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    hung_up.set()
+                    return
+                if hung_up.wait(0.2):
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        hung_up.set()
+        listener.close()
+
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/slow", hung_up, stop
+
+
+@pytest.mark.parametrize("drip_headers", [False, True], ids=["body", "headers"])
+def test_a_server_that_drips_is_cut_off_at_the_deadline(drip_headers: bool) -> None:
+    """Each read waited less than the read timeout, so a byte a second held a fetch for ever (`rag feeds
+    add` still reading after 75 s, another feed's poll waiting 67 s behind it)."""
+    url, hung_up, stop = _dripping_server(drip_headers)
+    fetcher = Fetcher(LOOPBACK, Limits(host_delay_seconds=0.0, read_seconds=2.0, total_seconds=3.0))
+    try:
+        with pytest.raises(FetchError, match=r"took longer than 3 s in all"):
+            fetcher.get(url)  # 5,000 bytes at 5 a second would take 1,000 s
+        assert hung_up.wait(60)  # the connection was closed, not left dripping
+    finally:
+        fetcher.close()
+        stop()
+
+
+CYRILLIC = (
+    "Городской совет одобрил строительство нового моста через реку, сообщил мэр. Работы начнутся весной "
+    "и продлятся два года, сказал Иван Петров."
+)
+
+
+def test_pages_and_feeds_are_read_in_the_charset_they_declare(
+    site: Site, poller: Poller, store: IndexStore
+) -> None:
+    """Pages were decoded as UTF-8 whatever they declared (a windows-1251 page stored with 98 replacement
+    characters), and a feed's charset given only in its HTTP header was not read (a garbled title)."""
+
+    def page(title: str) -> bytes:
+        return _article_page(title, CYRILLIC).decode().encode("windows-1251")
+
+    site.routes["/header"] = lambda _: (
+        200,
+        {"Content-Type": "text/html; charset=windows-1251"},
+        page("Мост"),
+    )
+    meta = page("Мост").replace(b"<head>", b'<head><meta charset="windows-1251">')
+    site.page("/meta", meta)
+    site.page("/guessed", page("Мост"))  # no declaration at all: read from the bytes
+    items = [
+        (path, f"Новости {path[1:]}", "Mon, 15 Apr 2024 10:00:00 GMT")
+        for path in ("/header", "/meta", "/guessed")
+    ]
+    feed = _rss(site, items).decode().replace("Harbour Times", "Городские новости").encode("windows-1251")
+    site.routes["/feed.xml"] = lambda _: (
+        200,
+        {"Content-Type": "application/rss+xml; charset=windows-1251"},
+        feed,
+    )
+    parsed = detect(poller.fetcher, f"{site.base}/feed.xml")
+    assert parsed.title == "Городские новости"
+    feed_id = poller.registry.add(f"{site.base}/feed.xml", parsed.title, parsed.kind, 900).id
+    report = poller.poll(poller.registry.get(str(feed_id)))
+    assert len(report.added) == 3, report
+    for path in ("/header", "/meta", "/guessed"):
+        article = _article(store, f"{site.base}{path}")
+        assert "\ufffd" not in article.body + article.title
+        assert "Городской совет одобрил" in article.body
+        assert article.title == f"Новости {path[1:]}"
+        assert article.source == "Городские новости"
+
+
+def test_feed_fields_get_the_limits_and_cleaning_of_post_articles(
+    site: Site, poller: Poller, store: IndexStore
+) -> None:
+    """A 200,000-character feed title was stored (POST /articles allows 1,000), with its right-to-left
+    override characters."""
+    site.page("/ok", _article_page(*COUNCIL))
+    title = "Council \u202evote\u202c " + "long " * 40_000
+    site.page(
+        "/feed.xml",
+        _rss(site, [("/ok", title, "Mon, 15 Apr 2024 10:00:00 GMT")]).replace(
+            b"Harbour Times", ("\u202e" + "Times " * 100).encode()
+        ),
+        kind="application/rss+xml",
+    )
+    feed_id = _follow(poller, f"{site.base}/feed.xml")
+    followed = poller.registry.get(str(feed_id))
+    assert len(followed.name) <= 200
+    assert "\u202e" not in followed.name
+    poller.poll(followed)
+    stored = _article(store, f"{site.base}/ok")
+    assert len(stored.title) <= 1000
+    assert stored.title.startswith("Council vote long long")
+    assert stored.title.endswith("…")
+    assert not {"\u202e", "\u202c"} & set(stored.title + (stored.source or ""))
+
+
+def test_a_removed_feed_s_id_is_never_given_again(tmp_path: Path) -> None:
+    """SQLite reused the largest id once its row was removed: a stale id reached the next feed."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:  # a table as made before ids were AUTOINCREMENT
+        old.executescript(
+            "CREATE TABLE feeds (id INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE, name TEXT NOT NULL, "
+            "kind TEXT NOT NULL, every_seconds INTEGER NOT NULL, etag TEXT, last_modified TEXT, "
+            "last_poll TEXT, last_status TEXT, last_error TEXT, failures INTEGER NOT NULL DEFAULT 0, "
+            "next_poll REAL NOT NULL DEFAULT 0, added INTEGER NOT NULL DEFAULT 0, "
+            "lease_until REAL NOT NULL DEFAULT 0, lease_pid INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE feed_entries (feed_id INTEGER NOT NULL REFERENCES feeds(id) ON DELETE CASCADE, "
+            "url TEXT NOT NULL, updated TEXT, etag TEXT, last_modified TEXT, article_id TEXT NOT NULL, "
+            "PRIMARY KEY (feed_id, url));"
+            "INSERT INTO feeds (url, name, kind, every_seconds) "
+            "VALUES ('https://a.example/rss', 'A', 'rss', 900), ('https://b.example/rss', 'B', 'rss', 900);"
+            "INSERT INTO feed_entries VALUES (2, 'https://b.example/1', NULL, NULL, NULL, 'feed-b1');"
+        )
+    for where in (path, tmp_path / "new.sqlite"):
+        registry = FeedRegistry(where)
+        if where == path:  # rebuilt: its feeds and entries kept
+            assert [f.name for f in registry.feeds()] == ["A", "B"]
+            assert registry.entry(registry.get("2"), "https://b.example/1") is not None
+        first = registry.add("https://c.example/rss", "C", "rss", 900)
+        registry.remove(str(first.id))
+        second = registry.add("https://d.example/rss", "D", "rss", 900)
+        assert second.id == first.id + 1
+        registry.remove(str(second.id))
+        registry.close()
+        reopened = FeedRegistry(where)  # and after a restart
+        assert reopened.add("https://e.example/rss", "E", "rss", 900).id == second.id + 1
+        reopened.close()

@@ -5,6 +5,8 @@ official ``mcp`` client over Streamable HTTP at /mcp and over stdio (`rag mcp`).
 from __future__ import annotations
 
 import asyncio
+import random
+import string
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import ROOT
 from tests.servers import rag, rag_env, serving
@@ -154,6 +157,61 @@ def test_errors_come_in_openai_s_shape(live: Live) -> None:
     )
     assert broken.status_code == 400
     assert "not valid JSON" in broken.json()["error"]["message"]
+
+
+def test_every_v1_path_and_method_answers_in_openai_s_shape(live: Live) -> None:
+    """Issue 29: an unmatched /v1 path and a GET of /v1/chat/completions answered problem+json."""
+    headers = {"authorization": f"Bearer {live.key}"}
+    for method, path, status in (
+        ("GET", "/v1/chat/completions", 405),
+        ("GET", "/v1/no-such-thing", 404),
+        ("POST", "/v1/completions", 404),
+        ("DELETE", "/v1/models", 405),
+    ):
+        response = httpx.request(method, f"{live.base}{path}", headers=headers, timeout=30)
+        assert response.status_code == status, (method, path, response.text)
+        assert response.headers["content-type"].startswith("application/json"), response.headers
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    elsewhere = httpx.get(f"{live.base}/no-such-thing", headers=headers, timeout=30)
+    assert elsewhere.status_code == 404
+    assert elsewhere.headers["content-type"].startswith("application/problem+json")
+    with _client(live) as client, pytest.raises(openai.NotFoundError) as missing:
+        client.completions.create(model="news", prompt="hello")
+    assert missing.value.status_code == 404
+
+
+def test_usage_counts_what_was_read_whatever_the_client_sends(live: Live) -> None:
+    """Issue 29: a 4.9 MB system message was counted token by token on the event loop (6 s, /health
+    waiting behind it). Usage counts the question and the history the service reads: bounded."""
+    noise = "".join(random.Random(1).choices(string.ascii_letters + " ", k=3_000_000))
+    system: ChatCompletionMessageParam = {"role": "system", "content": noise}
+    question: ChatCompletionMessageParam = {"role": "user", "content": FIRST}
+    with _client(live) as client:
+        plain = client.chat.completions.create(model="news", messages=[question])
+        loud = client.chat.completions.create(model="news", messages=[system, question])
+    assert plain.usage is not None
+    assert loud.usage is not None
+    assert loud.usage.prompt_tokens == plain.usage.prompt_tokens < 50
+    assert loud.usage.completion_tokens == plain.usage.completion_tokens > 0
+    long_history: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": noise[:100_000]},
+        {"role": "assistant", "content": "No."},
+    ]
+    with _client(live) as client:
+        bounded = client.chat.completions.create(model="news", messages=[*long_history, question])
+    assert bounded.usage is not None
+    assert bounded.usage.prompt_tokens < 5_000  # each turn read (and counted) up to the question limit
+
+
+def test_get_on_mcp_is_405_not_a_stream_left_open(live: Live) -> None:
+    """Issue 29: GET /mcp opened an event stream that never sent or closed (1,000 held 1,000 handles)."""
+    headers = {"authorization": f"Bearer {live.key}", "accept": "text/event-stream"}
+    with httpx.stream("GET", f"{live.base}/mcp", headers=headers, timeout=30) as response:
+        assert response.status_code == 405  # only the head is read: a stream left open fails here
+        response.read()
+    assert response.json()["status"] == 405
+    assert response.headers["allow"] == "POST"
+    assert response.headers["content-type"].startswith("application/problem+json")
 
 
 def test_a_rate_limit_is_a_429_in_openai_s_shape(live: Live) -> None:
