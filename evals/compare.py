@@ -25,7 +25,7 @@ from typing import Any
 from evals.data import Dataset, DatasetError
 from evals.dialogue import turn_scores
 from evals.evaluate import Evaluation
-from evals.harness import RETRIEVAL_METRICS, SIGNIFICANCE_LEVEL, Outcome, significance
+from evals.harness import ANSWER_METRICS, RETRIEVAL_METRICS, SIGNIFICANCE_LEVEL, Outcome, significance
 from index.config import PROJECT_ROOT
 
 FORMAT = "newsrag-eval-run/1"
@@ -168,13 +168,19 @@ def save_run(path: Path, run: Mapping[str, Any]) -> None:
 
 
 def load_run(path: Path) -> dict[str, Any]:
-    """A run saved by ``save_run``; a clear error when the file is missing or is not one."""
+    """A run saved by ``save_run``, checked part by part before anything uses it: CompareError (exit 2,
+    with what is wrong and where) when the file is missing, not UTF-8 JSON, or not a run: a part of the
+    wrong type, no scores, a score that is not a number from 0 to 1 (NaN included), an unknown metric."""
     try:
-        run = json.loads(path.read_text())
+        run = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
     except OSError as exc:
         raise CompareError(f"{path}: cannot read the saved run ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise CompareError(f"{path}: not a saved run (not UTF-8 at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise CompareError(f"{path}: not a saved run (broken JSON at line {exc.lineno})") from None
+    except ValueError as exc:  # NaN or Infinity, refused by _no_constant
+        raise CompareError(f"{path}: not a saved run ({exc})") from None
     if not isinstance(run, dict) or run.get("format") != FORMAT:
         raise CompareError(f"{path}: not a saved run of `rag eval --save-run` ({FORMAT})")
     parts = {
@@ -190,7 +196,46 @@ def load_run(path: Path) -> dict[str, Any]:
         raise CompareError(
             f"{path}: a saved run without its {', '.join(broken)}; write it again with --save-run"
         )
+    problem = _run_problem(run)
+    if problem:
+        raise CompareError(f"{path}: not a usable saved run: {problem}; write it again with --save-run")
     return run
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} where a number belongs")
+
+
+def _is_score(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def _run_problem(run: Mapping[str, Any]) -> str | None:
+    """What is wrong with a run's contents, or None."""
+    k = run["metrics"].get("k")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return f"metrics.k is {k!r}, not a depth"
+    for metric in (*RETRIEVAL_METRICS, *ANSWER_METRICS):
+        value = run["metrics"].get(metric)
+        if value is not None and not _is_score(value):
+            return f"metrics.{metric} is {value!r}, not a number from 0 to 1"
+    if not run["scores"]:
+        return "it holds no scores"
+    for metric, per_question in run["scores"].items():
+        if metric not in PER_QUESTION:
+            return f"scores.{metric[:60]} is no metric of this version ({', '.join(PER_QUESTION)})"
+        if not isinstance(per_question, dict) or not per_question:
+            return f"scores.{metric} is not an object of question ids and scores"
+        for qid, value in per_question.items():
+            if not _is_score(value):
+                return f"scores.{metric}.{qid[:60]} is {value!r:.60}, not a number from 0 to 1"
+    for part in ("questions", "turns"):
+        for qid, outcome in run[part].items():
+            if not isinstance(outcome, dict) or not all(
+                isinstance(outcome.get(key, ""), str) for key in ("question", "answer")
+            ):
+                return f"{part}.{qid[:60]} is not a question's outcome"
+    return None
 
 
 def comparable(saved: Mapping[str, Any], digest: str, k: object) -> None:
