@@ -132,16 +132,11 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     assert process.poll() is None, "the ingest finished before it could be interrupted"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    # A write the killed driver had already handed to a shard actor still commits: count once the
-    # shards have stopped changing.
-    partial, settled = -1, time.monotonic() + 60
-    while time.monotonic() < settled:
-        sharded.refresh()
-        now = sharded.reader().article_count - before
-        if now == partial:
-            break
-        partial = now
-        time.sleep(2)
+    # Writes the killed driver had already handed to the shard actors still commit: wait for them with a
+    # call queued behind them on every replica, then count.
+    sharded.barrier()
+    sharded.refresh()
+    partial = sharded.reader().article_count - before
     assert 0 < partial < 160
     finish = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert finish.returncode == 0, finish.stderr
@@ -179,6 +174,7 @@ def test_losing_nodes_keeps_answering_over_http(
     env = rag_env(tmp_path / "data", tiktoken_dir)
     with serving(env, tmp_path / "serve.log", "--cluster", made.address) as base:
         replies: list[tuple[int, dict[str, Any]]] = []
+        answering = threading.Event()
 
         def ask(batch: list[Any]) -> None:
             with httpx.Client(base_url=base, timeout=120) as client:
@@ -186,10 +182,12 @@ def test_losing_nodes_keeps_answering_over_http(
                     body = {"question": q.question, "as_of": q.asked_on.isoformat()}
                     response = client.post("/ask", json=body)
                     replies.append((response.status_code, response.json()))
+                    if len(replies) >= 5:
+                        answering.set()
 
         asking = threading.Thread(target=ask, args=(questions[:40],))
         asking.start()
-        time.sleep(3)
+        assert answering.wait(600)  # the node goes while questions are being answered
         made.remove_node(workers[0])  # every shard has a replica elsewhere
         asking.join(timeout=600)
         assert [status for status, _ in replies] == [200] * 40

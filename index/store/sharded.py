@@ -213,6 +213,18 @@ class ShardedStore:
             self._catalog = self._pending
             self._take_generations()
 
+    def barrier(self) -> None:
+        """Return once every live replica of every shard has run every call that reached it before this
+        one. A shard actor is a sequential Ray actor (one call at a time, in the order the calls reach it),
+        so a call queued behind the others is a barrier: writes a driver handed to the shards before it
+        died, still queued or running there, have committed when it returns."""
+        import ray
+
+        ray.get(
+            [a.generation.remote() for s in range(self.shards) for _, a in self._live(s)],
+            timeout=self._timeout * 10,
+        )
+
     def delete(self, article_id: str) -> None:
         import ray
 
