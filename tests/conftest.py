@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from litestar import Litestar
@@ -42,6 +44,30 @@ def embedder() -> Embedder:
 @pytest.fixture(scope="session")
 def tiktoken_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiktoken")
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[tuple[Any, list[Any]]]:
+    """A Ray cluster simulated on this machine: a head and ``workers`` nodes of one CPU each, the driver
+    connected. Ray starts its workers at nice 15, where any busy process beside them makes the shard
+    actors, which answer every question, wait behind it (issue 29): a cluster serving questions runs
+    them at 0 (README), and so do the tests'."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from index.cluster import NAMESPACE
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_worker_niceness", "0")  # Ray's own spelling of the setting
+        made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        nodes = [made.add_node(num_cpus=1) for _ in range(workers)]
+        made.wait_for_nodes()
+    ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
+    try:
+        yield made, nodes
+    finally:
+        ray.shutdown()
+        made.shutdown()  # type: ignore[no-untyped-call]
 
 
 def open_local(settings: Settings, embedder: Embedder) -> IndexStore:

@@ -20,12 +20,12 @@ import ray
 
 from evals.data import load_dataset
 from index import Embedder, load_paths, make_ingestor
-from index.cluster import NAMESPACE, create_layout, find_layout
+from index.cluster import create_layout, find_layout
 from index.cluster_ingest import RayPreparer
 from index.ingest import Ingestor
 from index.store.sharded import ShardedStore
 from rag import Answerer
-from tests.conftest import ROOT, make_settings, open_local
+from tests.conftest import ROOT, local_cluster, make_settings, open_local
 from tests.servers import rag_env, serving
 
 pytestmark = pytest.mark.slow
@@ -36,17 +36,8 @@ SEED = ROOT / "evals" / "datasets" / "seed"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Any], Path]]:
-    from ray.cluster_utils import Cluster
-
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [made.add_node(num_cpus=1) for _ in range(2)]
-    made.wait_for_nodes()
-    ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
-    try:
+    with local_cluster(workers=2) as (made, workers):
         yield made, workers, tmp_path_factory.mktemp("cluster")
-    finally:
-        ray.shutdown()
-        made.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")

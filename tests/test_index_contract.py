@@ -18,7 +18,7 @@ import ray
 
 from index import Chunker, Embedder
 from index.chunk import passage_text
-from index.cluster import NAMESPACE, create_layout
+from index.cluster import create_layout
 from index.errors import ArticleNotFoundError
 from index.ingest import prepare
 from index.records import Article
@@ -27,6 +27,7 @@ from index.store.lexical import K1, B
 from index.store.sharded import ShardedStore
 from index.terms import tokenize
 from index.tokens import encoding
+from tests.conftest import local_cluster
 
 pytestmark = pytest.mark.slow
 BACKENDS = ("local", "sharded")
@@ -35,16 +36,8 @@ Make = Callable[[], Index]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    from ray.cluster_utils import Cluster
-
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    made.wait_for_nodes()
-    ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
-    try:
+    with local_cluster(workers=0):
         yield
-    finally:
-        ray.shutdown()
-        made.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(params=BACKENDS)
