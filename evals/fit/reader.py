@@ -12,6 +12,11 @@ tune half); a share of them, by record, is kept aside to validate the run.
 Writes ``OUT/reader.pt`` (the fine-tuned weights), ``OUT/loss.json`` and ``OUT/loss.png`` (the loss
 curve) and ``OUT/validation.json`` (exact match and F1 of the best span over the answerable held-out
 examples, and how often [CLS] wins over those that are not). Progress is shown by a bar.
+
+A pilot of 700 steps (0.45 epoch, 35 minutes at 3.0 s a step on the two cores) reached a span loss of
+2.2 (4.8 at the start) and, held out: exact match 0.240, F1 0.385, 0.748 of answerable examples kept and
+0.730 of unanswerable ones refused. The full run's budget and whether a shallower student is needed are
+still open (issue 30).
 """
 
 from __future__ import annotations
