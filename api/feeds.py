@@ -155,19 +155,11 @@ class FeedRegistry:
         cannot add AUTOINCREMENT in place: this is its documented rebuild, with foreign keys off so that
         dropping the old table does not cascade to the entries. Ids removed before the rebuild above the
         largest one left cannot be known and may come again once."""
-        (made,) = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'feeds'").fetchone()
-        if "AUTOINCREMENT" in made.upper():
+        if self._autoincrement():
             return
         self._db.execute("PRAGMA foreign_keys=OFF")
         with self._transaction():
-            if (
-                "AUTOINCREMENT"
-                in self._db.execute(  # another process rebuilt it meanwhile
-                    "SELECT sql FROM sqlite_master WHERE name = 'feeds'"
-                )
-                .fetchone()[0]
-                .upper()
-            ):
+            if self._autoincrement():  # another process rebuilt it meanwhile
                 return
             table = _SCHEMA.split(";", 1)[0].replace("IF NOT EXISTS feeds", "feeds_rebuilt")
             self._db.execute(table)
@@ -175,7 +167,13 @@ class FeedRegistry:
             self._db.execute("DROP TABLE feeds")
             self._db.execute("ALTER TABLE feeds_rebuilt RENAME TO feeds")
 
+    def _autoincrement(self) -> bool:
+        (made,) = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'feeds'").fetchone()
+        return "AUTOINCREMENT" in str(made).upper()
+
     def add(self, url: str, name: str, kind: str, every_seconds: int) -> Feed:
+        """Follow ``url``; ``name`` (the outlet's) is stored as a one-line field is, cut to 200
+        characters."""
         name = clip(plain_line(name), MAX_NAME_CHARS) or urlsplit(url).netloc
         with self._lock:
             try:

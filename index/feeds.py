@@ -22,7 +22,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from index.clean import MAX_NAME_CHARS, clip, plain_line, strip_html
+from index.clean import plain_line, strip_html
 from index.errors import RagError
 
 KINDS = ("rss", "atom", "news-sitemap", "sitemap", "sitemap-index")
@@ -166,8 +166,7 @@ def _with_feedparser(body: bytes, problems: tuple[str, ...]) -> Parsed:
             )
         )
     kind = "atom" if version.startswith("atom") else "rss"
-    title = clip(plain_line(str(feed.feed.get("title") or "")), MAX_NAME_CHARS)  # the outlet's name
-    return Parsed(kind, title, tuple(entries), (), problems)
+    return Parsed(kind, plain_line(str(feed.feed.get("title") or "")), tuple(entries), (), problems)
 
 
 def _struct(value: Any) -> datetime | None:
