@@ -122,8 +122,9 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     responses=problems(400, 413, 415),
     summary="Answer a question as a stream of Server-Sent Events",
     description=(
-        'Takes the /ask body. Events: `sources` (`{"citations": [...], "coverage", "timeline"}`, before '
-        'any text), one `sentence` per answer sentence (`{"text", "cites": [n], "verified"}`), then `done` '
+        'Takes the /ask body. Events: `sources` (`{"citations": [...], "coverage", "timeline", '
+        '"short_answer"}`, before any text), one `sentence` per answer sentence '
+        '(`{"text", "cites": [n], "verified"}`), then `done` '
         '(`{"abstained", "timings_ms", "generated", "fallback", "standalone_question", "rewritten_by", '
         '"coverage", "timeline"}`); '
         "or `error` (an RFC 9457 problem) when the question cannot be answered. Comment lines "
@@ -157,7 +158,12 @@ async def _answer_events(
         yield ServerSentEventMessage(event="error", data=msgspec.json.encode(body).decode())
         return
     out = answer_out(answer)
-    sources = {"citations": out.citations, "coverage": out.coverage, "timeline": out.timeline}
+    sources = {
+        "citations": out.citations,
+        "coverage": out.coverage,
+        "timeline": out.timeline,
+        "short_answer": out.short_answer,
+    }
     yield ServerSentEventMessage(event="sources", data=_json(sources))
     for sentence in answer.sentences:
         said = {"text": sentence.text, "cites": sentence.cites, "verified": sentence.verified}

@@ -3,9 +3,10 @@
 A chat front end (Open WebUI, LibreChat, an IDE assistant) or the ``openai`` client talks to it as to any
 model. The last user message is the question and the earlier user and assistant messages its history
 (rag/follow.py); system messages and sampling fields (``temperature``, ``top_p``, ``max_tokens``, ...)
-are accepted and have nothing to steer. The reply's content is the cited answer with its ``[n]`` marks,
-then the list of its sources (outlet, headline, date, link), so a front end that shows only the text still
-shows where each claim comes from; the response also carries a top-level ``citations`` array (as
+are accepted and have nothing to steer. The reply's content leads with the short answer when the reader
+gives one (``**words** [n]`` and a blank line), then the cited answer with its ``[n]`` marks, then the list
+of its sources (outlet, headline, date, link), so a front end that shows only the text still shows where
+each claim comes from; the response also carries a top-level ``citations`` array (as
 Perplexity's API does) with each citation's article id, outlet, headline, date, link and quote. Streamed,
 the sentences arrive as ``chat.completion.chunk`` deltas and the stream ends with ``data: [DONE]``.
 
@@ -217,11 +218,15 @@ def citations_out(citations: tuple[Citation, ...]) -> list[dict[str, Any]]:
 
 
 def _pieces(answer: Answer) -> list[str]:
-    """The answer's text in the pieces a stream sends: its sentences with their marks, then its sources."""
+    """The answer's text in the pieces a stream sends: the short answer (when there is one), its sentences
+    with their marks, then its sources."""
     said = [s.text + "".join(f" [{n}]" for n in s.cites) for s in answer.sentences]
     pieces = [(" " if i else "") + piece for i, piece in enumerate(said)]
     if "".join(pieces) != answer.text:  # an abstention's text says more than its one sentence
         pieces = [answer.text]
+    short = answer.short_answer
+    if short is not None:
+        pieces.insert(0, f"**{short.text}** [{short.n}]\n\n")
     sources = sources_text(answer.citations)
     return [*pieces, sources] if sources else pieces
 

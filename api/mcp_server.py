@@ -79,7 +79,18 @@ class SearchResult(BaseModel):
     passages: list[Passage]
 
 
+class ShortAnswer(BaseModel):
+    """The words that answer, inside citation ``n``'s quote (``quote[start:end] == text``)."""
+
+    text: str
+    n: int
+    start: int
+    end: int
+
+
 class AnswerResult(BaseModel):
+    short_answer: ShortAnswer | None
+    """The words that answer, when the reader is confident; null otherwise."""
     answer: str
     """The answer, each sentence ending in the [n] of its citation."""
     abstained: bool
@@ -180,7 +191,8 @@ def build_mcp(answerer_of: Callable[[], Answerer]) -> MCPServer:
         as_of: date | None = None,
     ) -> AnswerResult:
         """A short answer from the indexed news in which every sentence is a verbatim quote ending in the
-        [n] of its citation (outlet, headline, date, link, the quoted sentence). ``history``: the
+        [n] of its citation, led by ``short_answer`` (the words that answer, in citation n's quote) when the
+        reader is confident (outlet, headline, date, link, the quoted sentence). ``history``: the
         conversation so far, oldest first, so that a follow-up such as "When will it open?" is
         understood. When the news does not answer, ``abstained`` is true and the closest sources are
         listed."""
@@ -189,7 +201,11 @@ def build_mcp(answerer_of: Callable[[], Answerer]) -> MCPServer:
             answerer = answerer_of()
             turns = [Turn(m.role, m.content, tuple(m.article_ids)) for m in history or ()]
             answer = answerer.ask(answerer.question(question, as_of=as_of, history=turns))
+            short = answer.short_answer
             return AnswerResult(
+                short_answer=None
+                if short is None
+                else ShortAnswer(text=short.text, n=short.n, start=short.start, end=short.end),
                 answer=answer.text,
                 abstained=answer.abstained,
                 citations=[_source(c) for c in answer.citations],

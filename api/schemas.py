@@ -15,7 +15,7 @@ from index.urls import MAX_URL_CHARS
 from rag.answer import MAX_TOP_K
 from rag.config import DEFAULT_MAX_QUESTION_CHARS
 from rag.follow import MAX_HISTORY
-from rag.records import Answer, Citation, Coverage, Hit
+from rag.records import Answer, Citation, Coverage, Hit, ShortAnswer
 
 MAX_ARTICLE_CHARS = 200_000
 """Longest article body accepted over HTTP (about 30,000 words)."""
@@ -172,6 +172,17 @@ class CoverageOut(msgspec.Struct):
     """Says so, when ``before_period``."""
 
 
+class ShortAnswerOut(msgspec.Struct):
+    """The words that answer, inside citation ``n``'s quote (``quote[start:end] == text``)."""
+
+    text: str
+    n: int
+    start: int
+    end: int
+    probability: float
+    """The reader's probability that the quote states the answer."""
+
+
 class AnswerOut(msgspec.Struct):
     answer: str
     abstained: bool
@@ -198,6 +209,9 @@ class AnswerOut(msgspec.Struct):
     """The dates of the cited sources: oldest, newest, how many articles."""
     timeline: bool
     """The answer is a timeline ("how did ... unfold?"): dated entries, oldest first, one per story."""
+    short_answer: ShortAnswerOut | None
+    """The words of the first quote that answer, when the reader is confident; null otherwise (and when
+    the answer is refused, generated, a timeline, or RAG_READER=off)."""
 
 
 class SearchOut(msgspec.Struct):
@@ -294,7 +308,12 @@ def answer_out(answer: Answer) -> AnswerOut:
         rewritten_by=answer.rewritten_by,
         coverage=coverage_out(answer.coverage),
         timeline=answer.timeline,
+        short_answer=short_answer_out(answer.short_answer),
     )
+
+
+def short_answer_out(s: ShortAnswer | None) -> ShortAnswerOut | None:
+    return None if s is None else ShortAnswerOut(s.text, s.n, s.start, s.end, s.probability)
 
 
 def coverage_out(c: Coverage | None) -> CoverageOut:

@@ -25,7 +25,14 @@ from typing import Any
 from evals.data import Dataset, DatasetError
 from evals.dialogue import turn_scores
 from evals.evaluate import Evaluation
-from evals.harness import ANSWER_METRICS, RETRIEVAL_METRICS, SIGNIFICANCE_LEVEL, Outcome, significance
+from evals.harness import (
+    ANSWER_METRICS,
+    RETRIEVAL_METRICS,
+    SIGNIFICANCE_LEVEL,
+    Outcome,
+    short_answer_scores,
+    significance,
+)
 from index.config import PROJECT_ROOT
 
 FORMAT = "newsrag-eval-run/1"
@@ -34,6 +41,7 @@ PER_QUESTION = (
     "answer_accuracy",
     "citation_recall",
     "abstention_recall",
+    "short_answer_hit",
     "followup_story@3",
     "followup_hit@1",
     "new_subject_story@3",
@@ -113,6 +121,7 @@ def _outcome(o: Outcome, k: int) -> dict[str, Any]:
         "abstained": o.abstained,
         "cited": list(o.cited),
         "correct": o.correct,
+        "short_answer": o.short_answer,
     }
 
 
@@ -124,6 +133,9 @@ def question_scores(evaluation: Evaluation) -> dict[str, dict[str, float]]:
     scores["citation_recall"] = {
         o.question.id: float(not o.abstained and bool(set(o.cited) & set(o.question.gold_ids)))
         for o in answerable
+    }
+    scores["short_answer_hit"] = {
+        o.question.id: short_answer_scores(o)[0] for o in answerable if o.answer_in_gold
     }
     scores["abstention_recall"] = {
         o.question.id: float(o.abstained) for o in evaluation.outcomes if not o.question.answerable

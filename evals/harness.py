@@ -42,7 +42,13 @@ ANSWER_METRICS = (
     "abstention_precision",
     "abstention_recall",
     "abstention_f1",
+    "short_answer_hit",
+    "short_answer_exact",
+    "short_answer_f1",
 )
+"""``short_answer_*`` are scored over the answerable questions whose gold answer stands word for word in a
+gold article (the reader can only find what is written): the short answer holds a gold answer (hit), is
+one (exact match, SQuAD-normalised), and its best token F1 against them; no short answer scores 0."""
 PERMUTATIONS = 2000
 SIGNIFICANCE_LEVEL = 0.05
 _CITED_SENTENCE = re.compile(r"(.+?) \[(\d+)\](?= |$)")
@@ -63,6 +69,9 @@ class Outcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     generated: bool = False
     fallback: str | None = None
+    short_answer: str | None = None
+    answer_in_gold: bool = False
+    """A gold answer stands word for word in a gold article's title or body."""
 
 
 def run_system(
@@ -95,6 +104,10 @@ def outcome_of(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
             # A relative day's date ("on Wednesday [17 April 2024]") is shown, not quoted.
             grounded.append(bool(citation) and plain(sentence).strip() in body)
     correct = not answer.abstained and any(_contains(answer.text, gold) for gold in q.answers)
+    in_gold = False
+    if q.answerable and q.answers:
+        golds = answerer.index.reader().articles(q.gold_ids).values()
+        in_gold = any(_contains(f"{a.title} {a.body}", gold) for a in golds for gold in q.answers)
     return Outcome(
         question=q,
         ranking=ranking,
@@ -106,7 +119,29 @@ def outcome_of(answerer: Answerer, q: EvalQuestion, answer: Answer) -> Outcome:
         timings_ms=answer.timings_ms,
         generated=answer.generated,
         fallback=answer.fallback,
+        short_answer=None if answer.short_answer is None or answer.abstained else answer.short_answer.text,
+        answer_in_gold=in_gold,
     )
+
+
+def short_answer_scores(o: Outcome) -> tuple[float, float, float]:
+    """Hit, exact match and token F1 of ``o``'s short answer against its gold answers (the best of them)."""
+    if not o.short_answer:
+        return 0.0, 0.0, 0.0
+    golds = o.question.answers
+    hit = any(_contains(o.short_answer, g) for g in golds)
+    exact = any(normalize_answer(o.short_answer) == normalize_answer(g) for g in golds)
+    return float(hit), float(exact), max(token_f1(o.short_answer, g) for g in golds)
+
+
+def token_f1(found: str, gold: str) -> float:
+    """SQuAD's token F1 of two answers (normalised)."""
+    a, b = normalize_answer(found).split(), normalize_answer(gold).split()
+    common = sum(min(a.count(w), b.count(w)) for w in set(a) & set(b))
+    if not common:
+        return 0.0
+    precision, recall = common / len(a), common / len(b)
+    return 2 * precision * recall / (precision + recall)
 
 
 def ranking_of(hits: Sequence[Hit]) -> tuple[str, ...]:
@@ -204,7 +239,16 @@ def answer_metrics(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
         "abstention_precision": precision,
         "abstention_recall": recall,
         "abstention_f1": f1,
+        **_short_answer_metrics([o for o in answerable if o.answer_in_gold]),
     }
+
+
+def _short_answer_metrics(readable: Sequence[Outcome]) -> dict[str, float | None]:
+    scored = np.array([short_answer_scores(o) for o in readable]).reshape(-1, 3)
+    names = ("short_answer_hit", "short_answer_exact", "short_answer_f1")
+    if not len(scored):
+        return dict.fromkeys(names)
+    return {name: round(float(v), 4) for name, v in zip(names, scored.mean(axis=0), strict=True)}
 
 
 def latency(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float]]:

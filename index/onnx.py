@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,7 @@ def _build(
                 _export_fp32(model, made)
             else:
                 assert base is not None
-                _quantize(base, made)
+                quantize(base, made)
             digest = _sha256(made)
             final = folder / f"{variant}.{digest[:16]}.onnx"
             made.replace(final)
@@ -209,9 +209,10 @@ def _export_fp32(model: Path, out: Path) -> None:
         )
 
 
-def _quantize(base: Path, out: Path) -> None:
-    """Dynamic int8: MatMul weights only, one scale per output channel (the default per-tensor scales and
-    quantized Gather/Attention cost cosine 0.94; these keep 0.99)."""
+def quantize(base: Path, out: Path, ops: Sequence[str] = ("MatMul",)) -> None:
+    """Dynamic int8 of the weights of ``ops``, one scale per output channel. For the embedder, MatMul
+    only (the default per-tensor scales and quantized Gather/Attention cost cosine 0.94; these keep
+    0.99)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -222,7 +223,7 @@ def _quantize(base: Path, out: Path) -> None:
             model_output=str(out),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=list(ops),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:

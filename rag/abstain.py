@@ -13,6 +13,8 @@
                   the lead article's passages hold none (a year or a day of the month is not a count),
                   or for a date ("what year", "when did", ...) and they hold no year, month, weekday or
                   relative day
+  reader          the reader's highest probability that a sentence it read states the answer
+                  (rag/reader.py; 0 when it is off)
   focus_missing   the question names the thing it asks for ("the population of ...", "how many
                   peacekeepers", "what did the minister say") and no passage speaks of it beside one of
                   the names the question mentions
@@ -41,6 +43,8 @@ from rag.linear import LogisticModel
 from rag.records import Hit, Question
 
 DEFAULT_PATH = Path(__file__).with_name("abstain.json")
+QUOTES_PATH = Path(__file__).with_name("abstain-quotes.json")
+"""The model fitted before the reader (no ``reader`` feature): served with RAG_READER=off."""
 _YEAR = r"\b(1[89]|20)\d\d\b"
 COUNT = re.compile(
     r"\b(?!(1[89]|20)\d\d\b)\d[\d,.]*|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
@@ -69,6 +73,7 @@ class Evidence:
     hits: Sequence[Hit]
     best_sentence: float
     idf: Idf
+    best_answer: float = 0.0
 
     @cached_property
     def best(self) -> float:
@@ -166,6 +171,7 @@ EVIDENCE: dict[str, Callable[[Evidence], float]] = {
     "entities": _entities,
     "wanted_missing": _wanted_missing,
     "focus_missing": _focus_missing,
+    "reader": lambda e: e.best_answer,
 }
 """Every abstention feature: name -> its value for one question and its passages."""
 FEATURES = tuple(EVIDENCE)
@@ -175,13 +181,13 @@ that is rare among answerable questions, so the regression alone would not learn
 
 
 def evidence(
-    question: Question, hits: Sequence[Hit], best_sentence: float, idf: Idf
+    question: Question, hits: Sequence[Hit], best_sentence: float, idf: Idf, best_answer: float = 0.0
 ) -> npt.NDArray[np.float64]:
-    """The feature row (``FEATURES`` order) of a question, its passages and the best sentence score the
-    composer would quote with."""
+    """The feature row (``FEATURES`` order) of a question, its passages, the best sentence score the
+    composer would quote with and the reader's best probability of an answer."""
     if not hits:
         return np.zeros(len(FEATURES))
-    found = Evidence(question, hits, best_sentence, idf)
+    found = Evidence(question, hits, best_sentence, idf, best_answer)
     return np.array([f(found) for f in EVIDENCE.values()], dtype=np.float64)
 
 

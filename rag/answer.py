@@ -16,7 +16,7 @@ from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
 from index.records import Span
 from index.store.protocols import Index, IndexReader
-from rag.abstain import Abstainer, evidence
+from rag.abstain import QUOTES_PATH, Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
 from rag.condense import Condenser, ModelCondenser
 from rag.config import AnswerSettings
@@ -24,6 +24,7 @@ from rag.follow import MAX_HISTORY, ROLES, Resolution, Turn, resolve
 from rag.generate import GenerativeComposer, ModelConfig
 from rag.question import analyse
 from rag.rank import LinearRanker
+from rag.reader import DEFAULT_FOLDER, SpanReader, shared_reader
 from rag.records import Answer, Citation, Coverage, Filters, Hit, Question, Sentence
 from rag.relative import annotate, long_date
 from rag.retrieve import NewsRetriever, Retriever
@@ -64,11 +65,13 @@ class Answerer:
         self.embedder = embedder
         self.settings = settings or AnswerSettings()
         self.retriever = retriever or NewsRetriever(LinearRanker.load())
-        self.quotes = ExtractiveComposer(embedder)
+        self.quotes = ExtractiveComposer(embedder, reader=reader_for(self.settings))
         """The extractive composer: what abstention weighs (and the answer, unless a model writes it)."""
         self.composer: AnswerComposer = composer or self.quotes
         self.abstain_below = abstain_below
-        self.abstainer = abstainer or (Abstainer.load() if abstain_below is None else None)
+        if abstainer is None and abstain_below is None:
+            abstainer = Abstainer.load() if self.settings.reader else Abstainer.load(QUOTES_PATH)
+        self.abstainer = abstainer
         self.condenser = condenser
         """Rewrites follow-ups with a language model (when one is configured)."""
 
@@ -213,6 +216,7 @@ class Answerer:
             rewritten_by=question.follow.rewritten_by if question.follow else None,
             coverage=coverage(cited, question),
             timeline=timeline is not None,
+            short_answer=composition.short_answer if composition is quoted else None,
         )
 
     def abstains(
@@ -230,7 +234,7 @@ class Answerer:
         self, question: Question, passages: Sequence[Hit], quoted: Composition, reader: IndexReader
     ) -> npt.NDArray[np.float64]:
         """The abstention features (rag/abstain.py) of a question and its passages."""
-        return evidence(question, passages, quoted.best_score, reader.idf)
+        return evidence(question, passages, quoted.best_score, reader.idf, quoted.best_answer)
 
 
 def coverage(citations: Sequence[Citation], question: Question) -> Coverage:
@@ -290,13 +294,21 @@ def _with_headlines(citations: tuple[Citation, ...], hits: Sequence[Hit]) -> tup
     return citations + extra
 
 
+def reader_for(settings: AnswerSettings) -> SpanReader | None:
+    """The process's reader when ``settings`` want one (checked when first opened: ConfigError with the
+    fix when its file is missing or damaged), else None."""
+    if not settings.reader:
+        return None
+    return shared_reader(settings.reader_folder or DEFAULT_FOLDER, settings.reader_threads)
+
+
 def make_composer(
     settings: AnswerSettings, embedder: Embedder, encoding: tiktoken.Encoding
 ) -> AnswerComposer:
     """The generative composer when ``settings`` name a model (``llm_base_url`` and ``llm_model``), else the
     extractive one; the extractive one is the generative one's fallback. ``encoding`` counts the model's
     tokens."""
-    extractive = ExtractiveComposer(embedder)
+    extractive = ExtractiveComposer(embedder, reader=reader_for(settings))
     if not settings.llm_base_url:
         return extractive
     return GenerativeComposer(model_config(settings), extractive, encoding)

@@ -5,6 +5,11 @@ sentence is to the question (cosine of the packaged bi-encoder), the share of th
 contains (stemmed, no stopwords), and how high its passage was ranked.
 The best few candidates within a margin of the top one are kept, near-repeats dropped, and they are
 read out grouped by article (best article first) in the order they stand in the article.
+
+With the reader (rag/reader.py, on by default), the best ``read`` candidates are read with the question:
+those it says state the answer (probability at least ``answers_at``) are quoted first, the most probable
+leading, and the scored choice fills the places left; the leading one's span is the short answer when its
+probability is at least ``short_at``. The best probability is also the abstainer's main evidence.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from index.records import Span
 from index.sentences import split_sentences
 from index.store.protocols import IndexReader
 from index.terms import tokenize
-from rag.records import Citation, Hit, Question, Sentence
+from rag.reader import Reading, SpanReader
+from rag.records import Citation, Hit, Question, Sentence, ShortAnswer
 from rag.relative import long_date
 
 DEFAULT_MAX_SENTENCES = 3
@@ -36,6 +42,10 @@ _CACHE_SIZE = 20_000
 TIMELINE_MARGIN = 0.2
 """A story is an entry of a timeline when its best sentence scores within this of the best one."""
 TIMELINE_ENTRIES = 8
+DEFAULT_READ = 6
+"""Candidates the reader reads for a question (benchmarks/reader.py weighs more against their cost)."""
+DEFAULT_ANSWERS_AT = 0.5
+DEFAULT_SHORT_AT = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,9 @@ class Composition:
     """Model time (``model``, ms) and token counts, for ``timings_ms``."""
     generated: bool = False
     """Written by a language model (and checked), rather than quoted."""
+    short_answer: ShortAnswer | None = None
+    best_answer: float = 0.0
+    """The reader's highest probability that a candidate states the answer (0 without a reader)."""
 
 
 class AnswerComposer(Protocol):
@@ -90,9 +103,13 @@ class ExtractiveComposer:
         sentence_weight: float = DEFAULT_SENTENCE_WEIGHT,
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         rank_weight: float = DEFAULT_RANK_WEIGHT,
+        reader: SpanReader | None = None,
+        read: int = DEFAULT_READ,
+        answers_at: float = DEFAULT_ANSWERS_AT,
+        short_at: float = DEFAULT_SHORT_AT,
     ) -> None:
         """Sentence vectors come from the index (computed at ingest); sentences it lacks are embedded
-        here with ``embedder`` (and cached)."""
+        here with ``embedder`` (and cached). ``reader``: None chooses by scores alone."""
         self._embedder = embedder
         self.max_sentences = max_sentences
         self.margin = margin
@@ -100,6 +117,10 @@ class ExtractiveComposer:
         self.sentence_weight = sentence_weight
         self.lexical_weight = lexical_weight
         self.rank_weight = rank_weight
+        self.reader = reader
+        self.read = read
+        self.answers_at = answers_at
+        self.short_at = short_at
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -110,12 +131,34 @@ class ExtractiveComposer:
         if not candidates:
             return Composition("", (), 0.0)
         chosen = self._select(candidates)
-        order = {c.hit.article.id: i for i, c in reversed(list(enumerate(chosen)))}
-        chosen.sort(key=lambda c: (order[c.hit.article.id], c.span.start))
+        lead: tuple[_Candidate, Reading] | None = None
+        best_answer = 0.0
+        if self.reader is not None:
+            read = candidates[: self.read]
+            readings = self.reader.read(question.searched or question.text, [c.text for c in read])
+            best_answer = max(r.probability for r in readings)
+            answering = sorted(
+                (pair for pair in zip(read, readings, strict=True) if pair[1].probability >= self.answers_at),
+                key=lambda pair: -pair[1].probability,
+            )
+            if answering:
+                lead = answering[0]
+                chosen = self._select([c for c, _ in answering] + chosen, floor=-np.inf)
+        rest = chosen[1:] if lead is not None else chosen
+        order = {c.hit.article.id: i for i, c in reversed(list(enumerate(rest)))}
+        rest.sort(key=lambda c: (order[c.hit.article.id], c.span.start))
+        chosen = chosen[:1] + rest if lead is not None else rest
         citations = tuple(_citation(n, c) for n, c in enumerate(chosen, start=1))
         text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
         sentences = tuple(Sentence(c.quote, (c.n,)) for c in citations)
-        return Composition(text, citations, candidates[0].score, sentences)
+        short = None
+        if lead is not None and lead[1].probability >= self.short_at:
+            reading = lead[1]
+            words = lead[0].text[reading.start : reading.end]
+            short = ShortAnswer(words, 1, reading.start, reading.end, round(reading.probability, 4))
+        return Composition(
+            text, citations, candidates[0].score, sentences, short_answer=short, best_answer=best_answer
+        )
 
     def timeline(
         self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
@@ -186,9 +229,11 @@ class ExtractiveComposer:
         scored.sort(key=lambda c: -c.score)
         return scored
 
-    def _select(self, candidates: list[_Candidate]) -> list[_Candidate]:
+    def _select(self, candidates: list[_Candidate], floor: float | None = None) -> list[_Candidate]:
+        """The first ``max_sentences`` of ``candidates`` scoring within the margin of the first (or above
+        ``floor``), near-repeats of one already chosen left out."""
         chosen: list[_Candidate] = []
-        floor = candidates[0].score - self.margin
+        floor = candidates[0].score - self.margin if floor is None else floor
         for candidate in candidates:
             if len(chosen) == self.max_sentences or candidate.score < floor:
                 break

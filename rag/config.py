@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from index.errors import ConfigError
 
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_QUESTION_CHARS = 2000
@@ -31,6 +34,17 @@ class AnswerSettings:
     llm_api_key: str | None = None
     """Env: RAG_LLM_API_KEY."""
 
+    reader: bool = True
+    """Read the candidate sentences with the trained reader (rag/reader.py) to quote those that state the
+    answer and give its short answer; False: the sentences are chosen by their scores alone (before issue
+    30). Env: RAG_READER=off."""
+
+    reader_folder: Path | None = None
+    """The reader's model folder; None: the one in the project (rag/models/reader). Env: RAG_READER_PATH."""
+
+    reader_threads: int = 1
+    """ONNX Runtime threads the reader uses for one question. Env: RAG_READER_THREADS."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AnswerSettings:
         env = os.environ if env is None else env
@@ -38,4 +52,17 @@ class AnswerSettings:
             llm_base_url=env.get("RAG_LLM_BASE_URL") or None,
             llm_model=env.get("RAG_LLM_MODEL") or None,
             llm_api_key=env.get("RAG_LLM_API_KEY") or None,
+            reader=env.get("RAG_READER", "on").strip().lower() not in {"off", "0", "false", "no"},
+            reader_folder=Path(env["RAG_READER_PATH"]) if env.get("RAG_READER_PATH") else None,
+            reader_threads=_count(env.get("RAG_READER_THREADS", "1")),
         )
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise ConfigError("RAG_READER_THREADS must be a whole number from 1 to 64")
+    return count

@@ -97,6 +97,20 @@ class Sentence:
 
 
 @dataclass(frozen=True)
+class ShortAnswer:
+    """The words of a quote that answer, when the reader is confident (rag/reader.py)."""
+
+    text: str
+    n: int
+    """The citation whose quote holds it."""
+    start: int
+    """Character offsets in that citation's quote: ``quote[start:end] == text``."""
+    end: int
+    probability: float
+    """The reader's probability that its sentence states the answer."""
+
+
+@dataclass(frozen=True)
 class Coverage:
     """How old the sources an answer cites are."""
 
@@ -135,3 +149,5 @@ class Answer:
     """The dates of the cited sources."""
     timeline: bool = False
     """Dated entries, oldest first, one per story ("how did ... unfold?")."""
+    short_answer: ShortAnswer | None = None
+    """The words that answer, inside one citation's quote; None when the reader is off or unsure."""

@@ -156,6 +156,7 @@
     .quote { display: block; margin-top: 2px; font-style: italic; }
     .quote.headline-only { font-style: normal; opacity: 0.8; }
     .quote .n { font-style: normal; color: var(--muted); margin-right: 4px; }
+    .short { font-weight: 700; font-style: normal; }
     .searched { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
     .coverage { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
     ol.timeline { margin: 0 0 6px; padding-left: 20px; }
@@ -393,6 +394,13 @@
       else this.launcher.focus();
     }
 
+    /** ``text`` as nodes, the short answer's words in bold when ``text`` is the quote of its citation. */
+    marked(text, short, byNumber, cites) {
+      const source = short && cites.includes(short.n) ? byNumber.get(short.n) : null;
+      if (!source || source.quote !== text || text.slice(short.start, short.end) !== short.text) return [text];
+      return [text.slice(0, short.start), el("strong", { className: "short", text: short.text }), text.slice(short.end)];
+    }
+
     /** DOM nodes for one turn, and a function that redraws its answer part as it streams in. */
     turnNodes(turn) {
       const question = el("p", { className: "question", text: turn.question });
@@ -429,7 +437,8 @@
           turn.sentences.forEach((sentence, i) => {
             const line = turn.timeline ? el("li") : paragraph;
             if (turn.timeline) paragraph.append(line);
-            line.append(document.createTextNode((i && !turn.timeline ? " " : "") + sentence.text));
+            if (i && !turn.timeline) line.append(" ");
+            line.append(...this.marked(sentence.text, turn.short, byNumber, sentence.cites));
             for (const n of sentence.cites) {
               const source = byNumber.get(n);
               const href = source && safeUrl(source.url);
@@ -478,7 +487,14 @@
               item.append(
                 c.headline_only
                   ? el("span", { className: "quote headline-only", text: t.headlineOnly })
-                  : el("span", { className: "quote" }, el("span", { className: "n", text: `[${c.n}]` }), `“${c.quote}”`),
+                  : el(
+                      "span",
+                      { className: "quote" },
+                      el("span", { className: "n", text: `[${c.n}]` }),
+                      "“",
+                      ...this.marked(c.quote, turn.short, byNumber, [c.n]),
+                      "”",
+                    ),
               );
             }
             list.append(item);
@@ -532,6 +548,7 @@
               turn.sources = body.citations;
               turn.coverage = body.coverage;
               turn.timeline = body.timeline;
+              turn.short = body.short_answer || null;
             }
             else if (event === "sentence") turn.sentences.push({ text: body.text, cites: body.cites });
             else if (event === "done") {

