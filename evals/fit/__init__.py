@@ -6,6 +6,8 @@ composer.py   the extractive composer's weights (rag/compose.py)
 ablation.py   what each retrieval stage adds, on the check half
 reranker.py   whether a cross-encoder reranker pays, cross-fitted on the tune half (it did not)
 answers.py    whether a sentence answers a question: a first feature scorer, read within the tune half
+reader.py     the reader (rag/models/reader), trained on ../shared QA data and the tune half
+short.py      the reader's two thresholds (rag/compose.py)
 
 Each runs as ``python -m evals.fit.NAME DATASET_DIR...``; the set-up they share is here.
 """
