@@ -39,21 +39,15 @@ from index import packaged_embedder  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
 from index.embed import core_count  # noqa: E402
 from rag import Answerer  # noqa: E402
-from rag.abstain import QUOTES_PATH, Abstainer  # noqa: E402
 from rag.compose import DEFAULT_READ  # noqa: E402
 from rag.reader import SpanReader  # noqa: E402
 from tests.servers import serving  # noqa: E402
 
 
 def _setting(answerer: Answerer, reader: SpanReader, read: int) -> None:
-    """``read`` candidates (0: no reader, with the abstention model fitted without it)."""
-    if read == 0:
-        answerer.quotes.reader = None
-        answerer.abstainer = Abstainer.load(QUOTES_PATH)
-    else:
-        answerer.quotes.reader = reader
-        answerer.quotes.read = read
-        answerer.abstainer = Abstainer.load()
+    """``read`` candidates (0: no reader)."""
+    answerer.quotes.reader = None if read == 0 else reader
+    answerer.quotes.read = read
 
 
 def _measure(answerer: Answerer, questions: list[EvalQuestion]) -> dict[str, float]:

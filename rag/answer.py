@@ -16,7 +16,7 @@ from index.embed import Embedder
 from index.errors import ConfigError, QuestionError
 from index.records import Span
 from index.store.protocols import Index, IndexReader
-from rag.abstain import QUOTES_PATH, Abstainer, evidence
+from rag.abstain import Abstainer, evidence
 from rag.compose import AnswerComposer, Composition, ExtractiveComposer
 from rag.condense import Condenser, ModelCondenser
 from rag.config import AnswerSettings
@@ -69,9 +69,7 @@ class Answerer:
         """The extractive composer: what abstention weighs (and the answer, unless a model writes it)."""
         self.composer: AnswerComposer = composer or self.quotes
         self.abstain_below = abstain_below
-        if abstainer is None and abstain_below is None:
-            abstainer = Abstainer.load() if self.settings.reader else Abstainer.load(QUOTES_PATH)
-        self.abstainer = abstainer
+        self.abstainer = abstainer or (Abstainer.load() if abstain_below is None else None)
         self.condenser = condenser
         """Rewrites follow-ups with a language model (when one is configured)."""
 
@@ -216,7 +214,7 @@ class Answerer:
             rewritten_by=question.follow.rewritten_by if question.follow else None,
             coverage=coverage(cited, question),
             timeline=timeline is not None,
-            short_answer=composition.short_answer if composition is quoted else None,
+            short_answer=composition.short_answer,
         )
 
     def abstains(

@@ -9,7 +9,8 @@ read out grouped by article (best article first) in the order they stand in the 
 With the reader (rag/reader.py, on by default), the best ``read`` candidates are read with the question:
 those it says state the answer (probability at least ``answers_at``) are quoted first, the most probable
 leading, and the scored choice fills the places left; the leading one's span is the short answer when its
-probability is at least ``short_at``. The best probability is also the abstainer's main evidence.
+probability is at least ``short_at``. With the reader, every sentence of the lead article is a candidate,
+not only those of its retrieved passages (the asked-for fact is often elsewhere in a long article).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ TIMELINE_MARGIN = 0.2
 TIMELINE_ENTRIES = 8
 DEFAULT_READ = 6
 """Candidates the reader reads for a question (benchmarks/reader.py weighs more against their cost)."""
-DEFAULT_ANSWERS_AT = 0.5
-DEFAULT_SHORT_AT = 0.5
+DEFAULT_ANSWERS_AT = 0.25
+DEFAULT_SHORT_AT = 0.25
+"""Both chosen on the tune half by ``python -m evals.fit.short`` (evals/RESULTS.md, issue 30)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class ExtractiveComposer:
     def compose(
         self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
     ) -> Composition:
-        candidates = self.candidates(question, vector, hits, reader)
+        candidates = self.candidates(question, vector, hits, reader, whole_lead=self.reader is not None)
         if not candidates:
             return Composition("", (), 0.0)
         chosen = self._select(candidates)
@@ -194,14 +196,23 @@ class ExtractiveComposer:
         return tuple(_citation(n, c) for n, c in enumerate(list(best.values())[:articles], start=1))
 
     def candidates(
-        self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
+        self,
+        question: Question,
+        vector: Vectors,
+        hits: list[Hit],
+        reader: IndexReader,
+        whole_lead: bool = False,
     ) -> list[_Candidate]:
-        """Every distinct sentence of the hits, best first."""
+        """Every distinct sentence of the hits, best first; ``whole_lead``: every sentence of the first
+        hit's article too, not only of its retrieved passages (the reader may find the answer there)."""
         seen: set[tuple[str, int]] = set()
         found: list[tuple[Hit, Span, str]] = []
-        for hit in hits:
-            body, base = hit.article.body, hit.chunk.span.start
-            for local in split_sentences(hit.chunk.text):
+        parts = [(hit, hit.chunk.text, hit.chunk.span.start) for hit in hits]
+        if whole_lead and hits:
+            parts.append((hits[0], hits[0].article.body, 0))
+        for hit, part, base in parts:
+            body = hit.article.body
+            for local in split_sentences(part):
                 span = Span(base + local.start, base + local.end)
                 key = (hit.article.id, span.start)
                 text = body[span.start : span.end]
