@@ -1,11 +1,12 @@
 """What the reader costs and what it buys, measured in one run: answers without it against answers with it
-reading 2 to 12 candidate sentences, in this process, then one client over HTTP against `rag serve` with
+reading 48 to 160 word pieces of the best candidate sentences with the question, in this
+process, then one client over HTTP against `rag serve` with
 RAG_READER=off and with the reader, on the same index and questions.
 
     .venv/bin/python benchmarks/reader.py [DATASET_DIR] [--questions 300] [--requests 300]
-                                          [--read 2 4 6 8 12] [--plot benchmarks/reader.png]
+                                          [--pieces 48 64 96 128 160] [--plot benchmarks/reader.png]
 
-Questions: a fixed sample (by hash of the id) of the dataset's tune half (the number of sentences read is
+Questions: a fixed sample (by hash of the id) of the dataset's tune half (how much is read is
 chosen here, so the check half stays unseen). For each setting it prints the p50 and p95 of a whole
 ``Answerer.ask`` and of its compose stage (where the reader runs), answer accuracy, the share of questions
 whose short answer holds a gold answer (of those whose answer stands in the gold text) and the share of
@@ -39,15 +40,15 @@ from index import packaged_embedder  # noqa: E402
 from index.config import IndexSettings  # noqa: E402
 from index.embed import core_count  # noqa: E402
 from rag import Answerer  # noqa: E402
-from rag.compose import DEFAULT_READ  # noqa: E402
+from rag.compose import DEFAULT_READ_PIECES  # noqa: E402
 from rag.reader import SpanReader  # noqa: E402
 from tests.servers import serving  # noqa: E402
 
 
-def _setting(answerer: Answerer, reader: SpanReader, read: int) -> None:
-    """``read`` candidates (0: no reader)."""
-    answerer.quotes.reader = None if read == 0 else reader
-    answerer.quotes.read = read
+def _setting(answerer: Answerer, reader: SpanReader, pieces: int) -> None:
+    """The reader reading ``pieces`` word pieces a question (0: no reader)."""
+    answerer.quotes.reader = None if pieces == 0 else reader
+    answerer.quotes.read_pieces = pieces
 
 
 def _measure(answerer: Answerer, questions: list[EvalQuestion]) -> dict[str, float]:
@@ -101,9 +102,9 @@ def _plot(path: Path, rows: dict[int, dict[str, float]]) -> None:
     axis.plot(cost, [rows[n]["accuracy"] for n in reads], "o-", label="answer accuracy")
     axis.plot(cost, [rows[n]["short_hit"] for n in reads], "s-", label="short answer holds gold")
     for n in reads:
-        axis.annotate("off" if n == 0 else f"{n} read", (rows[n]["p50"], rows[n]["accuracy"]), fontsize=8)
+        axis.annotate("off" if n == 0 else f"{n} pieces", (rows[n]["p50"], rows[n]["accuracy"]), fontsize=8)
     axis.set(xlabel="p50 of a question in-process (ms)", ylabel="share of questions")
-    axis.set_title("The reader: sentences read against accuracy (tune half)")
+    axis.set_title("The reader: pieces read against accuracy (tune half)")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -117,7 +118,7 @@ def main() -> int:
     parser.add_argument("dataset", nargs="?", type=Path, default=ROOT / "evals/datasets/realtimeqa-briefs")
     parser.add_argument("--questions", type=int, default=300)
     parser.add_argument("--requests", type=int, default=300, help="HTTP requests a phase")
-    parser.add_argument("--read", type=int, nargs="+", default=[2, 4, 6, 8, 12])
+    parser.add_argument("--pieces", type=int, nargs="+", default=[48, 64, 96, 128, 160])
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     dataset = load_dataset(args.dataset)
@@ -131,15 +132,16 @@ def main() -> int:
     answerer.ask(answerer.question("warm up"))
     print(f"{dataset.name}: {len(questions)} tune-half questions, in-process, alone")
     print(
-        "| read | ask p50 ms | ask p95 ms | compose p50 ms | answer accuracy | short answer holds gold "
-        "| answerable refused |"
+        "| pieces read | ask p50 ms | ask p95 ms | compose p50 ms | answer accuracy "
+        "| short answer holds gold | answerable refused |"
     )
     print("|---|---|---|---|---|---|---|")
     rows = {}
-    for read in [0, *args.read]:
-        _setting(answerer, reader, read)
-        rows[read] = row = _measure(answerer, questions)
-        name = "off" if read == 0 else str(read) + (" (served)" if read == DEFAULT_READ else "")
+    for pieces in [0, *args.pieces]:
+        _setting(answerer, reader, pieces)
+        rows[pieces] = row = _measure(answerer, questions)
+        served = " (served)" if pieces == DEFAULT_READ_PIECES else ""
+        name = "off" if pieces == 0 else f"{pieces}{served}"
         print(
             f"| {name} | {row['p50']:.1f} | {row['p95']:.1f} | {row['compose_p50']:.1f} "
             f"| {row['accuracy']:.3f} | {row['short_hit']:.3f} | {row['refused']:.3f} |",

@@ -6,11 +6,12 @@ contains (stemmed, no stopwords), and how high its passage was ranked.
 The best few candidates within a margin of the top one are kept, near-repeats dropped, and they are
 read out grouped by article (best article first) in the order they stand in the article.
 
-With the reader (rag/reader.py, on by default), the best ``read`` candidates are read with the question:
-those it says state the answer (probability at least ``answers_at``) are quoted first, the most probable
-leading, and the scored choice fills the places left; the leading one's span is the short answer when its
-probability is at least ``short_at``. With the reader, every sentence of the lead article is a candidate,
-not only those of its retrieved passages (the asked-for fact is often elsewhere in a long article).
+With the reader (rag/reader.py, on by default), the best candidates that fit ``read_pieces`` word
+pieces (at most ``read`` of them) are read with the question: the one it gives the highest probability
+of stating the answer leads the quotes when that is at least ``answers_at``, and the scored choice fills
+the places left; the leading one's span is the short answer when its probability is at least
+``short_at``. With the reader, every sentence of the lead article is a candidate, not only those of its
+retrieved passages (the asked-for fact is often elsewhere in a long article).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ TIMELINE_MARGIN = 0.2
 """A story is an entry of a timeline when its best sentence scores within this of the best one."""
 TIMELINE_ENTRIES = 8
 DEFAULT_READ = 6
-"""Candidates the reader reads for a question (benchmarks/reader.py weighs more against their cost)."""
+"""Candidates the reader reads for a question at most: as many of the best as fit ``read_pieces``."""
+DEFAULT_READ_PIECES = 96
+"""Word pieces the reader reads for a question (question and markers included): its cost follows them,
+about 0.12 ms a piece here. On the tune halves, short answers holding a gold one: briefs 0.794 (64),
+0.759 (96), 0.741 (128); articles 0.558, 0.628, 0.605 (benchmarks/reader.py; evals/RESULTS.md)."""
 DEFAULT_ANSWERS_AT = 0.25
 DEFAULT_SHORT_AT = 0.25
 """Both chosen on the tune half by ``python -m evals.fit.short`` (evals/RESULTS.md, issue 30)."""
@@ -107,6 +112,7 @@ class ExtractiveComposer:
         rank_weight: float = DEFAULT_RANK_WEIGHT,
         reader: SpanReader | None = None,
         read: int = DEFAULT_READ,
+        read_pieces: int = DEFAULT_READ_PIECES,
         answers_at: float = DEFAULT_ANSWERS_AT,
         short_at: float = DEFAULT_SHORT_AT,
     ) -> None:
@@ -121,6 +127,7 @@ class ExtractiveComposer:
         self.rank_weight = rank_weight
         self.reader = reader
         self.read = read
+        self.read_pieces = read_pieces
         self.answers_at = answers_at
         self.short_at = short_at
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
@@ -137,7 +144,8 @@ class ExtractiveComposer:
         best_answer = 0.0
         if self.reader is not None:
             read = candidates[: self.read]
-            readings = self.reader.read(question.searched or question.text, [c.text for c in read])
+            asked = question.searched or question.text
+            readings = self.reader.read(asked, [c.text for c in read], rows=1, max_length=self.read_pieces)
             best_answer = max(r.probability for r in readings)
             answering = sorted(
                 (pair for pair in zip(read, readings, strict=True) if pair[1].probability >= self.answers_at),
@@ -145,7 +153,7 @@ class ExtractiveComposer:
             )
             if answering:
                 lead = answering[0]
-                chosen = self._select([c for c, _ in answering] + chosen, floor=-np.inf)
+                chosen = self._select([lead[0], *chosen], floor=-np.inf)
         rest = chosen[1:] if lead is not None else chosen
         order = {c.hit.article.id: i for i, c in reversed(list(enumerate(rest)))}
         rest.sort(key=lambda c: (order[c.hit.article.id], c.span.start))

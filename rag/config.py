@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.embed import core_count
 from index.errors import ConfigError
 
 DEFAULT_TOP_K = 5
@@ -42,8 +43,9 @@ class AnswerSettings:
     reader_folder: Path | None = None
     """The reader's model folder; None: the one in the project (rag/models/reader). Env: RAG_READER_PATH."""
 
-    reader_threads: int = 1
-    """ONNX Runtime threads the reader uses for one question. Env: RAG_READER_THREADS."""
+    reader_threads: int = field(default_factory=core_count)
+    """ONNX Runtime threads the reader uses for one question (default: the cores, as the embedder's
+    `--model-threads`; a question is read in one run of about one row). Env: RAG_READER_THREADS."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AnswerSettings:
@@ -54,7 +56,7 @@ class AnswerSettings:
             llm_api_key=env.get("RAG_LLM_API_KEY") or None,
             reader=env.get("RAG_READER", "on").strip().lower() not in {"off", "0", "false", "no"},
             reader_folder=Path(env["RAG_READER_PATH"]) if env.get("RAG_READER_PATH") else None,
-            reader_threads=_count(env.get("RAG_READER_THREADS", "1")),
+            reader_threads=_count(env.get("RAG_READER_THREADS") or str(core_count())),
         )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,27 +85,39 @@ class SpanReader:
             raise ConfigError(f"the reader's tokenizer has no {token} piece; {FIX}")
         return int(found)
 
-    def read(self, question: str, sentences: Sequence[str]) -> list[Reading]:
-        """One reading for each of ``sentences`` (in their order), the question read with them."""
+    def read(
+        self,
+        question: str,
+        sentences: Sequence[str],
+        rows: int | None = None,
+        max_length: int = MAX_LENGTH,
+    ) -> list[Reading]:
+        """One reading for each of ``sentences`` (in their order), the question read with them in rows of
+        at most ``max_length`` pieces (at most MAX_LENGTH, at least the question's and 16 more). ``rows``:
+        read only the sentences that fit so many rows (the cost follows the pieces read); the others get
+        probability 0."""
         if not sentences:
             return []
         asked = self.tokenizer.encode(question, add_special_tokens=False).ids[:MAX_QUESTION]
-        room = MAX_LENGTH - len(asked) - 3
+        room = max(16, min(max_length, MAX_LENGTH) - len(asked) - 3)
         encoded = self.tokenizer.encode_batch(list(sentences), add_special_tokens=False)
-        rows: list[list[tuple[int, int, int]]] = [[]]  # per row: (sentence, first piece, pieces)
+        rows_wanted = rows
+        packed: list[list[tuple[int, int, int]]] = [[]]  # per row: (sentence, first piece, pieces)
         used = 0
         for n, piece in enumerate(encoded):
             length = min(len(piece.ids), room)
             if used and used + length > room:
-                rows.append([])
+                if rows_wanted is not None and len(packed) == rows_wanted:
+                    break
+                packed.append([])
                 used = 0
-            rows[-1].append((n, len(asked) + 2 + used, length))
+            packed[-1].append((n, len(asked) + 2 + used, length))
             used += length
-        width = max(len(asked) + 3 + sum(p for _, _, p in row) for row in rows)
-        ids = np.full((len(rows), width), self.pad, dtype=np.int64)
+        width = max(len(asked) + 3 + sum(p for _, _, p in row) for row in packed)
+        ids = np.full((len(packed), width), self.pad, dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
-        for r, row in enumerate(rows):
+        for r, row in enumerate(packed):
             pieces = [self.cls, *asked, self.sep]
             for n, _, length in row:
                 pieces.extend(encoded[n].ids[:length])
@@ -117,15 +128,15 @@ class SpanReader:
         starts, ends = self.session.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         )
-        readings: list[Reading | None] = [None] * len(sentences)
-        for r, row in enumerate(rows):
+        readings = [Reading(0.0, 0, 0)] * len(sentences)
+        for r, row in enumerate(packed):
             none = float(starts[r, 0] + ends[r, 0])
             for n, first, length in row:
                 i, j, best = best_span(starts[r, first : first + length], ends[r, first : first + length])
                 offsets = encoded[n].offsets
                 margin = np.clip(best - none, -50.0, 50.0)
                 readings[n] = Reading(float(1.0 / (1.0 + np.exp(-margin))), offsets[i][0], offsets[j][1])
-        return [r for r in readings if r is not None]
+        return readings
 
 
 def best_span(
@@ -169,12 +180,11 @@ _LOADED: dict[tuple[Path, int], SpanReader] = {}
 _LOADING = threading.Lock()
 
 
-def shared_reader(folder: Path = DEFAULT_FOLDER, threads: int | None = None) -> SpanReader:
+def shared_reader(folder: Path = DEFAULT_FOLDER, threads: int = 1) -> SpanReader:
     """One reader a process for each folder and thread count (it is checked and loaded once; every
-    Answerer of the process shares it). ``threads`` defaults to RAG_READER_THREADS, else one."""
-    count = threads or int(os.environ.get("RAG_READER_THREADS", "1") or 1)
-    key = (folder.resolve(), count)
+    Answerer of the process shares it)."""
+    key = (folder.resolve(), threads)
     with _LOADING:
         if key not in _LOADED:
-            _LOADED[key] = SpanReader(folder, count)
+            _LOADED[key] = SpanReader(folder, threads)
         return _LOADED[key]
