@@ -42,7 +42,7 @@ def cached_answerer(
         if not done.exists():
             _build(corpus, folder, settings, embedder, progress)
             done.write_text(key)
-    return Answerer(open_index(settings, embedder), embedder)
+    return Answerer(open_index(settings, embedder), embedder, base.answers)
 
 
 def _build(

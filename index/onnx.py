@@ -119,7 +119,7 @@ def _checked(folder: Path, entry: Any, source: str) -> tuple[Path, str] | None:
     if not path.is_file():
         log.warning("the ONNX export %s is missing; making it again", name)
         return None
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != entry.get("sha256"):
         log.warning("the ONNX export %s does not match its checksum; making it again", name)
         return None
@@ -137,7 +137,7 @@ def _build(
             else:
                 assert base is not None
                 quantize(base, made)
-            digest = _sha256(made)
+            digest = file_sha256(made)
             final = folder / f"{variant}.{digest[:16]}.onnx"
             made.replace(final)
     except ImportError as exc:
@@ -239,7 +239,7 @@ def _source_sha256(model: Path, folder: Path) -> str:
     remembered = _read_manifest(folder).get("source")
     if isinstance(remembered, dict) and remembered.get("stamp") == stamp:
         return str(remembered["sha256"])
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     with _locked(folder):
         manifest = _read_manifest(folder)
         manifest["source"] = {"stamp": stamp, "sha256": digest}
@@ -247,7 +247,7 @@ def _source_sha256(model: Path, folder: Path) -> str:
     return digest
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):

@@ -15,7 +15,6 @@ damaged, the service stops with the fix (the embedder's export is checked the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index.errors import ConfigError
+from index.onnx import file_sha256
 
 DEFAULT_FOLDER = Path(__file__).with_name("models") / "reader"
 MANIFEST = "reader.json"
@@ -163,17 +163,9 @@ def checked(folder: Path) -> tuple[Path, dict[str, Any]]:
     model = folder / str(name)
     if not model.is_file() or not (folder / "tokenizer.json").is_file():
         raise ConfigError(f"the reader model rag/models/reader/{name} is missing; {FIX}")
-    if _sha256(model) != digest:
+    if file_sha256(model) != digest:
         raise ConfigError(f"the reader model rag/models/reader/{name} is damaged (checksum differs); {FIX}")
     return model, about
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _LOADED: dict[tuple[Path, int], SpanReader] = {}

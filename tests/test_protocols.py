@@ -81,7 +81,11 @@ def test_a_chat_completion_carries_its_sources_in_the_text_and_as_citations(live
             seed=3,
         )
     content = response.choices[0].message.content or ""
-    assert content.startswith(
+    short, answer = content.split("\n\n", 1)  # the reader's short answer leads, in bold, with its [n]
+    assert short.startswith("**")
+    assert short.endswith("** [1]")
+    assert "Harbor Bridge" in short
+    assert answer.startswith(
         "The Riverton city council on Tuesday [30 April 2024] approved the Harbor Bridge"
     )
     assert content.endswith("\n\nSources:\n" + BRIDGE_SOURCE)
