@@ -355,9 +355,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         manifest["validation_torch_fp32"],
         manifest["validation_onnx_int8"],
     )
-    rows = "\n".join(
-        f"| {name} | {repo} | `{commit[:12]}` | {licence} |" for name, repo, commit, licence in DATA
-    )
+    rows = "\n".join(f"| {name} | {repo} | `{commit}` | {licence} |" for name, repo, commit, licence in DATA)
     figures = "\n".join(
         f"| {label} | {v['exact_match']:.3f} | {v['f1']:.3f} | {v['answerable_kept']:.3f} | "
         f"{v['unanswerable_refused']:.3f} |"
