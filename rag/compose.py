@@ -146,13 +146,10 @@ class ExtractiveComposer:
             read = candidates[: self.read]
             asked = question.searched or question.text
             readings = self.reader.read(asked, [c.text for c in read], rows=1, max_length=self.read_pieces)
-            best_answer = max(r.probability for r in readings)
-            answering = sorted(
-                (pair for pair in zip(read, readings, strict=True) if pair[1].probability >= self.answers_at),
-                key=lambda pair: -pair[1].probability,
-            )
-            if answering:
-                lead = answering[0]
+            best = max(zip(read, readings, strict=True), key=lambda pair: pair[1].probability)
+            best_answer = best[1].probability
+            if best_answer >= self.answers_at:
+                lead = best
                 chosen = self._select([lead[0], *chosen], floor=-np.inf)
         rest = chosen[1:] if lead is not None else chosen
         order = {c.hit.article.id: i for i, c in reversed(list(enumerate(rest)))}
