@@ -62,6 +62,21 @@ class ServiceSettings:
     """Networks (CIDRs) feeds may be fetched from although they are not public (loopback, private,
     link-local, reserved): an intranet lists its own. Env: RAG_FEEDS_ALLOW_NETWORKS (comma-separated)."""
 
+    watch_check_seconds: float = 2.0
+    """How often `rag serve` looks for other processes' commits to check against the watches (its own
+    are checked at once). Env: RAG_WATCH_CHECK_SECONDS."""
+
+    watch_near: float = 0.3
+    """The cosine between a watch's question and a new article's chunk at which the reader reads the
+    article for it. Env: RAG_WATCH_NEAR."""
+
+    webhook_retry_seconds: float = 10.0
+    """The first pause before a failed webhook is tried again; each further try waits twice as long.
+    Env: RAG_WEBHOOK_RETRY_SECONDS."""
+
+    webhook_tries: int = 8
+    """Tries of one webhook delivery before the watch is marked failing. Env: RAG_WEBHOOK_TRIES."""
+
     @property
     def state_path(self) -> Path:
         """The service's own SQLite file (keys, daily counts)."""
@@ -79,8 +94,22 @@ class ServiceSettings:
             delay = float(env.get("RAG_FEEDS_HOST_DELAY", "1"))
         except ValueError:
             raise ConfigError("RAG_FEEDS_CHECK_SECONDS and RAG_FEEDS_HOST_DELAY are seconds") from None
+        try:
+            watch_check = float(env.get("RAG_WATCH_CHECK_SECONDS", "2"))
+            near = float(env.get("RAG_WATCH_NEAR", "0.3"))
+            retry = float(env.get("RAG_WEBHOOK_RETRY_SECONDS", "10"))
+            tries = int(env.get("RAG_WEBHOOK_TRIES", "8"))
+        except ValueError:
+            raise ConfigError(
+                "RAG_WATCH_CHECK_SECONDS, RAG_WATCH_NEAR and RAG_WEBHOOK_RETRY_SECONDS are numbers, "
+                "RAG_WEBHOOK_TRIES a whole number"
+            ) from None
         return cls(
             data_dir=data_dir_from_env(env),
+            watch_check_seconds=max(watch_check, 0.05),
+            watch_near=near,
+            webhook_retry_seconds=max(retry, 0.0),
+            webhook_tries=max(tries, 1),
             rate_per_address=rate,
             feeds_check_seconds=max(check, 0.1),
             feeds_host_delay_seconds=max(delay, 0.0),

@@ -28,3 +28,8 @@ FEED_POLLS = Counter(
 )
 FEED_ARTICLES = Counter(f"{PREFIX}_feed_articles_total", "Articles added or replaced by feed polls")
 FEEDS_PAUSED = Gauge(f"{PREFIX}_feeds_paused", "Feeds paused after repeated failures")
+WATCHES = Gauge(f"{PREFIX}_watches", "Standing questions (watches) kept")
+WATCH_ALERTS = Counter(f"{PREFIX}_watch_alerts_total", "Alerts stored for watches")
+WEBHOOK_DELIVERIES = Counter(
+    f"{PREFIX}_webhook_deliveries_total", "Webhook tries by outcome (delivered, failed, given_up)", ["status"]
+)

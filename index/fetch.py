@@ -188,20 +188,41 @@ class Fetcher:
             except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError) as exc:
                 # InvalidURL and StreamError are not HTTPErrors; ValueError covers a header or address
                 # the standard library refuses. None of them may escape as anything but a FetchError.
-                if cut.expired:
-                    raise FetchError(
-                        f"{shown}: took longer than {self.limits.total_seconds:g} s in all"
-                    ) from None
-                if isinstance(exc, httpx.TimeoutException):
-                    raise FetchError(f"{shown}: timed out") from None
-                if isinstance(exc, httpx.InvalidURL):
-                    raise FetchError(
-                        f"{shown}: httpx cannot send this address or follow its redirect ({str(exc)[:200]})"
-                    ) from None
-                raise FetchError(f"{shown}: {type(exc).__name__}: {str(exc)[:300]}") from None
+                raise self._failure(shown, exc, cut) from None
             finally:
                 cut.cancel()
                 self._last[host] = time.monotonic()
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST ``body`` to ``url`` under the same rules (the address checked before and at the connection,
+        the deadline); redirects are not followed (a webhook answers where it is). Returns the status."""
+        self.check_address(url)
+        host = _split(url).netloc.lower()
+        shown = _shown(url)
+        cut = _Deadline(self.limits.total_seconds)
+        try:
+            with self._client.stream(
+                "POST", url, content=body, headers=headers, extensions={"trace": cut.trace}
+            ) as response:
+                self.requests += 1
+                self._check_peer(host, response)
+                return response.status_code
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError) as exc:
+            raise self._failure(shown, exc, cut) from None
+        finally:
+            cut.cancel()
+
+    def _failure(self, shown: str, exc: Exception, cut: _Deadline) -> FetchError:
+        """What an httpx failure says, as one FetchError."""
+        if cut.expired:
+            return FetchError(f"{shown}: took longer than {self.limits.total_seconds:g} s in all")
+        if isinstance(exc, httpx.TimeoutException):
+            return FetchError(f"{shown}: timed out")
+        if isinstance(exc, httpx.InvalidURL):
+            return FetchError(
+                f"{shown}: httpx cannot send this address or follow its redirect ({str(exc)[:200]})"
+            )
+        return FetchError(f"{shown}: {type(exc).__name__}: {str(exc)[:300]}")
 
     def _read(self, url: str, response: httpx.Response, cut: _Deadline) -> bytes:
         cap = self.limits.max_bytes

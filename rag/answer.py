@@ -12,7 +12,7 @@ import numpy.typing as npt
 import tiktoken
 
 from index.clean import remove_controls
-from index.embed import Embedder
+from index.embed import Embedder, Vectors
 from index.errors import ConfigError, QuestionError
 from index.records import Span
 from index.store.protocols import Index, IndexReader
@@ -216,6 +216,30 @@ class Answerer:
             timeline=timeline is not None,
             short_answer=composition.short_answer,
         )
+
+    def answer_from(
+        self, question: Question, vector: Vectors, hits: Sequence[Hit], reader: IndexReader
+    ) -> tuple[Answer, float]:
+        """The quoted answer to ``question`` from ``hits`` alone (never an abstention), and the reader's
+        probability that its lead sentence answers (0.0 without a reader): what a standing question is
+        told when a new article arrives (api/state/matching.py)."""
+        started = time.perf_counter()
+        composition = _dated(self.quotes.compose(question, vector, list(hits), reader))
+        cited = _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES])
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        answer = Answer(
+            composition.text,
+            False,
+            cited,
+            tuple(hits),
+            {"compose": elapsed, "total": elapsed},
+            composition.sentences,
+            missing_shards=reader.missing_shards,
+            standalone_question=question.searched,
+            coverage=coverage(cited, question),
+            short_answer=composition.short_answer,
+        )
+        return answer, composition.best_answer
 
     def abstains(
         self, question: Question, passages: Sequence[Hit], quoted: Composition, reader: IndexReader

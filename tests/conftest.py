@@ -13,11 +13,12 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import create_app
 from api.config import Settings
+from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor, packaged_embedder
 from index.store import IndexStore
 from rag import Answerer
+from tests.sites import Site, serve_site
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -129,3 +130,10 @@ def client(tmp_path: Path, tiktoken_dir: Path, embedder: Embedder) -> Iterator[T
     with local_client(create_app(small_body, opener=opener, background=False)) as test_client:
         yield test_client
     store.close()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    """A small web site on 127.0.0.1 (tests/sites.py)."""
+    with serve_site() as served:
+        yield served

@@ -36,8 +36,17 @@ def rag_env(data_dir: Path, tiktoken_dir: Path) -> dict[str, str]:
 @contextmanager
 def serving(env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
     """`rag serve` on 127.0.0.1 (extra ``args`` appended), until its index is loaded; yields the base URL."""
-    port = free_port()
-    with log_path.open("w") as log:
+    with server_process(env, log_path, *args) as (base, _):
+        yield base
+
+
+@contextmanager
+def server_process(
+    env: dict[str, str], log_path: Path, *args: str, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As ``serving``, yielding the process too (a test may kill it)."""
+    port = port or free_port()
+    with log_path.open("a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=env,
@@ -58,9 +67,10 @@ def serving(env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
                 time.sleep(0.2)
             else:
                 raise AssertionError(f"the server did not become ready:\n{log_path.read_text()}")
-            yield base
+            yield base, process
         finally:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
             process.wait(timeout=30)
 
 

@@ -9,8 +9,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import create_app
 from api.config import Settings
+from api.web.app import create_app
 from index import Embedder
 from rag import Answerer
 from tests.conftest import SEED_ID, local_client, make_settings, open_local

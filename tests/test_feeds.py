@@ -1,5 +1,5 @@
 """Feeds and sitemaps followed from a real HTTP server on 127.0.0.1: what becomes an article, what is not
-fetched again, and what the fetcher refuses (index/feeds.py, index/fetch.py, api/feeds.py)."""
+fetched again, and what the fetcher refuses (index/feeds.py, index/fetch.py, api/state/feeds.py)."""
 
 from __future__ import annotations
 
@@ -9,105 +9,26 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from api.feeds import FeedRegistry, Poller, detect
+from api.state.feeds import FeedRegistry, Poller, detect
 from index import Article, Embedder, IndexSettings, make_ingestor
 from index.feeds import FeedError, article_id, parse
 from index.fetch import Fetcher, FetchError, Limits, parse_networks
 from index.store import IndexStore
 from tests.servers import rag, rag_env
+from tests.sites import Reply, Site, article_page, rss
 
 LOOPBACK = parse_networks("127.0.0.0/8")
 QUICK = Limits(host_delay_seconds=0.0, read_seconds=2.0)
 
-Reply = tuple[int, dict[str, str], bytes]
 COUNCIL = (
     "Council votes for cycling lanes",
     "The city council voted 7 to 2 on Tuesday to build protected cycling lanes on Harbour Road, "
     "the mayor said.",
 )
-
-
-@dataclass
-class Site:
-    """A small web site: path -> reply, every request logged."""
-
-    routes: dict[str, Callable[[http.server.BaseHTTPRequestHandler], Reply]] = field(default_factory=dict)
-    log: list[str] = field(default_factory=list)
-    base: str = ""
-
-    def page(self, path: str, body: bytes, etag: str | None = None, kind: str = "text/html") -> None:
-        def reply(handler: http.server.BaseHTTPRequestHandler) -> Reply:
-            headers = {"Content-Type": kind}
-            if etag:
-                headers["ETag"] = etag
-                if handler.headers.get("If-None-Match") == etag:
-                    return 304, headers, b""
-            return 200, headers, body
-
-        self.routes[path] = reply
-
-    def requests_to(self, path: str) -> int:
-        return self.log.count(path)
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    served = Site()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            served.log.append(self.path)
-            route = served.routes.get(self.path)
-            status, headers, body = route(self) if route else (404, {}, b"not here")
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            if "Content-Length" not in headers:
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if status != 304:
-                self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.base = f"http://127.0.0.1:{server.server_port}"
-    yield served
-    server.shutdown()
-    server.server_close()
-
-
-def _article_page(title: str, text: str) -> bytes:
-    """A news page as sites serve them: the story wrapped in navigation, a cookie banner, related links
-    and a footer."""
-    return f"""<!doctype html><html><head><title>{title} | Harbour Times</title>
-<meta name="author" content="Ann Lee"></head><body>
-<nav><a href="/">Home</a> | <a href="/world">World</a> | <a href="/sport">Sport</a></nav>
-<div class="cookie-banner">We use cookies to improve your experience. Accept all cookies</div>
-<article><h1>{title}</h1><p>{text}</p>
-<p>The plan was first proposed in 2019 and has been debated at every council meeting since then.</p></article>
-<aside class="related"><h3>Related stories</h3>
-<ul><li><a href="/x">Ferry fares rise again</a></li></ul></aside>
-<footer>Copyright 2024 Harbour Times. All rights reserved. Privacy policy. Terms of use.</footer>
-</body></html>""".encode()
-
-
-def _rss(site: Site, items: list[tuple[str, str, str]]) -> bytes:
-    body = "".join(
-        f"<item><title>{t}</title><link>{site.base}{path}</link><pubDate>{when}</pubDate>"
-        f"<description>{t}: the feed's own summary.</description></item>"
-        for path, t, when in items
-    )
-    channel = f"<channel><title>Harbour Times</title>{body}</channel>"
-    return f'<?xml version="1.0"?><rss version="2.0">{channel}</rss>'.encode()
 
 
 @pytest.fixture
@@ -143,12 +64,12 @@ def test_an_rss_feed_becomes_articles_without_the_sites_furniture(
 ) -> None:
     site.page(
         "/a",
-        _article_page(*COUNCIL),
+        article_page(*COUNCIL),
         etag='"a1"',
     )
     site.page(
         "/b",
-        _article_page(
+        article_page(
             "Ferry strike ends",
             "Ferry crews ended their strike on Wednesday after the "
             "operator agreed to a new rota for the winter season.",
@@ -157,7 +78,7 @@ def test_an_rss_feed_becomes_articles_without_the_sites_furniture(
     )
     items = [("/a", "Council votes for cycling lanes", "Tue, 16 Apr 2024 10:00:00 GMT"),
              ("/b", "Ferry strike ends", "Wed, 17 Apr 2024 09:00:00 GMT")]  # fmt: skip
-    site.page("/feed.xml", _rss(site, items), etag='"f1"', kind="application/rss+xml")
+    site.page("/feed.xml", rss(site, items), etag='"f1"', kind="application/rss+xml")
     feed_id = _follow(poller, f"{site.base}/feed.xml")
     feed = poller.registry.get(str(feed_id))
     assert feed.kind == "rss"
@@ -183,10 +104,10 @@ def test_an_rss_feed_becomes_articles_without_the_sites_furniture(
 
     # The feed changes: an updated entry replaces its article; the unchanged one is not fetched again.
     items[0] = ("/a", "Council votes for cycling lanes", "Thu, 18 Apr 2024 08:00:00 GMT")
-    site.page("/feed.xml", _rss(site, items), etag='"f2"', kind="application/rss+xml")
+    site.page("/feed.xml", rss(site, items), etag='"f2"', kind="application/rss+xml")
     site.page(
         "/a",
-        _article_page(
+        article_page(
             "Council votes for cycling lanes",
             "The city council voted 7 to 2 on Tuesday; "
             "on Thursday it set aside 4 million euros for the cycling lanes on Harbour Road.",
@@ -204,7 +125,7 @@ def test_an_rss_feed_becomes_articles_without_the_sites_furniture(
 def test_atom_and_a_news_sitemap(site: Site, poller: Poller, store: IndexStore) -> None:
     site.page(
         "/p1",
-        _article_page(
+        article_page(
             "Bridge reopens",
             "The harbour bridge reopened on Monday after three months "
             "of repairs, the city's transport office said.",
@@ -212,7 +133,7 @@ def test_atom_and_a_news_sitemap(site: Site, poller: Poller, store: IndexStore) 
     )
     site.page(
         "/p2",
-        _article_page(
+        article_page(
             "Library extends hours",
             "The central library will open until 10 p.m. on "
             "weekdays from May, the council announced on Friday.",
@@ -240,7 +161,7 @@ def test_atom_and_a_news_sitemap(site: Site, poller: Poller, store: IndexStore) 
     assert str(second.published_at) == "2024-04-19"
 
     # A sitemap index naming a plain sitemap: its pages are followed too.
-    site.page("/p3", _article_page("Tram line opens", "The new tram line to the airport opened on Saturday "
+    site.page("/p3", article_page("Tram line opens", "The new tram line to the airport opened on Saturday "
               "with trams every eight minutes, the operator said."))  # fmt: skip
     plain = f"""<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
 <url><loc>{site.base}/p3</loc><lastmod>2024-04-20</lastmod></url></urlset>""".encode()
@@ -256,7 +177,7 @@ def test_atom_and_a_news_sitemap(site: Site, poller: Poller, store: IndexStore) 
 
 
 def test_a_malformed_feed_is_read_as_far_as_it_goes_and_reported(site: Site, poller: Poller) -> None:
-    site.page("/m1", _article_page("Market hall reopens", "The covered market hall reopened on Saturday "
+    site.page("/m1", article_page("Market hall reopens", "The covered market hall reopened on Saturday "
               "after a year of repairs to its roof, the city said."))  # fmt: skip
     broken = (
         f"<rss version='2.0'><channel><title>Broken</title><item><title>Market hall reopens</title>"
@@ -276,7 +197,7 @@ def test_a_redirect_a_missing_page_and_robots_txt(site: Site, poller: Poller, st
     site.page("/robots.txt", b"User-agent: *\nDisallow: /private/\n", kind="text/plain")
     site.page(
         "/ok",
-        _article_page(
+        article_page(
             "Port expands",
             "The port authority will add two berths for container "
             "ships by 2026, its director told reporters on Monday.",
@@ -285,7 +206,7 @@ def test_a_redirect_a_missing_page_and_robots_txt(site: Site, poller: Poller, st
     items = [("/ok", "Port expands", "Mon, 15 Apr 2024 10:00:00 GMT"),
              ("/gone", "A page that is gone", "Mon, 15 Apr 2024 11:00:00 GMT"),
              ("/private/memo", "A disallowed page", "Mon, 15 Apr 2024 12:00:00 GMT")]  # fmt: skip
-    site.page("/feed.xml", _rss(site, items), kind="application/rss+xml")
+    site.page("/feed.xml", rss(site, items), kind="application/rss+xml")
     feed = poller.registry.get(str(_follow(poller, f"{site.base}/old-feed")))
     report = poller.poll(feed)
     assert report.status == "ok"
@@ -358,10 +279,10 @@ def test_dangerous_documents_are_refused(site: Site) -> None:
 def test_the_feeds_command_line(site: Site, tmp_path: Path, tiktoken_dir: Path) -> None:
     site.page(
         "/a",
-        _article_page(*COUNCIL),
+        article_page(*COUNCIL),
     )
     entry = ("/a", "Council votes for cycling lanes", "Tue, 16 Apr 2024 10:00:00 GMT")
-    site.page("/feed.xml", _rss(site, [entry]),
+    site.page("/feed.xml", rss(site, [entry]),
               kind="application/rss+xml")  # fmt: skip
     env = rag_env(tmp_path / "data", tiktoken_dir)
     refused = rag("feeds", "add", f"{site.base}/feed.xml", env=env)
@@ -389,10 +310,10 @@ def test_rag_serve_polls_feeds_in_the_background(site: Site, tmp_path: Path, tik
     from tests.conftest import SEEDS
     from tests.servers import serving
 
-    site.page("/a", _article_page("Lighthouse restored", "The old lighthouse on Gull Point was restored and "
+    site.page("/a", article_page("Lighthouse restored", "The old lighthouse on Gull Point was restored and "
               "will open to visitors on 1 June, the heritage trust said on Monday."))  # fmt: skip
     entry = ("/a", "Lighthouse restored", "Mon, 15 Apr 2024 10:00:00 GMT")
-    site.page("/feed.xml", _rss(site, [entry]), etag='"f1"', kind="application/rss+xml")
+    site.page("/feed.xml", rss(site, [entry]), etag='"f1"', kind="application/rss+xml")
     env = rag_env(tmp_path / "data", tiktoken_dir) | {
         "RAG_FEEDS_ALLOW_NETWORKS": "127.0.0.0/8",
         "RAG_FEEDS_CHECK_SECONDS": "0.5",
@@ -434,7 +355,7 @@ def _many(site: Site, count: int, slow_after: int, delay: float) -> None:
     items = []
     for i in range(count):
         path = f"/story-{i}"
-        page = _article_page(f"Harbour story {i}", f"Story {i}: the harbour board approved plan number {i} "
+        page = article_page(f"Harbour story {i}", f"Story {i}: the harbour board approved plan number {i} "
                              f"for berth {i % 7} on a vote of {i % 5 + 3} to 2, its chair said.")  # fmt: skip
 
         def reply(
@@ -446,7 +367,7 @@ def _many(site: Site, count: int, slow_after: int, delay: float) -> None:
 
         site.routes[path] = reply
         items.append((path, f"Harbour story {i}", "Mon, 15 Apr 2024 10:00:00 GMT"))
-    site.page("/feed.xml", _rss(site, items), kind="application/rss+xml")
+    site.page("/feed.xml", rss(site, items), kind="application/rss+xml")
 
 
 def _cli_env(tmp_path: Path, tiktoken_dir: Path) -> dict[str, str]:
@@ -547,14 +468,14 @@ def test_an_entry_httpx_cannot_fetch_is_skipped_with_its_reason(
 ) -> None:
     """A redirect to ``javascript:`` and a link over 65,536 characters raised httpx.InvalidURL, which is no
     HTTPError: the poll crashed, kept its lease, and never stored the good entries beside them."""
-    site.page("/ok", _article_page(*COUNCIL))
+    site.page("/ok", article_page(*COUNCIL))
     site.routes["/trap"] = lambda _: (302, {"Location": "javascript:alert(1)"}, b"")
     long_link = f"/long?{'x' * 70_000}"
     items = [
         ("/trap", "A trap", "Mon, 15 Apr 2024 10:00:00 GMT"),
         ("/ok", COUNCIL[0], "Mon, 15 Apr 2024 10:00:00 GMT"),
     ]
-    feed = _rss(site, items).replace(
+    feed = rss(site, items).replace(
         b"<channel>", f"<channel><item><title>Long</title><link>{site.base}{long_link}</link></item>".encode()
     )
     site.page("/feed.xml", feed, kind="application/rss+xml")
@@ -649,7 +570,7 @@ def test_pages_and_feeds_are_read_in_the_charset_they_declare(
     characters), and a feed's charset given only in its HTTP header was not read (a garbled title)."""
 
     def page(title: str) -> bytes:
-        return _article_page(title, CYRILLIC).decode().encode("windows-1251")
+        return article_page(title, CYRILLIC).decode().encode("windows-1251")
 
     site.routes["/header"] = lambda _: (
         200,
@@ -663,7 +584,7 @@ def test_pages_and_feeds_are_read_in_the_charset_they_declare(
         (path, f"Новости {path[1:]}", "Mon, 15 Apr 2024 10:00:00 GMT")
         for path in ("/header", "/meta", "/guessed")
     ]
-    feed = _rss(site, items).decode().replace("Harbour Times", "Городские новости").encode("windows-1251")
+    feed = rss(site, items).decode().replace("Harbour Times", "Городские новости").encode("windows-1251")
     site.routes["/feed.xml"] = lambda _: (
         200,
         {"Content-Type": "application/rss+xml; charset=windows-1251"},
@@ -687,11 +608,11 @@ def test_feed_fields_get_the_limits_and_cleaning_of_post_articles(
 ) -> None:
     """A 200,000-character feed title was stored (POST /articles allows 1,000), with its right-to-left
     override characters."""
-    site.page("/ok", _article_page(*COUNCIL))
+    site.page("/ok", article_page(*COUNCIL))
     title = "Council \u202evote\u202c " + "long " * 40_000
     site.page(
         "/feed.xml",
-        _rss(site, [("/ok", title, "Mon, 15 Apr 2024 10:00:00 GMT")]).replace(
+        rss(site, [("/ok", title, "Mon, 15 Apr 2024 10:00:00 GMT")]).replace(
             b"Harbour Times", ("\u202e" + "Times " * 100).encode()
         ),
         kind="application/rss+xml",

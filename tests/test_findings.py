@@ -16,9 +16,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import create_app
 from api.config import Settings
-from api.keys import KeyRing
+from api.state.keys import KeyRing
+from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor, parse_record
 from index.store import IndexStore
 from rag import Answerer

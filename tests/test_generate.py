@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
 from api.config import Settings
+from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor
 from index.store import IndexStore
 from index.tokens import encoding

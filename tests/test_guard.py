@@ -13,11 +13,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import create_app
 from api.config import Settings
-from api.keys import KeyRing, normalize_origin
-from api.limits import Buckets, DailyCaps, client_address, parse_networks
 from api.logs import RequestIdFilter
+from api.state.keys import KeyRing, normalize_origin
+from api.state.limits import Buckets, DailyCaps, client_address, parse_networks
+from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
 from index.store import IndexStore

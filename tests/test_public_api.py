@@ -30,7 +30,7 @@ PUBLIC = {
     ],
 }  # fmt: skip
 BELOW = {"index": {"rag", "api", "evals"}, "rag": {"api", "evals"}, "api": {"evals"}}
-"""Packages each package must not import (api imports evals only for `rag eval`, in api/cli.py)."""
+"""Packages each package must not import (api imports evals only for `rag eval`, in api/cli/main.py)."""
 
 
 @pytest.mark.parametrize("package", list(PUBLIC), ids=lambda p: p.__name__)
@@ -42,15 +42,31 @@ def test_public_names_are_pinned(package: object) -> None:
         assert getattr(package, name) is not None
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, depth: int = 1) -> set[str]:
+    """The modules ``path`` imports, cut to their first ``depth`` dotted names."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            found |= {".".join(alias.name.split(".")[:depth]) for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module.split(".")[0])
+            found.add(".".join(node.module.split(".")[:depth]))
     return found
+
+
+API_BELOW = {"state": {"api.web", "api.cli"}, "web": {"api.cli"}}
+"""Inside api: the service's state and background work know nothing of HTTP or the command line, and the
+HTTP doors nothing of the command line (the composition root, settings, logs and metrics sit above all)."""
+
+
+@pytest.mark.parametrize("room", sorted(API_BELOW))
+def test_api_rooms_keep_to_their_concern(room: str) -> None:
+    offending = {
+        str(path.relative_to(ROOT)): sorted(banned)
+        for path in sorted((ROOT / "api" / room).rglob("*.py"))
+        if (banned := _imports(path, depth=2) & API_BELOW[room])
+    }
+    assert not offending
 
 
 @pytest.mark.parametrize("package", sorted(BELOW))
@@ -58,7 +74,7 @@ def test_no_import_climbs_back_up(package: str) -> None:
     offending = {}
     for path in sorted((ROOT / package).rglob("*.py")):
         banned = _imports(path) & BELOW[package]
-        if path == ROOT / "api" / "cli.py":
+        if path == ROOT / "api" / "cli" / "main.py":
             banned -= {"evals"}  # `rag eval` is the evaluation harness's command
         if banned:
             offending[str(path.relative_to(ROOT))] = sorted(banned)

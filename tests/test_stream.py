@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import create_app
+from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor
 from rag import ABSTAIN_TEXT, Answerer
 from tests.conftest import NEWS, SEED_ID, SEEDS, local_client, make_settings, open_local

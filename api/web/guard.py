@@ -3,7 +3,7 @@ body rule, and rate limits. Handlers behind it hold no security logic.
 
 Routes say what they need through their ``opt``: ``{"scope": "ask"}`` or ``{"scope": "admin"}``;
 routes without a scope (health, metrics, the schema) are open to everyone and never limited. A route
-with ``{"errors": "openai"}`` (the OpenAI-compatible ones, api/chat.py) gets its refusals in OpenAI's
+with ``{"errors": "openai"}`` (the OpenAI-compatible ones, api/web/chat.py) gets its refusals in OpenAI's
 error shape instead of problem details.
 
 With no active key, the service is open, which ``rag serve`` allows only on a loopback address (or
@@ -16,13 +16,11 @@ normalised form (scheme, lowercased host, default port dropped).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -31,11 +29,11 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
-from api.keys import ApiKey, KeyRing, normalize_origin
-from api.limits import Buckets, DailyCaps, Verdict, client_address
 from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
-from api.problems import openai_error
+from api.state.keys import ApiKey, normalize_origin
+from api.state.limits import Doorkeeper, Verdict, client_address
+from api.web.problems import openai_error
 from index.errors import ConfigError
 
 log = logging.getLogger("api.access")
@@ -46,23 +44,6 @@ _EXPOSED = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, 
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, Mcp-Protocol-Version"
 """What a page may send cross-origin (an MCP client in a browser sends its protocol version)."""
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-
-
-@dataclass
-class Doorkeeper:
-    """The state the guard consults; created when the index has loaded."""
-
-    keys: KeyRing
-    daily: DailyCaps
-    open_without_keys: bool
-    """Whether the service answers without a key when none is configured (loopback or --insecure)."""
-    per_address_per_minute: int
-    """Requests a minute from one client address on limited routes; 0: no limit."""
-    trusted_proxies: Networks = ()
-    allowed_hosts: frozenset[str] = frozenset()
-    """``Host`` names answered while open, beside the loopback ones (lowercase, no port)."""
-    buckets: Buckets = field(default_factory=Buckets)
 
 
 class GuardReplyError(Exception):
@@ -142,6 +123,7 @@ class Guard(ASGIMiddleware):
                 {"retry-after": "5"},
             )
         key = None if is_open else _authenticate(door, headers, needed)
+        scope.setdefault("state", {})["api_key"] = key  # whose watches a handler shows (api/web/watches.py)
         own = _own_origin(scope, headers)
         if origin:
             normalized = _normalized(origin)

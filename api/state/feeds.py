@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from api.problems import NotFoundError
+from api.config import Settings
+from api.state.errors import NotFoundError
 from index import Article, ArticleError, Ingestor, parse_record
 from index.clean import MAX_NAME_CHARS, clip, plain_line
 from index.feeds import Entry, FeedError, Parsed, article_id, parse
-from index.fetch import Fetched, Fetcher, FetchError
+from index.fetch import Fetched, Fetcher, FetchError, Limits, parse_networks
 from index.load import page_record, page_text
 from index.urls import AddressError, canonical_url
 
@@ -430,3 +432,21 @@ class Poller:
         except ArticleError as exc:
             report.skipped.append(f"{entry.url}: {exc}")
             return None
+
+
+_EVERY = re.compile(r"^(\d+)\s*([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def every_seconds(value: str) -> int:
+    match = _EVERY.match(value.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise FeedError(f"every {value!r}: give a number with s, m, h or d, such as 15m")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def fetcher(settings: Settings) -> Fetcher:
+    """The fetcher the settings describe (allowed networks, the pause between requests to one host)."""
+    service = settings.service
+    limits = Limits(host_delay_seconds=service.feeds_host_delay_seconds)
+    return Fetcher(parse_networks(",".join(service.feeds_allow_networks)), limits)

@@ -1,4 +1,4 @@
-"""`rag`: the command line. ingest, delete, ask, serve, keys, model, feeds (and eval, from evals/)."""
+"""`rag`: the command line. ingest, delete, ask, serve, keys, model, feeds, watch (and eval, from evals/)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from api.cli.feeds import add_feeds_command
+from api.cli.watches import add_watch_command
 from api.config import DEFAULT_RATE_PER_ADDRESS, Settings
-from api.feeds_cli import add_feeds_command
-from api.keys import SCOPES
 from api.logs import SafeFormatter
+from api.state.keys import SCOPES
 from index.config import DEFAULT_SHARDS, ClusterSettings
 from index.errors import RagError
 
@@ -126,6 +127,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     _keys_command(commands)
     _model_command(commands)
     add_feeds_command(commands)
+    add_watch_command(commands)
     if with_eval:
         from evals.cli import add_eval_command
 
@@ -258,7 +260,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     import msgspec
 
     from api.root import build_answerer
-    from api.schemas import answer_out
+    from api.web.schemas import answer_out
     from rag import Filters
 
     answerer = build_answerer(_with_model(settings, args))
@@ -280,8 +282,8 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _mcp(settings: Settings, args: argparse.Namespace) -> int:
-    from api.mcp_server import run_stdio
     from api.root import build_answerer
+    from api.web.mcp_server import run_stdio
 
     answerer = build_answerer(_with_model(settings, args))  # before the first message: ready when asked
     answerer.index.watch()  # articles another process writes are found while this one runs
@@ -342,8 +344,8 @@ def _is_loopback(host: str) -> bool:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
     from api.root import build_answerer, open_keys
+    from api.web.app import create_app
     from index.embed import core_count, set_threads
     from rag import Answerer
 
@@ -382,7 +384,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
-    # client address the per-address limit counts; only --trusted-proxy decides that (api/limits.py).
+    # client address the per-address limit counts; only --trusted-proxy decides that (api/state/limits.py).
     config = uvicorn.Config(
         app,
         host=args.host,

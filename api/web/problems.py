@@ -11,8 +11,9 @@ from litestar import Request, Response
 from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
 
-from api.jobs import QueueFullError
-from api.schemas import ProblemOut
+from api.state.errors import NotFoundError, WebhookRefusedError
+from api.state.jobs import QueueFullError
+from api.web.schemas import ProblemOut
 from index.errors import (
     ArticleError,
     ArticleNotFoundError,
@@ -30,7 +31,7 @@ _REASONS = {
     400: "Malformed JSON, a field out of range, or an invalid question",
     401: "No API key, or an unknown or revoked one (keys are configured)",
     403: "The key's scope does not cover this route, or the request's Origin is not allowed",
-    404: "No such article, job, feed or model",
+    404: "No such article, job, feed, watch or model",
     413: "The request body is over the size limit",
     415: "A request body that is not application/json",
     422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
@@ -88,10 +89,6 @@ def _responses(body: type[msgspec.Struct], media: str, statuses: tuple[int, ...]
     }
 
 
-class NotFoundError(RagError):
-    """No such job."""
-
-
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
     return _responses(ProblemOut, "application/problem+json", statuses)
 
@@ -101,6 +98,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (ArticleNotFoundError, 404, "Article not found"),
     (NotFoundError, 404, "Not found"),
     (ArticleError, 422, "Article rejected"),
+    (WebhookRefusedError, 422, "Webhook refused"),
     (FeedError, 422, "Feed refused"),
     (FetchError, 422, "Feed refused"),
     (IndexNotReadyError, 503, "Index not ready"),

@@ -35,9 +35,9 @@ from litestar.params import Body, FromPath
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.openapi import ChatOperation
-from api.problems import log, openai_error, openai_errors, to_problem
-from api.service import Service, service_of
+from api.state.service import Service, service_of
+from api.web.openapi import ChatOperation
+from api.web.problems import log, openai_error, openai_errors, to_problem
 from index.errors import QuestionError, RagError
 from index.tokens import encoding
 from rag import Answer, Answerer, Citation

@@ -1,21 +1,15 @@
-"""`rag feeds add | list | remove | poll`: the feeds the service follows (api/feeds.py)."""
+"""`rag feeds add | list | remove | poll`: the feeds the service follows (api/state/feeds.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from urllib.parse import urlsplit
 
 from api.config import Settings
-from api.feeds import FeedRegistry, Poller, PollReport, detect
-from index.feeds import FeedError
-from index.fetch import Fetcher, Limits, parse_networks
-
-_EVERY = re.compile(r"^(\d+)\s*([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+from api.state.feeds import FeedRegistry, Poller, PollReport, detect, every_seconds, fetcher
 
 
 def add_feeds_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,20 +29,6 @@ def add_feeds_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     poll = actions.add_parser("poll", help="poll the feeds that are due now, or the ones named")
     poll.add_argument("feeds", nargs="*", metavar="ID|URL")
     poll.set_defaults(run=_poll)
-
-
-def every_seconds(value: str) -> int:
-    match = _EVERY.match(value.strip().lower())
-    if not match or int(match.group(1)) <= 0:
-        raise FeedError(f"every {value!r}: give a number with s, m, h or d, such as 15m")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def fetcher(settings: Settings) -> Fetcher:
-    """The fetcher the settings describe (allowed networks, the pause between requests to one host)."""
-    service = settings.service
-    limits = Limits(host_delay_seconds=service.feeds_host_delay_seconds)
-    return Fetcher(parse_networks(",".join(service.feeds_allow_networks)), limits)
 
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """The running service's parts, loaded in the background at start-up so that /health can say "not
-ready" meanwhile: the Answerer, the Ingestor, background jobs, the feed worker and the guard's Doorkeeper."""
+ready" meanwhile: the Answerer, the Ingestor, background jobs, the feed worker, the watches and their
+alert worker, and the guard's Doorkeeper."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from typing import Any
 from litestar import Request
 
 from api.config import Settings
-from api.feed_service import FeedWorker
-from api.feeds import FeedRegistry, Poller
-from api.feeds_cli import fetcher as feed_fetcher
-from api.guard import Doorkeeper
-from api.jobs import IngestJobs
-from api.limits import DailyCaps, parse_networks
 from api.root import build_ingestor, open_keys
+from api.state.alerts import AlertWorker
+from api.state.feed_worker import FeedWorker
+from api.state.feeds import FeedRegistry, Poller
+from api.state.feeds import fetcher as feed_fetcher
+from api.state.jobs import IngestJobs
+from api.state.limits import DailyCaps, Doorkeeper, parse_networks
+from api.state.matching import Render, WatchMatcher
+from api.state.watches import WatchStore
 from index import Ingestor
 from index.errors import ConfigError, IndexNotReadyError, RagError
 from rag import Answerer
@@ -44,6 +47,10 @@ class Service:
     jobs: IngestJobs | None = None
     feeds: FeedWorker | None = None
     door: Doorkeeper | None = None
+    watches: WatchStore | None = None
+    alerts: AlertWorker | None = None
+    render: Render | None = None
+    """How an answer is written in an alert: as ``/ask`` gives it (the app passes its own)."""
     error: str | None = None
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     """How long a stream may stay silent before a ``: keepalive`` comment is sent."""
@@ -62,13 +69,36 @@ class Service:
                 raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
             # A job commits about one request budget of text at a time, so its progress moves as it goes.
             budget = service.ingest_sync_chars
+
+            def batch_done(done: Callable[[int], None]) -> Callable[[int], None]:
+                def told(count: int) -> None:
+                    done(count)
+                    self.committed()
+
+                return told
+
             self.jobs = IngestJobs(
-                lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget)
+                lambda items, done: ingestor.ingest(
+                    items, progress=False, on_batch=batch_done(done), batch_chars=budget
+                )
             )
             self.feeds = FeedWorker(
                 Poller(FeedRegistry(service.state_path), feed_fetcher(self.settings), ingestor),
                 service.feeds_check_seconds,
+                after_poll=self.committed,
             )
+            self.watches = WatchStore(service.state_path)
+            if self.render is not None:
+                matcher = WatchMatcher(
+                    WatchStore(service.state_path), answerer, self.render, service.watch_near
+                )
+                self.alerts = AlertWorker(
+                    matcher,
+                    feed_fetcher(self.settings),
+                    service.watch_check_seconds,
+                    service.webhook_retry_seconds,
+                    service.webhook_tries,
+                )
             self.ingestor = ingestor
             self.answerer = answerer
             self.door = Doorkeeper(
@@ -96,7 +126,16 @@ class Service:
             raise IndexNotReadyError("the index is still loading; retry in a few seconds")
         return self.answerer, self.ingestor
 
+    def committed(self) -> None:
+        """Articles were committed in this process: the watches are checked soon."""
+        if self.alerts is not None:
+            self.alerts.committed()
+
     def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.close()
+        if self.watches is not None:
+            self.watches.close()
         if self.feeds is not None:
             self.feeds.close()
         if self.jobs is not None:

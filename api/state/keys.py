@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 from index.errors import ConfigError, IndexCorruptError
 from index.store.markers import KEYS_MARKER, mark, marked, refuse_lost
 
-SCOPES = ("ask", "admin")
+SCOPES = ("ask", "watch", "admin")
+_COVERS = {"ask": {"ask"}, "watch": {"ask", "watch"}}
 TOKEN_PREFIX = "nqa_"  # noqa: S105 - a marker that makes leaked keys easy to search for, not a secret
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _SCHEMA = """
@@ -45,7 +46,8 @@ class ApiKey:
 
     name: str
     scope: str
-    """``ask``: questions, search, reading articles. ``admin``: all of that, and adding and deleting."""
+    """``ask``: questions, search, reading articles. ``watch``: that, and standing questions (its own).
+    ``admin``: all of that, every key's watches, and adding and deleting."""
     origins: tuple[str, ...]
     """Web pages (``scheme://host[:port]``) allowed to use the key from a browser; empty: none."""
     per_minute: int | None
@@ -56,7 +58,7 @@ class ApiKey:
     """The token's first characters, to tell keys apart in listings."""
 
     def allows(self, scope: str) -> bool:
-        return self.scope in {"admin", scope}
+        return self.scope == "admin" or scope in _COVERS.get(self.scope, ())
 
 
 def normalize_origin(value: str) -> str:
@@ -109,7 +111,7 @@ class KeyRing:
 
     @staticmethod
     def adopt(path: Path, keys: Sequence[Sequence[object]], usage: Sequence[Sequence[object]]) -> None:
-        """Store key and usage rows copied from an older layout's file (api/layout.py); idempotent."""
+        """Store key and usage rows copied from an older layout's file (api/state/layout.py); idempotent."""
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
             db.executescript(_SCHEMA)
             db.execute("BEGIN IMMEDIATE")

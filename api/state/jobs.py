@@ -17,7 +17,7 @@ from api.metrics import INGEST_JOBS, INGEST_QUEUED
 from index import ArticleError, IngestReport
 from index.records import Article
 
-log = logging.getLogger("api.jobs")
+log = logging.getLogger("api.state.jobs")
 DEFAULT_MAX_WAITING = 8
 _KEEP_FINISHED = 200
 

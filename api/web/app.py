@@ -1,6 +1,6 @@
 """The HTTP face of the service (Litestar). No retrieval logic here: requests go to rag and index.
 
-Every request passes the guard (api/guard.py: request id, keys, origins, JSON bodies, limits) before a
+Every request passes the guard (api/web/guard.py: request id, keys, origins, JSON bodies, limits) before a
 handler runs. Handlers answer from one snapshot of the index; writes publish a new one.
 """
 
@@ -34,18 +34,20 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.chat import CHAT_ROUTES, ROUTING_HANDLERS
 from api.config import Settings
-from api.feed_service import ROUTES as FEED_ROUTES
-from api.guard import Guard
-from api.jobs import QueueFullError
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
-from api.mcp_server import build_mcp, mcp_mount
 from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
-from api.openapi import ArticlesOperation, StrictStructSchemaPlugin
-from api.problems import NotFoundError, internal_error, problems, to_problem
 from api.root import build_answerer
-from api.schemas import (
+from api.state.errors import NotFoundError
+from api.state.jobs import QueueFullError
+from api.state.service import DEFAULT_HEARTBEAT_SECONDS, Service, service_of
+from api.web.chat import CHAT_ROUTES, ROUTING_HANDLERS
+from api.web.feeds import ROUTES as FEED_ROUTES
+from api.web.guard import Guard
+from api.web.mcp_server import build_mcp, mcp_mount
+from api.web.openapi import ArticlesOperation, StrictStructSchemaPlugin
+from api.web.problems import internal_error, problems, to_problem
+from api.web.schemas import (
     MAX_ARTICLES_PER_REQUEST,
     AnswerOut,
     ArticleOut,
@@ -61,8 +63,9 @@ from api.schemas import (
     ingest_out,
     job_out,
     passage_out,
+    render_answer,
 )
-from api.service import DEFAULT_HEARTBEAT_SECONDS, Service, service_of
+from api.web.watches import ROUTES as WATCH_ROUTES
 from index import ArticleError, parse_record
 from index.clean import VISIBLE
 from index.errors import (
@@ -268,6 +271,7 @@ def post_articles(
         out = job_out(job)
         return Response(out, status_code=202, headers={"Location": out.url})
     report = ingestor.ingest(items, progress=False)
+    service.committed()
     return Response(ingest_out(report), status_code=200)
 
 
@@ -337,7 +341,7 @@ _WIDGET = Path(__file__).with_name("widget")
 
 @get("/widget.js", sync_to_thread=False, include_in_schema=False)
 def widget_js() -> Response[bytes]:
-    """The chat widget: one file, no build step (api/widget/widget.js)."""
+    """The chat widget: one file, no build step (api/web/widget/widget.js)."""
     return Response(
         (_WIDGET / "widget.js").read_bytes(),
         media_type="text/javascript; charset=utf-8",
@@ -376,7 +380,7 @@ def create_app(
     """The Litestar app. The index loads on start-up (in a thread when ``background``) and every route
     answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops).
     ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure)."""
-    service = Service(settings, open_without_keys, heartbeat_seconds=heartbeat_seconds)
+    service = Service(settings, open_without_keys, heartbeat_seconds=heartbeat_seconds, render=render_answer)
     mcp_endpoint, mcp_lifespan = mcp_mount(build_mcp(lambda: service.require()[0]))
 
     def start() -> None:
@@ -418,6 +422,7 @@ def create_app(
             widget_js,
             demo_page,
             *FEED_ROUTES,
+            *WATCH_ROUTES,
             *CHAT_ROUTES,
             mcp_endpoint,
         ],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from api.jobs import Job
+from api.state.jobs import Job
 from index.clean import MAX_AUTHORS, MAX_NAME_CHARS, MAX_TITLE_CHARS, VISIBLE
 from index.dates import DATE_PATTERN
 from index.records import ID_PATTERN, Article, IngestReport
@@ -290,6 +290,12 @@ def passage_out(h: Hit) -> PassageOut:
         also_reported=[CopyOut(c.id, c.headline, c.source, c.url, c.published_at) for c in h.also_reported],
         headline_only=a.headline_only,
     )
+
+
+def render_answer(answer: Answer) -> dict[str, Any]:
+    """An answer as /ask gives it, as JSON values (what an alert carries)."""
+    rendered: dict[str, Any] = msgspec.to_builtins(answer_out(answer))
+    return rendered
 
 
 def answer_out(answer: Answer) -> AnswerOut:

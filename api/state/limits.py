@@ -13,14 +13,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from api.keys import ApiKey, KeyRing
+from api.state.keys import ApiKey, KeyRing
 
-log = logging.getLogger("api.limits")
+log = logging.getLogger("api.state.limits")
 _MAX_BUCKETS = 100_000
 _SAVE_EVERY_SECONDS = 5.0
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
 @dataclass(frozen=True)
@@ -159,3 +160,19 @@ def _is_trusted(address: str, trusted: Sequence[ipaddress.IPv4Network | ipaddres
 def parse_networks(values: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """``["10.0.0.0/8", "127.0.0.1"]`` as networks; raises ValueError on a bad one."""
     return [ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip()]
+
+
+@dataclass
+class Doorkeeper:
+    """The state the guard consults; created when the index has loaded."""
+
+    keys: KeyRing
+    daily: DailyCaps
+    open_without_keys: bool
+    """Whether the service answers without a key when none is configured (loopback or --insecure)."""
+    per_address_per_minute: int
+    """Requests a minute from one client address on limited routes; 0: no limit."""
+    trusted_proxies: Networks = ()
+    allowed_hosts: frozenset[str] = frozenset()
+    """``Host`` names answered while open, beside the loopback ones (lowercase, no port)."""
+    buckets: Buckets = field(default_factory=Buckets)

@@ -10,7 +10,7 @@ from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugi
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from api.schemas import MAX_ARTICLES_PER_REQUEST
+from api.web.schemas import MAX_ARTICLES_PER_REQUEST
 
 
 class StrictStructSchemaPlugin(StructSchemaPlugin):

@@ -29,7 +29,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from api.problems import to_problem
+from api.web.problems import to_problem
 from index.errors import ArticleNotFoundError, RagError
 from index.records import ID_PATTERN
 from rag import Answerer, Citation, Filters, Hit
@@ -242,7 +242,7 @@ def build_mcp(answerer_of: Callable[[], Answerer]) -> MCPServer:
 
 def mcp_mount(server: MCPServer) -> tuple[Any, Callable[[Any], contextlib.AbstractAsyncContextManager[None]]]:
     """The ``/mcp`` route of the Litestar app (Streamable HTTP, stateless, JSON responses) and the
-    lifespan that runs its session manager. Host and origin checks are the guard's (api/guard.py), so
+    lifespan that runs its session manager. Host and origin checks are the guard's (api/web/guard.py), so
     the SDK's own DNS-rebinding check is off."""
     server.streamable_http_app(
         stateless_http=True,

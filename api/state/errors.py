@@ -1,0 +1,13 @@
+"""Errors of the service's own state, which api/web/problems.py turns into HTTP answers."""
+
+from __future__ import annotations
+
+from index.errors import RagError
+
+
+class NotFoundError(RagError):
+    """No such job, feed or watch."""
+
+
+class WebhookRefusedError(RagError):
+    """A webhook address the service will not post to (not http(s), or outside the fetcher's rules)."""

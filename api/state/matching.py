@@ -1,0 +1,187 @@
+"""Which new articles answer which standing questions.
+
+After a commit, the chunks above the stored cursor are the news: their articles (new, or changed: an
+unchanged re-ingest writes no chunk) are checked in the order they were written. The cost follows the
+news, not watches times corpus: every watch's question vector sits in one matrix, so one product with
+an article's chunk vectors scores it against every watch at once; only the watches whose question comes
+near one of its chunks (cosine at least ``near``; the ``shortlist`` best) are read. For those, the
+composer reads the article's sentences with the trained reader (rag/reader.py) and quotes what it says
+answers; the watch fires when the reader's probability reaches the watch's ``min_confidence``. Its alert
+is the answer as ``/ask`` gives it, from that article, for that story (api/state/watches.py keeps one
+alert per watch and story).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from api.state.watches import Alert, Found, WatchStore
+from index.errors import QuestionError
+from index.store.protocols import IndexReader
+from rag import Answerer
+from rag.records import Answer, Hit, Question
+
+log = logging.getLogger("api.state.matching")
+DEFAULT_NEAR = 0.3
+"""The cosine between a watch's question and one of an article's chunks at which the article is read
+for it (chosen on the replay's tune half, benchmarks/watches.py)."""
+DEFAULT_SHORTLIST = 8
+"""At most this many watches read one article (the nearest)."""
+
+Render = Callable[[Answer], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Watches:
+    """Every watch, as one matrix of question vectors and the arrays the shortlist filters on."""
+
+    version: int
+    ids: list[str]
+    questions: list[str]
+    sources: list[frozenset[str]]
+    min_confidence: npt.NDArray[np.float64]
+    after: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
+
+
+class WatchMatcher:
+    """Checks committed articles against the watches; one per process that checks (thread-safe enough
+    for one checking thread: `rag serve`'s alert worker, or `rag watch check`)."""
+
+    def __init__(
+        self,
+        store: WatchStore,
+        answerer: Answerer,
+        render: Render,
+        near: float = DEFAULT_NEAR,
+        shortlist: int = DEFAULT_SHORTLIST,
+    ) -> None:
+        self.store = store
+        self.answerer = answerer
+        self.render = render
+        self.near = near
+        self.shortlist = shortlist
+        self._watches: _Watches | None = None
+        self._questions: dict[tuple[str, date | None], Question] = {}
+        self.reads = 0
+        """Watch-article pairs read so far (the shortlist's survivors)."""
+
+    def check(self, as_of: date | None = None) -> list[Alert]:
+        """Check what was committed since the last check, store the alerts it earns (and the cursor) and
+        return them. The first check only sets the cursor: watches are told of news, not of the past.
+        ``as_of``: the day the watches' questions are asked on (default today)."""
+        reader = self.answerer.index.reader()
+        start = self.store.cursor()
+        ids = reader.chunk_ids()
+        top = int(ids.max()) if ids.size else 0
+        if start is None or top < start:  # the first check, or an index rebuilt from nothing
+            self.store.advance(start, top, [])
+            return []
+        if top == start:
+            return []
+        found = self.match(reader, ids[ids > start], as_of)
+        stored = self.store.advance(start, top, found)
+        return stored or []
+
+    def match(self, reader: IndexReader, chunk_ids: npt.NDArray[np.int64], as_of: date | None) -> list[Found]:
+        """What the articles of ``chunk_ids`` answer, watch by watch."""
+        watches = self._current()
+        if not watches.ids:
+            return []
+        entries = reader.entries_of([int(i) for i in np.sort(chunk_ids)])
+        seen: set[str] = set()
+        found: list[Found] = []
+        for entry in entries:
+            if entry is None or entry.article_id in seen:
+                continue
+            seen.add(entry.article_id)
+            chunks = np.asarray(entry.chunk_ids, dtype=np.int64)
+            sims = reader.vectors(chunks) @ watches.vectors.T  # (chunks, watches)
+            best = sims.max(axis=0)
+            eligible = (best >= self.near) & (watches.after < int(chunks.max()))
+            source = (entry.source or "").lower()
+            for w in np.flatnonzero(eligible):
+                if watches.sources[w] and source not in watches.sources[w]:
+                    eligible[w] = False
+            chosen = [w for w in np.argsort(-best) if eligible[w]][: self.shortlist]
+            if not chosen:
+                continue
+            passages = reader.passages([int(c) for c in chunks])
+            for w in chosen:
+                question = self._question(watches.ids[w], watches.questions[w], as_of)
+                if question is None:
+                    continue
+                order = np.argsort(-sims[:, w])
+                hits = [
+                    Hit(rank, float(sims[i, w]), passages[i][0], passages[i][1], float(sims[i, w]))
+                    for rank, i in enumerate(order, start=1)
+                    if i < len(passages)
+                ]
+                if not hits:
+                    continue
+                self.reads += 1
+                answer, confidence = self.answerer.answer_from(question, watches.vectors[w], hits, reader)
+                if confidence >= watches.min_confidence[w] and answer.citations:
+                    found.append(
+                        Found(watches.ids[w], entry.story, entry.article_id, self.render(answer), confidence)
+                    )
+        return found
+
+    def _question(self, watch_id: str, text: str, as_of: date | None) -> Question | None:
+        key = (watch_id, as_of)
+        question = self._questions.get(key)
+        if question is None:
+            try:
+                question = self.answerer.question(text, as_of=as_of)
+            except QuestionError as exc:  # made valid; only a changed limit can refuse it now
+                log.warning("watch %s cannot be asked: %s", watch_id, exc)
+                return None
+            if len(self._questions) > 50_000:
+                self._questions.clear()
+            self._questions[key] = question
+        return question
+
+    def _current(self) -> _Watches:
+        """The watches, read again when one was added or removed (in any process)."""
+        version = self.store.version()
+        if self._watches is not None and self._watches.version == version:
+            return self._watches
+        rows = self.store.questions()
+        dimension = self.answerer.embedder.dimension
+        vectors = np.zeros((len(rows), dimension), dtype=np.float32)
+        missing: list[int] = []
+        for i, row in enumerate(rows):
+            blob = row[5]
+            if blob is not None and len(blob) == dimension * 4:
+                vectors[i] = np.frombuffer(blob, dtype=np.float32)
+            else:
+                missing.append(i)
+        if missing:
+            texts = [self._searched(rows[i][1]) for i in missing]
+            made = self.answerer.embedder.embed(texts)
+            for i, vector in zip(missing, made, strict=True):
+                vectors[i] = vector
+            self.store.save_vectors({rows[i][0]: vectors[i] for i in missing})
+        self._watches = _Watches(
+            version,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [frozenset(s.lower() for s in r[2]) for r in rows],
+            np.array([r[3] for r in rows], dtype=np.float64),
+            np.array([r[4] for r in rows], dtype=np.int64),
+            vectors,
+        )
+        return self._watches
+
+    def _searched(self, text: str) -> str:
+        try:
+            return self.answerer.question(text).searched
+        except QuestionError:
+            return text

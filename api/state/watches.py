@@ -1,0 +1,470 @@
+"""Standing questions ("watches") and their alerts, kept in the service's own SQLite file
+(``service.sqlite``, beside the index) with the keys and the feeds.
+
+A watch is a question someone wants answered when the news answers it: its owner (the key that made
+it; none while the service runs without keys), the outlets it reads (any when empty), the reader's
+confidence it needs, and optionally a webhook. Its Atom feed is read with a secret token in the address;
+only the token's SHA-256 is kept, so the feed can be revoked or given a new address.
+
+An alert is one cited answer (as ``/ask`` gives it) from one story, numbered per watch. A watch is told
+of a story once: ``UNIQUE (watch_id, story)`` turns a copy or a re-ingest of an alerted story into
+nothing. An alert for a watch with a webhook gets a row in the outbox in the same transaction, so an
+alert stored is an alert delivered, after a crash too (api/state/alerts.py delivers it).
+
+The matcher (api/state/matching.py) checks the chunks committed after a cursor kept here; it advances
+the cursor and stores its alerts in one transaction, and only when the cursor is still where it started,
+so two processes checking at once store each alert once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from api.state.errors import NotFoundError
+from index.errors import ConfigError
+from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
+
+DEFAULT_MIN_CONFIDENCE = 0.5
+"""The reader's probability a watch needs by default (chosen on the replay's tune half:
+benchmarks/watches.py)."""
+MAX_WATCH_SOURCES = 20
+FEED_TOKEN_PREFIX = "wft_"  # noqa: S105 - a marker for feed tokens, not a secret
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks secret prefix, not a secret
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watches (
+    id TEXT PRIMARY KEY, owner TEXT, question TEXT NOT NULL, sources TEXT NOT NULL, webhook TEXT,
+    webhook_secret TEXT, min_confidence REAL NOT NULL, feed_token_hash TEXT, vector BLOB,
+    after_chunk INTEGER NOT NULL, created_at TEXT NOT NULL, failing TEXT, alerts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS watch_alerts (
+    id TEXT PRIMARY KEY, watch_id TEXT NOT NULL, seq INTEGER NOT NULL, story TEXT NOT NULL,
+    article_id TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL,
+    UNIQUE (watch_id, story), UNIQUE (watch_id, seq)
+);
+CREATE TABLE IF NOT EXISTS watch_outbox (
+    alert_id TEXT PRIMARY KEY, watch_id TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, last_error TEXT, delivered_at TEXT, given_up INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS watch_outbox_due ON watch_outbox (next_at) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS watch_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+_WATCH_COLUMNS = (
+    "id, owner, question, sources, webhook, min_confidence, after_chunk, created_at, failing, alerts, "
+    "feed_token_hash IS NOT NULL"
+)
+
+
+class WatchNotFoundError(NotFoundError):
+    """No such watch (or not one the caller's key may see)."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One standing question as stored (never its feed token; its webhook secret only where asked)."""
+
+    id: str
+    owner: str | None
+    question: str
+    sources: tuple[str, ...]
+    webhook: str | None
+    min_confidence: float
+    after_chunk: int
+    """Chunks above this id are news to the watch (the matcher's cursor when it was made)."""
+    created_at: str
+    failing: str | None
+    """Why its webhook stopped being tried; None while deliveries work."""
+    alerts: int
+    has_feed: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "question": self.question,
+            "sources": list(self.sources),
+            "webhook": self.webhook,
+            "min_confidence": self.min_confidence,
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "alerts": self.alerts,
+            "failing": self.failing,
+            "feed": self.has_feed,
+        }
+
+
+@dataclass(frozen=True)
+class Made:
+    """A new watch with the secrets shown this once: its feed token and its webhook secret."""
+
+    watch: Watch
+    feed_token: str
+    webhook_secret: str | None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: the watch, its number, the story, and the body every channel sends (JSON)."""
+
+    id: str
+    watch_id: str
+    seq: int
+    story: str
+    article_id: str
+    created_at: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the matcher found for a watch, before it is numbered and stored."""
+
+    watch_id: str
+    story: str
+    article_id: str
+    answer: dict[str, Any]
+    """The cited answer as ``/ask`` gives it."""
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One alert due for its webhook."""
+
+    alert_id: str
+    watch_id: str
+    attempts: int
+    url: str
+    secret: str
+    body: str
+
+
+def hash_secret(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class WatchStore:
+    """The watch, alert and outbox tables of ``service.sqlite``; safe for several threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"the watch tables cannot be opened ({exc})") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- watches ------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        question: str,
+        owner: str | None,
+        sources: Sequence[str] = (),
+        webhook: str | None = None,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    ) -> Made:
+        """A new watch, news to it from the matcher's cursor on."""
+        if not question.strip() or len(question) > MAX_QUESTION_CHARS:
+            raise ConfigError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
+        if not 0.0 < min_confidence <= 1.0:
+            raise ConfigError("min_confidence is a probability above 0 and at most 1")
+        if len(sources) > MAX_WATCH_SOURCES:
+            raise ConfigError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
+        watch_id = "w_" + uuid.uuid4().hex[:16]
+        token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
+        secret = WEBHOOK_SECRET_PREFIX + _b64(secrets.token_bytes(24)) if webhook else None
+        with self._writing():
+            after = self._state("cursor")
+            self._db.execute(
+                "INSERT INTO watches (id, owner, question, sources, webhook, webhook_secret, min_confidence,"
+                " feed_token_hash, after_chunk, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    watch_id,
+                    owner,
+                    question,
+                    json.dumps(sorted({s.strip() for s in sources if s.strip()})),
+                    webhook,
+                    secret,
+                    float(min_confidence),
+                    hash_secret(token),
+                    -1 if after is None else after,
+                    _now(),
+                ),
+            )
+            self._bump("version")
+        return Made(self.get(watch_id), token, secret)
+
+    def watches(self, owner: str | None = None, everyone: bool = False) -> list[Watch]:
+        """The watches of ``owner`` (every watch when ``everyone``), oldest first."""
+        with self._lock:
+            if everyone:
+                rows = self._db.execute(f"SELECT {_WATCH_COLUMNS} FROM watches ORDER BY created_at, id")
+            else:
+                rows = self._db.execute(
+                    f"SELECT {_WATCH_COLUMNS} FROM watches WHERE owner IS ? ORDER BY created_at, id",
+                    (owner,),
+                )
+            return [_watch(row) for row in rows.fetchall()]
+
+    def get(self, watch_id: str, owner: str | None = None, everyone: bool = True) -> Watch:
+        """One watch; WatchNotFoundError when there is none, or when it is not ``owner``'s."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ?", (watch_id,)
+            ).fetchone()
+        if row is None or (not everyone and row[1] != owner):
+            raise WatchNotFoundError(f"no watch {watch_id!r}")
+        return _watch(row)
+
+    def remove(self, watch_id: str, owner: str | None = None, everyone: bool = True) -> Watch:
+        """Remove a watch with its alerts and undelivered webhooks."""
+        watch = self.get(watch_id, owner, everyone)
+        with self._writing():
+            self._db.execute("DELETE FROM watch_outbox WHERE watch_id = ?", (watch_id,))
+            self._db.execute("DELETE FROM watch_alerts WHERE watch_id = ?", (watch_id,))
+            self._db.execute("DELETE FROM watches WHERE id = ?", (watch_id,))
+            self._bump("version")
+        return watch
+
+    def new_feed_token(self, watch_id: str, owner: str | None = None, everyone: bool = True) -> str:
+        """A new feed address for the watch; the old one stops working."""
+        self.get(watch_id, owner, everyone)
+        token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
+        with self._writing():
+            self._db.execute(
+                "UPDATE watches SET feed_token_hash = ? WHERE id = ?", (hash_secret(token), watch_id)
+            )
+        return token
+
+    def revoke_feed(self, watch_id: str, owner: str | None = None, everyone: bool = True) -> None:
+        """The watch's feed address stops working (until a new one is made)."""
+        self.get(watch_id, owner, everyone)
+        with self._writing():
+            self._db.execute("UPDATE watches SET feed_token_hash = NULL WHERE id = ?", (watch_id,))
+
+    def feed_watch(self, watch_id: str, token: str) -> Watch:
+        """The watch whose feed ``token`` opens; WatchNotFoundError otherwise (the same for a wrong token,
+        a revoked one and an unknown watch, so the answer tells nothing)."""
+        with self._lock:
+            row = self._db.execute("SELECT feed_token_hash FROM watches WHERE id = ?", (watch_id,)).fetchone()
+        stored = row[0] if row else None
+        if stored is None or not secrets.compare_digest(str(stored), hash_secret(token)):
+            raise WatchNotFoundError(f"no watch feed {watch_id!r} with this token")
+        return self.get(watch_id)
+
+    def version(self) -> int:
+        """Bumped by every watch added or removed, in any process."""
+        with self._lock:
+            return self._state("version") or 0
+
+    def questions(self) -> list[tuple[str, str, tuple[str, ...], float, int, bytes | None]]:
+        """Every watch as the matcher needs it: id, question, sources, min_confidence, after_chunk, vector."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, question, sources, min_confidence, after_chunk, vector FROM watches ORDER BY id"
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), tuple(json.loads(r[2])), float(r[3]), int(r[4]), r[5]) for r in rows]
+
+    def save_vectors(self, vectors: dict[str, npt.NDArray[np.float32]]) -> None:
+        """Keep the question vectors the matcher computed, so the next start need not embed them again."""
+        if not vectors:
+            return
+        with self._writing():
+            self._db.executemany(
+                "UPDATE watches SET vector = ? WHERE id = ?",
+                [(np.asarray(v, dtype=np.float32).tobytes(), watch_id) for watch_id, v in vectors.items()],
+            )
+
+    # --- the matcher's cursor and its alerts ---------------------------------------------------------
+
+    def cursor(self) -> int | None:
+        """The largest chunk id checked so far; None before the first check."""
+        with self._lock:
+            return self._state("cursor")
+
+    def advance(self, start: int | None, end: int, found: Sequence[Found]) -> list[Alert] | None:
+        """Store ``found`` (one alert per watch and story; others are dropped) and move the cursor from
+        ``start`` to ``end``, in one transaction; None when another process moved the cursor first
+        (what it found was stored by it)."""
+        stored: list[Alert] = []
+        now = _now()
+        with self._writing():
+            if self._state("cursor") != start:
+                return None
+            self._set("cursor", end)
+            for item in found:
+                row = self._db.execute(
+                    "SELECT alerts, webhook FROM watches WHERE id = ?", (item.watch_id,)
+                ).fetchone()
+                if row is None:  # removed meanwhile
+                    continue
+                seen = self._db.execute(
+                    "SELECT 1 FROM watch_alerts WHERE watch_id = ? AND story = ?", (item.watch_id, item.story)
+                ).fetchone()
+                if seen:
+                    continue
+                seq = int(row[0]) + 1
+                alert_id = "al_" + uuid.uuid4().hex[:20]
+                body = {
+                    "id": alert_id,
+                    "watch_id": item.watch_id,
+                    "seq": seq,
+                    "created_at": now,
+                    "article_id": item.article_id,
+                    "confidence": round(item.confidence, 4),
+                    **item.answer,
+                }
+                self._db.execute(
+                    "INSERT INTO watch_alerts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (alert_id, item.watch_id, seq, item.story, item.article_id, now, json.dumps(body)),
+                )
+                self._db.execute("UPDATE watches SET alerts = ? WHERE id = ?", (seq, item.watch_id))
+                if row[1]:
+                    self._db.execute(
+                        "INSERT INTO watch_outbox (alert_id, watch_id, next_at) VALUES (?, ?, ?)",
+                        (alert_id, item.watch_id, time.time()),
+                    )
+                stored.append(Alert(alert_id, item.watch_id, seq, item.story, item.article_id, now, body))
+        return stored
+
+    def alerts(
+        self, watch_id: str, after_seq: int = 0, before_seq: int | None = None, limit: int = 20
+    ) -> list[Alert]:
+        """The watch's alerts numbered above ``after_seq`` (and below ``before_seq``), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, watch_id, seq, story, article_id, created_at, body FROM watch_alerts "
+                "WHERE watch_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (watch_id, after_seq, before_seq if before_seq is not None else 2**62, limit),
+            ).fetchall()
+        return [Alert(r[0], r[1], int(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    # --- the outbox ---------------------------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 20) -> list[Delivery]:
+        """Webhook deliveries due by ``now``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT o.alert_id, o.watch_id, o.attempts, w.webhook, w.webhook_secret, a.body "
+                "FROM watch_outbox o JOIN watches w ON w.id = o.watch_id "
+                "JOIN watch_alerts a ON a.id = o.alert_id "
+                "WHERE o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? "
+                "ORDER BY o.next_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Delivery(r[0], r[1], int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows if r[3]]
+
+    def next_due(self) -> float | None:
+        """When the next delivery is due (a time.time() value), or None when none waits."""
+        with self._lock:
+            (at,) = self._db.execute(
+                "SELECT min(next_at) FROM watch_outbox WHERE delivered_at IS NULL AND given_up = 0"
+            ).fetchone()
+        return None if at is None else float(at)
+
+    def delivered(self, alert_id: str, watch_id: str) -> None:
+        with self._writing():
+            self._db.execute(
+                "UPDATE watch_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
+                "WHERE alert_id = ?",
+                (_now(), alert_id),
+            )
+            self._db.execute("UPDATE watches SET failing = NULL WHERE id = ?", (watch_id,))
+
+    def failed(self, delivery: Delivery, error: str, retry_at: float | None) -> None:
+        """A try that failed: tried again at ``retry_at``, or given up (None), the watch marked failing."""
+        with self._writing():
+            self._db.execute(
+                "UPDATE watch_outbox SET attempts = attempts + 1, last_error = ?, next_at = ?, given_up = ? "
+                "WHERE alert_id = ?",
+                (error[:500], retry_at or 0.0, int(retry_at is None), delivery.alert_id),
+            )
+            if retry_at is None:
+                self._db.execute(
+                    "UPDATE watches SET failing = ? WHERE id = ?",
+                    (
+                        f"webhook gave up after {delivery.attempts + 1} tries: {error[:300]}",
+                        delivery.watch_id,
+                    ),
+                )
+
+    def deliveries(self, watch_id: str) -> dict[str, int]:
+        """How the watch's webhook deliveries stand: delivered, pending, given up."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(delivered_at), sum(delivered_at IS NULL AND given_up = 0), sum(given_up) "
+                "FROM watch_outbox WHERE watch_id = ?",
+                (watch_id,),
+            ).fetchone()
+        return {"delivered": int(row[0] or 0), "pending": int(row[1] or 0), "given_up": int(row[2] or 0)}
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _state(self, name: str) -> int | None:
+        row = self._db.execute("SELECT value FROM watch_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _set(self, name: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO watch_state VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def _bump(self, name: str) -> None:
+        self._set(name, (self._state(name) or 0) + 1)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+
+def _watch(row: Sequence[Any]) -> Watch:
+    return Watch(
+        id=str(row[0]),
+        owner=None if row[1] is None else str(row[1]),
+        question=str(row[2]),
+        sources=tuple(json.loads(row[3])),
+        webhook=row[4],
+        min_confidence=float(row[5]),
+        after_chunk=int(row[6]),
+        created_at=str(row[7]),
+        failing=row[8],
+        alerts=int(row[9]),
+        has_feed=bool(row[10]),
+    )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()

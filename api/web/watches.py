@@ -1,0 +1,370 @@
+"""Standing questions over HTTP: ``/watches`` to make, list, read and remove them (the ``watch`` scope;
+a key sees its own, an admin key every one), their alerts newest first and paged, a stream of
+server-sent events for the widget, and an Atom feed behind a secret token in its address (``feedgen``
+writes it), which ``DELETE /watches/{id}/feed`` revokes and ``POST /watches/{id}/feed`` replaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from feedgen.feed import FeedGenerator
+from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from api.state.errors import WebhookRefusedError
+from api.state.keys import ApiKey
+from api.state.service import Service, service_of
+from api.state.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES, Alert, Made, Watch, WatchStore
+from api.web.problems import problems
+from api.web.schemas import Text
+from index.errors import RagError
+from index.fetch import FetchError
+from index.urls import MAX_URL_CHARS
+
+WATCH: dict[str, Any] = {"scope": "watch"}
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+_PAGE = 20
+WatchId = Annotated[str, Parameter(pattern=r"^w_[0-9a-f]{16}$", description="a watch id")]
+Outlet = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_CHARS, pattern="^https?://")]
+
+
+class WatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    question: Text
+    """The standing question, in plain language (as for /ask)."""
+    sources: Annotated[list[Outlet], msgspec.Meta(max_length=MAX_WATCH_SOURCES)] | None = None
+    """Only articles from these outlets answer it (any outlet when absent)."""
+    webhook: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_CHARS, pattern="^https?://")] | None
+    ) = None
+    """An http(s) address each alert is POSTed to, signed (Standard Webhooks); the feed fetcher's rules
+    apply: public addresses only, unless the operator allows a network."""
+    min_confidence: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = DEFAULT_MIN_CONFIDENCE
+    """The reader's probability that a new article answers, at which the watch fires."""
+
+
+class DeliveriesOut(msgspec.Struct):
+    delivered: int
+    pending: int
+    given_up: int
+
+
+class WatchOut(msgspec.Struct):
+    id: str
+    question: str
+    sources: list[str]
+    webhook: str | None
+    min_confidence: float
+    owner: str | None
+    """The key that made it (null when made while the service had no keys)."""
+    created_at: str
+    alerts: int
+    """Alerts so far (the last one's sequence number)."""
+    failing: str | None
+    """Why its webhook stopped being tried; null while deliveries work."""
+    feed: bool
+    """Whether its Atom feed has an address (false once revoked)."""
+    deliveries: DeliveriesOut | None = None
+    feed_url: str | None = None
+    """The Atom feed's address, with its secret token: shown when made or replaced, never again."""
+    webhook_secret: str | None = None
+    """The webhook's signing secret (``whsec_...``): shown when the watch is made, never again."""
+
+
+class AlertsOut(msgspec.Struct):
+    alerts: list[dict[str, Any]]
+    """Newest first: each the cited answer as /ask gives it, with ``id`` (receivers dedupe by it),
+    ``watch_id``, ``seq``, ``created_at``, ``article_id`` and ``confidence``."""
+    next: str | None
+    """The next (older) page, when there is one."""
+
+
+class FeedOut(msgspec.Struct):
+    feed_url: str
+
+
+def _caller(request: Request[Any, Any, Any]) -> tuple[str | None, bool]:
+    """The key's name and whether it sees every watch (admin, or a service without keys)."""
+    key: ApiKey | None = request.state.get("api_key")
+    if key is None:
+        return None, True
+    return key.name, key.scope == "admin"
+
+
+def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchStore]:
+    service = service_of(request)
+    service.require()
+    if service.watches is None:
+        raise RagError("watches are not available in this server")
+    return service, service.watches
+
+
+def _out(
+    watch: Watch, store: WatchStore | None = None, made: Made | None = None, feed_url: str | None = None
+) -> WatchOut:
+    out = msgspec.convert(watch.as_json(), WatchOut)
+    if store is not None:
+        out.deliveries = DeliveriesOut(**store.deliveries(watch.id))
+    if made is not None:
+        out.webhook_secret = made.webhook_secret
+    out.feed_url = feed_url
+    return out
+
+
+def _feed_url(request: Request[Any, Any, Any], watch_id: str, token: str) -> str:
+    return str(request.url_for("watch_feed", watch_id=watch_id).rstrip("/")) + f"?token={token}"
+
+
+@post(
+    "/watches",
+    sync_to_thread=True,
+    status_code=201,
+    opt=WATCH,
+    security=_SECURITY,
+    responses=problems(400, 413, 415, 422),
+    summary="Watch a question: be told when a new article answers it",
+)
+def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> WatchOut:
+    service, store = _store(request)
+    answerer, _ = service.require()
+    answerer.question(data.question)  # the /ask rules: 422 for a question that cannot be asked
+    if data.webhook is not None:
+        poster = service.alerts.poster if service.alerts is not None else None
+        try:
+            if poster is None:
+                raise FetchError("webhooks are not delivered by this server")
+            poster.check_address(data.webhook)
+        except FetchError as exc:
+            raise WebhookRefusedError(f"the webhook cannot be used: {exc}") from None
+    owner, _ = _caller(request)
+    made = store.add(data.question, owner, data.sources or (), data.webhook, data.min_confidence)
+    return _out(made.watch, store, made, _feed_url(request, made.watch.id, made.feed_token))
+
+
+@get(
+    "/watches",
+    sync_to_thread=True,
+    opt=WATCH,
+    security=_SECURITY,
+    responses=problems(400),
+    summary="The caller's watches (an admin key: every watch)",
+)
+def list_watches(request: Request[Any, Any, Any]) -> list[WatchOut]:
+    _, store = _store(request)
+    owner, everyone = _caller(request)
+    return [_out(w) for w in store.watches(owner, everyone)]
+
+
+@get(
+    "/watches/{watch_id:str}",
+    sync_to_thread=True,
+    opt=WATCH,
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="One watch, with how its webhook deliveries stand",
+)
+def get_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> WatchOut:
+    _, store = _store(request)
+    return _out(store.get(watch_id, *_caller(request)), store)
+
+
+@delete(
+    "/watches/{watch_id:str}",
+    sync_to_thread=True,
+    status_code=HTTP_204_NO_CONTENT,
+    opt=WATCH,
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="Stop watching (its alerts and undelivered webhooks go with it)",
+)
+def remove_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
+    _, store = _store(request)
+    store.remove(watch_id, *_caller(request))
+
+
+@get(
+    "/watches/{watch_id:str}/alerts",
+    name="watch_alerts",
+    sync_to_thread=True,
+    opt=WATCH,
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="A watch's alerts, newest first, a page at a time",
+)
+def watch_alerts(
+    request: Request[Any, Any, Any],
+    watch_id: WatchId,
+    before: Annotated[int | None, Parameter(ge=1, description="alerts numbered below this")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=100, description="alerts on a page")] = _PAGE,
+) -> AlertsOut:
+    _, store = _store(request)
+    store.get(watch_id, *_caller(request))
+    alerts = store.alerts(watch_id, before_seq=before, limit=limit)
+    older = alerts[-1].seq if len(alerts) == limit and alerts[-1].seq > 1 else None
+    path = request.url_for("watch_alerts", watch_id=watch_id)
+    return AlertsOut([a.body for a in alerts], f"{path}?before={older}&limit={limit}" if older else None)
+
+
+@post(
+    "/watches/{watch_id:str}/feed",
+    sync_to_thread=True,
+    status_code=200,
+    opt={**WATCH, "body": False},
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="A new address for the watch's Atom feed (the old one stops working)",
+)
+def renew_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> FeedOut:
+    _, store = _store(request)
+    token = store.new_feed_token(watch_id, *_caller(request))
+    return FeedOut(_feed_url(request, watch_id, token))
+
+
+@delete(
+    "/watches/{watch_id:str}/feed",
+    sync_to_thread=True,
+    status_code=HTTP_204_NO_CONTENT,
+    opt=WATCH,
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="Revoke the watch's Atom feed address",
+)
+def revoke_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
+    _, store = _store(request)
+    store.revoke_feed(watch_id, *_caller(request))
+
+
+@get(
+    "/watches/{watch_id:str}/feed.xml",
+    name="watch_feed",
+    sync_to_thread=True,
+    media_type="application/atom+xml",
+    responses=problems(400, 404),
+    summary="The watch's alerts as an Atom feed (the secret token in the address is the key)",
+)
+def watch_feed(
+    request: Request[Any, Any, Any],
+    watch_id: FromPath[str],
+    token: Annotated[str, Parameter(min_length=1, max_length=200, description="the feed's secret token")],
+) -> Response[bytes]:
+    _, store = _store(request)
+    watch = store.feed_watch(watch_id, token)
+    alerts = store.alerts(watch.id, limit=_PAGE)
+    self_url = _feed_url(request, watch.id, token)
+    return Response(
+        atom(watch, alerts, self_url),
+        media_type="application/atom+xml; charset=utf-8",
+        headers={"Cache-Control": "private, max-age=60"},
+    )
+
+
+def atom(watch: Watch, alerts: list[Alert], self_url: str) -> bytes:
+    """An Atom feed of ``alerts`` (newest first), one entry each: the short answer as its title, the
+    cited answer as its content, the first cited article as its link."""
+    feed = FeedGenerator()
+    feed.id(f"urn:newsrag:watch:{watch.id}")
+    feed.title(f"News answering: {watch.question}")
+    feed.subtitle("Alerts when a new article answers this question, each with its cited sentences.")
+    feed.link(href=self_url, rel="self")
+    feed.updated(_when(alerts[0].created_at) if alerts else _when(watch.created_at))
+    feed.generator("newsrag")
+    for alert in reversed(alerts):  # feedgen puts each new entry first
+        body = alert.body
+        citations = body.get("citations") or []
+        short = (body.get("short_answer") or {}).get("text")
+        entry = feed.add_entry()
+        entry.id(f"urn:newsrag:alert:{alert.id}")
+        headline = citations[0].get("title") if citations else None
+        entry.title(short or headline or watch.question)
+        if citations and citations[0].get("url"):
+            entry.link(href=citations[0]["url"])
+        lines = [body.get("answer", "")] + [
+            f"[{c['n']}] {c.get('source') or ''}, {c.get('title') or ''} "
+            f"({c.get('published_at') or 'undated'}) {c.get('url') or ''}"
+            for c in citations
+        ]
+        entry.content("\n".join(lines), type="text")
+        entry.published(_when(alert.created_at))
+        entry.updated(_when(alert.created_at))
+    written: bytes = feed.atom_str(pretty=True)
+    return written
+
+
+def _when(stamp: str) -> datetime:
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@get(
+    "/watches/{watch_id:str}/events",
+    opt=WATCH,
+    security=_SECURITY,
+    media_type="text/event-stream",
+    responses=problems(400, 404),
+    summary="A watch's alerts as server-sent events, as they come",
+    description=(
+        "One `alert` event per alert (its `id` is the alert's sequence number; a client that reconnects "
+        "with `Last-Event-ID` or `?after=` gets those it missed), oldest first; `: keepalive` comments "
+        "while nothing happens."
+    ),
+)
+async def watch_events(
+    request: Request[Any, Any, Any],
+    watch_id: WatchId,
+    after: Annotated[int | None, Parameter(ge=0, description="send alerts numbered above this")] = None,
+) -> ServerSentEvent:
+    service, store = _store(request)
+    await anyio.to_thread.run_sync(lambda: store.get(watch_id, *_caller(request)))
+    last = after
+    if last is None:
+        given = request.headers.get("last-event-id", "")
+        last = int(given) if given.isdigit() else 0
+    return ServerSentEvent(_events(service, store, watch_id, last))
+
+
+async def _events(
+    service: Service, store: WatchStore, watch_id: str, last: int
+) -> AsyncIterator[ServerSentEventMessage]:
+    bell = service.alerts.bell if service.alerts is not None else None
+    rung = bell.listen() if bell is not None else asyncio.Event()
+    try:
+        while True:
+            rung.clear()
+            fresh = await anyio.to_thread.run_sync(_newer, store, watch_id, last)
+            for alert in reversed(fresh):
+                yield ServerSentEventMessage(event="alert", id=str(alert.seq), data=json.dumps(alert.body))
+                last = max(last, alert.seq)
+            if fresh:
+                continue
+            try:  # woken by this process's alerts; the heartbeat also finds another process's
+                await asyncio.wait_for(rung.wait(), timeout=service.heartbeat_seconds)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keepalive", data=None)
+    finally:
+        if bell is not None:
+            bell.leave(rung)
+
+
+def _newer(store: WatchStore, watch_id: str, last: int) -> list[Alert]:
+    return store.alerts(watch_id, after_seq=last, limit=100)
+
+
+ROUTES = [
+    add_watch,
+    list_watches,
+    get_watch,
+    remove_watch,
+    watch_alerts,
+    renew_feed,
+    revoke_feed,
+    watch_feed,
+    watch_events,
+]

@@ -1,0 +1,354 @@
+"""Standing questions: a watch fires once per story when a new article answers it, and its alerts reach
+the store, the Atom feed, the event stream and a signed webhook (api/state/watches.py, matching.py,
+alerts.py, api/web/watches.py), on the real app and the real reader."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import feedparser
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from api.state.alerts import deliver
+from api.state.keys import KeyRing
+from api.state.watches import Found, WatchStore
+from index.fetch import Fetcher, parse_networks
+from tests.servers import free_port, rag_env, server_process, serving
+from tests.sites import Site, article_page, rss
+
+LIGHTHOUSE = "When will the Gull Point lighthouse open to visitors?"
+FERRY = "How much will the new Harbour ferry ticket cost?"
+
+
+def _article(article_id: str, title: str, body: str, day: str = "2024-04-15") -> dict[str, Any]:
+    return {"id": article_id, "title": title, "body": body, "source": "Harbour Times", "published_at": day,
+            "url": f"https://harbour.example/{article_id}"}  # fmt: skip
+
+
+LIGHT = _article(
+    "gull-light",
+    "Lighthouse restored",
+    "The old lighthouse on Gull Point has been restored by volunteers. It will open to visitors on 1 June, "
+    "the heritage trust said on Monday. The restoration took three years and cost 2 million euros.",
+)
+TICKET = _article(
+    "ferry-fare",
+    "New ferry fares",
+    "The Harbour ferry company announced new fares on Tuesday. A single ticket on the new ferry will cost "
+    "4 euros from May, the company said. Season tickets will also rise.",
+)
+UNRELATED = _article(
+    "bake-sale",
+    "School bake sale",
+    "Pupils at the primary school raised money for new books at a bake sale on Saturday. Parents baked "
+    "cakes and biscuits, and the head teacher thanked everyone who came.",
+)
+
+
+def _until(check: Callable[[], Any], seconds: float = 120) -> Any:
+    """Wait for ``check`` to return something truthy (the alert worker runs in its own thread)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("the condition did not come true in time")
+
+
+def _alerts(client: TestClient[Litestar], watch_id: str) -> list[dict[str, Any]]:
+    answer = client.get(f"/watches/{watch_id}/alerts")
+    assert answer.status_code == 200, answer.text
+    alerts: list[dict[str, Any]] = answer.json()["alerts"]
+    return alerts
+
+
+def test_a_new_article_answering_a_watch_alerts_once_per_story(client: TestClient[Litestar]) -> None:
+    made = client.post("/watches", json={"question": LIGHTHOUSE})
+    assert made.status_code == 201, made.text
+    watch = made.json()
+    assert watch["feed_url"].startswith("http://127.0.0.1:8000/watches/")
+    assert watch["webhook_secret"] is None
+    assert client.post("/articles", json=UNRELATED).status_code == 200
+    assert client.post("/articles", json=LIGHT).status_code == 200
+    (alert,) = _until(lambda: _alerts(client, watch["id"]))
+    assert alert["seq"] == 1
+    assert alert["watch_id"] == watch["id"]
+    assert alert["article_id"] == "gull-light"
+    assert "1 June" in alert["short_answer"]["text"]
+    assert alert["citations"][0]["article_id"] == "gull-light"
+    assert not alert["abstained"]
+    assert "1 June" in alert["answer"]
+    assert alert["coverage"]["articles"] == 1
+
+    # The same article again (unchanged), and a copy of its story under another id: no second alert.
+    # A second watch answered after them shows that the matcher has read past both.
+    ferry = client.post("/watches", json={"question": FERRY}).json()
+    assert client.post("/articles", json=LIGHT).json()["unchanged"] == ["gull-light"]
+    copy = {**LIGHT, "id": "gull-light-copy", "url": "https://copies.example/gull-light"}
+    assert client.post("/articles", json=copy).status_code == 200
+    assert client.post("/articles", json=TICKET).status_code == 200
+    (fare,) = _until(lambda: _alerts(client, ferry["id"]))
+    assert "4 euros" in fare["short_answer"]["text"]
+    assert len(_alerts(client, watch["id"])) == 1
+    assert client.get(f"/watches/{watch['id']}").json()["alerts"] == 1
+
+    # The Atom feed: the token is the key; a wrong one, or a revoked feed, is a 404.
+    feed = feedparser.parse(client.get(watch["feed_url"]).content)
+    (entry,) = feed.entries
+    assert "1 June" in entry.title
+    assert entry.link == "https://harbour.example/gull-light"
+    assert entry.id == f"urn:newsrag:alert:{alert['id']}"
+    assert client.get(watch["feed_url"] + "x").status_code == 404
+    renewed = client.post(f"/watches/{watch['id']}/feed").json()["feed_url"]
+    assert client.get(watch["feed_url"]).status_code == 404
+    assert client.get(renewed).status_code == 200
+    assert client.delete(f"/watches/{watch['id']}/feed").status_code == 204
+    assert client.get(renewed).status_code == 404
+
+    assert [w["id"] for w in client.get("/watches").json()] == [watch["id"], ferry["id"]]
+    assert client.delete(f"/watches/{watch['id']}").status_code == 204
+    assert client.get(f"/watches/{watch['id']}").status_code == 404
+    assert client.get(f"/watches/{watch['id']}/alerts").status_code == 404
+
+
+def test_a_watch_is_refused_with_the_reason(client: TestClient[Litestar]) -> None:
+    empty = client.post("/watches", json={"question": "   "})
+    assert empty.status_code == 400
+    private = client.post("/watches", json={"question": LIGHTHOUSE, "webhook": "http://10.1.2.3/hook"})
+    assert private.status_code == 422
+    assert private.json()["title"] == "Webhook refused"
+    assert "not a public address" in private.json()["detail"]
+    assert client.post("/watches", json={"question": LIGHTHOUSE, "min_confidence": 0}).status_code == 400
+    assert client.get("/watches/w_0123456789abcdef").status_code == 404
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that answers each POST as told ("ok", "fail": 503, "hang": holds
+    the request until released), keeping every request's headers and body."""
+
+    def __init__(self, plan: list[str]) -> None:
+        self.plan = plan
+        self.got: list[tuple[dict[str, str], bytes, str]] = []
+        self.changed = threading.Condition()
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver.changed:
+                    how = receiver.plan.pop(0) if receiver.plan else "ok"
+                    receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body, how))
+                    receiver.changed.notify_all()
+                if how == "hang":
+                    receiver.release.wait(120)
+                    self.close_connection = True
+                    return
+                self.send_response(200 if how == "ok" else 503)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, seconds: float = 120) -> list[tuple[dict[str, str], bytes, str]]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.got) >= count, seconds), self.got
+            return list(self.got)
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_plan() -> list[str]:
+    return ["ok"]
+
+
+@pytest.fixture
+def receiver(receiver_plan: list[str]) -> Iterator[Receiver]:
+    made = Receiver(list(receiver_plan))
+    yield made
+    made.close()
+
+
+def _server_env(tmp_path: Path, tiktoken_dir: Path) -> dict[str, str]:
+    return rag_env(tmp_path / "data", tiktoken_dir) | {
+        "RAG_FEEDS_ALLOW_NETWORKS": "127.0.0.0/8",
+        "RAG_FEEDS_CHECK_SECONDS": "0.5",
+        "RAG_FEEDS_HOST_DELAY": "0",
+        "RAG_WATCH_CHECK_SECONDS": "0.2",
+        "RAG_WEBHOOK_RETRY_SECONDS": "0.05",
+    }
+
+
+def _delivered(base: str, watch_id: str) -> dict[str, Any] | None:
+    """The watch once a webhook delivery of it succeeded, else None."""
+    watch: dict[str, Any] = httpx.get(f"{base}/watches/{watch_id}").json()
+    return watch if watch["deliveries"]["delivered"] else None
+
+
+def _first_alert(base: str, watch_id: str, got: list[dict[str, Any]], done: threading.Event) -> None:
+    """Read the watch's event stream until its first alert."""
+    with httpx.stream("GET", f"{base}/watches/{watch_id}/events", timeout=120) as stream:
+        event = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "alert":
+                got.append(json.loads(line[6:]))
+                done.set()
+                return
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("receiver_plan", [["fail", "fail", "ok"]])
+def test_a_feed_entry_answering_a_watch_reaches_every_channel_once(
+    site: Site, receiver: Receiver, tmp_path: Path, tiktoken_dir: Path
+) -> None:
+    light = article_page("Lighthouse restored", LIGHT["body"])
+    site.page("/a", light)
+    entries = [("/a", "Lighthouse restored", "Mon, 15 Apr 2024 10:00:00 GMT")]
+    site.page("/feed.xml", rss(site, entries), kind="application/rss+xml")
+    with serving(_server_env(tmp_path, tiktoken_dir), tmp_path / "server.log") as base:
+        made = httpx.post(f"{base}/watches", json={"question": LIGHTHOUSE, "webhook": receiver.url})
+        assert made.status_code == 201, made.text
+        watch = made.json()
+        assert watch["webhook_secret"].startswith("whsec_")
+        streamed: list[dict[str, Any]] = []
+        heard = threading.Event()
+        listener = threading.Thread(
+            target=_first_alert, args=(base, watch["id"], streamed, heard), daemon=True
+        )
+        listener.start()
+        feed = httpx.post(f"{base}/feeds", json={"url": f"{site.base}/feed.xml", "every": "1h"})
+        assert feed.status_code == 201, feed.text
+
+        # The receiver is down for two tries, then up: it gets the alert, signed, and once.
+        tries = receiver.wait_for(3)
+        assert [how for _, _, how in tries] == ["fail", "fail", "ok"]
+        headers, body, _ = tries[2]
+        alert = Webhook(watch["webhook_secret"]).verify(body, headers)
+        assert {h["webhook-id"] for h, _, _ in tries} == {alert["id"]}
+        assert alert["watch_id"] == watch["id"]
+        assert alert["seq"] == 1
+        assert "1 June" in alert["short_answer"]["text"]
+        with pytest.raises(WebhookVerificationError):
+            Webhook(watch["webhook_secret"]).verify(body.replace(b"1 June", b"2 June"), headers)
+        state = _until(
+            lambda: (w := httpx.get(f"{base}/watches/{watch['id']}").json())["deliveries"]["delivered"] and w
+        )
+        assert state["deliveries"] == {"delivered": 1, "pending": 0, "given_up": 0}
+        assert state["failing"] is None
+
+        # The store, the Atom feed and the event stream carry the same alert.
+        (stored,) = httpx.get(f"{base}/watches/{watch['id']}/alerts").json()["alerts"]
+        assert stored == alert
+        (entry,) = feedparser.parse(httpx.get(watch["feed_url"]).content).entries
+        assert entry.id == f"urn:newsrag:alert:{alert['id']}"
+        assert heard.wait(60)
+        assert streamed == [alert]
+
+        # The same story again, from another address: no second alert. A second watch, answered by a
+        # later entry of the same poll, shows that the matcher has read past it.
+        ferry = httpx.post(f"{base}/watches", json={"question": FERRY}).json()
+        site.page("/b", light)
+        site.page("/c", article_page("New ferry fares", TICKET["body"]))
+        entries += [("/b", "Lighthouse restored", "Mon, 15 Apr 2024 11:00:00 GMT"),
+                    ("/c", "New ferry fares", "Tue, 16 Apr 2024 10:00:00 GMT")]  # fmt: skip
+        site.page("/feed.xml", rss(site, entries), kind="application/rss+xml")
+        assert httpx.post(f"{base}/feeds/{feed.json()['id']}/poll", json={}).status_code == 202
+        _until(lambda: httpx.get(f"{base}/watches/{ferry['id']}/alerts").json()["alerts"])
+        assert httpx.get(f"{base}/watches/{watch['id']}").json()["alerts"] == 1
+        assert len(receiver.got) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("receiver_plan", [["hang", "ok"]])
+def test_an_alert_stored_before_a_kill_is_delivered_after_the_restart(
+    receiver: Receiver, tmp_path: Path, tiktoken_dir: Path
+) -> None:
+    env = _server_env(tmp_path, tiktoken_dir)
+    port = free_port()
+    with server_process(env, tmp_path / "server.log", port=port) as (base, process):
+        watch = httpx.post(f"{base}/watches", json={"question": LIGHTHOUSE, "webhook": receiver.url}).json()
+        assert httpx.post(f"{base}/articles", json=LIGHT).status_code == 200
+        ((first, _, _),) = receiver.wait_for(1)  # the delivery has begun and holds: kill the server now
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    receiver.release.set()
+    with server_process(env, tmp_path / "server.log", port=port) as (base, _):
+        tries = receiver.wait_for(2)
+        assert tries[1][0]["webhook-id"] == first["webhook-id"]
+        assert Webhook(watch["webhook_secret"]).verify(tries[1][1], tries[1][0])["seq"] == 1
+        state = _until(
+            lambda: (w := httpx.get(f"{base}/watches/{watch['id']}").json())["deliveries"]["delivered"] and w
+        )
+        assert state["alerts"] == 1
+        assert state["deliveries"] == {"delivered": 1, "pending": 0, "given_up": 0}
+
+
+def test_a_key_sees_only_its_own_watches(client: TestClient[Litestar], tmp_path: Path) -> None:
+    ring = KeyRing(tmp_path / "data" / "service.sqlite")
+    alice, bob = ring.add("alice", "watch"), ring.add("bob", "watch")
+    boss, asker = ring.add("boss", "admin"), ring.add("asker", "ask")
+    ring.close()
+
+    def auth(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    mine = client.post("/watches", json={"question": LIGHTHOUSE}, headers=auth(alice))
+    assert mine.status_code == 201
+    assert mine.json()["owner"] == "alice"
+    theirs = client.post("/watches", json={"question": FERRY}, headers=auth(bob)).json()
+    assert [w["id"] for w in client.get("/watches", headers=auth(alice)).json()] == [mine.json()["id"]]
+    assert client.get(f"/watches/{theirs['id']}", headers=auth(alice)).status_code == 404
+    assert client.delete(f"/watches/{theirs['id']}", headers=auth(alice)).status_code == 404
+    assert client.get(f"/watches/{theirs['id']}/alerts", headers=auth(alice)).status_code == 404
+    assert len(client.get("/watches", headers=auth(boss)).json()) == 2
+    assert client.get(f"/watches/{theirs['id']}", headers=auth(boss)).status_code == 200
+    assert client.get("/watches", headers=auth(asker)).status_code == 403
+    assert client.post("/ask", json={"question": LIGHTHOUSE}, headers=auth(alice)).status_code == 200
+    assert client.get("/watches").status_code == 401
+    assert client.delete(f"/watches/{theirs['id']}", headers=auth(bob)).status_code == 204
+
+
+@pytest.mark.parametrize("receiver_plan", [["fail", "fail", "fail"]])
+def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, tmp_path: Path) -> None:
+    store = WatchStore(tmp_path / "service.sqlite")
+    poster = Fetcher(parse_networks("127.0.0.0/8"))
+    try:
+        made = store.add(LIGHTHOUSE, None, webhook=receiver.url)
+        assert store.advance(None, 10, []) == []
+        found = Found(made.watch.id, "gull-light", "gull-light", {"answer": "It opens on 1 June [1]."}, 0.9)
+        (alert,) = store.advance(10, 20, [found]) or []
+        assert store.advance(10, 30, [found]) is None  # another process moved the cursor first
+        for attempt in range(3):
+            assert deliver(store, poster, retry_seconds=0.0, tries=3, now=time.time() + attempt) == 0
+        assert [h["webhook-id"] for h, _, _ in receiver.wait_for(3)] == [alert.id] * 3
+        watch = store.get(made.watch.id)
+        assert watch.failing is not None
+        assert "gave up after 3 tries: HTTP 503" in watch.failing
+        assert store.deliveries(made.watch.id) == {"delivered": 0, "pending": 0, "given_up": 1}
+        assert store.due(time.time() + 3600) == []
+    finally:
+        poster.close()
+        store.close()
