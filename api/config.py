@@ -66,7 +66,7 @@ class ServiceSettings:
     """How often `rag serve` looks for other processes' commits to check against the watches (its own
     are checked at once). Env: RAG_WATCH_CHECK_SECONDS."""
 
-    watch_near: float = 0.3
+    watch_near: float = 0.4
     """The cosine between a watch's question and a new article's chunk at which the reader reads the
     article for it. Env: RAG_WATCH_NEAR."""
 
@@ -96,7 +96,7 @@ class ServiceSettings:
             raise ConfigError("RAG_FEEDS_CHECK_SECONDS and RAG_FEEDS_HOST_DELAY are seconds") from None
         try:
             watch_check = float(env.get("RAG_WATCH_CHECK_SECONDS", "2"))
-            near = float(env.get("RAG_WATCH_NEAR", "0.3"))
+            near = float(env.get("RAG_WATCH_NEAR", "0.4"))
             retry = float(env.get("RAG_WEBHOOK_RETRY_SECONDS", "10"))
             tries = int(env.get("RAG_WEBHOOK_TRIES", "8"))
         except ValueError:

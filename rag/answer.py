@@ -217,29 +217,34 @@ class Answerer:
             short_answer=composition.short_answer,
         )
 
-    def answer_from(
-        self, question: Question, vector: Vectors, hits: Sequence[Hit], reader: IndexReader
-    ) -> tuple[Answer, float]:
-        """The quoted answer to ``question`` from ``hits`` alone (never an abstention), and the reader's
-        probability that its lead sentence answers (0.0 without a reader): what a standing question is
-        told when a new article arrives (api/state/matching.py)."""
+    def answers_from(
+        self, asked: Sequence[tuple[Question, Vectors, Sequence[Hit]]], reader: IndexReader
+    ) -> list[tuple[Answer, float]]:
+        """For each question, the quoted answer from its ``hits`` alone (never an abstention) and the
+        reader's probability that its lead sentence answers (0.0 without a reader), the reader reading
+        them all in one run: what the standing questions are told when a new article arrives
+        (api/state/matching.py)."""
         started = time.perf_counter()
-        composition = _dated(self.quotes.compose(question, vector, list(hits), reader))
-        cited = _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES])
-        elapsed = round((time.perf_counter() - started) * 1000, 2)
-        answer = Answer(
-            composition.text,
-            False,
-            cited,
-            tuple(hits),
-            {"compose": elapsed, "total": elapsed},
-            composition.sentences,
-            missing_shards=reader.missing_shards,
-            standalone_question=question.searched,
-            coverage=coverage(cited, question),
-            short_answer=composition.short_answer,
-        )
-        return answer, composition.best_answer
+        compositions = self.quotes.compose_many([(q, v, list(h)) for q, v, h in asked], reader)
+        elapsed = round((time.perf_counter() - started) * 1000 / max(1, len(asked)), 2)
+        found = []
+        for (question, _, hits), composed in zip(asked, compositions, strict=True):
+            composition = _dated(composed)
+            cited = _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES])
+            answer = Answer(
+                composition.text,
+                False,
+                cited,
+                tuple(hits),
+                {"compose": elapsed, "total": elapsed},
+                composition.sentences,
+                missing_shards=reader.missing_shards,
+                standalone_question=question.searched,
+                coverage=coverage(cited, question),
+                short_answer=composition.short_answer,
+            )
+            found.append((answer, composition.best_answer))
+        return found
 
     def abstains(
         self, question: Question, passages: Sequence[Hit], quoted: Composition, reader: IndexReader

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
@@ -136,17 +137,35 @@ class ExtractiveComposer:
     def compose(
         self, question: Question, vector: Vectors, hits: list[Hit], reader: IndexReader
     ) -> Composition:
-        candidates = self.candidates(question, vector, hits, reader, whole_lead=self.reader is not None)
+        return self.compose_many([(question, vector, hits)], reader)[0]
+
+    def compose_many(
+        self, asked: Sequence[tuple[Question, Vectors, list[Hit]]], reader: IndexReader
+    ) -> list[Composition]:
+        """``compose`` for several questions, the reader reading them all in one run (a new article
+        checked against the standing questions it comes near)."""
+        prepared = [
+            self.candidates(question, vector, hits, reader, whole_lead=self.reader is not None)
+            for question, vector, hits in asked
+        ]
+        readings: list[list[Reading]] = [[] for _ in asked]
+        if self.reader is not None:
+            wanted = [
+                (question.searched or question.text, [c.text for c in candidates[: self.read]])
+                for (question, _, _), candidates in zip(asked, prepared, strict=True)
+            ]
+            readings = self.reader.read_many(wanted, rows=1, max_length=self.read_pieces)
+        return [self._composed(c, r) for c, r in zip(prepared, readings, strict=True)]
+
+    def _composed(self, candidates: list[_Candidate], readings: list[Reading]) -> Composition:
+        """The answer from ``candidates`` (best first) and the reader's readings of the first of them."""
         if not candidates:
             return Composition("", (), 0.0)
         chosen = self._select(candidates)
         lead: tuple[_Candidate, Reading] | None = None
         best_answer = 0.0
-        if self.reader is not None:
-            read = candidates[: self.read]
-            asked = question.searched or question.text
-            readings = self.reader.read(asked, [c.text for c in read], rows=1, max_length=self.read_pieces)
-            best = max(zip(read, readings, strict=True), key=lambda pair: pair[1].probability)
+        if readings:
+            best = max(zip(candidates, readings, strict=False), key=lambda pair: pair[1].probability)
             best_answer = best[1].probability
             if best_answer >= self.answers_at:
                 lead = best

@@ -96,47 +96,81 @@ class SpanReader:
         at most ``max_length`` pieces (at most MAX_LENGTH, at least the question's and 16 more). ``rows``:
         read only the sentences that fit so many rows (the cost follows the pieces read); the others get
         probability 0."""
+        return self.read_many([(question, sentences)], rows, max_length)[0]
+
+    def read_many(
+        self,
+        asked: Sequence[tuple[str, Sequence[str]]],
+        rows: int | None = None,
+        max_length: int = MAX_LENGTH,
+    ) -> list[list[Reading]]:
+        """``read`` for several questions, each with its own sentences, in one run of the model (rows of
+        several questions share the work better than one run each)."""
+        packs = [self._pack(question, sentences, rows, max_length) for question, sentences in asked]
+        table = [row for pack in packs for row in pack.rows]
+        if not table:
+            return [[] for _ in asked]
+        width = max(len(pieces) for pieces, _ in table)
+        ids = np.full((len(table), width), self.pad, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for r, (pieces, answer_from) in enumerate(table):
+            ids[r, : len(pieces)] = pieces
+            mask[r, : len(pieces)] = 1
+            types[r, answer_from : len(pieces)] = 1
+        starts, ends = self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        )
+        found: list[list[Reading]] = []
+        r = 0
+        for pack in packs:
+            readings = [Reading(0.0, 0, 0)] * pack.count
+            for row in pack.places:
+                none = float(starts[r, 0] + ends[r, 0])
+                for n, first, length, offsets in row:
+                    i, j, best = best_span(starts[r, first : first + length], ends[r, first : first + length])
+                    margin = np.clip(best - none, -50.0, 50.0)
+                    readings[n] = Reading(float(1.0 / (1.0 + np.exp(-margin))), offsets[i][0], offsets[j][1])
+                r += 1
+            found.append(readings)
+        return found
+
+    def _pack(self, question: str, sentences: Sequence[str], rows: int | None, max_length: int) -> _Pack:
+        """The rows one question is read in: ``[CLS] question [SEP] sentences... [SEP]``, and where each
+        sentence's pieces stand in them."""
         if not sentences:
-            return []
+            return _Pack(0, [], [])
         asked = self.tokenizer.encode(question, add_special_tokens=False).ids[:MAX_QUESTION]
         room = max(16, min(max_length, MAX_LENGTH) - len(asked) - 3)
         encoded = self.tokenizer.encode_batch(list(sentences), add_special_tokens=False)
-        rows_wanted = rows
-        packed: list[list[tuple[int, int, int]]] = [[]]  # per row: (sentence, first piece, pieces)
+        places: list[list[tuple[int, int, int, list[tuple[int, int]]]]] = [[]]
         used = 0
         for n, piece in enumerate(encoded):
             length = min(len(piece.ids), room)
             if used and used + length > room:
-                if rows_wanted is not None and len(packed) == rows_wanted:
+                if rows is not None and len(places) == rows:
                     break
-                packed.append([])
+                places.append([])
                 used = 0
-            packed[-1].append((n, len(asked) + 2 + used, length))
+            places[-1].append((n, len(asked) + 2 + used, length, piece.offsets))
             used += length
-        width = max(len(asked) + 3 + sum(p for _, _, p in row) for row in packed)
-        ids = np.full((len(packed), width), self.pad, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        types = np.zeros_like(ids)
-        for r, row in enumerate(packed):
+        table = []
+        for row in places:
             pieces = [self.cls, *asked, self.sep]
-            for n, _, length in row:
+            for n, _, length, _ in row:
                 pieces.extend(encoded[n].ids[:length])
             pieces.append(self.sep)
-            ids[r, : len(pieces)] = pieces
-            mask[r, : len(pieces)] = 1
-            types[r, len(asked) + 2 : len(pieces)] = 1
-        starts, ends = self.session.run(
-            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        )
-        readings = [Reading(0.0, 0, 0)] * len(sentences)
-        for r, row in enumerate(packed):
-            none = float(starts[r, 0] + ends[r, 0])
-            for n, first, length in row:
-                i, j, best = best_span(starts[r, first : first + length], ends[r, first : first + length])
-                offsets = encoded[n].offsets
-                margin = np.clip(best - none, -50.0, 50.0)
-                readings[n] = Reading(float(1.0 / (1.0 + np.exp(-margin))), offsets[i][0], offsets[j][1])
-        return readings
+            table.append((pieces, len(asked) + 2))
+        return _Pack(len(sentences), table, places)
+
+
+@dataclass(frozen=True)
+class _Pack:
+    """One question's rows: their pieces (and where the sentences begin), and each sentence's place."""
+
+    count: int
+    rows: list[tuple[list[int], int]]
+    places: list[list[tuple[int, int, int, list[tuple[int, int]]]]]
 
 
 def best_span(

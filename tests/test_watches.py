@@ -24,7 +24,7 @@ from api.state.alerts import deliver
 from api.state.keys import KeyRing
 from api.state.watches import Found, WatchStore
 from index.fetch import Fetcher, parse_networks
-from tests.servers import free_port, rag_env, server_process, serving
+from tests.servers import free_port, rag, rag_env, server_process, serving
 from tests.sites import Site, article_page, rss
 
 LIGHTHOUSE = "When will the Gull Point lighthouse open to visitors?"
@@ -279,6 +279,11 @@ def test_a_feed_entry_answering_a_watch_reaches_every_channel_once(
         _until(lambda: httpx.get(f"{base}/watches/{ferry['id']}/alerts").json()["alerts"])
         assert httpx.get(f"{base}/watches/{watch['id']}").json()["alerts"] == 1
         assert len(receiver.got) == 3
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'newsqa_webhook_deliveries_total{status="failed"} 2.0' in metrics
+        assert 'newsqa_webhook_deliveries_total{status="delivered"} 1.0' in metrics
+        assert "newsqa_watch_alerts_total 2.0" in metrics
+        assert "newsqa_watches 2.0" in metrics
 
 
 @pytest.mark.slow
@@ -352,3 +357,36 @@ def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, 
     finally:
         poster.close()
         store.close()
+
+
+@pytest.mark.slow
+def test_the_watch_command_line(tmp_path: Path, tiktoken_dir: Path) -> None:
+    env = rag_env(tmp_path / "data", tiktoken_dir)
+    made = rag("watch", "add", LIGHTHOUSE, "--source", "Harbour Times", env=env)
+    assert made.returncode == 0, made.stderr
+    watch_id = made.stdout.split()[0]
+    assert f"feed: /watches/{watch_id}/feed.xml?token=wft_" in made.stdout
+    refused = rag("watch", "add", LIGHTHOUSE, "--webhook", "http://127.0.0.1:9/hook", env=env)
+    assert refused.returncode == 2
+    assert "not a public address" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    other = rag("watch", "add", FERRY, "--source", "Another Outlet", env=env).stdout.split()[0]
+    (tmp_path / "news.jsonl").write_text(json.dumps(LIGHT) + "\n")
+    first = rag("watch", "check", env=env)  # the first check sets where the news begins: nothing yet
+    assert first.returncode == 0, first.stderr
+    assert "0 new alert(s)" in first.stdout
+    assert rag("ingest", "--quiet", str(tmp_path / "news.jsonl"), env=env).returncode == 0
+    checked = rag("watch", "check", "--as-of", "2024-04-16", env=env)
+    assert checked.returncode == 0, checked.stderr
+    (line,) = [line for line in checked.stdout.splitlines() if line.startswith(f"{watch_id} #1: ")]
+    assert "1 June" in line  # the short answer
+    assert other not in checked.stdout  # its outlet is not the article's
+    assert "1 new alert(s)" in checked.stdout
+    again = rag("watch", "check", env=env)
+    assert "0 new alert(s)" in again.stdout
+    listed = json.loads(rag("watch", "list", "--json", env=env).stdout)
+    assert [(w["id"], w["alerts"]) for w in listed] == [(watch_id, 1), (other, 0)]
+    assert rag("watch", "remove", watch_id, env=env).returncode == 0
+    missing = rag("watch", "remove", watch_id, env=env)
+    assert missing.returncode == 2
+    assert "no watch" in missing.stderr

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -38,6 +39,8 @@ class Site:
     """Host pages on an origin the widget key lists."""
     other: str
     """The same pages on an origin no key lists."""
+    admin: str
+    """An admin key (to add articles while a page follows a question)."""
 
 
 def _page(script: str, body: str = "") -> str:
@@ -86,7 +89,11 @@ def site(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder:
     limited_key = rag(
         "keys", "add", "limited", "--scope", "ask", "--origin", pages_origin, "--per-minute", "1", env=env
     ).stdout.strip()
-    with serving(env, folder / "server.log") as api:
+    watcher_key = rag(
+        "keys", "add", "watcher", "--scope", "watch", "--origin", pages_origin, env=env
+    ).stdout.strip()
+    admin_key = rag("keys", "add", "desk", "--scope", "admin", env=env).stdout.strip()
+    with serving(env | {"RAG_WATCH_CHECK_SECONDS": "0.2"}, folder / "server.log") as api:
         pages = folder / "pages"
         pages.mkdir()
         tag = f'<script src="{api}/widget.js" data-key="{widget_key}" defer></script>'
@@ -109,12 +116,17 @@ def site(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, embedder:
                 f'<script src="{api}/widget.js" data-key="{limited_key}" data-mode="inline" defer></script>'
             )
         )
+        (pages / "follow.html").write_text(
+            _page(
+                f'<script src="{api}/widget.js" data-key="{watcher_key}" data-mode="inline" defer></script>'
+            )
+        )
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(pages))
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", pages_port), handler)
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
         try:
-            yield Site(api=api, pages=pages_origin, other=f"http://127.0.0.1:{pages_port}")
+            yield Site(api=api, pages=pages_origin, other=f"http://127.0.0.1:{pages_port}", admin=admin_key)
         finally:
             httpd.shutdown()
             httpd.server_close()
@@ -371,3 +383,43 @@ def _ask_when_idle(page: Page, question: str) -> None:
     """Ask once the previous answer has finished (the widget takes one question at a time)."""
     expect(page.locator("news-qa").locator("form button")).to_be_enabled(timeout=30_000)
     _ask(page, question)
+
+
+def test_follow_this_question_shows_what_the_news_answers_later(
+    site: Site, page: Page, console: list[str]
+) -> None:
+    page.goto(f"{site.pages}/follow.html")  # a key with the watch scope, on another origin than the API's
+    widget = page.locator("news-qa")
+    _ask(page, "When will the Gull Point lighthouse open to visitors?")
+    answer = widget.locator(".answer").first
+    follow = answer.get_by_role("button", name="Follow this question")
+    expect(follow).to_be_visible(timeout=30_000)
+    follow.click()
+    expect(answer.locator(".follow .note")).to_contain_text("Following", timeout=30_000)
+    article = {
+        "id": "gull-light", "title": "Lighthouse restored", "source": "Harbour Times",
+        "url": "https://harbour.example/gull-light", "published_at": "2024-04-15",
+        "body": "The old lighthouse on Gull Point has been restored by volunteers. It will open to visitors "
+        "on 1 June, the heritage trust said on Monday.",
+    }  # fmt: skip
+    posted = httpx.post(
+        f"{site.api}/articles", json=article, headers={"authorization": f"Bearer {site.admin}"}
+    )
+    assert posted.status_code == 200, posted.text
+    alert = answer.locator(".follow li.alert")
+    expect(alert).to_contain_text("1 June", timeout=60_000)
+    expect(alert.locator("a")).to_have_attribute("href", "https://harbour.example/gull-light")
+    page.screenshot(path=str(DOCS / "widget-watch.png"))
+    # A key without the watch scope gets a clear refusal under the answer, and nothing is made.
+    page.goto(f"{site.pages}/markup.html")
+    _ask(page, "When will the Gull Point lighthouse open to visitors?")
+    other = widget.locator(".answer").first
+    other.get_by_role("button", name="Follow this question").click()
+    expect(other.locator(".follow .error")).to_have_text("This question cannot be followed here.")
+    watches = httpx.get(f"{site.api}/watches", headers={"authorization": f"Bearer {site.admin}"}).json()
+    assert len(watches) == 1
+    assert watches[0]["owner"] == "watcher"
+    assert [m for m in console if "news-qa" in m] == [
+        f"news-qa: following a question needs a key with the watch scope that lists {site.pages} "
+        f"(rag keys add NAME --scope watch --origin {site.pages})"
+    ]

@@ -4,11 +4,14 @@ After a commit, the chunks above the stored cursor are the news: their articles 
 unchanged re-ingest writes no chunk) are checked in the order they were written. The cost follows the
 news, not watches times corpus: every watch's question vector sits in one matrix, so one product with
 an article's chunk vectors scores it against every watch at once; only the watches whose question comes
-near one of its chunks (cosine at least ``near``; the ``shortlist`` best) are read. For those, the
-composer reads the article's sentences with the trained reader (rag/reader.py) and quotes what it says
-answers; the watch fires when the reader's probability reaches the watch's ``min_confidence``. Its alert
-is the answer as ``/ask`` gives it, from that article, for that story (api/state/watches.py keeps one
-alert per watch and story).
+near one of its chunks (cosine at least ``near``) and whose words it holds (at least ``overlap`` of them,
+weighted by idf, counted through a sparse words × watches matrix) are read, the ``shortlist`` nearest.
+For those, the composer reads the article's sentences with the trained reader (rag/reader.py) and
+quotes what it says answers (one run of the reader for all the watches an article is read for); the
+watch fires when the reader's probability reaches the watch's ``min_confidence``, with the article it is
+surest of when a check brings several (stories it was told of left out first). Its alert is the answer
+as ``/ask`` gives it, from that article, for that story (api/state/watches.py keeps one alert per watch
+and story).
 """
 
 from __future__ import annotations
@@ -21,19 +24,24 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 from api.state.watches import Alert, Found, WatchStore
 from index.errors import QuestionError
 from index.store.protocols import IndexReader
+from index.terms import tokenize
 from rag import Answerer
 from rag.records import Answer, Hit, Question
 
 log = logging.getLogger("api.state.matching")
-DEFAULT_NEAR = 0.3
+DEFAULT_NEAR = 0.4
 """The cosine between a watch's question and one of an article's chunks at which the article is read
 for it (chosen on the replay's tune half, benchmarks/watches.py)."""
-DEFAULT_SHORTLIST = 8
+DEFAULT_SHORTLIST = 3
 """At most this many watches read one article (the nearest)."""
+DEFAULT_OVERLAP = 0.05
+"""The share of a watch's question words (weighted by their idf) that an article must hold to be read
+for it (chosen with DEFAULT_NEAR on the replay's tune half)."""
 
 Render = Callable[[Answer], dict[str, Any]]
 
@@ -49,6 +57,10 @@ class _Watches:
     min_confidence: npt.NDArray[np.float64]
     after: npt.NDArray[np.int64]
     vectors: npt.NDArray[np.float32]
+    vocabulary: dict[str, int]
+    """Every word of every watch's question (as the index stems them), numbered."""
+    terms: sparse.csr_matrix
+    """Which watch asks which word: (words, watches), ones."""
 
 
 class WatchMatcher:
@@ -62,12 +74,14 @@ class WatchMatcher:
         render: Render,
         near: float = DEFAULT_NEAR,
         shortlist: int = DEFAULT_SHORTLIST,
+        overlap: float = DEFAULT_OVERLAP,
     ) -> None:
         self.store = store
         self.answerer = answerer
         self.render = render
         self.near = near
         self.shortlist = shortlist
+        self.overlap = overlap
         self._watches: _Watches | None = None
         self._questions: dict[tuple[str, date | None], Question] = {}
         self.reads = 0
@@ -87,7 +101,10 @@ class WatchMatcher:
         if top == start:
             return []
         found = self.match(reader, ids[ids > start], as_of)
-        stored = self.store.advance(start, top, found)
+        told = self.store.told([(f.watch_id, f.story) for f in found])
+        stored = self.store.advance(
+            start, top, strongest([f for f in found if (f.watch_id, f.story) not in told])
+        )
         return stored or []
 
     def match(self, reader: IndexReader, chunk_ids: npt.NDArray[np.int64], as_of: date | None) -> list[Found]:
@@ -96,6 +113,8 @@ class WatchMatcher:
         if not watches.ids:
             return []
         entries = reader.entries_of([int(i) for i in np.sort(chunk_ids)])
+        idf = reader.idf(list(watches.vocabulary)).astype(np.float64)
+        weight = watches.terms.T @ idf  # each watch's words, weighted
         seen: set[str] = set()
         found: list[Found] = []
         for entry in entries:
@@ -110,10 +129,20 @@ class WatchMatcher:
             for w in np.flatnonzero(eligible):
                 if watches.sources[w] and source not in watches.sources[w]:
                     eligible[w] = False
-            chosen = [w for w in np.argsort(-best) if eligible[w]][: self.shortlist]
-            if not chosen:
+            if not eligible.any():
                 continue
             passages = reader.passages([int(c) for c in chunks])
+            if not passages:
+                continue
+            article = passages[0][1]
+            held = np.zeros(len(watches.vocabulary))
+            words = tokenize([f"{article.title}\n{article.body}"])[0]
+            places = [watches.vocabulary[word] for word in set(words) if word in watches.vocabulary]
+            held[places] = idf[places]
+            overlap = (watches.terms.T @ held) / np.maximum(weight, 1e-9)
+            eligible &= overlap >= self.overlap
+            chosen = [w for w in np.argsort(-best) if eligible[w]][: self.shortlist]
+            asked = []
             for w in chosen:
                 question = self._question(watches.ids[w], watches.questions[w], as_of)
                 if question is None:
@@ -124,13 +153,23 @@ class WatchMatcher:
                     for rank, i in enumerate(order, start=1)
                     if i < len(passages)
                 ]
-                if not hits:
-                    continue
-                self.reads += 1
-                answer, confidence = self.answerer.answer_from(question, watches.vectors[w], hits, reader)
+                asked.append((w, question, hits))
+            if not asked:
+                continue
+            self.reads += len(asked)
+            answers = self.answerer.answers_from([(q, watches.vectors[w], h) for w, q, h in asked], reader)
+            for (w, _, _), (answer, confidence) in zip(asked, answers, strict=True):
                 if confidence >= watches.min_confidence[w] and answer.citations:
                     found.append(
-                        Found(watches.ids[w], entry.story, entry.article_id, self.render(answer), confidence)
+                        Found(
+                            watches.ids[w],
+                            entry.story,
+                            entry.article_id,
+                            self.render(answer),
+                            confidence,
+                            float(best[w]),
+                            float(overlap[w]),
+                        )
                     )
         return found
 
@@ -169,6 +208,16 @@ class WatchMatcher:
             for i, vector in zip(missing, made, strict=True):
                 vectors[i] = vector
             self.store.save_vectors({rows[i][0]: vectors[i] for i in missing})
+        vocabulary: dict[str, int] = {}
+        places: list[int] = []
+        owners: list[int] = []
+        for w, words in enumerate(tokenize([r[1] for r in rows]) if rows else []):
+            for word in set(words):
+                places.append(vocabulary.setdefault(word, len(vocabulary)))
+                owners.append(w)
+        terms = sparse.csr_matrix(
+            (np.ones(len(places)), (places, owners)), shape=(len(vocabulary), len(rows))
+        )
         self._watches = _Watches(
             version,
             [r[0] for r in rows],
@@ -177,6 +226,8 @@ class WatchMatcher:
             np.array([r[3] for r in rows], dtype=np.float64),
             np.array([r[4] for r in rows], dtype=np.int64),
             vectors,
+            vocabulary,
+            terms,
         )
         return self._watches
 
@@ -185,3 +236,13 @@ class WatchMatcher:
             return self.answerer.question(text).searched
         except QuestionError:
             return text
+
+
+def strongest(found: list[Found]) -> list[Found]:
+    """One alert per watch and check: of the new articles that answer a watch, the one the reader is
+    surest of (a commit that brings several stories near a question tells it the best answer, not all)."""
+    best: dict[str, Found] = {}
+    for item in found:
+        if item.watch_id not in best or item.confidence > best[item.watch_id].confidence:
+            best[item.watch_id] = item
+    return [item for item in found if best[item.watch_id] is item]

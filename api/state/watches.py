@@ -40,7 +40,7 @@ from api.state.errors import NotFoundError
 from index.errors import ConfigError
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
 
-DEFAULT_MIN_CONFIDENCE = 0.5
+DEFAULT_MIN_CONFIDENCE = 0.2
 """The reader's probability a watch needs by default (chosen on the replay's tune half:
 benchmarks/watches.py)."""
 MAX_WATCH_SOURCES = 20
@@ -139,6 +139,11 @@ class Found:
     answer: dict[str, Any]
     """The cited answer as ``/ask`` gives it."""
     confidence: float
+    """The reader's probability that the article answers."""
+    near: float = 0.0
+    """The best cosine between the question and one of the article's chunks."""
+    overlap: float = 0.0
+    """The share of the question's words (weighted by idf) the article holds."""
 
 
 @dataclass(frozen=True)
@@ -223,10 +228,10 @@ class WatchStore:
         """The watches of ``owner`` (every watch when ``everyone``), oldest first."""
         with self._lock:
             if everyone:
-                rows = self._db.execute(f"SELECT {_WATCH_COLUMNS} FROM watches ORDER BY created_at, id")
+                rows = self._db.execute(f"SELECT {_WATCH_COLUMNS} FROM watches ORDER BY rowid")
             else:
                 rows = self._db.execute(
-                    f"SELECT {_WATCH_COLUMNS} FROM watches WHERE owner IS ? ORDER BY created_at, id",
+                    f"SELECT {_WATCH_COLUMNS} FROM watches WHERE owner IS ? ORDER BY rowid",
                     (owner,),
                 )
             return [_watch(row) for row in rows.fetchall()]
@@ -276,6 +281,11 @@ class WatchStore:
         if stored is None or not secrets.compare_digest(str(stored), hash_secret(token)):
             raise WatchNotFoundError(f"no watch feed {watch_id!r} with this token")
         return self.get(watch_id)
+
+    def count(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT count(*) FROM watches").fetchone()
+        return int(n)
 
     def version(self) -> int:
         """Bumped by every watch added or removed, in any process."""
@@ -351,6 +361,17 @@ class WatchStore:
                     )
                 stored.append(Alert(alert_id, item.watch_id, seq, item.story, item.article_id, now, body))
         return stored
+
+    def told(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (watch, story) pairs already have their alert."""
+        with self._lock:
+            return {
+                (watch_id, story)
+                for watch_id, story in set(pairs)
+                if self._db.execute(
+                    "SELECT 1 FROM watch_alerts WHERE watch_id = ? AND story = ?", (watch_id, story)
+                ).fetchone()
+            }
 
     def alerts(
         self, watch_id: str, after_seq: int = 0, before_seq: int | None = None, limit: int = 20

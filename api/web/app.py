@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.config import Settings
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
-from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS
+from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS, WATCHES
 from api.root import build_answerer
 from api.state.errors import NotFoundError
 from api.state.jobs import QueueFullError
@@ -324,10 +324,13 @@ def health(request: Request[Any, Any, Any]) -> HealthOut:
     media_type="text/plain",
     summary="Prometheus metrics",
     description="Requests by route and status, latency histograms, answer stages, refusals, ingest jobs, "
-    "index size.",
+    "index size, watches, their alerts and webhook deliveries.",
 )
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    answerer = service_of(request).answerer
+    service = service_of(request)
+    answerer = service.answerer
+    if service.watches is not None:
+        WATCHES.set(service.watches.count())
     if answerer is not None:
         reader = answerer.index.reader()
         INDEX_ARTICLES.set(reader.article_count)

@@ -13,7 +13,9 @@
  * Answers stream from POST /ask/stream (Server-Sent Events read with fetch), each question sent with
  * the thread before it as its history (the last 20 messages), so follow-ups ("When will it open?") are
  * understood; "New conversation" forgets the thread. Under an answer whose question was searched with
- * the conversation, the widget shows what was searched ("Searched: ..."). Article text is data:
+ * the conversation, the widget shows what was searched ("Searched: ..."). "Follow this question" under an
+ * answer makes a watch of it (POST /watches: the key needs the watch scope) and shows the answers the news
+ * brings later, as they come (GET /watches/{id}/events, read with fetch). Article text is data:
  * it is only ever set with textContent, and links are only followed when they are http(s).
  * Nothing is defined globally except the element itself.
  */
@@ -52,6 +54,10 @@
       searched: "Searched:",
       locale: "en-GB",
       coverage: (a, b) => (a === b ? `Sources from ${b}` : `Sources from ${a} to ${b}`),
+      follow: "Follow this question",
+      following: "Following: new answers from the news will appear here.",
+      followFailed: "This question cannot be followed here.",
+      fresh: "New answer",
     },
     de: {
       title: "Fragen an die Nachrichten",
@@ -78,6 +84,10 @@
       searched: "Gesucht:",
       locale: "de-DE",
       coverage: (a, b) => (a === b ? `Quellen vom ${b}` : `Quellen vom ${a} bis ${b}`),
+      follow: "Dieser Frage folgen",
+      following: "Sie folgen dieser Frage: neue Antworten aus den Nachrichten erscheinen hier.",
+      followFailed: "Dieser Frage kann hier nicht gefolgt werden.",
+      fresh: "Neue Antwort",
     },
     fr: {
       title: "Questions sur l'actualité",
@@ -104,6 +114,10 @@
       searched: "Recherché :",
       locale: "fr-FR",
       coverage: (a, b) => (a === b ? `Sources du ${b}` : `Sources du ${a} au ${b}`),
+      follow: "Suivre cette question",
+      following: "Question suivie : les nouvelles réponses de l'actualité apparaîtront ici.",
+      followFailed: "Cette question ne peut pas être suivie ici.",
+      fresh: "Nouvelle réponse",
     },
   };
 
@@ -157,6 +171,13 @@
     .quote.headline-only { font-style: normal; opacity: 0.8; }
     .quote .n { font-style: normal; color: var(--muted); margin-right: 4px; }
     .short { font-weight: 700; font-style: normal; }
+    .follow { margin-top: 8px; font-size: 13px; }
+    .follow button { padding: 4px 10px; border: 1px solid var(--accent); border-radius: 6px; background: var(--bg);
+      color: var(--accent); font: inherit; cursor: pointer; }
+    .follow button:disabled { opacity: .6; cursor: default; }
+    .follow .note { color: var(--muted); margin: 4px 0 0; }
+    .follow ul.alerts { margin: 6px 0 0; padding-left: 18px; }
+    .follow ul.alerts li { margin-bottom: 4px; }
     .searched { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
     .coverage { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
     ol.timeline { margin: 0 0 6px; padding-left: 20px; }
@@ -240,11 +261,18 @@
       this.attachShadow({ mode: "open" });
       this.turns = [];
       this.busy = false;
+      this.streams = new Map(); // turn id -> the AbortController of its followed question's stream
+      this.drawers = new Map(); // turn id -> the function that redraws it (render makes new ones)
     }
 
     connectedCallback() {
       this.turns = this.restore();
       this.render();
+    }
+
+    disconnectedCallback() {
+      for (const stream of this.streams.values()) stream.abort();
+      this.streams.clear();
     }
 
     attributeChangedCallback() {
@@ -354,13 +382,19 @@
       }
       root.append(this.panel);
       this.log.append(el("p", { className: "greeting", text: this.option("greeting", t.greeting) }));
-      for (const turn of this.turns) this.log.append(...this.turnNodes(turn).nodes);
+      for (const turn of this.turns) {
+        const { nodes, draw } = this.turnNodes(turn);
+        this.log.append(...nodes);
+        if (turn.follow && turn.follow.id) this.listen(turn, draw);
+      }
       this.log.scrollTop = this.log.scrollHeight;
     }
 
     /** Forget the thread: the next question is asked alone. */
     restart() {
       if (this.busy) return;
+      for (const stream of this.streams.values()) stream.abort();
+      this.streams.clear();
       this.turns = [];
       this.save();
       this.log.replaceChildren(el("p", { className: "greeting", text: this.option("greeting", this.labels.greeting) }));
@@ -508,9 +542,108 @@
           if (coverage && coverage.note) sources.append(el("p", { className: "coverage-note", role: "note", text: coverage.note }));
           answer.append(sources);
         }
+        if (turn.done && !turn.error) answer.append(this.followNodes(turn, draw));
       };
       draw();
       return { nodes: [question, answer], draw };
+    }
+
+    /** Under an answer: "Follow this question", then the alerts the news brings for it (POST /watches,
+     * then its event stream, read with fetch so the key goes in a header, as for questions). */
+    followNodes(turn, draw) {
+      const t = this.labels;
+      const box = el("div", { className: "follow" });
+      const follow = turn.follow || {};
+      if (!follow.id) {
+        const button = el("button", { type: "button", text: t.follow });
+        button.disabled = Boolean(follow.busy);
+        button.addEventListener("click", () => this.follow(turn, draw));
+        box.append(button);
+        if (follow.error) box.append(el("p", { className: "error", role: "alert", text: follow.error }));
+        return box;
+      }
+      box.append(el("p", { className: "note", role: "status", text: t.following }));
+      const list = el("ul", { className: "alerts", "aria-live": "polite" });
+      for (const alert of follow.alerts || []) {
+        const first = (alert.citations || [])[0] || {};
+        const href = safeUrl(first.url);
+        const said = (alert.short_answer && alert.short_answer.text) || alert.answer;
+        const item = el("li", { className: "alert" }, el("strong", { text: `${t.fresh}: ` }), el("span", { text: said }));
+        const meta = [first.source, first.published_at || t.undated].filter(Boolean).join(", ");
+        item.append(" (", href ? el("a", { href, target: "_blank", rel: "noopener noreferrer", text: first.title || href })
+          : el("span", { text: first.title || "" }), `, ${meta})`);
+        list.append(item);
+      }
+      box.append(list);
+      return box;
+    }
+
+    headers(extra) {
+      const headers = { ...extra };
+      const key = this.option("key", "");
+      if (key) headers.authorization = `Bearer ${key}`;
+      return headers;
+    }
+
+    async follow(turn, draw) {
+      turn.follow = { busy: true };
+      draw();
+      try {
+        const response = await fetch(`${this.api}/watches`, {
+          method: "POST",
+          headers: this.headers({ "content-type": "application/json" }),
+          body: JSON.stringify({ question: turn.searched || turn.question }),
+          credentials: "omit",
+        });
+        if (!response.ok) {
+          const refusal = await this.refusal(response);
+          turn.follow = { error: response.status === 403 ? this.labels.followFailed : refusal };
+        } else {
+          turn.follow = { id: (await response.json()).id, alerts: [] };
+          this.listen(turn, draw);
+        }
+      } catch {
+        // Questions work from this page, so a request refused here is the key: the browser hides a 403
+        // across origins, and says so in its console.
+        console.error(
+          `news-qa: following a question needs a key with the watch scope that lists ${location.origin} ` +
+            `(rag keys add NAME --scope watch --origin ${location.origin})`,
+        );
+        turn.follow = { error: this.labels.followFailed };
+      }
+      draw();
+      this.save();
+    }
+
+    /** The followed question's alerts as they come; reconnects after a break from the last one seen. */
+    async listen(turn, draw) {
+      this.drawers.set(turn.id, draw);
+      if (this.streams.has(turn.id)) return; // already listening: the new drawing is used from now on
+      const follow = turn.follow;
+      const controller = new AbortController();
+      this.streams.set(turn.id, controller);
+      const redraw = () => this.drawers.get(turn.id)();
+      while (!controller.signal.aborted && turn.follow === follow) {
+        const last = follow.alerts.length ? follow.alerts[follow.alerts.length - 1].seq : 0;
+        try {
+          const response = await fetch(`${this.api}/watches/${follow.id}/events?after=${last}`, {
+            headers: this.headers({ accept: "text/event-stream" }),
+            signal: controller.signal,
+            credentials: "omit",
+          });
+          if (!response.ok) break; // the watch was removed, or the key no longer allows it
+          for await (const { event, data } of events(response)) {
+            if (event !== "alert") continue;
+            follow.alerts.push(JSON.parse(data));
+            redraw();
+            this.save();
+          }
+        } catch {
+          if (controller.signal.aborted) break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5000));
+      }
+      if (this.streams.get(turn.id) === controller) this.streams.delete(turn.id);
     }
 
     async ask(text) {
