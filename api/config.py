@@ -77,6 +77,10 @@ class ServiceSettings:
     webhook_tries: int = 8
     """Tries of one webhook delivery before the watch is marked failing. Env: RAG_WEBHOOK_TRIES."""
 
+    watches_per_key: int = 100
+    """Watches one API key may keep (over HTTP; one pool while the service has no keys). Env:
+    RAG_WATCHES_PER_KEY."""
+
     @property
     def state_path(self) -> Path:
         """The service's own SQLite file (keys, daily counts)."""
@@ -99,10 +103,11 @@ class ServiceSettings:
             near = float(env.get("RAG_WATCH_NEAR", "0.4"))
             retry = float(env.get("RAG_WEBHOOK_RETRY_SECONDS", "10"))
             tries = int(env.get("RAG_WEBHOOK_TRIES", "8"))
+            per_key = int(env.get("RAG_WATCHES_PER_KEY", "100"))
         except ValueError:
             raise ConfigError(
                 "RAG_WATCH_CHECK_SECONDS, RAG_WATCH_NEAR and RAG_WEBHOOK_RETRY_SECONDS are numbers, "
-                "RAG_WEBHOOK_TRIES a whole number"
+                "RAG_WEBHOOK_TRIES and RAG_WATCHES_PER_KEY whole numbers"
             ) from None
         return cls(
             data_dir=data_dir_from_env(env),
@@ -110,6 +115,7 @@ class ServiceSettings:
             watch_near=near,
             webhook_retry_seconds=max(retry, 0.0),
             webhook_tries=max(tries, 1),
+            watches_per_key=max(per_key, 1),
             rate_per_address=rate,
             feeds_check_seconds=max(check, 0.1),
             feeds_host_delay_seconds=max(delay, 0.0),

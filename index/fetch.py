@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import urllib.robotparser
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -78,6 +78,8 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
+        self.peer_check: Callable[[str], None] | None = None
+        """Told the address connected to; raises to stop the request before it is sent."""
         self._socket: socket.socket | None = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(max(seconds, 0.0), self._cut)
@@ -93,6 +95,15 @@ class _Deadline:
                 expired = self.expired
             if expired:
                 self._cut()
+            if self.peer_check is not None and isinstance(found, socket.socket):
+                # The address actually connected to, before a byte of the request is sent: a name that
+                # resolves to a public address when checked and to an internal one when connected
+                # (DNS rebinding) gets nothing.
+                try:
+                    peer = found.getpeername()
+                except OSError:
+                    return
+                self.peer_check(str(peer[0]))
 
     def _cut(self) -> None:
         with self._lock:
@@ -169,6 +180,7 @@ class Fetcher:
         with self._host_lock(host):
             self._wait_turn(host)
             cut = _Deadline(deadline - time.monotonic())
+            cut.peer_check = lambda address: self._check_ip(host, address)
             try:
                 with self._client.stream(
                     "GET", url, headers=headers, extensions={"trace": cut.trace}
@@ -200,6 +212,7 @@ class Fetcher:
         host = _split(url).netloc.lower()
         shown = _shown(url)
         cut = _Deadline(self.limits.total_seconds)
+        cut.peer_check = lambda address: self._check_ip(host, address)
         try:
             with self._client.stream(
                 "POST", url, content=body, headers=headers, extensions={"trace": cut.trace}

@@ -200,6 +200,21 @@ def _server_env(tmp_path: Path, tiktoken_dir: Path) -> dict[str, str]:
     }
 
 
+def _removing_ends_the_stream(base: str, watch_id: str) -> None:
+    """A stream resumed after the watch's last alert waits; removing the watch ends it."""
+    ended = threading.Event()
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{base}/watches/{watch_id}/events?after=1", timeout=120) as stream:
+            for _ in stream.iter_lines():
+                pass
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert httpx.delete(f"{base}/watches/{watch_id}").status_code == 204
+    assert ended.wait(120)
+
+
 def _delivered(base: str, watch_id: str) -> dict[str, Any] | None:
     """The watch once a webhook delivery of it succeeded, else None."""
     watch: dict[str, Any] = httpx.get(f"{base}/watches/{watch_id}").json()
@@ -285,6 +300,8 @@ def test_a_feed_entry_answering_a_watch_reaches_every_channel_once(
         assert "newsqa_watch_alerts_total 2.0" in metrics
         assert "newsqa_watches 2.0" in metrics
 
+        _removing_ends_the_stream(base, watch["id"])
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("receiver_plan", [["hang", "ok"]])
@@ -335,6 +352,33 @@ def test_a_key_sees_only_its_own_watches(client: TestClient[Litestar], tmp_path:
     assert client.get("/watches").status_code == 401
     assert client.delete(f"/watches/{theirs['id']}", headers=auth(bob)).status_code == 204
 
+    # Two keys watching one question are both told, from one reading of the article.
+    ring = KeyRing(tmp_path / "data" / "service.sqlite")
+    carol = ring.add("carol", "watch")
+    ring.close()
+    hers = client.post("/watches", json={"question": LIGHTHOUSE}, headers=auth(carol)).json()
+    assert client.post("/articles", json=LIGHT, headers=auth(boss)).status_code == 200
+    for token, watch_id in ((alice, mine.json()["id"]), (carol, hers["id"])):
+
+        def told(t: str = token, w: str = watch_id) -> list[dict[str, Any]]:
+            alerts: list[dict[str, Any]] = client.get(f"/watches/{w}/alerts", headers=auth(t)).json()[
+                "alerts"
+            ]
+            return alerts
+
+        assert "1 June" in _until(told)[0]["short_answer"]["text"]
+
+    # A key keeps at most RAG_WATCHES_PER_KEY watches (100 by default).
+    for n in range(99):
+        assert (
+            client.post("/watches", json={"question": f"{FERRY} ({n})"}, headers=auth(carol)).status_code
+            == 201
+        )
+    refused = client.post("/watches", json={"question": FERRY}, headers=auth(carol))
+    assert refused.status_code == 422
+    assert refused.json()["title"] == "Too many watches"
+    assert client.post("/watches", json={"question": FERRY}, headers=auth(alice)).status_code == 201
+
 
 @pytest.mark.parametrize("receiver_plan", [["fail", "fail", "fail"]])
 def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, tmp_path: Path) -> None:
@@ -357,6 +401,32 @@ def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, 
     finally:
         poster.close()
         store.close()
+
+
+def test_a_delivery_is_sent_by_one_process_and_a_stream_resumes_with_every_alert(tmp_path: Path) -> None:
+    path = tmp_path / "service.sqlite"
+    served, checking = WatchStore(path), WatchStore(path)  # as `rag serve` and `rag watch check` hold it
+    try:
+        made = served.add(LIGHTHOUSE, None, webhook="https://hooks.example.com/news")
+        served.advance(None, 0, [])
+        for n in range(3):
+            found = Found(made.watch.id, f"story-{n}", f"article-{n}", {"answer": f"answer {n} [1]"}, 0.9)
+            assert len(served.advance(n * 10, n * 10 + 10, [found]) or []) == 1
+        now = time.time()
+        claimed = served.due(now)
+        assert [d.alert_id for d in claimed] == [a.id for a in reversed(served.alerts(made.watch.id))]
+        assert checking.due(now) == []  # claimed by the other process for the lease
+        checking.failed(claimed[0], "HTTP 503", None)
+        served.delivered(claimed[0].alert_id, made.watch.id)  # a late success still counts
+        assert served.deliveries(made.watch.id) == {"delivered": 0, "pending": 2, "given_up": 1}
+        served.delivered(claimed[1].alert_id, made.watch.id)
+        checking.failed(claimed[1], "HTTP 503", None)  # a late failure after a success changes nothing
+        assert served.deliveries(made.watch.id) == {"delivered": 1, "pending": 1, "given_up": 1}
+        assert [a.seq for a in served.alerts(made.watch.id, after_seq=1, limit=1, oldest_first=True)] == [2]
+        assert [a.seq for a in served.alerts(made.watch.id, limit=2)] == [3, 2]
+    finally:
+        served.close()
+        checking.close()
 
 
 @pytest.mark.slow
@@ -386,6 +456,9 @@ def test_the_watch_command_line(tmp_path: Path, tiktoken_dir: Path) -> None:
     assert "0 new alert(s)" in again.stdout
     listed = json.loads(rag("watch", "list", "--json", env=env).stdout)
     assert [(w["id"], w["alerts"]) for w in listed] == [(watch_id, 1), (other, 0)]
+    restarted = rag("watch", "check", "--from-now", env=env)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "news begins now" in restarted.stdout
     assert rag("watch", "remove", watch_id, env=env).returncode == 0
     missing = rag("watch", "remove", watch_id, env=env)
     assert missing.returncode == 2

@@ -38,6 +38,11 @@ def add_watch_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "check", help="match what was committed since the last check; print the alerts"
     )
     check.add_argument("--as-of", type=date.fromisoformat, help="ask the questions as on this day")
+    check.add_argument(
+        "--from-now",
+        action="store_true",
+        help="match nothing: news begins after what the index holds now (after rebuilding it from nothing)",
+    )
     check.set_defaults(run=_check)
 
 
@@ -103,6 +108,11 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     store = WatchStore(settings.service.state_path)
     door = fetcher(settings)
     try:
+        if args.from_now:
+            ids = answerer.index.reader().chunk_ids()
+            store.restart(int(ids.max()) if ids.size else 0)
+            print("news begins now for every watch")
+            return 0
         matcher = WatchMatcher(store, answerer, render_answer, settings.service.watch_near)
         alerts = matcher.check(as_of=args.as_of)
         for alert in alerts:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ DEFAULT_NEAR = 0.4
 """The cosine between a watch's question and one of an article's chunks at which the article is read
 for it (chosen on the replay's tune half, benchmarks/watches.py)."""
 DEFAULT_SHORTLIST = 3
-"""At most this many watches read one article (the nearest)."""
+"""At most this many distinct questions read one article (the nearest)."""
 DEFAULT_OVERLAP = 0.05
 """The share of a watch's question words (weighted by their idf) that an article must hold to be read
 for it (chosen with DEFAULT_NEAR on the replay's tune half)."""
@@ -57,6 +57,8 @@ class _Watches:
     min_confidence: npt.NDArray[np.float64]
     after: npt.NDArray[np.int64]
     vectors: npt.NDArray[np.float32]
+    keys: list[str]
+    """Each watch's question as compared with the others' (case and spacing aside)."""
     vocabulary: dict[str, int]
     """Every word of every watch's question (as the index stems them), numbered."""
     terms: sparse.csr_matrix
@@ -90,22 +92,26 @@ class WatchMatcher:
     def check(self, as_of: date | None = None) -> list[Alert]:
         """Check what was committed since the last check, store the alerts it earns (and the cursor) and
         return them. The first check only sets the cursor: watches are told of news, not of the past.
-        ``as_of``: the day the watches' questions are asked on (default today)."""
-        reader = self.answerer.index.reader()
-        start = self.store.cursor()
-        ids = reader.chunk_ids()
-        top = int(ids.max()) if ids.size else 0
-        if start is None or top < start:  # the first check, or an index rebuilt from nothing
-            self.store.advance(start, top, [])
-            return []
-        if top == start:
-            return []
-        found = self.match(reader, ids[ids > start], as_of)
-        told = self.store.told([(f.watch_id, f.story) for f in found])
-        stored = self.store.advance(
-            start, top, strongest([f for f in found if (f.watch_id, f.story) not in told])
-        )
-        return stored or []
+        ``as_of``: the day the watches' questions are asked on (default today, UTC)."""
+        day = as_of or datetime.now(UTC).date()
+        for _ in range(3):  # another process may move the cursor first: then check what it left
+            reader = self.answerer.index.reader()
+            start = self.store.cursor()
+            ids = reader.chunk_ids()
+            top = int(ids.max()) if ids.size else 0
+            if start is None:
+                self.store.advance(None, top, [])
+                return []
+            if top <= start:  # nothing new; or a snapshot behind another process's (it catches up)
+                return []
+            found = self.match(reader, ids[ids > start], day)
+            told = self.store.told([(f.watch_id, f.story) for f in found])
+            stored = self.store.advance(
+                start, top, strongest([f for f in found if (f.watch_id, f.story) not in told])
+            )
+            if stored is not None:
+                return stored
+        return []
 
     def match(self, reader: IndexReader, chunk_ids: npt.NDArray[np.int64], as_of: date | None) -> list[Found]:
         """What the articles of ``chunk_ids`` answer, watch by watch."""
@@ -141,37 +147,59 @@ class WatchMatcher:
             held[places] = idf[places]
             overlap = (watches.terms.T @ held) / np.maximum(weight, 1e-9)
             eligible &= overlap >= self.overlap
-            chosen = [w for w in np.argsort(-best) if eligible[w]][: self.shortlist]
+            # The nearest questions are read, each once: watches asking the same question (several keys
+            # following one story) share its reading, and none crowds another out of the shortlist.
+            groups = self._groups(watches, best, eligible)
             asked = []
-            for w in chosen:
-                question = self._question(watches.ids[w], watches.questions[w], as_of)
+            for members in groups.values():
+                first = members[0]
+                question = self._question(watches.ids[first], watches.questions[first], as_of)
                 if question is None:
                     continue
-                order = np.argsort(-sims[:, w])
+                order = np.argsort(-sims[:, first])
                 hits = [
-                    Hit(rank, float(sims[i, w]), passages[i][0], passages[i][1], float(sims[i, w]))
+                    Hit(rank, float(sims[i, first]), passages[i][0], passages[i][1], float(sims[i, first]))
                     for rank, i in enumerate(order, start=1)
                     if i < len(passages)
                 ]
-                asked.append((w, question, hits))
+                asked.append((members, question, hits))
             if not asked:
                 continue
             self.reads += len(asked)
-            answers = self.answerer.answers_from([(q, watches.vectors[w], h) for w, q, h in asked], reader)
-            for (w, _, _), (answer, confidence) in zip(asked, answers, strict=True):
-                if confidence >= watches.min_confidence[w] and answer.citations:
-                    found.append(
-                        Found(
-                            watches.ids[w],
-                            entry.story,
-                            entry.article_id,
-                            self.render(answer),
-                            confidence,
-                            float(best[w]),
-                            float(overlap[w]),
-                        )
+            answers = self.answerer.answers_from([(q, watches.vectors[m[0]], h) for m, q, h in asked], reader)
+            for (members, _, _), (answer, confidence) in zip(asked, answers, strict=True):
+                if not answer.citations:
+                    continue
+                rendered = self.render(answer)
+                found.extend(
+                    Found(
+                        watches.ids[w],
+                        entry.story,
+                        entry.article_id,
+                        rendered,
+                        confidence,
+                        float(best[w]),
+                        float(overlap[w]),
                     )
+                    for w in members
+                    if confidence >= watches.min_confidence[w]
+                )
         return found
+
+    def _groups(
+        self, watches: _Watches, best: npt.NDArray[np.float32], eligible: npt.NDArray[np.bool_]
+    ) -> dict[str, list[int]]:
+        """The ``shortlist`` nearest distinct questions among the eligible watches, each with every
+        eligible watch that asks it."""
+        groups: dict[str, list[int]] = {}
+        for w in np.argsort(-best):
+            if eligible[w]:
+                same = groups.get(watches.keys[w])
+                if same is not None:
+                    same.append(int(w))
+                elif len(groups) < self.shortlist:
+                    groups[watches.keys[w]] = [int(w)]
+        return groups
 
     def _question(self, watch_id: str, text: str, as_of: date | None) -> Question | None:
         key = (watch_id, as_of)
@@ -226,6 +254,7 @@ class WatchMatcher:
             np.array([r[3] for r in rows], dtype=np.float64),
             np.array([r[4] for r in rows], dtype=np.int64),
             vectors,
+            [" ".join(r[1].lower().split()) for r in rows],
             vocabulary,
             terms,
         )

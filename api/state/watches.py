@@ -37,13 +37,15 @@ import numpy as np
 import numpy.typing as npt
 
 from api.state.errors import NotFoundError
-from index.errors import ConfigError
+from index.errors import ConfigError, RagError
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
 
 DEFAULT_MIN_CONFIDENCE = 0.2
 """The reader's probability a watch needs by default (chosen on the replay's tune half:
 benchmarks/watches.py)."""
 MAX_WATCH_SOURCES = 20
+DELIVERY_LEASE_SECONDS = 120.0
+"""How long a process that took a delivery has it to itself (longer than a fetch's deadline)."""
 FEED_TOKEN_PREFIX = "wft_"  # noqa: S105 - a marker for feed tokens, not a secret
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks secret prefix, not a secret
 _SCHEMA = """
@@ -72,6 +74,10 @@ _WATCH_COLUMNS = (
 
 class WatchNotFoundError(NotFoundError):
     """No such watch (or not one the caller's key may see)."""
+
+
+class WatchLimitError(RagError):
+    """A key has as many watches as it may keep."""
 
 
 @dataclass(frozen=True)
@@ -192,14 +198,18 @@ class WatchStore:
         sources: Sequence[str] = (),
         webhook: str | None = None,
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        limit: int | None = None,
     ) -> Made:
-        """A new watch, news to it from the matcher's cursor on."""
+        """A new watch, news to it from the matcher's cursor on; WatchLimitError when ``owner`` has
+        ``limit`` already."""
         if not question.strip() or len(question) > MAX_QUESTION_CHARS:
             raise ConfigError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
         if not 0.0 < min_confidence <= 1.0:
             raise ConfigError("min_confidence is a probability above 0 and at most 1")
         if len(sources) > MAX_WATCH_SOURCES:
             raise ConfigError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
+        if limit is not None and len(self.watches(owner)) >= limit:
+            raise WatchLimitError(f"{owner or 'this service'} has {limit} watches, the most a key may keep")
         watch_id = "w_" + uuid.uuid4().hex[:16]
         token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
         secret = WEBHOOK_SECRET_PREFIX + _b64(secrets.token_bytes(24)) if webhook else None
@@ -317,6 +327,14 @@ class WatchStore:
         with self._lock:
             return self._state("cursor")
 
+    def restart(self, top: int) -> None:
+        """News begins after chunk ``top`` for the cursor and every watch (an index rebuilt from nothing
+        numbers its chunks from 1 again: `rag watch check --from-now`)."""
+        with self._writing():
+            self._set("cursor", top)
+            self._db.execute("UPDATE watches SET after_chunk = ?", (top,))
+            self._bump("version")
+
     def advance(self, start: int | None, end: int, found: Sequence[Found]) -> list[Alert] | None:
         """Store ``found`` (one alert per watch and story; others are dropped) and move the cursor from
         ``start`` to ``end``, in one transaction; None when another process moved the cursor first
@@ -374,22 +392,30 @@ class WatchStore:
             }
 
     def alerts(
-        self, watch_id: str, after_seq: int = 0, before_seq: int | None = None, limit: int = 20
+        self,
+        watch_id: str,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int = 20,
+        oldest_first: bool = False,
     ) -> list[Alert]:
-        """The watch's alerts numbered above ``after_seq`` (and below ``before_seq``), newest first."""
+        """The watch's alerts numbered above ``after_seq`` (and below ``before_seq``), newest first (or
+        the oldest ``limit`` of them, oldest first: what a stream resuming after ``after_seq`` sends)."""
+        order = "ASC" if oldest_first else "DESC"
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, watch_id, seq, story, article_id, created_at, body FROM watch_alerts "
-                "WHERE watch_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                f"WHERE watch_id = ? AND seq > ? AND seq < ? ORDER BY seq {order} LIMIT ?",
                 (watch_id, after_seq, before_seq if before_seq is not None else 2**62, limit),
             ).fetchall()
         return [Alert(r[0], r[1], int(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
     # --- the outbox ---------------------------------------------------------------------------------
 
-    def due(self, now: float, limit: int = 20) -> list[Delivery]:
-        """Webhook deliveries due by ``now``, oldest first."""
-        with self._lock:
+    def due(self, now: float, limit: int = 20, lease: float = DELIVERY_LEASE_SECONDS) -> list[Delivery]:
+        """Webhook deliveries due by ``now``, oldest first, claimed for ``lease`` seconds: another process
+        delivering at the same time (`rag watch check` beside `rag serve`) skips them meanwhile."""
+        with self._writing():
             rows = self._db.execute(
                 "SELECT o.alert_id, o.watch_id, o.attempts, w.webhook, w.webhook_secret, a.body "
                 "FROM watch_outbox o JOIN watches w ON w.id = o.watch_id "
@@ -398,6 +424,9 @@ class WatchStore:
                 "ORDER BY o.next_at LIMIT ?",
                 (now, limit),
             ).fetchall()
+            self._db.executemany(
+                "UPDATE watch_outbox SET next_at = ? WHERE alert_id = ?", [(now + lease, r[0]) for r in rows]
+            )
         return [Delivery(r[0], r[1], int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows if r[3]]
 
     def next_due(self) -> float | None:
@@ -410,22 +439,23 @@ class WatchStore:
 
     def delivered(self, alert_id: str, watch_id: str) -> None:
         with self._writing():
-            self._db.execute(
+            done = self._db.execute(
                 "UPDATE watch_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
-                "WHERE alert_id = ?",
+                "WHERE alert_id = ? AND delivered_at IS NULL",
                 (_now(), alert_id),
-            )
-            self._db.execute("UPDATE watches SET failing = NULL WHERE id = ?", (watch_id,))
+            ).rowcount
+            if done:
+                self._db.execute("UPDATE watches SET failing = NULL WHERE id = ?", (watch_id,))
 
     def failed(self, delivery: Delivery, error: str, retry_at: float | None) -> None:
         """A try that failed: tried again at ``retry_at``, or given up (None), the watch marked failing."""
         with self._writing():
-            self._db.execute(
+            changed = self._db.execute(
                 "UPDATE watch_outbox SET attempts = attempts + 1, last_error = ?, next_at = ?, given_up = ? "
-                "WHERE alert_id = ?",
+                "WHERE alert_id = ? AND delivered_at IS NULL",
                 (error[:500], retry_at or 0.0, int(retry_at is None), delivery.alert_id),
-            )
-            if retry_at is None:
+            ).rowcount
+            if changed and retry_at is None:
                 self._db.execute(
                     "UPDATE watches SET failing = ? WHERE id = ?",
                     (

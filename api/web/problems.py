@@ -13,6 +13,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.state.errors import NotFoundError, WebhookRefusedError
 from api.state.jobs import QueueFullError
+from api.state.watches import WatchLimitError
 from api.web.schemas import ProblemOut
 from index.errors import (
     ArticleError,
@@ -99,6 +100,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "Not found"),
     (ArticleError, 422, "Article rejected"),
     (WebhookRefusedError, 422, "Webhook refused"),
+    (WatchLimitError, 422, "Too many watches"),
     (FeedError, 422, "Feed refused"),
     (FetchError, 422, "Feed refused"),
     (IndexNotReadyError, 503, "Index not ready"),

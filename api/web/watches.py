@@ -22,7 +22,15 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from api.state.errors import WebhookRefusedError
 from api.state.keys import ApiKey
 from api.state.service import Service, service_of
-from api.state.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES, Alert, Made, Watch, WatchStore
+from api.state.watches import (
+    DEFAULT_MIN_CONFIDENCE,
+    MAX_WATCH_SOURCES,
+    Alert,
+    Made,
+    Watch,
+    WatchNotFoundError,
+    WatchStore,
+)
 from api.web.problems import problems
 from api.web.schemas import Text
 from index.errors import RagError
@@ -131,6 +139,8 @@ def _feed_url(request: Request[Any, Any, Any], watch_id: str, token: str) -> str
     security=_SECURITY,
     responses=problems(400, 413, 415, 422),
     summary="Watch a question: be told when a new article answers it",
+    description="422 when the question cannot be asked, the webhook cannot be used, or the key keeps as many "
+    "watches as it may (RAG_WATCHES_PER_KEY).",
 )
 def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> WatchOut:
     service, store = _store(request)
@@ -145,7 +155,8 @@ def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> Watch
         except FetchError as exc:
             raise WebhookRefusedError(f"the webhook cannot be used: {exc}") from None
     owner, _ = _caller(request)
-    made = store.add(data.question, owner, data.sources or (), data.webhook, data.min_confidence)
+    limit = service.settings.service.watches_per_key
+    made = store.add(data.question, owner, data.sources or (), data.webhook, data.min_confidence, limit)
     return _out(made.watch, store, made, _feed_url(request, made.watch.id, made.feed_token))
 
 
@@ -322,39 +333,55 @@ async def watch_events(
     after: Annotated[int | None, Parameter(ge=0, description="send alerts numbered above this")] = None,
 ) -> ServerSentEvent:
     service, store = _store(request)
-    await anyio.to_thread.run_sync(lambda: store.get(watch_id, *_caller(request)))
+    owner, everyone = _caller(request)
+    await anyio.to_thread.run_sync(lambda: store.get(watch_id, owner, everyone))
     last = after
     if last is None:
         given = request.headers.get("last-event-id", "")
         last = int(given) if given.isdigit() else 0
-    return ServerSentEvent(_events(service, store, watch_id, last))
+    key: ApiKey | None = request.state.get("api_key")
+    return ServerSentEvent(_events(service, store, watch_id, last, key.name if key else None))
 
 
 async def _events(
-    service: Service, store: WatchStore, watch_id: str, last: int
+    service: Service, store: WatchStore, watch_id: str, last: int, key: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
+    """The watch's alerts after ``last``, oldest first, then each as it comes; the stream ends when the
+    watch is removed or the key that opened it is revoked."""
     bell = service.alerts.bell if service.alerts is not None else None
     rung = bell.listen() if bell is not None else asyncio.Event()
     try:
         while True:
             rung.clear()
             fresh = await anyio.to_thread.run_sync(_newer, store, watch_id, last)
-            for alert in reversed(fresh):
+            for alert in fresh:
                 yield ServerSentEventMessage(event="alert", id=str(alert.seq), data=json.dumps(alert.body))
-                last = max(last, alert.seq)
+                last = alert.seq
             if fresh:
                 continue
             try:  # woken by this process's alerts; the heartbeat also finds another process's
                 await asyncio.wait_for(rung.wait(), timeout=service.heartbeat_seconds)
             except TimeoutError:
+                if not await anyio.to_thread.run_sync(_still_open, service, store, watch_id, key):
+                    return
                 yield ServerSentEventMessage(comment="keepalive", data=None)
     finally:
         if bell is not None:
             bell.leave(rung)
 
 
+def _still_open(service: Service, store: WatchStore, watch_id: str, key: str | None) -> bool:
+    """Whether the watch is still there and the key that opened its stream still active."""
+    try:
+        store.get(watch_id)
+    except WatchNotFoundError:
+        return False
+    door = service.door
+    return key is None or (door is not None and any(k.name == key for k in door.keys.active()))
+
+
 def _newer(store: WatchStore, watch_id: str, last: int) -> list[Alert]:
-    return store.alerts(watch_id, after_seq=last, limit=100)
+    return store.alerts(watch_id, after_seq=last, limit=100, oldest_first=True)
 
 
 ROUTES = [
