@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from api.config import Settings
 from api.state.errors import NotFoundError
+from api.state.sqlite import immediate
 from index import Article, ArticleError, Ingestor, parse_record
 from index.clean import MAX_NAME_CHARS, clip, plain_line
 from index.feeds import Entry, FeedError, Parsed, article_id, parse
@@ -273,13 +274,8 @@ class FeedRegistry:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db):
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
 
 def _alive(pid: int) -> bool:

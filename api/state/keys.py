@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from api.state.sqlite import immediate
 from index.errors import ConfigError, IndexCorruptError
 from index.store.markers import KEYS_MARKER, mark, marked, refuse_lost
 
@@ -207,14 +208,8 @@ class KeyRing:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db):
+            yield
 
 
 def _key(row: Sequence[object]) -> ApiKey:

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api.state.errors import NotFoundError
+from api.state.sqlite import immediate
 from index.errors import ConfigError, RagError
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
 
@@ -491,14 +492,8 @@ class WatchStore:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db):
+            yield
 
 
 def _watch(row: Sequence[Any]) -> Watch:
