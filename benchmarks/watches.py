@@ -49,8 +49,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from api.state.alert_records import Found  # noqa: E402
 from api.state.matching import DEFAULT_NEAR, DEFAULT_OVERLAP, WatchMatcher, strongest  # noqa: E402
-from api.state.watches import DEFAULT_MIN_CONFIDENCE, Found, WatchStore  # noqa: E402
+from api.state.watches import DEFAULT_MIN_CONFIDENCE, WatchStore  # noqa: E402
 from api.web.schemas import render_answer  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from evals.harness import normalize_answer  # noqa: E402

@@ -20,9 +20,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from api.state.alert_records import Found
 from api.state.alerts import deliver
 from api.state.keys import KeyRing
-from api.state.watches import Found, WatchStore
+from api.state.watches import WatchStore
 from index.fetch import Fetcher, parse_networks
 from tests.servers import free_port, rag, rag_env, server_process, serving
 from tests.sites import Site, article_page, rss

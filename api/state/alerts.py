@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import Webhook
 
 from api.metrics import WATCH_ALERTS, WEBHOOK_DELIVERIES
+from api.state.alert_records import Delivery
 from api.state.matching import WatchMatcher
-from api.state.watches import Delivery, WatchStore
+from api.state.watches import WatchStore
 from index.fetch import Fetcher, FetchError
 
 log = logging.getLogger("api.state.alerts")

@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from api.state.watches import Alert, Found, WatchStore
+from api.state.alert_records import Alert, Found
+from api.state.watches import WatchStore
 from index.errors import QuestionError
 from index.store.protocols import IndexReader
 from index.terms import tokenize

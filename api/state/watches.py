@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from api.state.errors import NotFoundError
+from api.state.alert_records import Alert, Delivery, Found, Made, Watch, WatchLimitError, WatchNotFoundError
 from api.state.sqlite import immediate
-from index.errors import ConfigError, RagError
+from index.errors import ConfigError
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
 
 DEFAULT_MIN_CONFIDENCE = 0.2
@@ -71,98 +70,6 @@ _WATCH_COLUMNS = (
     "id, owner, question, sources, webhook, min_confidence, after_chunk, created_at, failing, alerts, "
     "feed_token_hash IS NOT NULL"
 )
-
-
-class WatchNotFoundError(NotFoundError):
-    """No such watch (or not one the caller's key may see)."""
-
-
-class WatchLimitError(RagError):
-    """A key has as many watches as it may keep."""
-
-
-@dataclass(frozen=True)
-class Watch:
-    """One standing question as stored (never its feed token; its webhook secret only where asked)."""
-
-    id: str
-    owner: str | None
-    question: str
-    sources: tuple[str, ...]
-    webhook: str | None
-    min_confidence: float
-    after_chunk: int
-    """Chunks above this id are news to the watch (the matcher's cursor when it was made)."""
-    created_at: str
-    failing: str | None
-    """Why its webhook stopped being tried; None while deliveries work."""
-    alerts: int
-    has_feed: bool
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "question": self.question,
-            "sources": list(self.sources),
-            "webhook": self.webhook,
-            "min_confidence": self.min_confidence,
-            "owner": self.owner,
-            "created_at": self.created_at,
-            "alerts": self.alerts,
-            "failing": self.failing,
-            "feed": self.has_feed,
-        }
-
-
-@dataclass(frozen=True)
-class Made:
-    """A new watch with the secrets shown this once: its feed token and its webhook secret."""
-
-    watch: Watch
-    feed_token: str
-    webhook_secret: str | None
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One alert: the watch, its number, the story, and the body every channel sends (JSON)."""
-
-    id: str
-    watch_id: str
-    seq: int
-    story: str
-    article_id: str
-    created_at: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Found:
-    """What the matcher found for a watch, before it is numbered and stored."""
-
-    watch_id: str
-    story: str
-    article_id: str
-    answer: dict[str, Any]
-    """The cited answer as ``/ask`` gives it."""
-    confidence: float
-    """The reader's probability that the article answers."""
-    near: float = 0.0
-    """The best cosine between the question and one of the article's chunks."""
-    overlap: float = 0.0
-    """The share of the question's words (weighted by idf) the article holds."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One alert due for its webhook."""
-
-    alert_id: str
-    watch_id: str
-    attempts: int
-    url: str
-    secret: str
-    body: str
 
 
 def hash_secret(token: str) -> str:

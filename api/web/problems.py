@@ -11,9 +11,9 @@ from litestar import Request, Response
 from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
 
+from api.state.alert_records import WatchLimitError
 from api.state.errors import NotFoundError, WebhookRefusedError
 from api.state.jobs import QueueFullError
-from api.state.watches import WatchLimitError
 from api.web.schemas import ProblemOut
 from index.errors import (
     ArticleError,

@@ -19,18 +19,11 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
+from api.state.alert_records import Alert, Made, Watch, WatchNotFoundError
 from api.state.errors import WebhookRefusedError
 from api.state.keys import ApiKey
 from api.state.service import Service, service_of
-from api.state.watches import (
-    DEFAULT_MIN_CONFIDENCE,
-    MAX_WATCH_SOURCES,
-    Alert,
-    Made,
-    Watch,
-    WatchNotFoundError,
-    WatchStore,
-)
+from api.state.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES, WatchStore
 from api.web.problems import problems
 from api.web.schemas import Text
 from index.errors import RagError
