@@ -33,6 +33,8 @@ from index.urls import MAX_URL_CHARS
 WATCH: dict[str, Any] = {"scope": "watch"}
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _PAGE = 20
+_LAST = 2**62
+"""Above any alert's number (SQLite's integers end at 2**63)."""
 WatchId = Annotated[str, Parameter(pattern=r"^w_[0-9a-f]{16}$", description="a watch id")]
 Outlet = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Address = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_CHARS, pattern="^https?://")]
@@ -206,12 +208,12 @@ def remove_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
 def watch_alerts(
     request: Request[Any, Any, Any],
     watch_id: WatchId,
-    before: Annotated[int | None, Parameter(ge=1, description="alerts numbered below this")] = None,
+    before: Annotated[int | None, Parameter(description="alerts numbered below this")] = None,
     limit: Annotated[int, Parameter(ge=1, le=100, description="alerts on a page")] = _PAGE,
 ) -> AlertsOut:
     _, store = _store(request)
     store.get(watch_id, *_caller(request))
-    alerts = store.alerts(watch_id, before_seq=before, limit=limit)
+    alerts = store.alerts(watch_id, before_seq=None if before is None else min(before, _LAST), limit=limit)
     older = alerts[-1].seq if len(alerts) == limit and alerts[-1].seq > 1 else None
     path = request.url_for("watch_alerts", watch_id=watch_id)
     return AlertsOut([a.body for a in alerts], f"{path}?before={older}&limit={limit}" if older else None)
@@ -323,15 +325,15 @@ def _when(stamp: str) -> datetime:
 async def watch_events(
     request: Request[Any, Any, Any],
     watch_id: WatchId,
-    after: Annotated[int | None, Parameter(ge=0, description="send alerts numbered above this")] = None,
+    after: Annotated[int | None, Parameter(description="send alerts numbered above this")] = None,
 ) -> ServerSentEvent:
     service, store = _store(request)
     owner, everyone = _caller(request)
     await anyio.to_thread.run_sync(lambda: store.get(watch_id, owner, everyone))
-    last = after
+    last = None if after is None else max(0, min(after, _LAST))
     if last is None:
         given = request.headers.get("last-event-id", "")
-        last = int(given) if given.isdigit() else 0
+        last = min(int(given), _LAST) if given.isascii() and given.isdigit() else 0
     key: ApiKey | None = request.state.get("api_key")
     return ServerSentEvent(_events(service, store, watch_id, last, key.name if key else None))
 
