@@ -418,11 +418,14 @@ def test_a_delivery_is_sent_by_one_process_and_a_stream_resumes_with_every_alert
         assert [d.alert_id for d in claimed] == [a.id for a in reversed(served.alerts(made.watch.id))]
         assert checking.due(now) == []  # claimed by the other process for the lease
         checking.failed(claimed[0], "HTTP 503", None)
+        assert served.get(made.watch.id).failing is not None
         served.delivered(claimed[0].alert_id, made.watch.id)  # a late success still counts
-        assert served.deliveries(made.watch.id) == {"delivered": 0, "pending": 2, "given_up": 1}
+        assert served.deliveries(made.watch.id) == {"delivered": 1, "pending": 2, "given_up": 0}
+        assert served.get(made.watch.id).failing is None
         served.delivered(claimed[1].alert_id, made.watch.id)
         checking.failed(claimed[1], "HTTP 503", None)  # a late failure after a success changes nothing
-        assert served.deliveries(made.watch.id) == {"delivered": 1, "pending": 1, "given_up": 1}
+        assert served.deliveries(made.watch.id) == {"delivered": 2, "pending": 1, "given_up": 0}
+        assert served.get(made.watch.id).failing is None
         assert [a.seq for a in served.alerts(made.watch.id, after_seq=1, limit=1, oldest_first=True)] == [2]
         assert [a.seq for a in served.alerts(made.watch.id, limit=2)] == [3, 2]
     finally:

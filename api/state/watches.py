@@ -348,8 +348,8 @@ class WatchStore:
     def delivered(self, alert_id: str, watch_id: str) -> None:
         with self._writing():
             done = self._db.execute(
-                "UPDATE watch_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
-                "WHERE alert_id = ? AND delivered_at IS NULL",
+                "UPDATE watch_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL, "
+                "given_up = 0 WHERE alert_id = ? AND delivered_at IS NULL",
                 (_now(), alert_id),
             ).rowcount
             if done:
