@@ -141,6 +141,7 @@ class WatchMatcher:
             passages = reader.passages([int(c) for c in chunks])
             if not passages:
                 continue
+            texts = {chunk.id: (chunk, article) for chunk, article in passages}  # a removed chunk is left out
             article = passages[0][1]
             held = np.zeros(len(watches.vocabulary))
             words = tokenize([f"{article.title}\n{article.body}"])[0]
@@ -157,11 +158,10 @@ class WatchMatcher:
                 question = self._question(watches.ids[first], watches.questions[first], as_of)
                 if question is None:
                     continue
-                order = np.argsort(-sims[:, first])
+                order = [i for i in np.argsort(-sims[:, first]) if int(chunks[i]) in texts]
                 hits = [
-                    Hit(rank, float(sims[i, first]), passages[i][0], passages[i][1], float(sims[i, first]))
+                    Hit(rank, float(sims[i, first]), *texts[int(chunks[i])], float(sims[i, first]))
                     for rank, i in enumerate(order, start=1)
-                    if i < len(passages)
                 ]
                 asked.append((members, question, hits))
             if not asked:
