@@ -22,6 +22,7 @@ DEFAULT_RATE_PER_ADDRESS = 300
 DEFAULT_INGEST_SYNC_CHARS = 20_000
 DEFAULT_INGEST_SYNC_ARTICLES = 16
 STATE_DB = "service.sqlite"
+LIMITS_DB = "limits.sqlite"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,11 @@ class ServiceSettings:
     def state_path(self) -> Path:
         """The service's own SQLite file (keys, daily counts)."""
         return self.data_dir / STATE_DB
+
+    @property
+    def limits_path(self) -> Path:
+        """The request counts every worker shares (api/state/limits.py)."""
+        return self.data_dir / LIMITS_DB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:

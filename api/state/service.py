@@ -19,7 +19,7 @@ from api.state.feed_worker import FeedWorker
 from api.state.feeds import FeedRegistry, Poller
 from api.state.feeds import fetcher as feed_fetcher
 from api.state.jobs import IngestJobs
-from api.state.limits import DailyCaps, Doorkeeper, parse_networks
+from api.state.limits import Buckets, Counts, DailyCaps, Doorkeeper, parse_networks
 from api.state.matching import Render, WatchMatcher
 from api.state.watches import WatchStore
 from index import Ingestor
@@ -101,13 +101,15 @@ class Service:
                 )
             self.ingestor = ingestor
             self.answerer = answerer
+            counts = Counts(service.limits_path)
             self.door = Doorkeeper(
                 keys,
-                DailyCaps(keys),
+                DailyCaps(keys, counts),
                 self.open_without_keys,
                 service.rate_per_address,
                 proxies,
                 frozenset(h.lower() for h in service.allowed_hosts),
+                Buckets(counts),
             )
             self.ready.set()
         except RagError as exc:
@@ -141,5 +143,4 @@ class Service:
         if self.jobs is not None:
             self.jobs.close()
         if self.door is not None:
-            self.door.daily.close()
-            self.door.keys.close()
+            self.door.close()
