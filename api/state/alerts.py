@@ -101,7 +101,7 @@ def deliver(store: WatchStore, poster: Fetcher, retry_seconds: float, tries: int
 
 class AlertWorker:
     """Matches after each commit (woken by ``committed``, and every ``check_seconds`` for other
-    processes' commits) and delivers webhooks, each in its own thread."""
+    processes' commits) and delivers webhooks, each in its own thread, once ``start`` is called."""
 
     def __init__(
         self,
@@ -122,6 +122,10 @@ class AlertWorker:
         self._send = threading.Event()
         self._stopping = threading.Event()
         self._generation = -1
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Match and deliver here (only the process that writes does)."""
         self._threads = [
             threading.Thread(target=self._match_loop, name="watches", daemon=True),
             threading.Thread(target=self._deliver_loop, name="webhooks", daemon=True),

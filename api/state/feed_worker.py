@@ -19,7 +19,8 @@ _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 class FeedWorker:
-    """Polls due feeds, and feeds asked for, one at a time in its own thread."""
+    """Polls due feeds, and feeds asked for, one at a time in its own thread (``start``: only in the
+    process that writes; any process may ``ask``)."""
 
     def __init__(
         self,
@@ -32,22 +33,23 @@ class FeedWorker:
         self._after_poll = after_poll
         self._check = check_seconds
         self._wake = threading.Event()
-        self._asked: set[int] = set()
-        self._lock = threading.Lock()
         self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="feeds", daemon=True)
         self._thread.start()
 
     def ask(self, feed: Feed) -> None:
-        """Poll ``feed`` soon, due or not."""
-        with self._lock:
-            self._asked.add(feed.id)
+        """Poll ``feed`` soon, due or not (the writing process sees it at its next check)."""
+        self.poller.registry.ask(feed.id)
         self._wake.set()
 
     def close(self) -> None:
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=60)
+        if self._thread is not None:
+            self._thread.join(timeout=60)
         self.poller.fetcher.close()
         self.poller.registry.close()
 
@@ -62,11 +64,7 @@ class FeedWorker:
 
     def _pass(self) -> None:
         registry = self.poller.registry
-        with self._lock:
-            asked, self._asked = self._asked, set()
-        chosen = {f.id: f for f in registry.feeds() if f.id in asked}
-        chosen.update({f.id: f for f in registry.due(time.time()) if f.id not in chosen})
-        for feed in chosen.values():
+        for feed in registry.due(time.time()):
             if self._stopping:
                 return
             report = self.poller.poll(feed)

@@ -113,7 +113,9 @@ class Feed:
             "last_error": self.last_error,
             "failures": self.failures,
             "paused": self.paused,
-            "next_poll": datetime.fromtimestamp(self.next_poll, UTC).isoformat() if self.next_poll else None,
+            "next_poll": datetime.fromtimestamp(self.next_poll, UTC).isoformat()
+            if self.next_poll > 0
+            else None,
             "articles_added": self.added,
         }
 
@@ -211,7 +213,14 @@ class FeedRegistry:
         return feed
 
     def due(self, now: float) -> list[Feed]:
-        return [f for f in self.feeds() if f.next_poll <= now and not f.paused]
+        """Feeds to poll now: those due and not paused, and those asked for (``ask``), asked first."""
+        due = [f for f in self.feeds() if f.next_poll <= now and (f.next_poll < 0 or not f.paused)]
+        return sorted(due, key=lambda f: f.next_poll >= 0)
+
+    def ask(self, feed_id: int) -> None:
+        """Mark the feed to be polled at the next check, due or paused."""
+        with self._lock, self._transaction():
+            self._db.execute("UPDATE feeds SET next_poll = -1 WHERE id = ?", (feed_id,))
 
     def lease(self, feed: Feed, seconds: float) -> bool:
         """Take the feed for one poll; False when another live poller holds it (two processes polling at

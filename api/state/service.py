@@ -22,6 +22,7 @@ from api.state.jobs import IngestJobs
 from api.state.limits import Buckets, Counts, DailyCaps, Doorkeeper, parse_networks
 from api.state.matching import Render, WatchMatcher
 from api.state.watches import WatchStore
+from api.state.writer import WriterLock
 from index import Ingestor
 from index.errors import ConfigError, IndexNotReadyError, RagError
 from rag import Answerer
@@ -55,6 +56,7 @@ class Service:
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     """How long a stream may stay silent before a ``: keepalive`` comment is sent."""
     ready: threading.Event = field(default_factory=threading.Event)
+    writer: WriterLock | None = None
 
     def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
         try:
@@ -78,9 +80,10 @@ class Service:
                 return told
 
             self.jobs = IngestJobs(
+                service.state_path,
                 lambda items, done: ingestor.ingest(
                     items, progress=False, on_batch=batch_done(done), batch_chars=budget
-                )
+                ),
             )
             self.feeds = FeedWorker(
                 Poller(FeedRegistry(service.state_path), feed_fetcher(self.settings), ingestor),
@@ -111,6 +114,8 @@ class Service:
                 frozenset(h.lower() for h in service.allowed_hosts),
                 Buckets(counts),
             )
+            self.writer = WriterLock(service.state_path.parent, self._write)
+            self.writer.start()
             self.ready.set()
         except RagError as exc:
             self.error = str(exc)
@@ -120,6 +125,17 @@ class Service:
             log.exception("the index could not be loaded")
         if self.error is not None and on_error is not None:
             on_error(self.error)
+
+    def _write(self) -> None:
+        """This process holds the writer lock: run the background writes here."""
+        for part in (self.jobs, self.feeds, self.alerts):
+            if part is not None:
+                part.start()
+
+    @property
+    def writing(self) -> bool:
+        """Whether this process runs the background writes (and so rings its own alerts' bell)."""
+        return self.writer is not None and self.writer.held
 
     def require(self) -> tuple[Answerer, Ingestor]:
         if self.answerer is None or self.ingestor is None:
@@ -134,6 +150,8 @@ class Service:
             self.alerts.committed()
 
     def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         if self.alerts is not None:
             self.alerts.close()
         if self.watches is not None:

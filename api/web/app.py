@@ -36,7 +36,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.config import Settings
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
-from api.metrics import INDEX_ARTICLES, INDEX_CHUNKS, INDEX_GENERATION, STAGE_SECONDS, WATCHES
+from api.metrics import (
+    INDEX_ARTICLES,
+    INDEX_CHUNKS,
+    INDEX_GENERATION,
+    INGEST_QUEUED,
+    STAGE_SECONDS,
+    WATCHES,
+)
 from api.root import build_answerer
 from api.state.errors import NotFoundError
 from api.state.jobs import QueueFullError
@@ -331,6 +338,8 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     answerer = service.answerer
     if service.watches is not None:
         WATCHES.set(service.watches.count())
+    if service.jobs is not None:
+        INGEST_QUEUED.set(service.jobs.waiting())
     if answerer is not None:
         reader = answerer.index.reader()
         INDEX_ARTICLES.set(reader.article_count)

@@ -33,6 +33,7 @@ from index.urls import MAX_URL_CHARS
 WATCH: dict[str, Any] = {"scope": "watch"}
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _PAGE = 20
+FOLLOW_SECONDS = 1.0
 _LAST = 2**62
 """Above any alert's number (SQLite's integers end at 2**63)."""
 WatchId = Annotated[str, Parameter(pattern=r"^w_[0-9a-f]{16}$", description="a watch id")]
@@ -345,6 +346,7 @@ async def _events(
     watch is removed or the key that opened it is revoked."""
     bell = service.alerts.bell if service.alerts is not None else None
     rung = bell.listen() if bell is not None else asyncio.Event()
+    quiet = 0.0
     try:
         while True:
             rung.clear()
@@ -353,10 +355,19 @@ async def _events(
                 yield ServerSentEventMessage(event="alert", id=str(alert.seq), data=json.dumps(alert.body))
                 last = alert.seq
             if fresh:
+                quiet = 0.0
                 continue
-            try:  # woken by this process's alerts; the heartbeat also finds another process's
-                await asyncio.wait_for(rung.wait(), timeout=service.heartbeat_seconds)
+            # Woken by this process's alerts when it matches them; where another worker does, the
+            # store is looked at every FOLLOW_SECONDS.
+            wait = service.heartbeat_seconds if service.writing else FOLLOW_SECONDS
+            wait = min(wait, service.heartbeat_seconds - quiet)
+            try:
+                await asyncio.wait_for(rung.wait(), timeout=wait)
             except TimeoutError:
+                quiet += wait
+                if quiet < service.heartbeat_seconds:
+                    continue
+                quiet = 0.0
                 if not await anyio.to_thread.run_sync(_still_open, service, store, watch_id, key):
                     return
                 yield ServerSentEventMessage(comment="keepalive", data=None)
