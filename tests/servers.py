@@ -44,8 +44,11 @@ def serving(env: dict[str, str], log_path: Path, *args: str) -> Iterator[str]:
 def server_process(
     env: dict[str, str], log_path: Path, *args: str, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """As ``serving``, yielding the process too (a test may kill it)."""
+    """As ``serving``, yielding the process too (a test may kill it). One process unless ``args`` say
+    ``--workers``."""
     port = port or free_port()
+    if "--workers" not in args:
+        args = (*args, "--workers", "1")
     with log_path.open("a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port), *args],

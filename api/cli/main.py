@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import ipaddress
 import json
 import logging
 import sys
@@ -13,11 +11,13 @@ from datetime import date
 from pathlib import Path
 
 from api.cli.feeds import add_feeds_command
+from api.cli.options import model_options, with_cluster, with_model
+from api.cli.serve import add_serve_command
 from api.cli.watches import add_watch_command
-from api.config import DEFAULT_RATE_PER_ADDRESS, Settings
+from api.config import Settings
 from api.logs import SafeFormatter
 from api.state.keys import SCOPES
-from index.config import DEFAULT_SHARDS, ClusterSettings
+from index.config import DEFAULT_SHARDS
 from index.errors import RagError
 
 
@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The evaluation harness (matplotlib, scikit-learn) is loaded only for `rag eval`.
     parser = _parser(with_eval=arguments[:1] == ["eval"])
     args = parser.parse_args(arguments)
+    args.argv = arguments  # `rag serve --workers N` starts its workers with the same arguments
     settings = Settings.from_env()
     handler = logging.StreamHandler()
     handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
@@ -63,7 +64,7 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     ask.add_argument("--after", type=date.fromisoformat, help="published on or after (YYYY-MM-DD)")
     ask.add_argument("--before", type=date.fromisoformat, help="published on or before (YYYY-MM-DD)")
     ask.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
-    _model_options(ask)
+    model_options(ask)
     ask.set_defaults(run=_ask)
 
     tools = commands.add_parser(
@@ -72,58 +73,10 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
         description="The MCP server (search_news, answer_question, get_article) over stdin and stdout. "
         "`rag serve` serves the same tools over Streamable HTTP at /mcp.",
     )
-    _model_options(tools)
+    model_options(tools)
     tools.set_defaults(run=_mcp)
 
-    serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow a non-loopback --host while no API key exists (anyone who can reach it can write)",
-    )
-    serve.add_argument(
-        "--rate-per-address",
-        type=int,
-        metavar="N",
-        help=f"requests a minute per client address (default {DEFAULT_RATE_PER_ADDRESS}; 0: no limit)",
-    )
-    serve.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        metavar="N",
-        help="CPU threads one request's vector search and numpy may use (default 1: concurrent requests "
-        "run side by side, one per core, instead of fighting over the same cores)",
-    )
-    serve.add_argument(
-        "--model-threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="threads of the embedding model's calls (default: the machine's cores; one call runs at a "
-        "time, with the questions waiting batched into it)",
-    )
-    serve.add_argument(
-        "--trusted-proxy",
-        action="append",
-        default=None,
-        metavar="CIDR",
-        help="a reverse proxy whose X-Forwarded-For is believed (repeatable; default: none)",
-    )
-    serve.add_argument(
-        "--allowed-host",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="a Host name answered while no API key exists, beside 127.0.0.1, [::1] and localhost "
-        "(repeatable; env RAG_ALLOWED_HOSTS)",
-    )
-    serve.add_argument("--cluster", metavar="ADDRESS", help="answer from the index on this Ray cluster")
-    _model_options(serve)
-    serve.set_defaults(run=_serve)
-
+    add_serve_command(commands)
     _keys_command(commands)
     _model_command(commands)
     add_feeds_command(commands)
@@ -177,49 +130,12 @@ def _cluster_options(ingest: argparse.ArgumentParser) -> None:
     ingest.add_argument("--workers", type=int, default=1, help="embedding workers on the cluster")
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--llm-base-url",
-        metavar="URL",
-        help="an OpenAI-compatible API that writes the answers, each sentence checked "
-        "(env RAG_LLM_BASE_URL); without one, answers are quoted sentences",
-    )
-    parser.add_argument("--llm-model", metavar="NAME", help="the model to ask for (env RAG_LLM_MODEL)")
-    parser.add_argument(
-        "--llm-api-key", metavar="KEY", help="its API key, if it needs one (env RAG_LLM_API_KEY)"
-    )
-
-
-def _with_model(settings: Settings, args: argparse.Namespace) -> Settings:
-    answers = dataclasses.replace(
-        settings.answers,
-        llm_base_url=args.llm_base_url or settings.answers.llm_base_url,
-        llm_model=args.llm_model or settings.answers.llm_model,
-        llm_api_key=args.llm_api_key or settings.answers.llm_api_key,
-    )
-    return dataclasses.replace(settings, answers=answers)
-
-
-def _with_cluster(settings: Settings, args: argparse.Namespace) -> Settings:
-    """The settings with the index on the Ray cluster `--cluster` names (when it names one)."""
-    if not getattr(args, "cluster", None):
-        return settings
-    cluster = ClusterSettings(
-        address=args.cluster,
-        base_dir=getattr(args, "cluster_dir", None) or str(settings.service.data_dir / "cluster"),
-        shards=getattr(args, "shards", DEFAULT_SHARDS),
-        replicas=getattr(args, "replicas", 1),
-        workers=getattr(args, "workers", 1),
-    )
-    return dataclasses.replace(settings, index=dataclasses.replace(settings.index, cluster=cluster))
-
-
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import prepare_data_folder
     from index import load_paths, make_ingestor, open_index, packaged_embedder
     from index.embed import core_count
 
-    settings = _with_cluster(settings, args)
+    settings = with_cluster(settings, args)
     prepare_data_folder(settings)
     embedder = packaged_embedder(settings.index, core_count())
     store = open_index(settings.index, embedder)
@@ -263,7 +179,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from api.web.schemas import answer_out
     from rag import Filters
 
-    answerer = build_answerer(_with_model(settings, args))
+    answerer = build_answerer(with_model(settings, args))
     filters = Filters(tuple(args.source), args.after, args.before)
     answer = answerer.ask(
         answerer.question(args.question, as_of=args.as_of, top_k=args.top_k, filters=filters)
@@ -285,7 +201,7 @@ def _mcp(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import build_answerer
     from api.web.mcp_server import run_stdio
 
-    answerer = build_answerer(_with_model(settings, args))  # before the first message: ready when asked
+    answerer = build_answerer(with_model(settings, args))  # before the first message: ready when asked
     answerer.index.watch()  # articles another process writes are found while this one runs
     run_stdio(answerer)
     return 0
@@ -329,75 +245,4 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     keys.revoke(args.name)
     keys.close()
     print(f"revoked {args.name}")
-    return 0
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.root import build_answerer, open_keys
-    from api.web.app import create_app
-    from index.embed import core_count, set_threads
-    from rag import Answerer
-
-    set_threads(args.threads)
-    settings = _with_cluster(_with_model(settings, args), args)
-    service = settings.service
-    if args.rate_per_address is not None:
-        service = dataclasses.replace(service, rate_per_address=args.rate_per_address)
-    if args.trusted_proxy is not None:
-        service = dataclasses.replace(service, trusted_proxies=tuple(args.trusted_proxy))
-    if args.allowed_host is not None:
-        service = dataclasses.replace(service, allowed_hosts=tuple(args.allowed_host))
-    settings = dataclasses.replace(settings, service=service)
-    loopback = _is_loopback(args.host)
-    if not loopback and not args.insecure:
-        keys = open_keys(settings)
-        active = keys.active()
-        keys.close()
-        if not active:
-            print(
-                f"rag serve: refusing to serve on {args.host} without API keys: anyone who can reach it "
-                "could add and delete articles. Create keys with `rag keys add NAME --scope admin|ask`, "
-                "serve on 127.0.0.1, or pass --insecure.",
-                file=sys.stderr,
-            )
-            return 2
-    server: uvicorn.Server | None = None
-
-    def stop(reason: str) -> None:
-        del reason  # reported below, once the server has shut down
-        if server is not None:
-            server.should_exit = True
-
-    def opener(s: Settings) -> Answerer:  # concurrent questions share model calls
-        return build_answerer(s, batching=True, threads=args.model_threads or core_count())
-
-    app = create_app(settings, opener=opener, on_load_error=stop, open_without_keys=loopback or args.insecure)
-    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
-    # client address the per-address limit counts; only --trusted-proxy decides that (api/state/limits.py).
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    app_service = app.state.service
-    if app_service.error:
-        print(f"rag serve: the index could not be loaded: {app_service.error}", file=sys.stderr)
-        return 2
     return 0

@@ -57,6 +57,10 @@ class Service:
     """How long a stream may stay silent before a ``: keepalive`` comment is sent."""
     ready: threading.Event = field(default_factory=threading.Event)
     writer: WriterLock | None = None
+    worker: int | None = None
+    """This process's slot among `rag serve --workers N` (None: serving alone)."""
+    draining: threading.Event = field(default_factory=threading.Event)
+    """Set when a worker stops: answers close their connections, event streams end."""
 
     def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
         try:

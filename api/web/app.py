@@ -32,7 +32,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.config import Settings
 from api.logs import LOG_FORMAT, RequestIdFilter, SafeFormatter
@@ -43,6 +43,9 @@ from api.metrics import (
     INGEST_QUEUED,
     STAGE_SECONDS,
     WATCHES,
+    WORKER_REQUESTS,
+    WORKERS,
+    metrics_registry,
 )
 from api.root import build_answerer
 from api.state.errors import NotFoundError
@@ -345,7 +348,7 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         INDEX_ARTICLES.set(reader.article_count)
         INDEX_CHUNKS.set(reader.size)
         INDEX_GENERATION.set(reader.generation)
-    return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return Response(generate_latest(metrics_registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 _WIDGET = Path(__file__).with_name("widget")
@@ -381,6 +384,21 @@ async def _complete_allow(message: Message, scope: Scope) -> None:
             return
 
 
+async def _worker_headers(message: Message, scope: Scope) -> None:
+    """Under `rag serve --workers N`: which worker answered, and ``Connection: close`` from one that is
+    stopping, so its clients' next requests go to the others."""
+    if message["type"] != "http.response.start":
+        return
+    service: Service = scope["app"].state.service
+    if service.worker is None:
+        return
+    WORKER_REQUESTS.labels(str(service.worker)).inc()
+    headers = MutableScopeHeaders.from_message(message)
+    headers["x-worker"] = str(service.worker)
+    if service.draining.is_set():
+        headers["connection"] = "close"
+
+
 def create_app(
     settings: Settings,
     opener: Callable[[Settings], Answerer] = build_answerer,
@@ -388,14 +406,20 @@ def create_app(
     on_load_error: Callable[[str], None] | None = None,
     open_without_keys: bool = True,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+    worker: int | None = None,
 ) -> Litestar:
     """The Litestar app. The index loads on start-up (in a thread when ``background``) and every route
     answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops).
-    ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure)."""
-    service = Service(settings, open_without_keys, heartbeat_seconds=heartbeat_seconds, render=render_answer)
+    ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure).
+    ``worker``: this process's slot among `rag serve --workers N`, sent as ``X-Worker``."""
+    service = Service(
+        settings, open_without_keys, heartbeat_seconds=heartbeat_seconds, render=render_answer, worker=worker
+    )
     mcp_endpoint, mcp_lifespan = mcp_mount(build_mcp(lambda: service.require()[0]))
 
     def start() -> None:
+        if worker is not None:
+            WORKERS.set(1)
         args = (opener, on_load_error)
         if background:
             threading.Thread(target=service.load, args=args, name="index-load", daemon=True).start()
@@ -444,7 +468,7 @@ def create_app(
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],
         middleware=[prometheus.middleware, Guard(lambda: service.door, settings.service.max_body_bytes)],
         exception_handlers={Exception: internal_error, **ROUTING_HANDLERS},
-        before_send=[_complete_allow],
+        before_send=[_complete_allow, _worker_headers],
         request_max_body_size=settings.service.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="News QA",
