@@ -41,6 +41,8 @@ LOAD_FAILED = 2
 """The exit status of a worker whose index could not be loaded."""
 _FIRST_PAUSE = 1.0
 _LONGEST_PAUSE = 30.0
+_GIVE_UP_AFTER = 5
+"""Starts in a row of one slot that die before they are ready, after which the server stops."""
 PID_FILE = "serve.pid"
 
 
@@ -123,7 +125,8 @@ class Supervisor:
         for number in received:
             if number == signal.SIGHUP and not self.stopping:
                 log.info("restarting the workers one at a time")
-                self.rolling.extend(s for s in sorted(self.current) if s not in self.rolling)
+                slots = sorted({*self.current, *self.starting})  # one still loading may hold old code
+                self.rolling.extend(s for s in slots if s not in self.rolling)
                 self._roll()
             elif number in (signal.SIGTERM, signal.SIGINT):
                 if self.stopping and number == signal.SIGINT:
@@ -175,6 +178,12 @@ class Supervisor:
             return
         failures = self.failures.get(worker.slot, 0) + 1
         self.failures[worker.slot] = failures
+        if failures >= _GIVE_UP_AFTER:
+            log.error("worker %d failed to start %d times in a row; stopping", worker.slot, failures)
+            self.status = 1
+            self.stopping = True
+            self._signal_all(signal.SIGTERM)
+            return
         pause = min(_FIRST_PAUSE * 2 ** (failures - 1), _LONGEST_PAUSE)
         log.warning("starting worker %d again in %.0f s", worker.slot, pause)
         self.pauses[worker.slot] = time.monotonic() + pause

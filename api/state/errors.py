@@ -11,3 +11,7 @@ class NotFoundError(RagError):
 
 class WebhookRefusedError(RagError):
     """A webhook address the service will not post to (not http(s), or outside the fetcher's rules)."""
+
+
+class KeyRefusedError(RagError):
+    """A key that cannot be made as asked (an origin that is not a web address)."""

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from api.state.errors import NotFoundError
 from api.state.sqlite import immediate
 from index.errors import ConfigError, IndexCorruptError
 from index.store.markers import KEYS_MARKER, mark, marked, refuse_lost
@@ -77,6 +78,10 @@ def normalize_origin(value: str) -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyTakenError(ConfigError):
+    """A key of that name exists (revoked keys keep their names)."""
 
 
 class KeyRing:
@@ -143,7 +148,7 @@ class KeyRing:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._writing():
             if self._db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
-                raise ConfigError(f"a key named {name!r} exists; revoke it or choose another name")
+                raise KeyTakenError(f"a key named {name!r} exists; revoke it or choose another name")
             self._db.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (name, hash_token(token), scope, json.dumps(normalized), per_minute, per_day, now, token[:8]),
@@ -158,7 +163,7 @@ class KeyRing:
                 "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
             ).rowcount
         if not changed:
-            raise ConfigError(f"no active key named {name!r}")
+            raise NotFoundError(f"no active key named {name!r}")
 
     def keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""

@@ -54,6 +54,7 @@ from api.state.service import DEFAULT_HEARTBEAT_SECONDS, Service, service_of
 from api.web.chat import CHAT_ROUTES, ROUTING_HANDLERS
 from api.web.feeds import ROUTES as FEED_ROUTES
 from api.web.guard import Guard
+from api.web.keys import ROUTES as KEY_ROUTES
 from api.web.mcp_server import build_mcp, mcp_mount
 from api.web.openapi import ArticlesOperation, StrictStructSchemaPlugin
 from api.web.problems import internal_error, problems, to_problem
@@ -418,13 +419,13 @@ def create_app(
     mcp_endpoint, mcp_lifespan = mcp_mount(build_mcp(lambda: service.require()[0]))
 
     def start() -> None:
-        if worker is not None:
-            WORKERS.set(1)
         args = (opener, on_load_error)
         if background:
             threading.Thread(target=service.load, args=args, name="index-load", daemon=True).start()
         else:
             service.load(*args)
+            if worker is not None and service.error is None:
+                WORKERS.set(1)  # answering from now on
 
     problems = ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
@@ -459,6 +460,7 @@ def create_app(
             demo_page,
             *FEED_ROUTES,
             *WATCH_ROUTES,
+            *KEY_ROUTES,
             *CHAT_ROUTES,
             mcp_endpoint,
         ],

@@ -12,8 +12,9 @@ from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.state.alert_records import WatchLimitError
-from api.state.errors import NotFoundError, WebhookRefusedError
+from api.state.errors import KeyRefusedError, NotFoundError, WebhookRefusedError
 from api.state.jobs import QueueFullError
+from api.state.keys import KeyTakenError
 from api.web.schemas import ProblemOut
 from index.errors import (
     ArticleError,
@@ -32,7 +33,8 @@ _REASONS = {
     400: "Malformed JSON, a field out of range, or an invalid question",
     401: "No API key, or an unknown or revoked one (keys are configured)",
     403: "The key's scope does not cover this route, or the request's Origin is not allowed",
-    404: "No such article, job, feed, watch or model",
+    404: "No such article, job, feed, watch, key or model",
+    409: "A key of that name exists (names stay taken after a key is revoked)",
     413: "The request body is over the size limit",
     415: "A request body that is not application/json",
     422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
@@ -101,6 +103,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (ArticleError, 422, "Article rejected"),
     (WebhookRefusedError, 422, "Webhook refused"),
     (WatchLimitError, 422, "Too many watches"),
+    (KeyTakenError, 409, "Key name taken"),
+    (KeyRefusedError, 422, "Key refused"),
     (FeedError, 422, "Feed refused"),
     (FetchError, 422, "Feed refused"),
     (IndexNotReadyError, 503, "Index not ready"),

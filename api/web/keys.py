@@ -1,0 +1,117 @@
+"""The API keys over HTTP, for admin keys (``GET /keys``, ``POST /keys``, ``DELETE /keys/{name}``), as
+`rag keys` does on the command line. Every worker reads keys from service.sqlite on each request, so a
+key revoked through one worker is refused by all of them at once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from api.state.errors import KeyRefusedError
+from api.state.keys import ApiKey, KeyRing, KeyTakenError
+from api.state.service import service_of
+from api.web.problems import problems
+from index.errors import ConfigError, IndexNotReadyError
+
+_ADMIN: dict[str, Any] = {"scope": "admin"}
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: KeyName
+    scope: Literal["ask", "watch", "admin"]
+    """ask: questions; watch: also standing questions; admin: also writes and keys."""
+    origins: Annotated[list[Annotated[str, msgspec.Meta(max_length=300)]], msgspec.Meta(max_length=50)] = []
+    """Web page origins allowed to use the key from a browser."""
+    per_minute: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    per_day: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] | None = None
+
+
+class KeyOut(msgspec.Struct):
+    name: str
+    scope: str
+    prefix: str
+    """The token's first characters, to tell keys apart."""
+    origins: list[str]
+    per_minute: int | None
+    per_day: int | None
+    created_at: str
+    revoked_at: str | None
+    token: str | None = None
+    """The key itself: shown once, when it is made."""
+
+
+def key_out(key: ApiKey, token: str | None = None) -> KeyOut:
+    return KeyOut(
+        key.name,
+        key.scope,
+        key.prefix,
+        list(key.origins),
+        key.per_minute,
+        key.per_day,
+        key.created_at,
+        key.revoked_at,
+        token,
+    )
+
+
+def _keys(request: Request[Any, Any, Any]) -> KeyRing:
+    door = service_of(request).door
+    if door is None:
+        raise IndexNotReadyError("the service is still starting; retry in a few seconds")
+    return door.keys
+
+
+@get(
+    "/keys",
+    sync_to_thread=True,
+    opt=_ADMIN,
+    security=_SECURITY,
+    responses=problems(400),
+    summary="Every API key, revoked ones included (never their tokens)",
+)
+def list_keys(request: Request[Any, Any, Any]) -> list[KeyOut]:
+    ring = _keys(request)
+    return [key_out(k) for k in KeyRing.keys(ring)]
+
+
+@post(
+    "/keys",
+    sync_to_thread=True,
+    status_code=201,
+    opt=_ADMIN,
+    security=_SECURITY,
+    responses=problems(400, 409, 413, 415, 422),
+    summary="Make a key; its token is in this answer only",
+)
+def add_key(request: Request[Any, Any, Any], data: JSONBody[KeyIn]) -> KeyOut:
+    ring = _keys(request)
+    try:
+        token = ring.add(data.name, data.scope, data.origins, data.per_minute, data.per_day)
+    except KeyTakenError:
+        raise
+    except ConfigError as exc:
+        raise KeyRefusedError(str(exc)) from None
+    (made,) = [k for k in ring.active() if k.name == data.name]
+    return key_out(made, token)
+
+
+@delete(
+    "/keys/{name:str}",
+    sync_to_thread=True,
+    status_code=HTTP_204_NO_CONTENT,
+    opt=_ADMIN,
+    security=_SECURITY,
+    responses=problems(400, 404),
+    summary="Revoke a key: every worker refuses it from the next request on",
+)
+def revoke_key(request: Request[Any, Any, Any], name: FromPath[KeyName]) -> None:
+    _keys(request).revoke(name)
+
+
+ROUTES = [list_keys, add_key, revoke_key]
