@@ -51,7 +51,8 @@ FEEDS_PAUSED = Gauge(
 WATCHES = Gauge(f"{PREFIX}_watches", "Standing questions (watches) kept", multiprocess_mode="mostrecent")
 WORKERS = Gauge(
     f"{PREFIX}_worker_up",
-    "1 for each live worker process, labelled by its pid",
+    "1 for each live worker process answering, by its slot (and its pid)",
+    ["worker"],
     multiprocess_mode="liveall",
 )
 WORKER_REQUESTS = Counter(

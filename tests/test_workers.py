@@ -57,7 +57,9 @@ def _metrics(base: str) -> str:
 
 
 def _worker_pids(base: str) -> set[int]:
-    return {int(pid) for pid in re.findall(r'^newsqa_worker_up\{pid="(\d+)"\} 1\.0$', _metrics(base), re.M)}
+    return {
+        int(pid) for pid in re.findall(r'^newsqa_worker_up\{.*pid="(\d+)".*\} 1\.0$', _metrics(base), re.M)
+    }
 
 
 def _worker_requests(text: str) -> dict[str, float]:

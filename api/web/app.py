@@ -425,7 +425,7 @@ def create_app(
         else:
             service.load(*args)
             if worker is not None and service.error is None:
-                WORKERS.set(1)  # answering from now on
+                WORKERS.labels(str(worker)).set(1)  # answering from now on
 
     problems = ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,

@@ -31,7 +31,8 @@ class Catalog:
     sources: tuple[str, ...] = ()
     """Lowercased outlet of each slot ('' when unknown)."""
     stories: tuple[str, ...] = ()
-    title_terms: tuple[frozenset[str], ...] = ()
+    title_terms: tuple[str, ...] = ()
+    """Each slot's title terms, space-separated (a set each would cost ten times the memory)."""
     alive: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     chunk_slot: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     """Slot of the article of each chunk id (-1: no such chunk)."""
@@ -56,7 +57,7 @@ class Catalog:
             published=date.fromordinal(published) if published > 0 else None,
             source=self.sources[slot] or None,
             story=self.stories[slot],
-            title_terms=self.title_terms[slot],
+            title_terms=frozenset(self.title_terms[slot].split()),
             chunk_ids=self.chunks_of.get(slot, ()),
         )
 
@@ -116,7 +117,7 @@ class Catalog:
             published=np.array([_ordinal(e.published) for e in entries], dtype=np.int32),
             sources=tuple((e.source or "").lower() for e in entries),
             stories=tuple(e.story for e in entries),
-            title_terms=tuple(e.title_terms for e in entries),
+            title_terms=tuple(" ".join(e.title_terms) for e in entries),
             alive=np.ones(len(entries), dtype=bool),
             chunk_slot=chunk_slot,
             slot_of={e.article_id: slot for slot, e in enumerate(entries)},
@@ -165,7 +166,7 @@ class Catalog:
             ),
             sources=self.sources + tuple((e.source or "").lower() for e in added),
             stories=self.stories + tuple(e.story for e in added),
-            title_terms=self.title_terms + tuple(e.title_terms for e in added),
+            title_terms=self.title_terms + tuple(" ".join(e.title_terms) for e in added),
             alive=np.concatenate([alive, np.ones(len(added), dtype=bool)]),
             chunk_slot=chunk_slot,
             slot_of=slot_of,

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 import threading
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -66,6 +68,47 @@ def save_arrays(path: Path, arrays: dict[str, Any]) -> None:
             np.savez(handle, **arrays)
 
     atomically(path, save)
+
+
+def map_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """The arrays of an ``.npz`` that ``np.savez`` wrote (uncompressed), mapped from the file instead of
+    read into memory, so every process serving this index shares their pages (`rag serve --workers N`).
+    The maps are copy-on-write: nothing written to an array reaches the file. A compressed member is read.
+
+    By hand because numpy maps a ``.npy`` file (``np.load(mmap_mode=...)``) but not a member of an
+    ``.npz``: a stored member is a ``.npy`` at a known offset of the archive, mapped here at that offset.
+    Raises OSError, ValueError or zipfile.BadZipFile when the file is damaged."""
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            with archive.open(info) as member:
+                if info.compress_type != zipfile.ZIP_STORED:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                    continue
+                version = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(member)
+                header = member.tell()
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects")
+            raw.seek(info.header_offset)
+            local = raw.read(30)  # the local file header: its name and extra field lengths end it
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{info.filename}: no local file header")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            offset = info.header_offset + 30 + name_length + extra_length + header
+            if not all(shape):
+                arrays[name] = np.empty(shape, dtype=dtype)
+                continue
+            arrays[name] = np.memmap(
+                path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C"
+            )
+    return arrays
 
 
 def checksum(paths: Iterable[Path]) -> str:

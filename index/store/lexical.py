@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from index.store.files import save_arrays
+from index.store.files import map_arrays, save_arrays
 from index.store.protocols import LexicalScores, Statistics
 from index.store.tiers import DEFAULT_FLOOR, merge_tiers, without_ids
 from index.store.window import EVERYTHING, Hits, Ids, Layout, Window, merge_hits
@@ -208,12 +208,12 @@ class Segment:
     def load(cls, folder: Path, name: str, dimension: int) -> Segment:
         """A saved segment; raises OSError, ValueError or KeyError when it is damaged."""
         del dimension  # vectors only
-        with np.load(folder / f"seg-{name}.npz", allow_pickle=False) as data:
-            layout = Layout.load(data)
-            shape = tuple(data["shape"])
-            tf = sp.csc_matrix((data["data"], data["indices"], data["indptr"]), shape=shape)
-            lengths = data["lengths"]
-        tf.sort_indices()
+        data = map_arrays(folder / f"seg-{name}.npz")  # shared by every process that serves the index
+        layout = Layout.load(data)
+        shape = tuple(int(n) for n in data["shape"])
+        tf = sp.csc_matrix((data["data"], data["indices"], data["indptr"]), shape=shape, copy=False)
+        lengths = data["lengths"]
+        tf.sort_indices()  # saved sorted: a no-op that writes nothing
         df = np.diff(tf.indptr).astype(np.int64)
         return cls(layout, tf, lengths, df, np.zeros(layout.size, dtype=bool), 0, name)
 

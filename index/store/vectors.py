@@ -159,7 +159,11 @@ class Segment:
         with np.load(folder / f"seg-{name}.npz", allow_pickle=False) as data:
             layout = Layout.load(data)
             ivf = bool(data["ivf"])
-        index: Any = faiss.read_index(str(folder / f"seg-{name}.faiss"))
+        # Mapped, not read: the pages are shared by every process serving this index, and a segment is
+        # never changed once saved (a write makes a new segment; a merge writes a new file). FAISS maps an
+        # IVF index's lists with one flag and a flat index's vectors with another, never both at once.
+        flags = faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC
+        index: Any = faiss.read_index(str(folder / f"seg-{name}.faiss"), flags)
         if index.d != dimension or index.ntotal != layout.size:
             raise ValueError(f"{index.ntotal} vectors of dimension {index.d}")
         if ivf:
