@@ -95,7 +95,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
-    from api.cli.supervisor import reload_workers
+    from api.supervisor import reload_workers
     from index.embed import core_count
 
     if args.reload_workers:
@@ -158,18 +158,22 @@ def _is_loopback(host: str) -> bool:
 
 
 def _supervise(settings: Settings, args: argparse.Namespace, workers: int, model_threads: int) -> int:
+    """Bind the socket, then become the supervisor (api/supervisor.py), which loads none of this."""
     import uvicorn
 
-    from api.cli.supervisor import PID_FILE, Supervisor
     from api.root import prepare_data_folder
+    from api.supervisor import PID_FILE
 
     prepare_data_folder(settings)  # once, before any worker opens the folder
     sock = uvicorn.Config("api.web.app:create_app", host=args.host, port=args.port).bind_socket()
-    command = [sys.executable, "-m", "api", *args.argv, "--model-threads", str(model_threads)]
-    try:
-        return Supervisor(command, workers, sock, settings.service.data_dir / PID_FILE).run()
-    finally:
-        sock.close()
+    sock.set_inheritable(True)
+    worker = [sys.executable, "-m", "api", *args.argv, "--model-threads", str(model_threads)]
+    pid_file = settings.service.data_dir / PID_FILE
+    supervisor = [sys.executable, "-m", "api.supervisor", "--fd", str(sock.fileno()), "--workers",
+                  str(workers), "--pid-file", str(pid_file), "--", *worker]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, supervisor)  # noqa: S606 - this process becomes the supervisor (same pid)
 
 
 def _serve(settings: Settings, args: argparse.Namespace, model_threads: int, worker: bool) -> int:

@@ -1,5 +1,6 @@
 """`rag serve --workers N`: N worker processes answering on one listening socket, and this process, which
-binds the socket, starts the workers and keeps N of them running. It loads no model and no index.
+starts the workers and keeps N of them running. `rag serve` binds the socket, then becomes this process
+(``exec``, same pid) so that it holds nothing of the service's code: no model, no index, no numpy.
 
 - Each worker is `rag serve` again, given the socket's descriptor (``--listen-fd``). It loads the index
   before it accepts a connection, then says so on its pipe (``--ready-fd``); the kernel hands each new
@@ -21,6 +22,7 @@ its replacement, and starts accepting before the application is loaded; here nei
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import selectors
@@ -247,6 +249,24 @@ def _address(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m api.supervisor --fd N --workers W --pid-file P -- WORKER COMMAND...``, as `rag serve`
+    starts it."""
+    parser = argparse.ArgumentParser(prog="rag serve")
+    parser.add_argument("--fd", type=int, required=True, help="the bound listening socket")
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--pid-file", type=Path, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    sock = socket.socket(fileno=args.fd)
+    try:
+        return Supervisor(command, args.workers, sock, args.pid_file).run()
+    finally:
+        sock.close()
+
+
 def reload_workers(data_dir: Path) -> int:
     """Ask the `rag serve --workers N` of this data folder to restart its workers (SIGHUP)."""
     pid_file = data_dir / PID_FILE
@@ -258,3 +278,7 @@ def reload_workers(data_dir: Path) -> int:
         return 2
     print(f"asked rag serve (pid {pid}) to restart its workers one at a time")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
