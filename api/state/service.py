@@ -154,8 +154,9 @@ class Service:
             self.alerts.committed()
 
     def close(self) -> None:
+        # The background writes stop first; only then may another process take them over.
         if self.writer is not None:
-            self.writer.close()
+            self.writer.stop_waiting()
         if self.alerts is not None:
             self.alerts.close()
         if self.watches is not None:
@@ -164,5 +165,7 @@ class Service:
             self.feeds.close()
         if self.jobs is not None:
             self.jobs.close()
+        if self.writer is not None:
+            self.writer.close()
         if self.door is not None:
             self.door.close()

@@ -45,11 +45,15 @@ class WriterLock:
             self._thread = threading.Thread(target=self._wait, name="writer-lock", daemon=True)
             self._thread.start()
 
-    def close(self) -> None:
-        """Stop waiting, and let the lock go."""
+    def stop_waiting(self) -> None:
+        """Never take the lock from now on (a process that is stopping)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+    def close(self) -> None:
+        """Stop waiting, and let the lock go."""
+        self.stop_waiting()
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)  # closing the descriptor releases the lock
