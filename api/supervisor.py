@@ -89,6 +89,7 @@ class Supervisor:
         previous = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
         saved = {sig: signal.signal(sig, lambda *_: None) for sig in handled}
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{os.getpid()}\n")
         log.info("serving on %s with %d workers (pid %d)", _address(self.sock), self.workers, os.getpid())
         try:

@@ -15,3 +15,7 @@ class WebhookRefusedError(RagError):
 
 class KeyRefusedError(RagError):
     """A key that cannot be made as asked (an origin that is not a web address)."""
+
+
+class KeyInUseError(RagError):
+    """A key asked to revoke itself (which would lock its holder out mid-request)."""

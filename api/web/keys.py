@@ -11,7 +11,7 @@ from litestar import Request, delete, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from api.state.errors import KeyRefusedError
+from api.state.errors import KeyInUseError, KeyRefusedError
 from api.state.keys import ApiKey, KeyRing, KeyTakenError
 from api.state.service import service_of
 from api.web.problems import problems
@@ -107,10 +107,15 @@ def add_key(request: Request[Any, Any, Any], data: JSONBody[KeyIn]) -> KeyOut:
     status_code=HTTP_204_NO_CONTENT,
     opt=_ADMIN,
     security=_SECURITY,
-    responses=problems(400, 404),
+    responses=problems(400, 404, 409),
     summary="Revoke a key: every worker refuses it from the next request on",
+    description="409 for the key the request is made with: revoke it with another admin key, or with "
+    "`rag keys revoke NAME`.",
 )
 def revoke_key(request: Request[Any, Any, Any], name: FromPath[KeyName]) -> None:
+    caller: ApiKey | None = request.state.get("api_key")
+    if caller is not None and caller.name == name:
+        raise KeyInUseError("a key cannot revoke itself; use another admin key or `rag keys revoke`")
     _keys(request).revoke(name)
 
 

@@ -12,7 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.state.alert_records import WatchLimitError
-from api.state.errors import KeyRefusedError, NotFoundError, WebhookRefusedError
+from api.state.errors import KeyInUseError, KeyRefusedError, NotFoundError, WebhookRefusedError
 from api.state.jobs import QueueFullError
 from api.state.keys import KeyTakenError
 from api.web.schemas import ProblemOut
@@ -34,7 +34,7 @@ _REASONS = {
     401: "No API key, or an unknown or revoked one (keys are configured)",
     403: "The key's scope does not cover this route, or the request's Origin is not allowed",
     404: "No such article, job, feed, watch, key or model",
-    409: "A key of that name exists (names stay taken after a key is revoked)",
+    409: "A key of that name exists (names stay taken after revocation), or a key asked to revoke itself",
     413: "The request body is over the size limit",
     415: "A request body that is not application/json",
     422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
@@ -104,6 +104,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (WebhookRefusedError, 422, "Webhook refused"),
     (WatchLimitError, 422, "Too many watches"),
     (KeyTakenError, 409, "Key name taken"),
+    (KeyInUseError, 409, "Key in use"),
     (KeyRefusedError, 422, "Key refused"),
     (FeedError, 422, "Feed refused"),
     (FetchError, 422, "Feed refused"),
