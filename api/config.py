@@ -53,8 +53,9 @@ class ServiceSettings:
     ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
     """An HTTP ingest of more articles than this runs as a background job (202)."""
 
-    feeds_check_seconds: float = 30.0
-    """How often `rag serve`'s feed worker looks for due feeds. Env: RAG_FEEDS_CHECK_SECONDS."""
+    feeds_check_seconds: float = 1.0
+    """How often `rag serve`'s feed worker looks for due feeds, and for feeds another worker was asked to
+    poll now (one small query). Env: RAG_FEEDS_CHECK_SECONDS."""
 
     feeds_host_delay_seconds: float = 1.0
     """Pause between two requests to one host while polling feeds. Env: RAG_FEEDS_HOST_DELAY."""
@@ -100,7 +101,7 @@ class ServiceSettings:
         except ValueError:
             raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
         try:
-            check = float(env.get("RAG_FEEDS_CHECK_SECONDS", "30"))
+            check = float(env.get("RAG_FEEDS_CHECK_SECONDS", "1"))
             delay = float(env.get("RAG_FEEDS_HOST_DELAY", "1"))
         except ValueError:
             raise ConfigError("RAG_FEEDS_CHECK_SECONDS and RAG_FEEDS_HOST_DELAY are seconds") from None

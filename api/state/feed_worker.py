@@ -13,7 +13,7 @@ from api.metrics import FEED_ARTICLES, FEED_POLLS, FEEDS_PAUSED
 from api.state.feeds import Feed, Poller
 
 log = logging.getLogger("api.state.feeds")
-DEFAULT_CHECK_SECONDS = 30.0
+DEFAULT_CHECK_SECONDS = 1.0
 _ADMIN: dict[str, Any] = {"scope": "admin"}
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
