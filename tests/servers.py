@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -20,6 +21,17 @@ def rag(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
     """Run the `rag` command line to completion."""
     command = [sys.executable, "-m", "api", *args]
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def until(check: Callable[[], Any], seconds: float = 120) -> Any:
+    """Wait for ``check`` to return something truthy (work in another thread or process); its value."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("the condition did not come true in time")
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from api.state.alerts import deliver
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
 from index.fetch import Fetcher, parse_networks
-from tests.servers import free_port, rag, rag_env, server_process, serving
+from tests.servers import free_port, rag, rag_env, server_process, serving, until
 from tests.sites import Site, article_page, rss
 
 LIGHTHOUSE = "When will the Gull Point lighthouse open to visitors?"
@@ -57,17 +57,6 @@ UNRELATED = _article(
 )
 
 
-def _until(check: Callable[[], Any], seconds: float = 120) -> Any:
-    """Wait for ``check`` to return something truthy (the alert worker runs in its own thread)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("the condition did not come true in time")
-
-
 def _alerts(client: TestClient[Litestar], watch_id: str) -> list[dict[str, Any]]:
     answer = client.get(f"/watches/{watch_id}/alerts")
     assert answer.status_code == 200, answer.text
@@ -83,7 +72,7 @@ def test_a_new_article_answering_a_watch_alerts_once_per_story(client: TestClien
     assert watch["webhook_secret"] is None
     assert client.post("/articles", json=UNRELATED).status_code == 200
     assert client.post("/articles", json=LIGHT).status_code == 200
-    (alert,) = _until(lambda: _alerts(client, watch["id"]))
+    (alert,) = until(lambda: _alerts(client, watch["id"]))
     assert alert["seq"] == 1
     assert alert["watch_id"] == watch["id"]
     assert alert["article_id"] == "gull-light"
@@ -100,7 +89,7 @@ def test_a_new_article_answering_a_watch_alerts_once_per_story(client: TestClien
     copy = {**LIGHT, "id": "gull-light-copy", "url": "https://copies.example/gull-light"}
     assert client.post("/articles", json=copy).status_code == 200
     assert client.post("/articles", json=TICKET).status_code == 200
-    (fare,) = _until(lambda: _alerts(client, ferry["id"]))
+    (fare,) = until(lambda: _alerts(client, ferry["id"]))
     assert "4 euros" in fare["short_answer"]["text"]
     assert len(_alerts(client, watch["id"])) == 1
     assert client.get(f"/watches/{watch['id']}").json()["alerts"] == 1
@@ -269,7 +258,7 @@ def test_a_feed_entry_answering_a_watch_reaches_every_channel_once(
         assert "1 June" in alert["short_answer"]["text"]
         with pytest.raises(WebhookVerificationError):
             Webhook(watch["webhook_secret"]).verify(body.replace(b"1 June", b"2 June"), headers)
-        state = _until(
+        state = until(
             lambda: (w := httpx.get(f"{base}/watches/{watch['id']}").json())["deliveries"]["delivered"] and w
         )
         assert state["deliveries"] == {"delivered": 1, "pending": 0, "given_up": 0}
@@ -292,7 +281,7 @@ def test_a_feed_entry_answering_a_watch_reaches_every_channel_once(
                     ("/c", "New ferry fares", "Tue, 16 Apr 2024 10:00:00 GMT")]  # fmt: skip
         site.page("/feed.xml", rss(site, entries), kind="application/rss+xml")
         assert httpx.post(f"{base}/feeds/{feed.json()['id']}/poll", json={}).status_code == 202
-        _until(lambda: httpx.get(f"{base}/watches/{ferry['id']}/alerts").json()["alerts"])
+        until(lambda: httpx.get(f"{base}/watches/{ferry['id']}/alerts").json()["alerts"])
         assert httpx.get(f"{base}/watches/{watch['id']}").json()["alerts"] == 1
         assert len(receiver.got) == 3
         metrics = httpx.get(f"{base}/metrics").text
@@ -322,7 +311,7 @@ def test_an_alert_stored_before_a_kill_is_delivered_after_the_restart(
         tries = receiver.wait_for(2)
         assert tries[1][0]["webhook-id"] == first["webhook-id"]
         assert Webhook(watch["webhook_secret"]).verify(tries[1][1], tries[1][0])["seq"] == 1
-        state = _until(
+        state = until(
             lambda: (w := httpx.get(f"{base}/watches/{watch['id']}").json())["deliveries"]["delivered"] and w
         )
         assert state["alerts"] == 1
@@ -367,7 +356,7 @@ def test_a_key_sees_only_its_own_watches(client: TestClient[Litestar], tmp_path:
             ]
             return alerts
 
-        assert "1 June" in _until(told)[0]["short_answer"]["text"]
+        assert "1 June" in until(told)[0]["short_answer"]["text"]
 
     # A key keeps at most RAG_WATCHES_PER_KEY watches (100 by default).
     for n in range(99):

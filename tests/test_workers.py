@@ -9,28 +9,18 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import rag, rag_env, server_process
+from tests.servers import rag, rag_env, server_process, until
 
 pytestmark = pytest.mark.slow
 _BUDGET = 120.0
 """Seconds a condition may take to come true (the machine may be busy)."""
-
-
-def _until(check: Callable[[], Any], seconds: float = _BUDGET) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError("the condition did not come true in time")
 
 
 def _fresh(method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -46,7 +36,7 @@ def _from_other(worker: str, method: str, url: str, **kwargs: Any) -> httpx.Resp
         answer = _fresh(method, url, **kwargs)
         return answer if answer.headers["x-worker"] != worker else None
 
-    found: httpx.Response = _until(other)
+    found: httpx.Response = until(other)
     return found
 
 
@@ -78,7 +68,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path) -> Ite
     admin = made.stdout.strip()
     served = server_process(env, folder / "serve.log", "--workers", "2", "--rate-per-address", "0")
     with served as (base, supervisor):
-        _until(lambda: len(_worker_pids(base)) == 2)
+        until(lambda: len(_worker_pids(base)) == 2)
         yield base, admin, supervisor.pid
 
 
@@ -102,11 +92,11 @@ def test_a_write_through_one_worker_is_answered_by_the_other(workers: tuple[str,
     job_url = f"{base}{posted.json()['url']}"
     seen = _from_other(writer, "GET", job_url, headers=auth)  # the job, as the other worker sees it
     assert seen.status_code == 200, seen.text
-    done = _until(lambda: (j := _fresh("GET", job_url, headers=auth).json())["status"] == "done" and j)
+    done = until(lambda: (j := _fresh("GET", job_url, headers=auth).json())["status"] == "done" and j)
     assert len(done["report"]["added"]) == 20
     article = _from_other(writer, "GET", f"{base}/articles/quay-7", headers=auth)
     if article.status_code == 404:  # committed, and followed by the other worker within a second or so
-        article = _until(
+        article = until(
             lambda: (
                 (a := _from_other(writer, "GET", f"{base}/articles/quay-7", headers=auth)).status_code == 200
                 and a
@@ -202,7 +192,7 @@ def test_a_killed_worker_is_replaced_while_the_other_answers(workers: tuple[str,
         now = _worker_pids(base)
         return len(now) == 2 and victim not in now
 
-    _until(replaced)
+    until(replaced)
     assert not failures  # nothing was in flight on the killed worker
     assert answered >= 1
 
@@ -230,11 +220,11 @@ def test_sighup_restarts_both_workers_without_a_failed_request(workers: tuple[st
     for thread in clients:
         thread.start()
     try:
-        _until(lambda: answered[0] >= 20)
+        until(lambda: answered[0] >= 20)
         os.kill(supervisor, signal.SIGHUP)
-        _until(lambda: not (_worker_pids(base) & pids) and len(_worker_pids(base)) == 2)
+        until(lambda: not (_worker_pids(base) & pids) and len(_worker_pids(base)) == 2)
         before = answered[0]
-        _until(lambda: answered[0] >= before + 20)
+        until(lambda: answered[0] >= before + 20)
     finally:
         stop.set()
         for thread in clients:
