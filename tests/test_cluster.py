@@ -5,6 +5,7 @@ asked, and an ingest killed half-way and run again."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -131,7 +132,13 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     assert 0 < partial < 160
     finish = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert finish.returncode == 0, finish.stderr
-    assert f"{partial} unchanged" in finish.stdout
+    # What was committed is found unchanged, the rest added: nothing twice, nothing lost. (A batch a Ray
+    # Data task of the killed run had in hand may still commit after the barrier: at least `partial`.)
+    added, unchanged = (
+        int(n) for n in re.findall(r"(\d+) added, 0 replaced, (\d+) unchanged", finish.stdout)[0]
+    )
+    assert unchanged >= partial
+    assert added + unchanged == 160
     sharded.refresh()
     assert sharded.reader().article_count == before + 160
     ids = sharded.reader().chunk_ids()
