@@ -216,13 +216,31 @@ def test_sighup_restarts_both_workers_without_a_failed_request(workers: tuple[st
                 except httpx.TransportError as exc:
                     failures.append(repr(exc))
 
+    auth = {"authorization": f"Bearer {admin}"}
+    watch = _fresh(
+        "POST", f"{base}/watches", json={"question": "When will the north quay reopen?"}, headers=auth
+    )
+    assert watch.status_code == 201, watch.text
+    opened = threading.Event()
+
+    def listen() -> None:  # an event stream on an old worker ends when it stops; a client resumes elsewhere
+        with httpx.stream(
+            "GET", f"{base}/watches/{watch.json()['id']}/events", headers=auth, timeout=120
+        ) as s:
+            opened.set()
+            for _ in s.iter_lines():
+                pass
+
+    stream = threading.Thread(target=listen)
+    stream.start()
     clients = [threading.Thread(target=client) for _ in range(4)]
     for thread in clients:
         thread.start()
     try:
-        until(lambda: answered[0] >= 20)
+        until(lambda: answered[0] >= 20 and opened.is_set())
         os.kill(supervisor, signal.SIGHUP)
         until(lambda: not (_worker_pids(base) & pids) and len(_worker_pids(base)) == 2)
+        until(lambda: not stream.is_alive())
         before = answered[0]
         until(lambda: answered[0] >= before + 20)
     finally:

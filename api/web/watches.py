@@ -348,7 +348,7 @@ async def _events(
     rung = bell.listen() if bell is not None else asyncio.Event()
     quiet = 0.0
     try:
-        while True:
+        while not service.draining.is_set():  # a stopping worker ends its streams; clients resume elsewhere
             rung.clear()
             fresh = await anyio.to_thread.run_sync(_newer, store, watch_id, last)
             for alert in fresh:
