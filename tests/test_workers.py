@@ -1,5 +1,5 @@
 """`rag serve --workers 2`: two real worker processes on one socket of 127.0.0.1 over one data folder
-(api/cli/supervisor.py, api/cli/serve.py). Which worker answered is in ``X-Worker``; a fresh connection
+(api/supervisor.py, api/cli/serve.py). Which worker answered is in ``X-Worker``; a fresh connection
 goes to whichever worker accepts it, so a test that needs the other one asks again until it answers."""
 
 from __future__ import annotations

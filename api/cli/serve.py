@@ -1,5 +1,5 @@
 """`rag serve`: one process (``--workers 1``), or a supervisor and N workers over one data folder
-(api/cli/supervisor.py); ``--reload-workers`` asks a running one to restart its workers."""
+(api/supervisor.py); ``--reload-workers`` asks a running one to restart its workers."""
 
 from __future__ import annotations
 
