@@ -188,3 +188,21 @@ def test_a_corrupt_index_keeps_the_service_unready_with_the_reason(
         body = _problem(client.get("/health"), 503)
         assert body["detail"] == "the index could not be loaded; the server log says why"
         assert str(tmp_path) not in client.get("/health").text  # no filesystem paths reach a client
+
+
+def test_health_is_ready_only_once_every_part_a_request_needs_is_loaded(
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
+) -> None:
+    """The index loads, but a later part does not (here the writer lock, whose file is a folder): /health
+    is 503 like every route, not 'ready' in front of an /ask that answers 503 (a load balancer's check
+    would let requests through too early)."""
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    (settings.service.data_dir / "writer.lock").mkdir(parents=True)
+
+    def opener(s: Settings) -> Answerer:
+        return Answerer(open_local(s, embedder), embedder, s.answers)
+
+    with local_client(create_app(settings, opener=opener, background=False)) as client:
+        body = _problem(client.get("/health"), 503)
+        assert body["detail"] == "the index could not be loaded; the server log says why"
+        _problem(client.post("/ask", json={"question": "anything?"}), 503)

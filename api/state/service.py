@@ -142,7 +142,9 @@ class Service:
         return self.writer is not None and self.writer.held
 
     def require(self) -> tuple[Answerer, Ingestor]:
-        if self.answerer is None or self.ingestor is None:
+        """The Answerer and Ingestor once every part a request needs is loaded (the guard's keys and
+        limits, the jobs, the watches: ``ready``); IndexNotReadyError before, or when loading failed."""
+        if not self.ready.is_set() or self.answerer is None or self.ingestor is None:
             if self.error:
                 raise IndexNotReadyError("the index could not be loaded; the server log says why")
             raise IndexNotReadyError("the index is still loading; retry in a few seconds")

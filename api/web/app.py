@@ -321,7 +321,7 @@ def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> No
     "/health",
     sync_to_thread=False,
     responses={503: problems(503)[503]},
-    summary="Ready once the index is loaded",
+    summary="Ready once every part a request needs is loaded (the index, the models, keys and limits)",
 )
 def health(request: Request[Any, Any, Any]) -> HealthOut:
     answerer, _ = service_of(request).require()
