@@ -57,9 +57,9 @@ def server_process(
     env: dict[str, str], log_path: Path, *args: str, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """As ``serving``, yielding the process too (a test may kill it). One process unless ``args`` say
-    ``--workers``."""
+    ``--workers``; with ``--cluster`` the command is left as the README writes it (one process)."""
     port = port or free_port()
-    if "--workers" not in args:
+    if "--workers" not in args and "--cluster" not in args:
         args = (*args, "--workers", "1")
     with log_path.open("a") as log:
         process = subprocess.Popen(

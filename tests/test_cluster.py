@@ -67,6 +67,24 @@ def one_machine(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, em
     return Answerer(store, embedder, settings.answers)
 
 
+def test_serve_and_ingest_cluster_options_cannot_shadow_each_other(tmp_path: Path, tiktoken_dir: Path) -> None:
+    """`rag serve --workers` (server processes) never reaches the cluster's embedding workers, which `rag
+    ingest` names `--embed-workers` (`--workers` is kept there as its first spelling)."""
+    from api.cli.main import _parser
+    from api.cli.options import with_cluster
+
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    for argv, workers in (
+        (["serve", "--cluster", "head:6379"], 1),
+        (["serve", "--cluster", "head:6379", "--workers", "1"], 1),
+        (["ingest", "--cluster", "head:6379", "--embed-workers", "3", "x.jsonl"], 3),
+        (["ingest", "--cluster", "head:6379", "--workers", "2", "x.jsonl"], 2),
+    ):
+        cluster = with_cluster(settings, _parser().parse_args(argv)).index.cluster
+        assert cluster is not None
+        assert (cluster.address, cluster.workers) == ("head:6379", workers), argv
+
+
 def _questions() -> list[Any]:
     return [*load_dataset(ARTICLES).questions, *load_dataset(SEED).questions]
 

@@ -127,7 +127,15 @@ def _cluster_options(ingest: argparse.ArgumentParser) -> None:
         default=None,
         help="folder for the shards on each node (default: RAG_DATA_DIR/cluster)",
     )
-    ingest.add_argument("--workers", type=int, default=1, help="embedding workers on the cluster")
+    ingest.add_argument(
+        "--embed-workers",
+        "--workers",  # the first spelling; `rag serve --workers` means server processes
+        dest="embed_workers",
+        type=int,
+        default=1,
+        metavar="W",
+        help="embedding workers on the cluster (Ray Data actors, one CPU each)",
+    )
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:

@@ -33,7 +33,9 @@ def with_model(settings: Settings, args: argparse.Namespace) -> Settings:
 
 
 def with_cluster(settings: Settings, args: argparse.Namespace) -> Settings:
-    """The settings with the index on the Ray cluster `--cluster` names (when it names one)."""
+    """The settings with the index on the Ray cluster `--cluster` names (when it names one). Only `rag
+    ingest` has cluster options beyond the address (``--shards``, ``--replicas``, ``--embed-workers``);
+    each has a name of its own, so `rag serve --workers` (server processes) never reaches them."""
     if not getattr(args, "cluster", None):
         return settings
     cluster = ClusterSettings(
@@ -41,6 +43,6 @@ def with_cluster(settings: Settings, args: argparse.Namespace) -> Settings:
         base_dir=getattr(args, "cluster_dir", None) or str(settings.service.data_dir / "cluster"),
         shards=getattr(args, "shards", DEFAULT_SHARDS),
         replicas=getattr(args, "replicas", 1),
-        workers=getattr(args, "workers", 1),
+        workers=getattr(args, "embed_workers", 1),
     )
     return dataclasses.replace(settings, index=dataclasses.replace(settings.index, cluster=cluster))
