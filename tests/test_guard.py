@@ -206,6 +206,21 @@ def test_per_address_limit(indexed: tuple[Settings, IndexStore], embedder: Embed
         assert client.get("/health").status_code == 200  # health is never limited
 
 
+def test_a_watch_feed_counts_against_the_per_address_limit(
+    indexed: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    """The Atom feed needs no key (its token is in its address) but is limited per address like every
+    other route: a feed reader polling in a loop is told to wait."""
+    with _client(*indexed, embedder, rate_per_address=3) as client:
+        made = client.post("/watches", json={"question": "When will the lighthouse open?"})
+        assert made.status_code == 201, made.text
+        feed = made.json()["feed_url"]
+        assert [client.get(feed).status_code for _ in range(2)] == [200, 200]
+        refused = client.get(feed)
+        assert "from one address" in str(_problem(refused, 429)["detail"])
+        assert int(refused.headers["retry-after"]) >= 1
+
+
 def test_revocation_takes_effect_at_once(
     client: TestClient[Litestar], keys: Keys, indexed: tuple[Settings, IndexStore]
 ) -> None:

@@ -2,7 +2,9 @@
 body rule, and rate limits. Handlers behind it hold no security logic.
 
 Routes say what they need through their ``opt``: ``{"scope": "ask"}`` or ``{"scope": "admin"}``;
-routes without a scope (health, metrics, the schema) are open to everyone and never limited. A route
+routes without a scope (health, metrics, the schema) are open to everyone and never limited, but for
+those whose ``opt`` says ``{"limited": True}`` (a watch's Atom feed, whose secret is in its address): no
+key, the per-address limit all the same. A route
 with ``{"errors": "openai"}`` (the OpenAI-compatible ones, api/web/chat.py) gets its refusals in OpenAI's
 error shape instead of problem details.
 
@@ -105,6 +107,7 @@ class Guard(ASGIMiddleware):
         origin = headers.get("origin")
         handler = scope.get("route_handler")
         needed = handler.opt.get("scope") if handler is not None else None
+        keyless_limited = needed is None and handler is not None and bool(handler.opt.get("limited"))
         # A POST that takes no body (``opt={"body": False}``: "poll this feed now") needs no JSON one.
         reads_body = method in _BODY_METHODS and (handler is None or handler.opt.get("body", True))
         door = self._doorkeeper()
@@ -113,7 +116,7 @@ class Guard(ASGIMiddleware):
             _check_host(door, headers)
         if method == "OPTIONS" and origin and "access-control-request-method" in headers:
             self._preflight(door, is_open, scope, origin, headers, extra)
-        if needed is None:
+        if needed is None and not keyless_limited:
             return receive
         if door is None:
             raise GuardReplyError(
@@ -122,6 +125,9 @@ class Guard(ASGIMiddleware):
                 "the index is still loading; retry in a few seconds",
                 {"retry-after": "5"},
             )
+        if needed is None:
+            _admit_within_limits(door, scope, headers, None, extra)
+            return receive
         key = None if is_open else _authenticate(door, headers, needed)
         scope.setdefault("state", {})["api_key"] = key  # whose watches a handler shows (api/web/watches.py)
         own = _own_origin(scope, headers)
@@ -147,17 +153,7 @@ class Guard(ASGIMiddleware):
                     "Unsupported media type",
                     "send the request body as JSON with 'Content-Type: application/json'",
                 )
-        verdicts = _limit(door, scope, headers, key)
-        refused = [v for v in verdicts if not v.allowed]
-        if refused:
-            for verdict in refused:
-                RATE_LIMITED.labels(verdict.kind).inc()
-            worst = max(refused, key=lambda v: v.reset_seconds)
-            extra.update(_limit_headers(worst))
-            extra["retry-after"] = str(worst.reset_seconds)
-            raise GuardReplyError(429, "Too many requests", _limit_detail(worst), {})
-        if verdicts:
-            extra.update(_limit_headers(min(verdicts, key=lambda v: v.remaining)))
+        _admit_within_limits(door, scope, headers, key, extra)
         if reads_body:
             return await self._checked_body(receive)
         return receive
@@ -337,6 +333,24 @@ def _own_origin(scope: Scope, headers: dict[str, str]) -> str | None:
     """The origin of this service's own pages, as the request addresses it (normalised)."""
     host = headers.get("host", "")
     return _normalized(f"{scope.get('scheme', 'http')}://{host}") if host else None
+
+
+def _admit_within_limits(
+    door: Doorkeeper, scope: Scope, headers: dict[str, str], key: ApiKey | None, extra: dict[str, str]
+) -> None:
+    """Count the request against its limits: 429 with ``Retry-After`` when one is spent, else the
+    ``RateLimit-*`` headers of the tightest."""
+    verdicts = _limit(door, scope, headers, key)
+    refused = [v for v in verdicts if not v.allowed]
+    if refused:
+        for verdict in refused:
+            RATE_LIMITED.labels(verdict.kind).inc()
+        worst = max(refused, key=lambda v: v.reset_seconds)
+        extra.update(_limit_headers(worst))
+        extra["retry-after"] = str(worst.reset_seconds)
+        raise GuardReplyError(429, "Too many requests", _limit_detail(worst), {})
+    if verdicts:
+        extra.update(_limit_headers(min(verdicts, key=lambda v: v.remaining)))
 
 
 def _limit(door: Doorkeeper, scope: Scope, headers: dict[str, str], key: ApiKey | None) -> list[Verdict]:

@@ -253,6 +253,7 @@ def revoke_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
     "/watches/{watch_id:str}/feed.xml",
     name="watch_feed",
     sync_to_thread=True,
+    opt={"limited": True},  # no key (the token is the key), but the per-address limit of every route
     media_type="application/atom+xml",
     responses=problems(400, 404),
     summary="The watch's alerts as an Atom feed (the secret token in the address is the key)",
