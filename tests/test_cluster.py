@@ -67,7 +67,9 @@ def one_machine(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path, em
     return Answerer(store, embedder, settings.answers)
 
 
-def test_serve_and_ingest_cluster_options_cannot_shadow_each_other(tmp_path: Path, tiktoken_dir: Path) -> None:
+def test_serve_and_ingest_cluster_options_cannot_shadow_each_other(
+    tmp_path: Path, tiktoken_dir: Path
+) -> None:
     """`rag serve --workers` (server processes) never reaches the cluster's embedding workers, which `rag
     ingest` names `--embed-workers` (`--workers` is kept there as its first spelling)."""
     from api.cli.main import _parser
