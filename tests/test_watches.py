@@ -20,7 +20,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from api.state.alert_records import Found
+from api.state.alert_records import Found, WatchLimitError
 from api.state.alerts import deliver
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
@@ -456,3 +456,32 @@ def test_the_watch_command_line(tmp_path: Path, tiktoken_dir: Path) -> None:
     missing = rag("watch", "remove", watch_id, env=env)
     assert missing.returncode == 2
     assert "no watch" in missing.stderr
+
+
+def test_the_watch_cap_holds_when_creations_race(tmp_path: Path) -> None:
+    """Twenty creations at once through two stores (as two workers hold the file): the key keeps its cap,
+    since the count is taken inside the write transaction."""
+    path = tmp_path / "service.sqlite"
+    stores = [WatchStore(path), WatchStore(path)]
+    start = threading.Barrier(20)
+    outcomes: list[str] = []
+
+    def create(n: int) -> None:
+        start.wait(60)
+        try:
+            stores[n % 2].add(f"{FERRY} ({n})", "carol", limit=3)
+            outcomes.append("made")
+        except WatchLimitError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert sorted(outcomes) == ["made"] * 3 + ["refused"] * 17
+        assert len(stores[0].watches("carol")) == 3
+    finally:
+        for store in stores:
+            store.close()

@@ -116,12 +116,17 @@ class WatchStore:
             raise ConfigError("min_confidence is a probability above 0 and at most 1")
         if len(sources) > MAX_WATCH_SOURCES:
             raise ConfigError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
-        if limit is not None and len(self.watches(owner)) >= limit:
-            raise WatchLimitError(f"{owner or 'this service'} has {limit} watches, the most a key may keep")
         watch_id = "w_" + uuid.uuid4().hex[:16]
         token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
         secret = WEBHOOK_SECRET_PREFIX + _b64(secrets.token_bytes(24)) if webhook else None
         with self._writing():
+            # Counted inside the write transaction: creations racing in threads or processes see each
+            # other's rows, so none passes the cap.
+            (kept,) = self._db.execute("SELECT count(*) FROM watches WHERE owner IS ?", (owner,)).fetchone()
+            if limit is not None and kept >= limit:
+                raise WatchLimitError(
+                    f"{owner or 'this service'} has {limit} watches, the most a key may keep"
+                )
             after = self._state("cursor")
             self._db.execute(
                 "INSERT INTO watches (id, owner, question, sources, webhook, webhook_secret, min_confidence,"
