@@ -102,8 +102,13 @@ def _keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     add.set_defaults(run=_keys_add)
     listing = key_commands.add_parser("list", help="list keys (never their tokens)")
     listing.set_defaults(run=_keys_list)
-    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once, and stop its watches")
     revoke.add_argument("name")
+    revoke.add_argument(
+        "--keep-watches",
+        action="store_true",
+        help="its watches go on matching, delivering and serving their feeds (admin keys manage them)",
+    )
     revoke.set_defaults(run=_keys_revoke)
 
 
@@ -250,7 +255,8 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import open_keys
 
     keys = open_keys(settings)
-    keys.revoke(args.name)
+    keys.revoke(args.name, keep_watches=args.keep_watches)
     keys.close()
-    print(f"revoked {args.name}")
+    kept = "its watches go on (--keep-watches)" if args.keep_watches else "its watches stop with it"
+    print(f"revoked {args.name}; {kept}")
     return 0

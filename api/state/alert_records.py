@@ -35,6 +35,9 @@ class Watch:
     """Why its webhook stopped being tried; None while deliveries work."""
     alerts: int
     has_feed: bool
+    active: bool = True
+    """False once the key that owns it is revoked (without ``keep_watches``): it no longer matches,
+    delivers or serves its feed."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class Watch:
             "alerts": self.alerts,
             "failing": self.failing,
             "feed": self.has_feed,
+            "active": self.active,
         }
 
 

@@ -34,12 +34,29 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, origins TEXT NOT NULL,
-    per_minute INTEGER, per_day INTEGER, created_at TEXT NOT NULL, revoked_at TEXT, prefix TEXT NOT NULL
+    per_minute INTEGER, per_day INTEGER, created_at TEXT NOT NULL, revoked_at TEXT, prefix TEXT NOT NULL,
+    keeps_watches INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS api_key_usage (
     name TEXT NOT NULL, day TEXT NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (name, day)
 );
 """
+_COLUMNS = "name, hash, scope, origins, per_minute, per_day, created_at, revoked_at, prefix"
+STOPPED_OWNER = (
+    "EXISTS (SELECT 1 FROM api_keys k WHERE k.name = {owner} AND k.revoked_at IS NOT NULL "
+    "AND k.keeps_watches = 0)"
+)
+"""SQL that is true when ``{owner}`` names a key revoked without ``keep_watches``: what it owns stops
+(api/state/watches.py reads it beside its own tables)."""
+
+
+def create_key_tables(db: sqlite3.Connection) -> None:
+    """The key tables in ``db`` (made before revocation could keep watches: the column added)."""
+    db.executescript(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}
+    if "keeps_watches" not in columns:
+        with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+            db.execute("ALTER TABLE api_keys ADD COLUMN keeps_watches INTEGER NOT NULL DEFAULT 0")
 
 
 @dataclass(frozen=True)
@@ -64,15 +81,21 @@ class ApiKey:
 
 
 def normalize_origin(value: str) -> str:
-    """``https://Intranet.example.com:443/page`` -> ``https://intranet.example.com``; raises ConfigError."""
-    parts = urlsplit(value.strip())
+    """``https://Intranet.example.com:443/page`` -> ``https://intranet.example.com``; raises ConfigError
+    (an unclosed ``[`` or a port past 65535 included)."""
+    unusable = f"origin {value[:200]!r} is not an http(s) address such as https://intranet.example.com"
+    try:
+        parts = urlsplit(value.strip())
+        given_port = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ConfigError(f"{unusable} ({exc})") from None
     if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"origin {value!r} is not an http(s) address such as https://intranet.example.com")
+        raise ConfigError(unusable)
     scheme, host = parts.scheme.lower(), parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
     default = {"http": 80, "https": 443}[scheme]
-    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    port = f":{given_port}" if given_port and given_port != default else ""
     return f"{scheme}://{host}{port}"
 
 
@@ -100,7 +123,7 @@ class KeyRing:
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout = 60000")
-            self._db.executescript(_SCHEMA)
+            create_key_tables(self._db)
             (stored,) = self._db.execute("SELECT count(*) FROM api_keys").fetchone()
             # Lookups run on the server's event loop: a connection of their own, which a writer waiting
             # for SQLite's write lock (an ingest in another process) never holds up.
@@ -119,9 +142,11 @@ class KeyRing:
     def adopt(path: Path, keys: Sequence[Sequence[object]], usage: Sequence[Sequence[object]]) -> None:
         """Store key and usage rows copied from an older layout's file (api/state/layout.py); idempotent."""
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-            db.executescript(_SCHEMA)
+            create_key_tables(db)
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR IGNORE INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", keys)
+            db.executemany(
+                f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", keys
+            )
             db.executemany("INSERT OR IGNORE INTO api_key_usage VALUES (?, ?, ?)", usage)
             db.execute("COMMIT")
         if keys:
@@ -150,17 +175,20 @@ class KeyRing:
             if self._db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
                 raise KeyTakenError(f"a key named {name!r} exists; revoke it or choose another name")
             self._db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (name, hash_token(token), scope, json.dumps(normalized), per_minute, per_day, now, token[:8]),
             )
         mark(self._folder, KEYS_MARKER)
         return token
 
-    def revoke(self, name: str) -> None:
+    def revoke(self, name: str, keep_watches: bool = False) -> None:
+        """Revoke the key at once, for every process. What it owns stops with it (its watches no longer
+        match, deliver or serve their feed: api/state/watches.py) unless ``keep_watches``."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._writing():
             changed = self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
+                "UPDATE api_keys SET revoked_at = ?, keeps_watches = ? WHERE name = ? AND revoked_at IS NULL",
+                (now, int(keep_watches), name),
             ).rowcount
         if not changed:
             raise NotFoundError(f"no active key named {name!r}")

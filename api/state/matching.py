@@ -51,7 +51,7 @@ Render = Callable[[Answer], dict[str, Any]]
 class _Watches:
     """Every watch, as one matrix of question vectors and the arrays the shortlist filters on."""
 
-    version: int
+    version: tuple[int, int]
     ids: list[str]
     questions: list[str]
     sources: list[frozenset[str]]

@@ -11,6 +11,10 @@ of a story once: ``UNIQUE (watch_id, story)`` turns a copy or a re-ingest of an 
 nothing. An alert for a watch with a webhook gets a row in the outbox in the same transaction, so an
 alert stored is an alert delivered, after a crash too (api/state/alerts.py delivers it).
 
+A watch lives as long as the key that made it: once that key is revoked (``KeyRing.revoke``, unless
+with ``keep_watches``) it stops matching, delivering and serving its feed, read from the key table in the
+same file at every use rather than copied here, so no process can miss a revocation.
+
 The matcher (api/state/matching.py) checks the chunks committed after a cursor kept here; it advances
 the cursor and stores its alerts in one transaction, and only when the cursor is still where it started,
 so two processes checking at once store each alert once.
@@ -36,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api.state.alert_records import Alert, Delivery, Found, Made, Watch, WatchLimitError, WatchNotFoundError
+from api.state.keys import STOPPED_OWNER, create_key_tables
 from api.state.sqlite import immediate
 from index.errors import ConfigError
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
@@ -66,9 +71,10 @@ CREATE TABLE IF NOT EXISTS watch_outbox (
 CREATE INDEX IF NOT EXISTS watch_outbox_due ON watch_outbox (next_at) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS watch_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_STOPPED = STOPPED_OWNER.format(owner="w.owner")
 _WATCH_COLUMNS = (
     "id, owner, question, sources, webhook, min_confidence, after_chunk, created_at, failing, alerts, "
-    "feed_token_hash IS NOT NULL"
+    f"feed_token_hash IS NOT NULL, NOT {_STOPPED}"
 )
 
 
@@ -89,6 +95,7 @@ class WatchStore:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            create_key_tables(self._db)  # whose revocation stops a watch
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"the watch tables cannot be opened ({exc})") from exc
         self._lock = threading.Lock()
@@ -151,10 +158,10 @@ class WatchStore:
         """The watches of ``owner`` (every watch when ``everyone``), oldest first."""
         with self._lock:
             if everyone:
-                rows = self._db.execute(f"SELECT {_WATCH_COLUMNS} FROM watches ORDER BY rowid")
+                rows = self._db.execute(f"SELECT {_WATCH_COLUMNS} FROM watches w ORDER BY rowid")
             else:
                 rows = self._db.execute(
-                    f"SELECT {_WATCH_COLUMNS} FROM watches WHERE owner IS ? ORDER BY rowid",
+                    f"SELECT {_WATCH_COLUMNS} FROM watches w WHERE owner IS ? ORDER BY rowid",
                     (owner,),
                 )
             return [_watch(row) for row in rows.fetchall()]
@@ -163,7 +170,7 @@ class WatchStore:
         """One watch; WatchNotFoundError when there is none, or when it is not ``owner``'s."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ?", (watch_id,)
+                f"SELECT {_WATCH_COLUMNS} FROM watches w WHERE id = ?", (watch_id,)
             ).fetchone()
         if row is None or (not everyone and row[1] != owner):
             raise WatchNotFoundError(f"no watch {watch_id!r}")
@@ -199,7 +206,9 @@ class WatchStore:
         """The watch whose feed ``token`` opens; WatchNotFoundError otherwise (the same for a wrong token,
         a revoked one and an unknown watch, so the answer tells nothing)."""
         with self._lock:
-            row = self._db.execute("SELECT feed_token_hash FROM watches WHERE id = ?", (watch_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT feed_token_hash FROM watches w WHERE id = ? AND NOT {_STOPPED}", (watch_id,)
+            ).fetchone()
         stored = row[0] if row else None
         if stored is None or not secrets.compare_digest(str(stored), hash_secret(token)):
             raise WatchNotFoundError(f"no watch feed {watch_id!r} with this token")
@@ -210,16 +219,21 @@ class WatchStore:
             (n,) = self._db.execute("SELECT count(*) FROM watches").fetchone()
         return int(n)
 
-    def version(self) -> int:
-        """Bumped by every watch added or removed, in any process."""
+    def version(self) -> tuple[int, int]:
+        """Changes with every watch added or removed and every key revoked, in any process."""
         with self._lock:
-            return self._state("version") or 0
+            (revoked,) = self._db.execute(
+                "SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL"
+            ).fetchone()
+            return self._state("version") or 0, int(revoked)
 
     def questions(self) -> list[tuple[str, str, tuple[str, ...], float, int, bytes | None]]:
-        """Every watch as the matcher needs it: id, question, sources, min_confidence, after_chunk, vector."""
+        """Every active watch as the matcher needs it: id, question, sources, min_confidence, after_chunk,
+        vector."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, question, sources, min_confidence, after_chunk, vector FROM watches ORDER BY id"
+                "SELECT id, question, sources, min_confidence, after_chunk, vector FROM watches w "
+                f"WHERE NOT {_STOPPED} ORDER BY id"
             ).fetchall()
         return [(str(r[0]), str(r[1]), tuple(json.loads(r[2])), float(r[3]), int(r[4]), r[5]) for r in rows]
 
@@ -260,9 +274,9 @@ class WatchStore:
             self._set("cursor", end)
             for item in found:
                 row = self._db.execute(
-                    "SELECT alerts, webhook FROM watches WHERE id = ?", (item.watch_id,)
+                    f"SELECT alerts, webhook FROM watches w WHERE id = ? AND NOT {_STOPPED}", (item.watch_id,)
                 ).fetchone()
-                if row is None:  # removed meanwhile
+                if row is None:  # removed meanwhile, or its key revoked
                     continue
                 seen = self._db.execute(
                     "SELECT 1 FROM watch_alerts WHERE watch_id = ? AND story = ?", (item.watch_id, item.story)
@@ -333,7 +347,7 @@ class WatchStore:
                 "SELECT o.alert_id, o.watch_id, o.attempts, w.webhook, w.webhook_secret, a.body "
                 "FROM watch_outbox o JOIN watches w ON w.id = o.watch_id "
                 "JOIN watch_alerts a ON a.id = o.alert_id "
-                "WHERE o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? "
+                f"WHERE o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? AND NOT {_STOPPED} "
                 "ORDER BY o.next_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -346,7 +360,8 @@ class WatchStore:
         """When the next delivery is due (a time.time() value), or None when none waits."""
         with self._lock:
             (at,) = self._db.execute(
-                "SELECT min(next_at) FROM watch_outbox WHERE delivered_at IS NULL AND given_up = 0"
+                "SELECT min(o.next_at) FROM watch_outbox o JOIN watches w ON w.id = o.watch_id "
+                f"WHERE o.delivered_at IS NULL AND o.given_up = 0 AND NOT {_STOPPED}"
             ).fetchone()
         return None if at is None else float(at)
 
@@ -421,6 +436,7 @@ def _watch(row: Sequence[Any]) -> Watch:
         failing=row[8],
         alerts=int(row[9]),
         has_feed=bool(row[10]),
+        active=bool(row[11]),
     )
 
 

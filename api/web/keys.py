@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, delete, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.state.errors import KeyInUseError, KeyRefusedError
@@ -108,15 +108,21 @@ def add_key(request: Request[Any, Any, Any], data: JSONBody[KeyIn]) -> KeyOut:
     opt=_ADMIN,
     security=_SECURITY,
     responses=problems(400, 404, 409),
-    summary="Revoke a key: every worker refuses it from the next request on",
+    summary="Revoke a key: every worker refuses it from the next request on, and its watches stop",
     description="409 for the key the request is made with: revoke it with another admin key, or with "
     "`rag keys revoke NAME`.",
 )
-def revoke_key(request: Request[Any, Any, Any], name: FromPath[KeyName]) -> None:
+def revoke_key(
+    request: Request[Any, Any, Any],
+    name: FromPath[KeyName],
+    keep_watches: Annotated[
+        bool, Parameter(description="its watches go on (by default they stop with the key)")
+    ] = False,
+) -> None:
     caller: ApiKey | None = request.state.get("api_key")
     if caller is not None and caller.name == name:
         raise KeyInUseError("a key cannot revoke itself; use another admin key or `rag keys revoke`")
-    _keys(request).revoke(name)
+    _keys(request).revoke(name, keep_watches=keep_watches)
 
 
 ROUTES = [list_keys, add_key, revoke_key]

@@ -76,6 +76,8 @@ class WatchOut(msgspec.Struct):
     """Why its webhook stopped being tried; null while deliveries work."""
     feed: bool
     """Whether its Atom feed has an address (false once revoked)."""
+    active: bool
+    """False once the key that made it is revoked: it no longer matches, delivers or serves its feed."""
     deliveries: DeliveriesOut | None = None
     feed_url: str | None = None
     """The Atom feed's address, with its secret token: shown when made or replaced, never again."""
@@ -209,7 +211,7 @@ def remove_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
 def watch_alerts(
     request: Request[Any, Any, Any],
     watch_id: WatchId,
-    before: Annotated[int | None, Parameter(description="alerts numbered below this")] = None,
+    before: Annotated[int | None, Parameter(ge=1, description="alerts numbered below this")] = None,
     limit: Annotated[int, Parameter(ge=1, le=100, description="alerts on a page")] = _PAGE,
 ) -> AlertsOut:
     _, store = _store(request)
