@@ -1,8 +1,8 @@
 """The door to the network for feeds: what the service fetches by itself, politely and within bounds.
 
 httpx does the HTTP; this adds what a crawler that runs unattended must not do without: only http(s);
-every address the name resolves to, and the address actually connected to, outside loopback, private,
-link-local, reserved and multicast ranges unless an operator lists the network (``RAG_FEEDS_ALLOW_NETWORKS``);
+every address the name resolves to, and the address actually connected to, public (``is_public``: one
+rule for feeds, pages and webhooks) unless an operator lists the network (``RAG_FEEDS_ALLOW_NETWORKS``);
 redirects followed by hand, at most five, each checked again; timeouts on connect and read, and a deadline
 on the whole request (a server that sends a byte a second never trips a read timeout); a cap on the
 bytes read, counted after gzip or deflate is undone (a small gzip bomb inflates no further than the cap);
@@ -33,6 +33,47 @@ Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 ROBOTS_SECONDS = 3600.0
 """How long a site's robots.txt is believed before it is read again."""
+
+
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        # What Python 3.11's is_global still calls global (later releases fixed most of these).
+        "192.0.0.0/24",  # IETF protocol assignments (NAT64 discovery, DS-Lite, PCP anycast...)
+        "192.88.99.0/24",  # the deprecated 6to4 relay anycast
+        "64:ff9b:1::/48",  # NAT64 for local use (RFC 8215)
+        "fec0::/10",  # deprecated site-local
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is reachable on the public internet and only there: the standard library's
+    globality (``is_global``: not private, shared (100.64/10, where cloud metadata services live),
+    loopback, link-local, reserved, documentation...), minus what Python 3.11 still lets through, and
+    never multicast. An IPv6 address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4,
+    Teredo, NAT64's well-known prefix) is judged by the IPv4 address it reaches."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_public(embedded)
+    if address.is_multicast or any(address in network for network in _NOT_GLOBAL):
+        return False
+    return address.is_global
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client the relay forwards to
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 class FetchError(RagError):
@@ -278,14 +319,7 @@ class Fetcher:
         address = ipaddress.ip_address(raw.split("%", 1)[0])
         if any(address in network for network in self._allow):
             return
-        if (
-            address.is_loopback
-            or address.is_private
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_multicast
-            or address.is_unspecified
-        ):
+        if not is_public(address):
             raise FetchError(
                 f"{host}: {address} is not a public address; list its network in RAG_FEEDS_ALLOW_NETWORKS "
                 "to follow feeds there"

@@ -276,6 +276,41 @@ def test_dangerous_documents_are_refused(site: Site) -> None:
     assert "/big" in site.log  # fetched once, by the fetcher that allows loopback
 
 
+REFUSED_HOSTS = [
+    "127.0.0.1", "2130706433", "0x7f000001", "10.1.2.3", "192.168.0.1", "169.254.169.254",
+    "100.64.0.1", "100.100.100.200",  # shared address space (the latter a cloud metadata address)
+    "192.0.0.8", "0.0.0.0", "224.0.0.1", "198.18.0.1", "192.0.2.1",
+    "[::1]", "[::]", "[fe80::1]", "[fd00::1]", "[fec0::1]", "[ff02::1]", "[2001:db8::1]",
+    "[::ffff:127.0.0.1]", "[::ffff:a9fe:a9fe]", "[::127.0.0.1]",  # IPv4-mapped, IPv4-compatible
+    "[64:ff9b::7f00:1]", "[64:ff9b::a9fe:a9fe]", "[64:ff9b:1::1]",  # NAT64
+    "[2002:a9fe:a9fe::]", "[2002:7f00:1::]",  # 6to4 of 169.254.169.254 and 127.0.0.1
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",  # Teredo whose client is 127.0.0.1
+]  # fmt: skip
+PUBLIC_HOSTS = ["93.184.216.34", "[2606:4700::1111]", "[::ffff:93.184.216.34]", "[64:ff9b::5db8:d822]",
+                "[2002:5db8:d822::1]"]  # fmt: skip
+
+
+@pytest.mark.parametrize("host", REFUSED_HOSTS)
+def test_one_address_rule_refuses_every_non_public_spelling(host: str) -> None:
+    """Feeds, pages and webhooks go through one check (``index.fetch.is_public``), at creation and again
+    on the connected socket; literal addresses need no name lookup."""
+    fetcher = Fetcher()
+    try:
+        with pytest.raises(FetchError, match="not a public address"):
+            fetcher.check_address(f"http://{host}/hook")
+    finally:
+        fetcher.close()
+
+
+@pytest.mark.parametrize("host", PUBLIC_HOSTS)
+def test_one_address_rule_lets_public_addresses_through(host: str) -> None:
+    fetcher = Fetcher()
+    try:
+        fetcher.check_address(f"https://{host}/hook")
+    finally:
+        fetcher.close()
+
+
 def test_the_feeds_command_line(site: Site, tmp_path: Path, tiktoken_dir: Path) -> None:
     site.page(
         "/a",

@@ -120,6 +120,9 @@ def test_a_watch_is_refused_with_the_reason(client: TestClient[Litestar]) -> Non
     assert private.status_code == 422
     assert private.json()["title"] == "Webhook refused"
     assert "not a public address" in private.json()["detail"]
+    for hook in ("http://100.64.0.1/", "http://100.100.100.200/", "http://[2002:a9fe:a9fe::]/"):
+        shared = client.post("/watches", json={"question": LIGHTHOUSE, "webhook": hook})
+        assert shared.status_code == 422, (hook, shared.text)
     assert client.post("/watches", json={"question": LIGHTHOUSE, "min_confidence": 0}).status_code == 400
     assert client.get("/watches/w_0123456789abcdef").status_code == 404
 
@@ -429,10 +432,11 @@ def test_the_watch_command_line(tmp_path: Path, tiktoken_dir: Path) -> None:
     assert made.returncode == 0, made.stderr
     watch_id = made.stdout.split()[0]
     assert f"feed: /watches/{watch_id}/feed.xml?token=wft_" in made.stdout
-    refused = rag("watch", "add", LIGHTHOUSE, "--webhook", "http://127.0.0.1:9/hook", env=env)
-    assert refused.returncode == 2
-    assert "not a public address" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    for hook in ("http://127.0.0.1:9/hook", "http://100.64.0.1/"):
+        refused = rag("watch", "add", LIGHTHOUSE, "--webhook", hook, env=env)
+        assert refused.returncode == 2
+        assert "not a public address" in refused.stderr
+        assert "Traceback" not in refused.stderr
     other = rag("watch", "add", FERRY, "--source", "Another Outlet", env=env).stdout.split()[0]
     (tmp_path / "news.jsonl").write_text(json.dumps(LIGHT) + "\n")
     first = rag("watch", "check", env=env)  # the first check sets where the news begins: nothing yet
