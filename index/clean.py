@@ -52,7 +52,9 @@ MAX_NAME_CHARS = 200
 """An outlet's or an author's name."""
 MAX_AUTHORS = 50
 _BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]")
+# Control characters, and what XML 1.0 cannot carry at all (lone surrogates, U+FFFE, U+FFFF): text the
+# service keeps may end up in an Atom feed.
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff\ud800-\udfff\ufffe\uffff]")
 # What is blank, said the same way in Python and in the ECMA-262 regexes of JSON Schema (whose ``\s``
 # and Python's differ: Python counts \x1c-\x1f and \x85 as spaces, ECMA counts \ufeff): control
 # characters and every space either counts. ``VISIBLE`` matches one character that is neither.
@@ -63,7 +65,8 @@ _VISIBLE = re.compile(VISIBLE)
 
 
 def remove_controls(text: str) -> str:
-    """``text`` without control characters: line-like ones become line breaks, the rest go."""
+    """``text`` without control characters (nor U+FFFE, U+FFFF and lone surrogates): line-like ones
+    become line breaks, the rest go."""
     return _CONTROLS.sub("", _BREAKS.sub("\n", text))
 
 

@@ -20,10 +20,11 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from api.state.alert_records import Found, WatchLimitError
+from api.state.alert_records import Alert, Found, WatchLimitError
 from api.state.alerts import deliver
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
+from api.web.watches import atom
 from index.fetch import Fetcher, parse_networks
 from tests.servers import free_port, rag, rag_env, server_process, serving, until
 from tests.sites import Site, article_page, rss
@@ -489,3 +490,38 @@ def test_the_watch_cap_holds_when_creations_race(tmp_path: Path) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def test_text_xml_cannot_carry_never_breaks_a_feed(client: TestClient[Litestar]) -> None:
+    """NUL, U+0001, U+FFFE and U+FFFF in a question, an article or a stored alert: the watch is made, the
+    article ingested and the feed served, without them (removed at the edge, in ingest, and at
+    rendering as the last guard)."""
+    asked = client.post(
+        "/watches", json={"question": "When will the Gull Point\x00 lighthouse\x01 open\ufffe?\uffff"}
+    )
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["question"] == "When will the Gull Point lighthouse open?"
+    assert client.get(asked.json()["feed_url"]).status_code == 200
+    marked = {
+        **LIGHT,
+        "title": "Lighthouse\ufffe restored\uffff",
+        "body": LIGHT["body"].replace("June", "June\ufffe"),
+    }
+    assert client.post("/articles", json=marked).status_code == 200
+    (alert,) = until(lambda: _alerts(client, asked.json()["id"]))
+    assert "\ufffe" not in json.dumps(alert, ensure_ascii=False)
+    served = client.get(asked.json()["feed_url"])
+    assert served.status_code == 200
+    (entry,) = feedparser.parse(served.content).entries
+    assert "1 June" in entry.title
+
+    body = {
+        "answer": "Opens\x00 on 1 June\uffff [1].",
+        "short_answer": {"text": "1 June\ufffe"},
+        "citations": [{"n": 1, "title": "T\x01", "source": "S\ufffe", "url": "https://x.example/a"}],
+    }
+    stored = Alert("al_1", "w_0123456789abcdef", 1, "s", "a", "2024-04-16T10:00:00+00:00", body)
+    watch = client.app.state.service.watches.get(asked.json()["id"])
+    (old,) = feedparser.parse(atom(watch, [stored], "http://127.0.0.1:8000/feed")).entries
+    assert old.title == "1 June"
+    assert "Opens on 1 June [1]." in old.content[0].value

@@ -42,6 +42,7 @@ import numpy.typing as npt
 from api.state.alert_records import Alert, Delivery, Found, Made, Watch, WatchLimitError, WatchNotFoundError
 from api.state.keys import STOPPED_OWNER, create_key_tables
 from api.state.sqlite import immediate
+from index.clean import plain_line, remove_controls
 from index.errors import ConfigError
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
 
@@ -116,8 +117,11 @@ class WatchStore:
         limit: int | None = None,
     ) -> Made:
         """A new watch, news to it from the matcher's cursor on; WatchLimitError when ``owner`` has
-        ``limit`` already."""
-        if not question.strip() or len(question) > MAX_QUESTION_CHARS:
+        ``limit`` already. The question and outlets are kept as plain one-line text (control characters,
+        and what XML cannot carry, removed: they reach the Atom feed)."""
+        question = " ".join(remove_controls(question).split())
+        sources = [name for name in (plain_line(s) for s in sources) if name]
+        if not question or len(question) > MAX_QUESTION_CHARS:
             raise ConfigError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
         if not 0.0 < min_confidence <= 1.0:
             raise ConfigError("min_confidence is a probability above 0 and at most 1")
@@ -142,7 +146,7 @@ class WatchStore:
                     watch_id,
                     owner,
                     question,
-                    json.dumps(sorted({s.strip() for s in sources if s.strip()})),
+                    json.dumps(sorted(set(sources))),
                     webhook,
                     secret,
                     float(min_confidence),
