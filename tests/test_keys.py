@@ -102,7 +102,7 @@ def test_a_revoked_keys_watch_neither_matches_nor_delivers_nor_serves_its_feed(t
         ring.revoke("alice")
         assert store.version() != version  # the matcher reads its watches again
         assert store.questions() == []
-        assert store.due(time.time() + 3600) == []  # the pending webhook is not sent
+        assert store.pending(time.time() + 3600) == []  # the pending webhook is not sent
         assert store.next_due() is None  # and the webhook worker does not spin on it
         with pytest.raises(WatchNotFoundError):
             store.feed_watch(made.watch.id, made.feed_token)

@@ -21,11 +21,11 @@ from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.state.alert_records import Alert, Found, WatchLimitError
-from api.state.alerts import deliver
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
+from api.state.webhooks import WebhookSender, deliver_due
 from api.web.watches import atom
-from index.fetch import Fetcher, parse_networks
+from index.fetch import Fetcher, Limits, parse_networks
 from tests.servers import free_port, rag, rag_env, server_process, serving, until
 from tests.sites import Site, article_page, rss
 
@@ -384,14 +384,14 @@ def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, 
         found = Found(made.watch.id, "gull-light", "gull-light", {"answer": "It opens on 1 June [1]."}, 0.9)
         (alert,) = store.advance(10, 20, [found]) or []
         assert store.advance(10, 30, [found]) is None  # another process moved the cursor first
-        for attempt in range(3):
-            assert deliver(store, poster, retry_seconds=0.0, tries=3, now=time.time() + attempt) == 0
+        for attempt in range(3):  # each run tries what is due once, though it is due again at once
+            assert deliver_due(store, poster, retry_seconds=0.0, tries=3, now=time.time() + attempt) == 0
         assert [h["webhook-id"] for h, _, _ in receiver.wait_for(3)] == [alert.id] * 3
         watch = store.get(made.watch.id)
         assert watch.failing is not None
         assert "gave up after 3 tries: HTTP 503" in watch.failing
         assert store.deliveries(made.watch.id) == {"delivered": 0, "pending": 0, "given_up": 1}
-        assert store.due(time.time() + 3600) == []
+        assert store.pending(time.time() + 3600) == []
     finally:
         poster.close()
         store.close()
@@ -407,16 +407,20 @@ def test_a_delivery_is_sent_by_one_process_and_a_stream_resumes_with_every_alert
             found = Found(made.watch.id, f"story-{n}", f"article-{n}", {"answer": f"answer {n} [1]"}, 0.9)
             assert len(served.advance(n * 10, n * 10 + 10, [found]) or []) == 1
         now = time.time()
-        claimed = served.due(now)
-        assert [d.alert_id for d in claimed] == [a.id for a in reversed(served.alerts(made.watch.id))]
-        assert checking.due(now) == []  # claimed by the other process for the lease
-        checking.failed(claimed[0], "HTTP 503", None)
+        oldest_first = [a.id for a in reversed(served.alerts(made.watch.id))]
+        assert served.pending(now) == [(oldest_first[0], made.watch.webhook)]  # one a watch: its oldest
+        claimed = [served.claim(alert_id, now) for alert_id in oldest_first]
+        taken = [d for d in claimed if d is not None]
+        assert [d.alert_id for d in taken] == oldest_first
+        assert checking.pending(now) == []  # claimed by the other process for the lease
+        assert checking.claim(oldest_first[0], now) is None
+        checking.failed(taken[0], "HTTP 503", None)
         assert served.get(made.watch.id).failing is not None
-        served.delivered(claimed[0].alert_id, made.watch.id)  # a late success still counts
+        served.delivered(taken[0].alert_id, made.watch.id)  # a late success still counts
         assert served.deliveries(made.watch.id) == {"delivered": 1, "pending": 2, "given_up": 0}
         assert served.get(made.watch.id).failing is None
-        served.delivered(claimed[1].alert_id, made.watch.id)
-        checking.failed(claimed[1], "HTTP 503", None)  # a late failure after a success changes nothing
+        served.delivered(taken[1].alert_id, made.watch.id)
+        checking.failed(taken[1], "HTTP 503", None)  # a late failure after a success changes nothing
         assert served.deliveries(made.watch.id) == {"delivered": 2, "pending": 1, "given_up": 0}
         assert served.get(made.watch.id).failing is None
         assert [a.seq for a in served.alerts(made.watch.id, after_seq=1, limit=1, oldest_first=True)] == [2]
@@ -525,3 +529,38 @@ def test_text_xml_cannot_carry_never_breaks_a_feed(client: TestClient[Litestar])
     (old,) = feedparser.parse(atom(watch, [stored], "http://127.0.0.1:8000/feed")).entries
     assert old.title == "1 June"
     assert "Opens on 1 June [1]." in old.content[0].value
+
+
+@pytest.mark.parametrize("receiver_plan", [["ok"]])
+def test_a_hanging_receiver_delays_only_its_own_webhooks(receiver: Receiver, tmp_path: Path) -> None:
+    """Two receivers hold every request they get (one of them for two watches); a healthy receiver whose
+    alert came after theirs is delivered while they still hold theirs, and each receiver gets one try at a
+    time. (Tries here may last minutes: one at a time, the healthy one would never be reached.)"""
+    store = WatchStore(tmp_path / "service.sqlite")
+    patient = Fetcher(parse_networks("127.0.0.0/8"), Limits(read_seconds=300, total_seconds=300))
+    hanging = [Receiver(["hang"] * 3), Receiver(["hang"] * 3)]
+    sender = WebhookSender(store, patient)
+    try:
+        slow = [store.add(LIGHTHOUSE, None, webhook=h.url).watch for h in (*hanging, hanging[0])]
+        healthy = store.add(FERRY, None, webhook=receiver.url).watch
+        store.advance(None, 0, [])
+        for n, watch in enumerate(slow):  # the hanging receivers' alerts first
+            found = Found(watch.id, f"story-{n}", f"article-{n}", {"answer": f"answer {n} [1]"}, 0.9)
+            assert store.advance(n, n + 1, [found])
+        found = Found(healthy.id, "ferry", "ferry-fare", {"answer": "A ticket costs 4 euros [1]."}, 0.9)
+        assert store.advance(len(slow), len(slow) + 1, [found])
+
+        sender.dispatch()
+        receiver.wait_for(1)
+        until(lambda: store.deliveries(healthy.id)["delivered"])
+        for held in hanging:
+            held.wait_for(1)
+        assert not any(held.release.is_set() for held in hanging)  # both still hold their try
+        assert len(hanging[0].got) == 1  # its second watch waits for the receiver's try in flight
+        assert sender.running() == 2
+    finally:
+        for held in hanging:
+            held.close()
+        sender.close()
+        patient.close()
+        store.close()

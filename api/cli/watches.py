@@ -99,14 +99,13 @@ def _remove(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import build_answerer
-    from api.state.alerts import deliver
-    from api.state.feeds import fetcher
     from api.state.matching import WatchMatcher
+    from api.state.webhooks import deliver_due, webhook_poster
     from api.web.schemas import render_answer
 
     answerer = build_answerer(settings)
     store = WatchStore(settings.service.state_path)
-    door = fetcher(settings)
+    hooks = webhook_poster(settings)
     try:
         if args.from_now:
             ids = answerer.index.reader().chunk_ids()
@@ -119,10 +118,12 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
             short = (alert.body.get("short_answer") or {}).get("text")
             print(f"{alert.watch_id} #{alert.seq}: {short or '-'}\n  {alert.body['answer']}")
         service = settings.service
-        delivered = deliver(store, door, service.webhook_retry_seconds, service.webhook_tries, time.time())
+        delivered = deliver_due(
+            store, hooks, service.webhook_retry_seconds, service.webhook_tries, time.time()
+        )
         print(f"{len(alerts)} new alert(s); {delivered} webhook(s) delivered")
     finally:
-        door.close()
+        hooks.close()
         store.close()
         answerer.index.close()
     return 0

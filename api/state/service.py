@@ -22,6 +22,7 @@ from api.state.jobs import IngestJobs
 from api.state.limits import Buckets, Counts, DailyCaps, Doorkeeper, parse_networks
 from api.state.matching import Render, WatchMatcher
 from api.state.watches import WatchStore
+from api.state.webhooks import webhook_poster
 from api.state.writer import WriterLock
 from index import Ingestor
 from index.errors import ConfigError, IndexNotReadyError, RagError
@@ -101,7 +102,7 @@ class Service:
                 )
                 self.alerts = AlertWorker(
                     matcher,
-                    feed_fetcher(self.settings),
+                    webhook_poster(self.settings),
                     service.watch_check_seconds,
                     service.webhook_retry_seconds,
                     service.webhook_tries,

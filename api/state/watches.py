@@ -343,22 +343,38 @@ class WatchStore:
 
     # --- the outbox ---------------------------------------------------------------------------------
 
-    def due(self, now: float, limit: int = 20, lease: float = DELIVERY_LEASE_SECONDS) -> list[Delivery]:
-        """Webhook deliveries due by ``now``, oldest first, claimed for ``lease`` seconds: another process
-        delivering at the same time (`rag watch check` beside `rag serve`) skips them meanwhile."""
-        with self._writing():
+    def pending(self, now: float) -> list[tuple[str, str]]:
+        """The delivery each watch has due by ``now`` (its oldest), soonest first, as (alert id, webhook
+        address); one row a watch, so a receiver with a long queue never hides the others."""
+        with self._lock:
+            # SQLite's min() picks the row the bare columns come from.
             rows = self._db.execute(
+                "SELECT o.alert_id, w.webhook, min(o.next_at) AS at FROM watch_outbox o "
+                "JOIN watches w ON w.id = o.watch_id "
+                f"WHERE o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? AND NOT {_STOPPED} "
+                "AND w.webhook IS NOT NULL GROUP BY o.watch_id ORDER BY at",
+                (now,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def claim(self, alert_id: str, now: float, lease: float = DELIVERY_LEASE_SECONDS) -> Delivery | None:
+        """Take one due delivery for ``lease`` seconds (another process delivering at the same time, such
+        as `rag watch check` beside `rag serve`, skips it meanwhile); None when it is no longer due."""
+        with self._writing():
+            row = self._db.execute(
                 "SELECT o.alert_id, o.watch_id, o.attempts, w.webhook, w.webhook_secret, a.body "
                 "FROM watch_outbox o JOIN watches w ON w.id = o.watch_id "
                 "JOIN watch_alerts a ON a.id = o.alert_id "
-                f"WHERE o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? AND NOT {_STOPPED} "
-                "ORDER BY o.next_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
-            self._db.executemany(
-                "UPDATE watch_outbox SET next_at = ? WHERE alert_id = ?", [(now + lease, r[0]) for r in rows]
+                "WHERE o.alert_id = ? AND o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? "
+                f"AND w.webhook IS NOT NULL AND NOT {_STOPPED}",
+                (alert_id, now),
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE watch_outbox SET next_at = ? WHERE alert_id = ?", (now + lease, alert_id)
             )
-        return [Delivery(r[0], r[1], int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows if r[3]]
+        return Delivery(row[0], row[1], int(row[2]), str(row[3]), str(row[4]), str(row[5]))
 
     def next_due(self) -> float | None:
         """When the next delivery is due (a time.time() value), or None when none waits."""

@@ -1,0 +1,194 @@
+"""Webhook delivery: every alert of a watch with a webhook waits in the outbox (api/state/watches.py) until
+a try succeeds, and tries run side by side so that no receiver holds up another's.
+
+Webhooks follow the Standard Webhooks specification, signed by its library (``standardwebhooks``):
+``webhook-id`` (the alert's id: receivers dedupe by it, since an alert is delivered at least once),
+``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256 over ``id.timestamp.body`` with the watch's
+secret). A try goes through the feed fetcher (index/fetch.py), so a webhook reaches only the addresses
+feeds may be fetched from, checked again on the connected socket, and is cut at ``WEBHOOK_LIMITS``' deadline
+(a receiver that trickles its answer a byte at a time holds a try for 15 s, not a minute).
+
+Fairness: each receiver (scheme, host and port) is a lane with at most one try in flight, and tries run on
+a bounded pool of threads, so a receiver that hangs delays only its own deliveries. A lane whose last try
+failed may hold at most half of the pool, so even many failing receivers leave room for healthy ones. A
+try that fails is tried again after ``retry_seconds * 2**tries`` (scheduled in the outbox, not queued
+behind others); after ``tries`` tries the watch is marked failing with the reason.
+
+Written by hand, not a task queue: the outbox is the queue (a row per delivery, claimed with a lease so two
+processes never send one twice), and what is added here is only the choice of which due rows start now.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from standardwebhooks.webhooks import Webhook
+
+from api.config import Settings
+from api.metrics import WEBHOOK_DELIVERIES
+from api.state.alert_records import Delivery
+from api.state.watches import WatchStore
+from index.fetch import Fetcher, FetchError, Limits, parse_networks
+
+log = logging.getLogger("api.state.webhooks")
+DEFAULT_RETRY_SECONDS = 10.0
+DEFAULT_TRIES = 8
+DEFAULT_SENDERS = 16
+"""Tries in flight at once (threads: a try mostly waits on the network)."""
+WEBHOOK_LIMITS = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=15.0)
+"""One try's bounds: a receiver should answer at once and work later (Standard Webhooks' advice)."""
+
+
+def webhook_poster(settings: Settings) -> Fetcher:
+    """The fetcher webhooks go through: the feeds' address rule and allowed networks, a try's bounds."""
+    return Fetcher(parse_networks(",".join(settings.service.feeds_allow_networks)), WEBHOOK_LIMITS)
+
+
+def signed_headers(delivery: Delivery, now: datetime | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers of one delivery."""
+    stamp = now or datetime.now(UTC)
+    signature = Webhook(delivery.secret).sign(delivery.alert_id, stamp, delivery.body)
+    return {
+        "content-type": "application/json",
+        "webhook-id": delivery.alert_id,
+        "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def lane(url: str) -> str:
+    """The receiver a webhook address reaches: its scheme, host and port."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    except ValueError:
+        return url
+
+
+class WebhookSender:
+    """Starts the due deliveries whose receiver has no try in flight, on a pool of ``senders`` threads;
+    ``on_done`` is told after each try (the caller dispatches again then). Thread-safe."""
+
+    def __init__(
+        self,
+        store: WatchStore,
+        poster: Fetcher,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        tries: int = DEFAULT_TRIES,
+        senders: int = DEFAULT_SENDERS,
+        on_done: threading.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.poster = poster
+        self._retry = retry_seconds
+        self._tries = tries
+        self._senders = max(senders, 1)
+        self._pool = ThreadPoolExecutor(max_workers=self._senders, thread_name_prefix="webhook")
+        self._on_done = on_done
+        self._lock = threading.Condition()
+        self._busy: dict[str, bool] = {}
+        """Lanes with a try in flight, each with whether it is a failing lane."""
+        self._failing: set[str] = set()
+        """Lanes whose last try failed."""
+        self.delivered = 0
+
+    def dispatch(self, now: float | None = None, skip: set[str] | None = None) -> list[str]:
+        """Start tries for deliveries due by ``now`` (default: now), at most one per receiver and none
+        in ``skip``; the alert ids started."""
+        now = time.time() if now is None else now
+        started: list[str] = []
+        for alert_id, url in self.store.pending(now):
+            if skip is not None and alert_id in skip:
+                continue
+            receiver = lane(url)
+            with self._lock:
+                failing = receiver in self._failing
+                if receiver in self._busy or len(self._busy) >= self._senders:
+                    continue
+                if failing and sum(self._busy.values()) >= max(self._senders // 2, 1):
+                    continue
+                delivery = self.store.claim(alert_id, now)
+                if delivery is None:  # taken by another process, delivered or removed meanwhile
+                    continue
+                self._busy[receiver] = failing
+            started.append(alert_id)
+            self._pool.submit(self._try, delivery, receiver)
+        return started
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self._busy)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until some try in flight ends (True), or none is in flight (False at once)."""
+        with self._lock:
+            before = len(self._busy)
+            if not before:
+                return False
+            return self._lock.wait_for(lambda: len(self._busy) < before, timeout)
+
+    def close(self) -> None:
+        """Wait for the tries in flight (each ends by its deadline) and stop the pool."""
+        self._pool.shutdown(wait=True)
+
+    def _try(self, delivery: Delivery, receiver: str) -> None:
+        ok = False
+        try:
+            ok = self._send(delivery)
+        except Exception:  # a bug must not keep the lane busy for good
+            log.exception("delivering the webhook of alert %s failed", delivery.alert_id)
+        finally:
+            with self._lock:
+                if ok:
+                    self._failing.discard(receiver)
+                else:
+                    self._failing.add(receiver)
+                self._busy.pop(receiver, None)
+                self._lock.notify_all()
+            if self._on_done is not None:
+                self._on_done.set()
+
+    def _send(self, delivery: Delivery) -> bool:
+        try:
+            status = self.poster.post(delivery.url, delivery.body.encode(), signed_headers(delivery))
+            error = None if 200 <= status < 300 else f"HTTP {status}"
+        except FetchError as exc:
+            error = str(exc)
+        if error is None:
+            self.store.delivered(delivery.alert_id, delivery.watch_id)
+            WEBHOOK_DELIVERIES.labels("delivered").inc()
+            with self._lock:
+                self.delivered += 1
+            return True
+        attempt = delivery.attempts + 1
+        retry_at = None if attempt >= self._tries else time.time() + self._retry * 2 ** (attempt - 1)
+        self.store.failed(delivery, error, retry_at)
+        WEBHOOK_DELIVERIES.labels("failed" if retry_at is not None else "given_up").inc()
+        log.warning(
+            "webhook of watch %s, alert %s: %s (%s)",
+            delivery.watch_id,
+            delivery.alert_id,
+            error,
+            "given up" if retry_at is None else f"try {attempt + 1} in {retry_at - time.time():.1f} s",
+        )
+        return False
+
+
+def deliver_due(store: WatchStore, poster: Fetcher, retry_seconds: float, tries: int, now: float) -> int:
+    """Try every delivery due by ``now`` once (`rag watch check`), side by side as the server does, and
+    wait for the tries; how many succeeded."""
+    sender = WebhookSender(store, poster, retry_seconds, tries)
+    tried: set[str] = set()
+    try:
+        while True:
+            tried.update(sender.dispatch(now, skip=tried))
+            if not sender.wait():
+                break
+    finally:
+        sender.close()
+    return sender.delivered
