@@ -15,8 +15,9 @@ from litestar.testing import TestClient
 
 from api.config import Settings
 from api.logs import RequestIdFilter
+from api.state.errors import LimitsUnavailableError
 from api.state.keys import KeyRing, normalize_origin
-from api.state.limits import Buckets, DailyCaps, client_address, parse_networks
+from api.state.limits import Buckets, Counts, DailyCaps, client_address, parse_networks
 from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
@@ -269,6 +270,67 @@ def test_limits_and_addresses_in_isolation() -> None:
     assert normalize_origin("http://localhost:8000") == "http://localhost:8000"
     with pytest.raises(ConfigError):
         normalize_origin("javascript:alert(1)")
+
+
+def _damage(path: Path) -> None:
+    """Garbage over every page of a SQLite file and its write-ahead log, as a failing disk leaves them."""
+    for part in (path, path.with_name(f"{path.name}-wal")):
+        with part.open("r+b") as file:
+            file.write(bytes(range(256)) * (part.stat().st_size // 256 + 1))
+
+
+def test_a_damaged_limits_file_is_started_afresh_only_when_no_process_has_it_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counts on one file behave as workers do (a flock belongs to an open file description): one that
+    meets the damage, or starts meanwhile, refuses clearly while another still has the file open, and the
+    last one to let go of it starts it afresh."""
+    path = tmp_path / "limits.sqlite"
+    first, second = Counts(path), Counts(path)
+    one, two = Buckets(first), Buckets(second)
+    assert [one.take("a", 60, "address").remaining, two.take("a", 60, "address").remaining] == [59, 58]
+    files = {p.name: p.stat().st_ino for p in tmp_path.iterdir()}
+    _damage(path)
+    for _ in range(2):
+        with pytest.raises(LimitsUnavailableError, match="another process still has it open"):
+            one.take("a", 60, "address")
+    starting = Counts(path)  # a worker started now
+    with pytest.raises(LimitsUnavailableError):
+        Buckets(starting).take("a", 60, "address")
+    # The same files: one deleted and made again while `second` holds it open would have a new inode.
+    assert {p.name: p.stat().st_ino for p in tmp_path.iterdir()} == files
+    second.check()  # what its saver does every few seconds: it meets the damage too, and is the last
+    assert "started afresh" in caplog.text
+    assert path.read_bytes().startswith(b"SQLite format 3\x00")
+    takes = [b.take("a", 60, "address").remaining for b in (one, two, Buckets(starting))]
+    assert takes == [59, 58, 57]  # one fresh file for all three
+    for counts in (first, second, starting):
+        counts.close()
+
+
+def test_a_damaged_limits_file_answers_503_until_mended_never_500(
+    indexed: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    limits = indexed[0].service.limits_path
+    chat = {"model": "news", "messages": [{"role": "user", "content": QUESTION["question"]}]}
+    with _client(*indexed, embedder, rate_per_address=1000) as client:
+        assert client.get("/search", params={"q": "wheat"}).status_code == 200
+        other = Counts(limits)  # another worker of `rag serve --workers 2`, which counts in between
+        Buckets(other).take("address:203.0.113.9", 1000, "address")
+        _damage(limits)
+        refused = client.get("/search", params={"q": "wheat"})
+        body = _problem(refused, 503)
+        assert body["title"] == "Limits unavailable"
+        assert "retry" in str(body["detail"])
+        assert "limits.sqlite" not in refused.text
+        assert refused.headers["retry-after"] == "5"
+        openai = client.post("/v1/chat/completions", json=chat)
+        assert openai.status_code == 503, openai.text
+        assert openai.json()["error"]["type"] == "server_error"
+        assert client.get("/health").status_code == 200  # what is not limited is not affected
+        other.check()  # its saver meets the damage; the last to let go, it starts the file afresh
+        assert client.get("/search", params={"q": "wheat"}).status_code == 200  # the app opens it again
+        other.close()
 
 
 def test_daily_caps_roll_over_at_midnight(tmp_path: Path) -> None:

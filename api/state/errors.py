@@ -19,3 +19,8 @@ class KeyRefusedError(RagError):
 
 class KeyInUseError(RagError):
     """A key asked to revoke itself (which would lock its holder out mid-request)."""
+
+
+class LimitsUnavailableError(RagError):
+    """The limits file is damaged and another process still has it open; it is started afresh once the
+    last one lets go of it (within seconds), so the request may be retried."""

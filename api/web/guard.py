@@ -33,6 +33,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
+from api.state.errors import LimitsUnavailableError
 from api.state.keys import ApiKey, normalize_origin
 from api.state.limits import Doorkeeper, Verdict, client_address
 from api.web.problems import openai_error
@@ -339,8 +340,16 @@ def _admit_within_limits(
     door: Doorkeeper, scope: Scope, headers: dict[str, str], key: ApiKey | None, extra: dict[str, str]
 ) -> None:
     """Count the request against its limits: 429 with ``Retry-After`` when one is spent, else the
-    ``RateLimit-*`` headers of the tightest."""
-    verdicts = _limit(door, scope, headers, key)
+    ``RateLimit-*`` headers of the tightest; 503 while the limits file is being repaired."""
+    try:
+        verdicts = _limit(door, scope, headers, key)
+    except LimitsUnavailableError:  # logged where the damage was met; the client gets no file names
+        raise GuardReplyError(
+            503,
+            "Limits unavailable",
+            "the request limits are being repaired; retry in a few seconds",
+            {"retry-after": "5"},
+        ) from None
     refused = [v for v in verdicts if not v.allowed]
     if refused:
         for verdict in refused:

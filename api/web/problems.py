@@ -40,7 +40,8 @@ _REASONS = {
     422: "Well-formed but unusable: no article could be ingested, or contradictory filters",
     429: "Over a rate limit or daily cap; see Retry-After",
     500: "An unexpected server error (logged with the request id)",
-    503: "The index is loading or unavailable, or the ingest queue is full; see Retry-After",
+    503: "The index is loading or unavailable, the ingest queue is full, or the limits are being repaired; "
+    "see Retry-After",
 }
 _GUARDED = (401, 403, 429, 500, 503)
 _OPENAI_TYPES = {
