@@ -343,19 +343,19 @@ class WatchStore:
 
     # --- the outbox ---------------------------------------------------------------------------------
 
-    def pending(self, now: float) -> list[tuple[str, str]]:
+    def pending(self, now: float) -> list[tuple[str, str, str | None]]:
         """The delivery each watch has due by ``now`` (its oldest), soonest first, as (alert id, webhook
-        address); one row a watch, so a receiver with a long queue never hides the others."""
+        address, owner); one row a watch, so a receiver with a long queue never hides the others."""
         with self._lock:
             # SQLite's min() picks the row the bare columns come from.
             rows = self._db.execute(
-                "SELECT o.alert_id, w.webhook, min(o.next_at) AS at FROM watch_outbox o "
+                "SELECT o.alert_id, w.webhook, w.owner, min(o.next_at) AS at FROM watch_outbox o "
                 "JOIN watches w ON w.id = o.watch_id "
                 f"WHERE o.delivered_at IS NULL AND o.given_up = 0 AND o.next_at <= ? AND NOT {_STOPPED} "
                 "AND w.webhook IS NOT NULL GROUP BY o.watch_id ORDER BY at",
                 (now,),
             ).fetchall()
-        return [(str(r[0]), str(r[1])) for r in rows]
+        return [(str(r[0]), str(r[1]), None if r[2] is None else str(r[2])) for r in rows]
 
     def claim(self, alert_id: str, now: float, lease: float = DELIVERY_LEASE_SECONDS) -> Delivery | None:
         """Take one due delivery for ``lease`` seconds (another process delivering at the same time, such

@@ -9,10 +9,12 @@ feeds may be fetched from, checked again on the connected socket, and is cut at 
 (a receiver that trickles its answer a byte at a time holds a try for 15 s, not a minute).
 
 Fairness: each receiver (scheme, host and port) is a lane with at most one try in flight, and tries run on
-a bounded pool of threads, so a receiver that hangs delays only its own deliveries. A lane whose last try
-failed may hold at most half of the pool, so even many failing receivers leave room for healthy ones. A
-try that fails is tried again after ``retry_seconds * 2**tries`` (scheduled in the outbox, not queued
-behind others); after ``tries`` tries the watch is marked failing with the reason.
+a bounded pool of threads, so a receiver that hangs delays only its own deliveries. Lanes whose last try
+failed may hold at most half of the pool between them, and so may the watches of one key (a key may keep
+100 watches, each on a receiver of its own), so neither many failing receivers nor one key's can leave the
+others waiting; lanes that work are started first. A try that fails is tried again after
+``retry_seconds * 2**tries`` (scheduled in the outbox, not queued behind others); after ``tries`` tries
+the watch is marked failing with the reason.
 
 Written by hand, not a task queue: the outbox is the queue (a row per delivery, claimed with a lease so two
 processes never send one twice), and what is added here is only the choice of which due rows start now.
@@ -38,7 +40,7 @@ from index.fetch import Fetcher, FetchError, Limits, parse_networks
 log = logging.getLogger("api.state.webhooks")
 DEFAULT_RETRY_SECONDS = 10.0
 DEFAULT_TRIES = 8
-DEFAULT_SENDERS = 16
+DEFAULT_SENDERS = 32
 """Tries in flight at once (threads: a try mostly waits on the network)."""
 WEBHOOK_LIMITS = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=15.0)
 """One try's bounds: a receiver should answer at once and work later (Standard Webhooks' advice)."""
@@ -91,8 +93,8 @@ class WebhookSender:
         self._pool = ThreadPoolExecutor(max_workers=self._senders, thread_name_prefix="webhook")
         self._on_done = on_done
         self._lock = threading.Condition()
-        self._busy: dict[str, bool] = {}
-        """Lanes with a try in flight, each with whether it is a failing lane."""
+        self._busy: dict[str, tuple[bool, str | None]] = {}
+        """Lanes with a try in flight, each with whether it is failing and the watch's owner."""
         self._failing: set[str] = set()
         """Lanes whose last try failed."""
         self.delivered = 0
@@ -101,21 +103,26 @@ class WebhookSender:
         """Start tries for deliveries due by ``now`` (default: now), at most one per receiver and none
         in ``skip``; the alert ids started."""
         now = time.time() if now is None else now
+        share = max(self._senders // 2, 1)
         started: list[str] = []
-        for alert_id, url in self.store.pending(now):
+        due = [(alert_id, lane(url), owner) for alert_id, url, owner in self.store.pending(now)]
+        with self._lock:
+            due.sort(key=lambda row: row[1] in self._failing)  # stable: soonest first within each
+        for alert_id, receiver, owner in due:
             if skip is not None and alert_id in skip:
                 continue
-            receiver = lane(url)
             with self._lock:
                 failing = receiver in self._failing
                 if receiver in self._busy or len(self._busy) >= self._senders:
                     continue
-                if failing and sum(self._busy.values()) >= max(self._senders // 2, 1):
+                if failing and sum(f for f, _ in self._busy.values()) >= share:
+                    continue
+                if sum(o == owner for _, o in self._busy.values()) >= share:
                     continue
                 delivery = self.store.claim(alert_id, now)
                 if delivery is None:  # taken by another process, delivered or removed meanwhile
                     continue
-                self._busy[receiver] = failing
+                self._busy[receiver] = (failing, owner)
             started.append(alert_id)
             self._pool.submit(self._try, delivery, receiver)
         return started
