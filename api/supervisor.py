@@ -6,15 +6,22 @@ starts the workers and keeps N of them running. `rag serve` binds the socket, th
   before it accepts a connection, then says so on its pipe (``--ready-fd``); the kernel hands each new
   connection to one worker that is accepting. Every worker answers questions and takes writes; the one
   holding writer.lock also runs the background writes (api/state/writer.py).
-- A worker that dies is replaced in its slot; the others answer meanwhile. One that dies before it was
-  ever ready is started again after a pause that doubles (up to 30 s); one that fails to load the index
-  (exit status 2) stops the server, since its replacement would fail the same way.
+- A worker that dies is replaced in its slot; the others answer meanwhile. A replacement that dies before
+  it is ready (one that cannot load the index exits with status 2) is started again after a pause that
+  doubles from 1 s up to 30 s, for as long as another worker answers. While none answers (a cold start,
+  or every worker lost) the server stops instead: at once on status 2, since the next try would fail the
+  same way, or after 5 such deaths in a row of one slot.
 - SIGHUP (`rag serve --reload-workers`) restarts the workers one slot at a time: the new worker starts
   and loads; once it is ready the old one is sent SIGTERM, stops accepting and finishes its requests
-  (api/cli/serve.py), so no request fails.
+  (api/cli/serve.py), so no request fails. A new worker that cannot load leaves the old one answering in
+  its slot; the roll waits for that slot's next try. Another SIGHUP makes a waiting slot try at once.
 - SIGTERM or SIGINT stops every worker the same way; a second SIGINT kills them.
-- Metrics: the workers write Prometheus' multi-process files in one folder made here (removed at exit),
-  and /metrics on any worker sums them; a dead worker's live gauges are dropped.
+- One supervisor per data folder: `rag serve` takes an exclusive flock on its serve.lock before it binds
+  anything and hands the descriptor to this process (``--lock-fd``), which holds it until it exits, and
+  gives it to no worker. The kernel drops the lock when this process dies, however it dies, so the next
+  supervisor on the folder owns what a killed one left there (serve.pid, the metrics folder) and clears it.
+- Metrics: the workers write Prometheus' multi-process files in the data folder's serve-metrics/ (emptied
+  at start, removed at exit), and /metrics on any worker sums them; a dead worker's live gauges are dropped.
 
 Written by hand: uvicorn's own ``--workers`` supervisor restarts a worker by stopping it before starting
 its replacement, and starts accepting before the application is loaded; here neither may happen.
@@ -31,7 +38,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -44,8 +50,14 @@ LOAD_FAILED = 2
 _FIRST_PAUSE = 1.0
 _LONGEST_PAUSE = 30.0
 _GIVE_UP_AFTER = 5
-"""Starts in a row of one slot that die before they are ready, after which the server stops."""
+"""Starts in a row of one slot that die before they are ready, after which the server stops, unless
+another worker answers."""
 PID_FILE = "serve.pid"
+"""The supervisor's pid, in the data folder (`rag serve --reload-workers` reads it)."""
+LOCK_FILE = "serve.lock"
+"""Flocked by the supervisor for its whole life; holds its pid, for the message refusing a second one."""
+METRICS_DIR = "serve-metrics"
+"""The workers' Prometheus multi-process files, in the data folder."""
 
 
 @dataclass(eq=False)
@@ -64,12 +76,14 @@ class Supervisor:
     """The worker's command line, to which the descriptors are added."""
     workers: int
     sock: socket.socket
-    pid_file: Path
+    data_dir: Path
+    """The data folder, whose serve.lock this process holds: serve.pid and the metrics folder go there."""
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     current: dict[int, Worker] = field(default_factory=dict)
     starting: dict[int, Worker] = field(default_factory=dict)
     retiring: list[Worker] = field(default_factory=list)
     rolling: deque[int] = field(default_factory=deque)
+    reloading: bool = False
     pauses: dict[int, float] = field(default_factory=dict)
     """Slot -> when its next start may be tried (after a worker died before it was ready)."""
     failures: dict[int, int] = field(default_factory=dict)
@@ -77,7 +91,10 @@ class Supervisor:
     status: int = 0
 
     def run(self) -> int:
-        metrics = Path(tempfile.mkdtemp(prefix="rag-metrics-"))
+        pid_file, metrics = self.data_dir / PID_FILE, self.data_dir / METRICS_DIR
+        # Left by a supervisor killed outright, if any: this process holds the folder's lock now.
+        shutil.rmtree(metrics, ignore_errors=True)
+        metrics.mkdir(parents=True)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
@@ -89,10 +106,9 @@ class Supervisor:
         previous = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
         saved = {sig: signal.signal(sig, lambda *_: None) for sig in handled}
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(f"{os.getpid()}\n")
-        log.info("serving on %s with %d workers (pid %d)", _address(self.sock), self.workers, os.getpid())
         try:
+            pid_file.write_text(f"{os.getpid()}\n")  # only now: SIGHUP's default action ends a process
+            log.info("serving on %s with %d workers (pid %d)", _address(self.sock), self.workers, os.getpid())
             for slot in range(1, self.workers + 1):
                 self._start(slot)
             self._loop(wake_read, metrics)
@@ -103,8 +119,7 @@ class Supervisor:
             for fd in (wake_read, wake_write, self._parent_read, self._parent_write):
                 os.close(fd)
             self._selector.close()
-            if self.pid_file.exists() and self.pid_file.read_text().strip() == str(os.getpid()):
-                self.pid_file.unlink()
+            pid_file.unlink(missing_ok=True)
             shutil.rmtree(metrics, ignore_errors=True)
         return self.status
 
@@ -128,18 +143,19 @@ class Supervisor:
         for number in received:
             if number == signal.SIGHUP and not self.stopping:
                 log.info("restarting the workers one at a time")
-                slots = sorted({*self.current, *self.starting})  # one still loading may hold old code
+                self.reloading = True
+                for slot in self.pauses:  # whoever sent it may have mended what kept the slot from starting
+                    self.pauses[slot] = time.monotonic()
+                # One still loading may hold old code; a waiting one will start anew anyway.
+                slots = sorted({*self.current, *self.starting} - self.pauses.keys())
                 self.rolling.extend(s for s in slots if s not in self.rolling)
                 self._roll()
             elif number in (signal.SIGTERM, signal.SIGINT):
                 if self.stopping and number == signal.SIGINT:
                     self._signal_all(signal.SIGKILL)
                     continue
-                self.stopping = True
-                self.rolling.clear()
-                self.pauses.clear()
                 log.info("stopping: the workers finish their requests")
-                self._signal_all(signal.SIGTERM)
+                self._stop(self.status)
 
     def _heard(self, worker: Worker, metrics: Path) -> None:
         try:
@@ -157,46 +173,55 @@ class Supervisor:
             self.retiring.remove(worker)
             log.info("worker %d (pid %d) finished", worker.slot, worker.process.pid)
             return
-        if self.starting.get(worker.slot) is worker:
-            del self.starting[worker.slot]
-        if self.current.get(worker.slot) is worker:
-            del self.current[worker.slot]
+        slot = worker.slot
+        if self.starting.get(slot) is worker:
+            del self.starting[slot]
+        if self.current.get(slot) is worker:
+            del self.current[slot]
         if self.stopping:
             return
-        log.warning("worker %d (pid %d) exited with status %s", worker.slot, worker.process.pid, code)
-        if not worker.ready and code == LOAD_FAILED:
-            log.error("the index could not be loaded (the worker's log says why); stopping")
-            self.status = LOAD_FAILED
-            self.stopping = True
-            self._signal_all(signal.SIGTERM)
+        log.warning("worker %d (pid %d) exited with status %s", slot, worker.process.pid, code)
+        if worker.ready:  # replaced at once, unless its replacement is starting or waiting already
+            self.failures.pop(slot, None)
+            if slot not in self.starting and slot not in self.pauses:
+                self._start(slot)
             return
-        if worker.slot in self.current:  # a replacement died during a restart; the old one serves on
-            self._roll()
-            return
-        if worker.slot in self.starting:  # its replacement is on its way already
-            return
-        if worker.ready:
-            self.failures.pop(worker.slot, None)
-            self._start(worker.slot)
-            return
-        failures = self.failures.get(worker.slot, 0) + 1
-        self.failures[worker.slot] = failures
-        if failures >= _GIVE_UP_AFTER:
-            log.error("worker %d failed to start %d times in a row; stopping", worker.slot, failures)
-            self.status = 1
-            self.stopping = True
-            self._signal_all(signal.SIGTERM)
-            return
+        failures = self.failures.get(slot, 0) + 1
+        self.failures[slot] = failures
+        if not self.current:  # no worker answers: nothing is kept by waiting
+            if code == LOAD_FAILED:
+                log.error("the index could not be loaded (the worker's log says why); stopping")
+                self._stop(LOAD_FAILED)
+                return
+            if failures >= _GIVE_UP_AFTER:
+                log.error("worker %d failed to start %d times in a row; stopping", slot, failures)
+                self._stop(1)
+                return
         pause = min(_FIRST_PAUSE * 2 ** (failures - 1), _LONGEST_PAUSE)
-        log.warning("starting worker %d again in %.0f s", worker.slot, pause)
-        self.pauses[worker.slot] = time.monotonic() + pause
+        self.pauses[slot] = time.monotonic() + pause
+        old = self.current.get(slot)
+        if old is not None:
+            answering = f"its old worker (pid {old.process.pid}) still answers"
+        elif len(self.current) == 1:
+            answering = f"worker {next(iter(self.current))} answers meanwhile"
+        elif self.current:
+            answering = f"workers {', '.join(map(str, sorted(self.current)))} answer meanwhile"
+        else:
+            answering = "no worker answers"
+        log.warning(
+            "worker %d could not start (%d in a row; the worker's log says why); %s; next try in %.0f s",
+            slot, failures, answering, pause,
+        )  # fmt: skip
 
     def _ready(self, worker: Worker) -> None:
         if worker.ready:
             return
         worker.ready = True
-        self.failures.pop(worker.slot, None)
-        log.info("worker %d (pid %d) is answering", worker.slot, worker.process.pid)
+        failed = self.failures.pop(worker.slot, 0)
+        log.info(
+            "worker %d (pid %d) is answering%s", worker.slot, worker.process.pid,
+            f" after {failed} failed starts" if failed else "",
+        )  # fmt: skip
         if self.starting.get(worker.slot) is worker:
             del self.starting[worker.slot]
             old = self.current.get(worker.slot)
@@ -210,11 +235,21 @@ class Supervisor:
                 worker.process.send_signal(signal.SIGTERM)
 
     def _roll(self) -> None:
-        """Start the next slot's replacement, once none is starting."""
-        if self.starting or not self.rolling or self.stopping:
+        """Start the next slot's replacement, once none is starting or waiting to start again."""
+        if self.starting or self.pauses or self.stopping:
             return
-        slot = self.rolling.popleft()
-        self._start(slot)
+        if self.rolling:
+            self._start(self.rolling.popleft())
+        elif self.reloading:
+            self.reloading = False
+            log.info("every worker restarted")
+
+    def _stop(self, status: int) -> None:
+        self.status = status
+        self.stopping = True
+        self.rolling.clear()
+        self.pauses.clear()
+        self._signal_all(signal.SIGTERM)
 
     def _start(self, slot: int) -> None:
         ready_read, ready_write = os.pipe()
@@ -251,21 +286,23 @@ def _address(sock: socket.socket) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m api.supervisor --fd N --workers W --pid-file P -- WORKER COMMAND...``, as `rag serve`
-    starts it."""
+    """``python -m api.supervisor --fd N --lock-fd L --workers W --data-dir D -- WORKER COMMAND...``, as
+    `rag serve` starts it."""
     parser = argparse.ArgumentParser(prog="rag serve")
     parser.add_argument("--fd", type=int, required=True, help="the bound listening socket")
+    parser.add_argument("--lock-fd", type=int, required=True, help="the data folder's serve.lock, flocked")
     parser.add_argument("--workers", type=int, required=True)
-    parser.add_argument("--pid-file", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     sock = socket.socket(fileno=args.fd)
     try:
-        return Supervisor(command, args.workers, sock, args.pid_file).run()
+        return Supervisor(command, args.workers, sock, args.data_dir).run()
     finally:
         sock.close()
+        os.close(args.lock_fd)  # the folder is free once serve.pid and the metrics are gone
 
 
 def reload_workers(data_dir: Path) -> int:

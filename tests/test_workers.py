@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import rag, rag_env, server_process, until
+from api.supervisor import LOCK_FILE, METRICS_DIR, PID_FILE
+from tests.servers import ROOT, free_port, rag, rag_env, server_process, until
 
 pytestmark = pytest.mark.slow
 _BUDGET = 120.0
@@ -252,3 +257,147 @@ def test_sighup_restarts_both_workers_without_a_failed_request(workers: tuple[st
         for thread in clients:
             thread.join()
     assert not failures, failures[:5]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path) -> Path:
+    """A data folder holding the seed articles, for a test to copy and serve alone."""
+    data = tmp_path_factory.mktemp("seeded") / "data"
+    ingested = rag("ingest", "seeds", "--quiet", env=rag_env(data, tiktoken_dir))
+    assert ingested.returncode == 0, ingested.stderr
+    return data
+
+
+@contextmanager
+def _asking(url: str) -> Iterator[tuple[list[str], list[int]]]:
+    """GET ``url`` on a new connection each time, in a thread, until the block ends; yields the failures
+    and the number of answers so far."""
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                answer = _fresh("GET", url)
+                answered[0] += 1
+                if answer.status_code != 200:
+                    failures.append(str(answer.status_code))
+            except httpx.TransportError as exc:
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    try:
+        yield failures, answered
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_a_reload_whose_new_worker_cannot_load_keeps_the_old_one_serving(
+    seeded: Path, tiktoken_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(seeded, data)
+    log = tmp_path / "serve.log"
+    with server_process(rag_env(data, tiktoken_dir), log, "--workers", "2") as (base, supervisor):
+        until(lambda: len(_worker_pids(base)) == 2)
+        old = _worker_pids(base)
+        state, aside, garbage = data / "service.sqlite", tmp_path / "service.sqlite", tmp_path / "garbage"
+        aside.hardlink_to(state)  # the running workers keep this file open; a new worker opens the garbage
+        garbage.write_bytes(b"not a database\n" * 300)
+        garbage.replace(state)
+        with _asking(f"{base}/health") as (failures, answered):
+            until(lambda: answered[0] >= 5)
+            supervisor.send_signal(signal.SIGHUP)
+            failed = (
+                r"worker 1 could not start \({} in a row; [^)]*\); "
+                r"its old worker \(pid (\d+)\) still answers; next try in {} s"
+            )
+
+            def retried() -> re.Match[str] | None:  # its second failure: tried again after 1 s
+                assert supervisor.poll() is None, log.read_text()
+                return re.search(failed.format(2, 2), log.read_text())
+
+            second = until(retried)
+            first = re.search(failed.format(1, 1), log.read_text())
+            assert first is not None
+            assert {int(first[1]), int(second[1])} <= old
+            assert "worker 2 could not start" not in log.read_text()  # the roll waits for slot 1
+            assert supervisor.poll() is None
+            before = answered[0]
+            until(lambda: answered[0] >= before + 5)
+            aside.replace(state)  # mended: slot 1's next try loads, and the roll goes on
+            until(lambda: "every worker restarted" in log.read_text())
+            until(lambda: len(now := _worker_pids(base)) == 2 and not now & old)
+            before = answered[0]
+            until(lambda: answered[0] >= before + 5)
+        assert supervisor.poll() is None
+        assert not failures, failures[:5]
+
+
+def test_a_cold_start_whose_workers_cannot_load_stops_with_status_2(
+    seeded: Path, tiktoken_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(seeded, data)
+    (data / "service.sqlite").write_bytes(b"not a database\n" * 300)
+    served = rag("serve", "--port", str(free_port()), "--workers", "2", env=rag_env(data, tiktoken_dir))
+    assert served.returncode == 2, served.stderr
+    assert "the index could not be loaded (the worker's log says why); stopping" in served.stderr
+    assert "could not start" not in served.stderr  # no worker ever answered: no retry
+    assert not (data / PID_FILE).exists()
+    assert not (data / METRICS_DIR).exists()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (one exited but not yet reaped has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_one_server_per_data_folder_and_a_killed_ones_leftovers_are_cleared(
+    seeded: Path, tiktoken_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(seeded, data)
+    env = rag_env(data, tiktoken_dir)
+    pid_file, metrics = data / PID_FILE, data / METRICS_DIR
+    with server_process(env, tmp_path / "first.log", "--workers", "2") as (base, first):
+        until(lambda: len(_worker_pids(base)) == 2)
+        command = [sys.executable, "-m", "api", "serve", "--port", str(free_port()), "--workers", "2"]
+        second = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _, said = second.communicate(timeout=60)
+        finally:
+            if second.poll() is None:  # not refused: it serves over the folder too
+                second.kill()
+                second.wait()
+        assert second.returncode == 2, said
+        assert f"(pid {first.pid}) serves over {data}" in said.decode()
+        assert pid_file.read_text().strip() == str(first.pid)
+        old = _worker_pids(base)
+        reloaded = rag("serve", "--reload-workers", env=env)
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert f"pid {first.pid}" in reloaded.stdout
+        until(lambda: len(now := _worker_pids(base)) == 2 and not now & old)
+        workers = _worker_pids(base)
+        first.kill()  # no clean-up: the workers see their pipe close and stop
+        first.wait()
+        until(lambda: not any(map(_running, workers)))
+        left = {path.name for path in metrics.iterdir()}
+        assert left
+        assert pid_file.read_text().strip() == str(first.pid)
+    with server_process(env, tmp_path / "third.log", "--workers", "2") as (base, third):
+        until(lambda: len(_worker_pids(base)) == 2)
+        assert pid_file.read_text().strip() == str(third.pid)
+        assert not left & {path.name for path in metrics.iterdir()}  # the killed one's workers' files
+        assert (data / LOCK_FILE).read_text().strip() == str(third.pid)
+        third.terminate()
+        assert third.wait(timeout=60) == 0
+    assert not pid_file.exists()
+    assert not metrics.exists()

@@ -13,10 +13,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.cli.options import model_options, with_cluster, with_model
 from api.config import DEFAULT_RATE_PER_ADDRESS, Settings
+from index.errors import ConfigError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -158,22 +160,48 @@ def _is_loopback(host: str) -> bool:
 
 
 def _supervise(settings: Settings, args: argparse.Namespace, workers: int, model_threads: int) -> int:
-    """Bind the socket, then become the supervisor (api/supervisor.py), which loads none of this."""
+    """Take the data folder, bind the socket, then become the supervisor (api/supervisor.py), which loads
+    none of this."""
     import uvicorn
 
     from api.root import prepare_data_folder
-    from api.supervisor import PID_FILE
 
+    data_dir = settings.service.data_dir
+    lock = _hold_folder(data_dir)  # before anything is bound or moved: a second one is refused
     prepare_data_folder(settings)  # once, before any worker opens the folder
     sock = uvicorn.Config("api.web.app:create_app", host=args.host, port=args.port).bind_socket()
     sock.set_inheritable(True)
     worker = [sys.executable, "-m", "api", *args.argv, "--model-threads", str(model_threads)]
-    pid_file = settings.service.data_dir / PID_FILE
-    supervisor = [sys.executable, "-m", "api.supervisor", "--fd", str(sock.fileno()), "--workers",
-                  str(workers), "--pid-file", str(pid_file), "--", *worker]  # fmt: skip
+    supervisor = [sys.executable, "-m", "api.supervisor", "--fd", str(sock.fileno()), "--lock-fd", str(lock),
+                  "--workers", str(workers), "--data-dir", str(data_dir), "--", *worker]  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, supervisor)  # noqa: S606 - this process becomes the supervisor (same pid)
+
+
+def _hold_folder(data_dir: Path) -> int:
+    """The descriptor of the data folder's serve.lock, flocked (exclusive) and inheritable, so that the
+    supervisor holds it through ``exec`` until it dies. ConfigError when another supervisor holds it."""
+    import fcntl
+
+    from api.supervisor import LOCK_FILE, PID_FILE
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(lock, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(lock)
+        raise ConfigError(
+            f"another `rag serve --workers N` (pid {holder}) serves over {data_dir}; stop it first, or "
+            "serve another data folder (RAG_DATA_DIR)"
+        ) from None
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # the supervisor's pid: exec keeps it
+    (data_dir / PID_FILE).unlink(missing_ok=True)  # a killed one's, until the supervisor writes its own
+    os.set_inheritable(lock, True)
+    return lock
 
 
 def _serve(settings: Settings, args: argparse.Namespace, model_threads: int, worker: bool) -> int:
