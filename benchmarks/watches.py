@@ -2,13 +2,13 @@
 dev questions are watches registered before their stories arrive. What the alerts are worth, what
 matching costs, and whether 10,000 watches slow ``/ask``, measured in one run.
 
-    .venv/bin/python benchmarks/watches.py [DATASET_DIR] [--days N] [--cost-watches 1000]
+    .venv/bin/python benchmarks/watches.py [DATASET_DIR] [--days N] [--cost-watches 1000 10000]
         [--ask-watches 10000] [--requests 200] [--plot benchmarks/watches.png] [--dump reads.jsonl]
 
 The replay: a fresh index; before each day's commit, the watches of the questions whose first gold
 article arrives in the next commit are registered (so each sees one commit of other news first), and
 those asked more than 7 days ago are removed; after the commit the served path checks it
-(``WatchMatcher``: the shortlist by question vectors, then the reader). Every watch-article pair the
+(``WatchMatcher``: the watches near by question vector and word share, then the reader). Every pair the
 reader reads is kept with its cosine and the reader's probability, so the thresholds can be swept
 afterwards as the matcher applies them (of one commit's articles, the one the reader is surest of; a
 story alerts a watch once). An alert counts as right when one of its quoted sentences holds a gold
@@ -17,11 +17,13 @@ stands in their gold article's text (the others cannot be quoted right); recall 
 delay is the commit of the first right alert counted from the commit that brought the story (1: that
 same commit). Thresholds are chosen on the tune half; the check half is read with them once. The
 served defaults (DEFAULT_NEAR, DEFAULT_OVERLAP, DEFAULT_MIN_CONFIDENCE) are what the stored alerts of
-this run used (the replay reads with the shortlist of 8, so the sweep sees every pair; the served
-shortlist of 3 only binds where more than 3 watches come near one article).
+this run used (the replay reads at floors below them, so the sweep sees every pair; served, every watch
+above the thresholds is read, as in the replay).
 
-Cost: ``--cost-watches`` tune-half questions watched at once, the matcher run over the last 300 articles
-of the replay as if they were new: milliseconds and reads per article. ``/ask``: one client over HTTP
+Cost: for each of ``--cost-watches``, that many tune-half questions watched at once (numbered copies once
+the distinct ones run out: rewordings that each come near the same articles, the costly case), the
+matcher run over the last 300 articles of the replay as if they were new: milliseconds and questions
+read per article. ``/ask``: one client over HTTP
 against `rag serve` on the replay's data folder with no watch, then with ``--ask-watches`` watches
 (their vectors stored first), the server alone on the machine.
 """
@@ -175,7 +177,7 @@ def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: Watc
     """Commit the corpus day by day with the questions' watches registered and removed on time, reading
     every pair at the floors and storing the served alerts."""
     ingestor = make_ingestor(IndexSettings.under(store.data_dir), store, answerer.embedder)
-    matcher = WatchMatcher(watches, answerer, render_answer, near=FLOOR_NEAR, shortlist=8, overlap=0.0)
+    matcher = WatchMatcher(watches, answerer, render_answer, near=FLOOR_NEAR, overlap=0.0)
     register: dict[int, list[EvalQuestion]] = defaultdict(list)
     for q in replay.questions.values():
         register[max(replay.arrival[q.id] - 1, 0)].append(q)
@@ -296,7 +298,7 @@ def _cost(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchS
     print(
         f"\nMatching at {count} watches, {len(spent)} articles as new, one at a time: mean "
         f"{np.mean(spent):.1f} ms, p50 {np.percentile(spent, 50):.1f}, p95 {np.percentile(spent, 95):.1f} ms "
-        f"an article; {matcher.reads / len(spent):.2f} watches read an article"
+        f"an article; {matcher.reads / len(spent):.2f} distinct questions read an article"
     )
     watches.advance(watches.cursor(), int(reader.chunk_ids().max()), [])  # servers find nothing new
 
@@ -376,7 +378,7 @@ def main() -> int:
     )
     parser.add_argument("dataset", nargs="?", type=Path, default=ROOT / "evals/datasets/realtimeqa-briefs")
     parser.add_argument("--days", type=int, default=0, help="replay only the first N commits (0: all)")
-    parser.add_argument("--cost-watches", type=int, default=1000)
+    parser.add_argument("--cost-watches", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--ask-watches", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200, help="HTTP requests a phase (0: none)")
     parser.add_argument("--plot", type=Path)
@@ -407,8 +409,8 @@ def main() -> int:
         if args.plot:
             _plot(args.plot, replay)
             print(f"wrote {args.plot}")
-        if args.cost_watches:
-            _cost(replay, store, answerer, watches, args.cost_watches)
+        for count in args.cost_watches:
+            _cost(replay, store, answerer, watches, count)
         store.close()
         if args.requests:
             _ask_latency(replay, data, watches, args.ask_watches, args.requests)

@@ -133,6 +133,33 @@ def client(tmp_path: Path, tiktoken_dir: Path, embedder: Embedder) -> Iterator[T
 
 
 @pytest.fixture
+def keyed_client(
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
+) -> Iterator[tuple[TestClient[Litestar], dict[str, str]]]:
+    """As ``client``, with keys: ``boss`` (admin) and ``alice``, ``bob``, ``carol`` (watch), by name; the
+    watches are checked every 0.1 s."""
+    from api.state.keys import KeyRing
+
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    ring = KeyRing(settings.service.state_path)
+    tokens = {
+        name: ring.add(name, "admin" if name == "boss" else "watch")
+        for name in ("boss", "alice", "bob", "carol")
+    }
+    ring.close()
+
+    def opener(_: Settings) -> Answerer:
+        return Answerer(store, embedder, settings.answers)
+
+    fast = Settings.under(settings.service.data_dir, tiktoken_dir, watch_check_seconds=0.1)
+    with local_client(create_app(fast, opener=opener, background=False)) as test_client:
+        yield test_client, tokens
+    store.close()
+
+
+@pytest.fixture
 def site() -> Iterator[Site]:
     """A small web site on 127.0.0.1 (tests/sites.py)."""
     with serve_site() as served:

@@ -4,21 +4,15 @@ and what their revocation reaches: everything the key owns (api/state/keys.py, a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.config import Settings
 from api.state.alert_records import Found, WatchNotFoundError
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
-from api.web.app import create_app
-from index import Embedder, load_paths, make_ingestor
-from rag import Answerer
-from tests.conftest import NEWS, SEEDS, local_client, make_settings, open_local
 from tests.servers import rag, rag_env, until
 from tests.test_watches import LIGHT, LIGHTHOUSE
 
@@ -29,34 +23,10 @@ def _auth(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-def keyed(
-    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
-) -> Iterator[tuple[TestClient[Litestar], dict[str, str]]]:
-    """The real app in-process over the seed and the news items, with an admin key and three watch keys."""
-    settings = make_settings(tmp_path / "data", tiktoken_dir)
-    store = open_local(settings, embedder)
-    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
-    ring = KeyRing(settings.service.state_path)
-    tokens = {
-        name: ring.add(name, "admin" if name == "boss" else "watch")
-        for name in ("boss", "alice", "bob", "carol")
-    }
-    ring.close()
-
-    def opener(_: Settings) -> Answerer:
-        return Answerer(store, embedder, settings.answers)
-
-    fast = Settings.under(settings.service.data_dir, tiktoken_dir, watch_check_seconds=0.1)
-    with local_client(create_app(fast, opener=opener, background=False)) as client:
-        yield client, tokens
-    store.close()
-
-
 def test_revoking_a_key_stops_its_watches_unless_they_are_kept(
-    keyed: tuple[TestClient[Litestar], dict[str, str]],
+    keyed_client: tuple[TestClient[Litestar], dict[str, str]],
 ) -> None:
-    client, tokens = keyed
+    client, tokens = keyed_client
     made = {
         name: client.post("/watches", json={"question": LIGHTHOUSE}, headers=_auth(tokens[name])).json()
         for name in ("alice", "bob", "carol")
@@ -115,9 +85,9 @@ def test_a_revoked_keys_watch_neither_matches_nor_delivers_nor_serves_its_feed(t
 
 
 def test_unusable_origins_and_alert_pages_are_4xx_problems(
-    keyed: tuple[TestClient[Litestar], dict[str, str]],
+    keyed_client: tuple[TestClient[Litestar], dict[str, str]],
 ) -> None:
-    client, tokens = keyed
+    client, tokens = keyed_client
     boss = _auth(tokens["boss"])
     for origin in ("http://[::1", "http://a.example:99999", "javascript:alert(1)"):
         refused = client.post(

@@ -565,3 +565,37 @@ def test_hanging_receivers_delay_only_their_own_webhooks(receiver: Receiver, tmp
         sender.close()
         patient.close()
         store.close()
+
+
+REWORDINGS = [
+    "When will the Gull Point lighthouse open to visitors?",
+    "When does the restored Gull Point lighthouse open to visitors?",
+    "On what date will visitors be able to enter the Gull Point lighthouse?",
+    "When can visitors go into the old lighthouse on Gull Point?",
+    "When will the lighthouse on Gull Point open to the public?",
+    "What day does the Gull Point lighthouse open to visitors?",
+    "When will the volunteers' restored lighthouse at Gull Point open?",
+]
+
+
+def test_no_watch_crowds_another_out(keyed_client: tuple[TestClient[Litestar], dict[str, str]]) -> None:
+    """Seven wordings of one question, owned by two keys: the story answers every one of them (an article
+    was read for the three nearest questions only, so four went untold)."""
+    client, tokens = keyed_client
+    made = [
+        client.post("/watches", json={"question": q}, headers=_bearer(tokens["alice" if n % 2 else "bob"]))
+        for n, q in enumerate(REWORDINGS)
+    ]
+    assert [m.status_code for m in made] == [201] * len(REWORDINGS)
+    boss = _bearer(tokens["boss"])
+    assert client.post("/articles", json=LIGHT, headers=boss).status_code == 200
+
+    def told() -> list[int]:
+        return [client.get(f"/watches/{m.json()['id']}", headers=boss).json()["alerts"] for m in made]
+
+    until(lambda: any(told()))  # one check stores all of its alerts in one transaction
+    assert told() == [1] * len(REWORDINGS)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}

@@ -3,11 +3,13 @@
 After a commit, the chunks above the stored cursor are the news: their articles (new, or changed: an
 unchanged re-ingest writes no chunk) are checked in the order they were written. The cost follows the
 news, not watches times corpus: every watch's question vector sits in one matrix, so one product with
-an article's chunk vectors scores it against every watch at once; only the watches whose question comes
-near one of its chunks (cosine at least ``near``) and whose words it holds (at least ``overlap`` of them,
-weighted by idf, counted through a sparse words × watches matrix) are read, the ``shortlist`` nearest.
-For those, the composer reads the article's sentences with the trained reader (rag/reader.py) and
-quotes what it says answers (one run of the reader for all the watches an article is read for); the
+an article's chunk vectors scores it against every watch at once; the watches whose question comes near
+one of its chunks (cosine at least ``near``) and whose words it holds (at least ``overlap`` of them,
+weighted by idf, counted through a sparse words × watches matrix) are read, every one of them: no watch
+can crowd another out, whoever owns them (watches asking the same question share one reading). For
+those, the composer reads the article's sentences with the trained reader (rag/reader.py) and quotes
+what it says answers (one run of the reader for ``batch`` questions at a time, which bounds its memory
+and shares the cores better than a run each); the
 watch fires when the reader's probability reaches the watch's ``min_confidence``, with the article it is
 surest of when a check brings several (stories it was told of left out first). Its alert is the answer
 as ``/ask`` gives it, from that article, for that story (api/state/watches.py keeps one alert per watch
@@ -38,8 +40,8 @@ log = logging.getLogger("api.state.matching")
 DEFAULT_NEAR = 0.4
 """The cosine between a watch's question and one of an article's chunks at which the article is read
 for it (chosen on the replay's tune half, benchmarks/watches.py)."""
-DEFAULT_SHORTLIST = 3
-"""At most this many distinct questions read one article (the nearest)."""
+DEFAULT_BATCH = 16
+"""Questions the reader reads in one run."""
 DEFAULT_OVERLAP = 0.05
 """The share of a watch's question words (weighted by their idf) that an article must hold to be read
 for it (chosen with DEFAULT_NEAR on the replay's tune half)."""
@@ -49,7 +51,7 @@ Render = Callable[[Answer], dict[str, Any]]
 
 @dataclass(frozen=True)
 class _Watches:
-    """Every watch, as one matrix of question vectors and the arrays the shortlist filters on."""
+    """Every active watch, as one matrix of question vectors and the arrays the eligibility filters on."""
 
     version: tuple[int, int]
     ids: list[str]
@@ -76,19 +78,19 @@ class WatchMatcher:
         answerer: Answerer,
         render: Render,
         near: float = DEFAULT_NEAR,
-        shortlist: int = DEFAULT_SHORTLIST,
         overlap: float = DEFAULT_OVERLAP,
+        batch: int = DEFAULT_BATCH,
     ) -> None:
         self.store = store
         self.answerer = answerer
         self.render = render
         self.near = near
-        self.shortlist = shortlist
         self.overlap = overlap
+        self.batch = max(batch, 1)
         self._watches: _Watches | None = None
         self._questions: dict[tuple[str, date | None], Question] = {}
         self.reads = 0
-        """Watch-article pairs read so far (the shortlist's survivors)."""
+        """Distinct questions read against an article so far."""
 
     def check(self, as_of: date | None = None) -> list[Alert]:
         """Check what was committed since the last check, store the alerts it earns (and the cursor) and
@@ -149,9 +151,9 @@ class WatchMatcher:
             held[places] = idf[places]
             overlap = (watches.terms.T @ held) / np.maximum(weight, 1e-9)
             eligible &= overlap >= self.overlap
-            # The nearest questions are read, each once: watches asking the same question (several keys
-            # following one story) share its reading, and none crowds another out of the shortlist.
-            groups = self._groups(watches, best, eligible)
+            # Every eligible question is read, each once: watches asking the same question (several keys
+            # following one story) share its reading.
+            groups = self._groups(watches, eligible)
             asked = []
             for members in groups.values():
                 first = members[0]
@@ -167,7 +169,13 @@ class WatchMatcher:
             if not asked:
                 continue
             self.reads += len(asked)
-            answers = self.answerer.answers_from([(q, watches.vectors[m[0]], h) for m, q, h in asked], reader)
+            answers = [
+                answer
+                for start in range(0, len(asked), self.batch)
+                for answer in self.answerer.answers_from(
+                    [(q, watches.vectors[m[0]], h) for m, q, h in asked[start : start + self.batch]], reader
+                )
+            ]
             for (members, _, _), (answer, confidence) in zip(asked, answers, strict=True):
                 if not answer.citations:
                     continue
@@ -187,19 +195,12 @@ class WatchMatcher:
                 )
         return found
 
-    def _groups(
-        self, watches: _Watches, best: npt.NDArray[np.float32], eligible: npt.NDArray[np.bool_]
-    ) -> dict[str, list[int]]:
-        """The ``shortlist`` nearest distinct questions among the eligible watches, each with every
-        eligible watch that asks it."""
+    @staticmethod
+    def _groups(watches: _Watches, eligible: npt.NDArray[np.bool_]) -> dict[str, list[int]]:
+        """The distinct questions of the eligible watches, each with every eligible watch that asks it."""
         groups: dict[str, list[int]] = {}
-        for w in np.argsort(-best):
-            if eligible[w]:
-                same = groups.get(watches.keys[w])
-                if same is not None:
-                    same.append(int(w))
-                elif len(groups) < self.shortlist:
-                    groups[watches.keys[w]] = [int(w)]
+        for w in np.flatnonzero(eligible):
+            groups.setdefault(watches.keys[w], []).append(int(w))
         return groups
 
     def _question(self, watch_id: str, text: str, as_of: date | None) -> Question | None:
