@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from api.state.feed_worker import FeedWorker
 from api.state.feeds import FeedRegistry, Poller, detect
 from index import Article, Embedder, IndexSettings, make_ingestor
 from index.feeds import FeedError, article_id, parse
 from index.fetch import Fetcher, FetchError, Limits, parse_networks
 from index.store import IndexStore
-from tests.servers import rag, rag_env
-from tests.sites import Reply, Site, article_page, rss
+from tests.servers import rag, rag_env, until
+from tests.sites import Reply, Site, article_page, rss, serve_site
 
 LOOPBACK = parse_networks("127.0.0.0/8")
 QUICK = Limits(host_delay_seconds=0.0, read_seconds=2.0)
@@ -234,6 +235,41 @@ def test_failures_are_reported_and_counted(site: Site, poller: Poller) -> None:
         assert report.status == "failed"
         assert reason in (report.error or "")
         assert poller.registry.get(str(feed.id)).failures == 1
+
+
+def test_a_site_that_hangs_delays_only_its_own_feeds(
+    site: Site, tmp_path: Path, store: IndexStore, embedder: Embedder, tiktoken_dir: Path
+) -> None:
+    """The feed worker polls a few feeds at once, one at a time per host: a feed on another host is
+    polled, and its article stored, while the first site still holds the worker's request to it (with
+    a deadline of minutes here: polled one at a time, the second feed would never be reached)."""
+    held = threading.Event()
+    asked = threading.Event()
+
+    def hanging(_: http.server.BaseHTTPRequestHandler) -> Reply:
+        asked.set()
+        held.wait(120)
+        return 200, {"Content-Type": "application/rss+xml"}, rss(site, [])
+
+    site.routes["/feed.xml"] = hanging
+    settings = IndexSettings(data_dir=tmp_path / "index", tiktoken_cache_dir=tiktoken_dir)
+    registry = FeedRegistry(tmp_path / "service.sqlite")
+    patient = Fetcher(LOOPBACK, Limits(host_delay_seconds=0.0, read_seconds=300, total_seconds=300))
+    worker = FeedWorker(Poller(registry, patient, make_ingestor(settings, store, embedder)), 0.05)
+    with serve_site() as other:
+        other.page("/a", article_page(*COUNCIL))
+        entry = ("/a", "Council votes for cycling lanes", "Tue, 16 Apr 2024 10:00:00 GMT")
+        other.page("/feed.xml", rss(other, [entry]), kind="application/rss+xml")
+        registry.add(f"{site.base}/feed.xml", "Hanging", "rss", 900)  # first in line
+        registry.add(f"{other.base}/feed.xml", "Harbour Times", "rss", 900)
+        worker.start()
+        try:
+            assert asked.wait(60)
+            until(lambda: store.reader().articles([article_id(f"{other.base}/a")]))
+            assert not held.is_set()  # the first site still holds its request
+        finally:
+            held.set()
+            worker.close()
 
 
 def test_dangerous_documents_are_refused(site: Site) -> None:
