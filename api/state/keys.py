@@ -144,8 +144,9 @@ class KeyRing:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
             create_key_tables(db)
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", keys
+            db.executemany(  # the first layout's nine columns (a revocation there kept no watches)
+                f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [tuple(row[:9]) for row in keys],
             )
             db.executemany("INSERT OR IGNORE INTO api_key_usage VALUES (?, ?, ?)", usage)
             db.execute("COMMIT")
