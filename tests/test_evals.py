@@ -471,15 +471,22 @@ def test_rag_eval_scores_dialogues_with_and_without_history_and_gates_on_them(tm
     assert follow_ups["turns"] == 2
     assert follow_ups["leaned"] == 1.0
     assert follow_ups["history"]["story@3"] == 1.0
-    assert follow_ups["alone"]["story@3"] == 0.5  # alone, "How much will it cost?" quotes the ferry fare
+    assert follow_ups["history"]["hit@1"] == 1.0
+    # Alone, neither turn ranks the bridge first ("How much will it cost?" finds the ferry fare, "When will
+    # it be completed?" the stadium). Retrieval, not what the int8 reader quotes: the reader's figures
+    # move with the CPU's int8 instructions, so the alone story@3 (0.5 on one machine, 1.0 on another,
+    # both quoting the bridge's cost third-ranked) is not pinned here.
+    assert follow_ups["alone"]["hit@1"] == 0.0
+    assert follow_ups["alone"]["story@3"] <= follow_ups["history"]["story@3"]
     changed = metrics["dialogues"]["new-subject"]
     assert changed["leaned"] == 0.0
     assert changed["history"] == changed["alone"]
-    assert metrics["followup_story@3_alone"] == 0.5
+    assert metrics["followup_hit@1_alone"] == 0.0
+    assert metrics["followup_story@3_alone"] == follow_ups["alone"]["story@3"]
     assert "| follow-up | 2 |" in (report / "summary.md").read_text()
-    failing = _rag_eval(*files, "--min", "followup_story@3_alone=0.9", tmp_path=tmp_path)
+    failing = _rag_eval(*files, "--min", "followup_hit@1_alone=0.9", tmp_path=tmp_path)
     assert failing.returncode == 1
-    assert "gate failed: followup_story@3_alone = 0.5 < 0.9" in failing.stderr
+    assert "gate failed: followup_hit@1_alone = 0.0 < 0.9" in failing.stderr
 
 
 FEED = ROOT / "tests" / "data" / "feed.xml"
