@@ -180,11 +180,16 @@ def test_a_question_asks_each_shard_once(sharded: ShardedStore, embedder: Embedd
 
 
 def test_losing_nodes_keeps_answering_over_http(
-    cluster: tuple[Any, list[Any], Path], sharded: ShardedStore, tmp_path: Path, tiktoken_dir: Path
+    cluster: tuple[Any, list[Any], Path],
+    sharded: ShardedStore,
+    one_machine: Answerer,
+    tmp_path: Path,
+    tiktoken_dir: Path,
 ) -> None:
-    """`rag serve --cluster` answers while the nodes go: from the replicas when one node is lost, and
-    degraded (with the missing shards named) when a shard has no replica left; never a 5xx. Last in
-    this file: it leaves the head alone."""
+    """`rag serve --cluster ADDRESS`, started as the README writes it, answers as one machine does, and
+    goes on while the nodes go: from the replicas when one node is lost, and degraded (with the missing
+    shards named) when a shard has no replica left; never a 5xx. Last in this file: it leaves the head
+    alone."""
     made, workers, _ = cluster
     for copies in find_layout():  # the replicas of a shard sit on different nodes
         assert len({ray.get(replica.node.remote()) for replica in copies}) == len(copies)
@@ -211,6 +216,11 @@ def test_losing_nodes_keeps_answering_over_http(
         assert [status for status, _ in replies] == [200] * 40
         ask(questions[40:50])
         assert all(not body["degraded"] for _, body in replies[40:])  # the replicas that remain answer
+        same = [
+            body["answer"] == one_machine.ask(one_machine.question(q.question, as_of=q.asked_on)).text
+            for q, (_, body) in zip(questions[:50], replies, strict=True)
+        ]
+        assert sum(same) >= 0.95 * len(same), same
         made.remove_node(workers[1])  # now some shard has no replica left
         ask(questions[50:60])
         assert [status for status, _ in replies[50:]] == [200] * 10, replies[50:]
