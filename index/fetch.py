@@ -216,7 +216,7 @@ class Fetcher:
 
     def _request(self, url: str, headers: dict[str, str], deadline: float) -> Fetched | str:
         """One request: the response, or the address a redirect points to."""
-        host = _split(url).netloc.lower()
+        host = host_key(url)  # checked by check_address already
         shown = _shown(url)
         with self._host_lock(host):
             self._wait_turn(host)
@@ -250,7 +250,7 @@ class Fetcher:
         """POST ``body`` to ``url`` under the same rules (the address checked before and at the connection,
         the deadline); redirects are not followed (a webhook answers where it is). Returns the status."""
         self.check_address(url)
-        host = _split(url).netloc.lower()
+        host = host_key(url)
         shown = _shown(url)
         cut = _Deadline(self.limits.total_seconds)
         cut.peer_check = lambda address: self._check_ip(host, address)
@@ -357,6 +357,15 @@ class Fetcher:
             pause = self.limits.host_delay_seconds - (time.monotonic() - last)
             if pause > 0:
                 time.sleep(pause)
+
+
+def host_key(url: str) -> str:
+    """The host (and port) an address reaches, lowercased: what the fetcher takes turns by, and what the
+    feed worker and the webhook sender keep to one request at a time (the address itself when unreadable)."""
+    try:
+        return urlsplit(url).netloc.lower() or url
+    except ValueError:
+        return url
 
 
 def _shown(url: str) -> str:

@@ -9,10 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 from api.metrics import FEED_ARTICLES, FEED_POLLS, FEEDS_PAUSED
 from api.state.feeds import Feed, Poller
+from index.fetch import host_key
 
 log = logging.getLogger("api.state.feeds")
 DEFAULT_CHECK_SECONDS = 1.0
@@ -79,7 +79,7 @@ class FeedWorker:
         for feed in registry.due(time.time()):
             if self._stopping or self._pool is None:
                 return
-            host = _host(feed.url)
+            host = host_key(feed.url)
             with self._lock:
                 if host in self._hosts or len(self._hosts) >= self._polls:
                     continue
@@ -110,10 +110,3 @@ class FeedWorker:
             with self._lock:
                 self._hosts.discard(host)
             self._wake.set()  # the host's next feed, or one that waited for a free poll
-
-
-def _host(url: str) -> str:
-    try:
-        return urlsplit(url).netloc.lower()
-    except ValueError:
-        return url

@@ -8,11 +8,11 @@ secret). A try goes through the feed fetcher (index/fetch.py), so a webhook reac
 feeds may be fetched from, checked again on the connected socket, and is cut at ``WEBHOOK_LIMITS``' deadline
 (a receiver that trickles its answer a byte at a time holds a try for 15 s, not a minute).
 
-Fairness: each receiver (scheme, host and port) is a lane with at most one try in flight, and tries run on
-a bounded pool of threads, so a receiver that hangs delays only its own deliveries. Lanes whose last try
-failed may hold at most half of the pool between them, and so may the watches of one key (a key may keep
-100 watches, each on a receiver of its own), so neither many failing receivers nor one key's can leave the
-others waiting; lanes that work are started first. A try that fails is tried again after
+Fairness: each receiver (host and port, ``host_key``) is a lane with at most one try in flight, and tries
+run on a bounded pool of threads, so a receiver that hangs delays only its own deliveries. Lanes whose
+last try failed may hold at most half of the pool between them, and so may the watches of one key (a key
+may keep 100 watches, each on a receiver of its own), so neither many failing receivers nor one key's can
+leave the others waiting; lanes that work are started first. A try that fails is tried again after
 ``retry_seconds * 2**tries`` (scheduled in the outbox, not queued behind others); after ``tries`` tries
 the watch is marked failing with the reason.
 
@@ -27,7 +27,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
@@ -35,7 +34,7 @@ from api.config import Settings
 from api.metrics import WEBHOOK_DELIVERIES
 from api.state.alert_records import Delivery
 from api.state.watches import WatchStore
-from index.fetch import Fetcher, FetchError, Limits, parse_networks
+from index.fetch import Fetcher, FetchError, Limits, host_key, parse_networks
 
 log = logging.getLogger("api.state.webhooks")
 DEFAULT_RETRY_SECONDS = 10.0
@@ -61,15 +60,6 @@ def signed_headers(delivery: Delivery, now: datetime | None = None) -> dict[str,
         "webhook-timestamp": str(int(stamp.timestamp())),
         "webhook-signature": signature,
     }
-
-
-def lane(url: str) -> str:
-    """The receiver a webhook address reaches: its scheme, host and port."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-    except ValueError:
-        return url
 
 
 class WebhookSender:
@@ -105,7 +95,7 @@ class WebhookSender:
         now = time.time() if now is None else now
         share = max(self._senders // 2, 1)
         started: list[str] = []
-        due = [(alert_id, lane(url), owner) for alert_id, url, owner in self.store.pending(now)]
+        due = [(alert_id, host_key(url), owner) for alert_id, url, owner in self.store.pending(now)]
         with self._lock:
             due.sort(key=lambda row: row[1] in self._failing)  # stable: soonest first within each
         for alert_id, receiver, owner in due:
