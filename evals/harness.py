@@ -42,13 +42,15 @@ ANSWER_METRICS = (
     "abstention_precision",
     "abstention_recall",
     "abstention_f1",
+    "answered",
     "short_answer_hit",
     "short_answer_exact",
     "short_answer_f1",
 )
 """``short_answer_*`` are scored over the answerable questions whose gold answer stands word for word in a
 gold article (the reader can only find what is written): the short answer holds a gold answer (hit), is
-one (exact match, SQuAD-normalised), and its best token F1 against them; no short answer scores 0."""
+one (exact match, SQuAD-normalised), and its best token F1 against them; no short answer scores 0.
+``answered``: the share of answerable questions not refused."""
 PERMUTATIONS = 2000
 SIGNIFICANCE_LEVEL = 0.05
 _CITED_SENTENCE = re.compile(r"(.+?) \[(\d+)\](?= |$)")
@@ -239,6 +241,7 @@ def answer_metrics(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
         "abstention_precision": precision,
         "abstention_recall": recall,
         "abstention_f1": f1,
+        "answered": _ratio(sum(not o.abstained for o in answerable), len(answerable)),
         **_short_answer_metrics([o for o in answerable if o.answer_in_gold]),
     }
 

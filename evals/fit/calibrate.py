@@ -12,8 +12,12 @@ curves of all three on the check half are plotted (``--plot``), and the model is
 rag/abstain.json.
 
     python -m evals.fit.calibrate evals/datasets/realtimeqa-articles evals/datasets/realtimeqa-briefs \
+      [build/searched/tune]                      # python -m evals.searched --split tune --out ...
       [--rows build/calibrate-rows.npz]          # keep the features; --from-rows refits in seconds
       [--plot evals/abstention-tradeoff.png]
+
+A set may hold questions it marks unanswerable (the searched news pages, evals/searched.py, whose
+pages never state the answer): each gives one row to refuse, from the passages retrieved as they are.
 """
 
 from __future__ import annotations
@@ -162,12 +166,20 @@ def _gather(args: argparse.Namespace) -> tuple[dict[bool, list[np.ndarray]], dic
     labels: dict[bool, list[int]] = {True: [], False: []}
     for chosen in fit.fit_sets(args.datasets):
         answerer = chosen.answerer
-        questions = [q for q in chosen.dataset.questions if q.answerable][: args.limit]
+        questions = list(chosen.dataset.questions[: args.limit])
         vectors = answerer.embedder.embed([q.question for q in questions])
         reader = answerer.index.reader()
         for q, vector in zip(questions, vectors, strict=True):
             question = answerer.question(q.question, as_of=q.asked_on, top_k=SEARCH_DEPTH)
             hits = answerer.retriever.retrieve(question, vector, reader)
+            tune = in_tune_half(q.id)
+            if not q.answerable:  # a set's own unanswerable question (searched pages that never say)
+                if hits:
+                    passages = hits[:DEFAULT_COMPOSE_PASSAGES]
+                    quoted = answerer.quotes.compose(question, vector, passages, reader)
+                    rows[tune].append(answerer.evidence(question, passages, quoted, reader))
+                    labels[tune].append(0)
+                continue
             # The story missing: retrieve again with the gold articles, and their stories' other copies,
             # left out of the index, so the passages that remain are ranked among themselves.
             stories = {e.story for e in map(reader.entry, q.gold_ids) if e is not None}
@@ -176,7 +188,6 @@ def _gather(args: argparse.Namespace) -> tuple[dict[bool, list[np.ndarray]], dic
                 q.question, as_of=q.asked_on, top_k=SEARCH_DEPTH, filters=Filters(exclude=tuple(sorted(gone)))
             )
             missing = answerer.retriever.retrieve(without, vector, reader)
-            tune = in_tune_half(q.id)
             for passages, label in (
                 (hits[:DEFAULT_COMPOSE_PASSAGES], 1),
                 (missing[:DEFAULT_COMPOSE_PASSAGES], 0),

@@ -6,8 +6,13 @@ where the answer is and whether there is one (the best span's score against [CLS
 evals/fit/reader_data.py's windows (QA data from ../shared at training time only, and the RealTime QA
 tune half); a share of them, by record, is kept aside to validate the run.
 
-    python -m evals.fit.reader [--qa-data ../shared/data/qa] [--epochs 2] [--out build/reader]
+    python -m evals.fit.reader [--qa-data ../shared/data/qa] [--news-qa ../shared/data/news-qa]
+                               [--epochs 2] [--out build/reader]
                                [--max-steps N]      # a short run, to time a step
+                               [--stop-after N]     # stop after N steps, checkpointed
+
+A run checkpoints every 200 steps (``OUT/checkpoint.pt``: weights, optimizer, schedule, random state)
+and going on from it is the default: run the same command again after a stop or a kill.
 
 Writes ``OUT/reader.pt`` (the fine-tuned weights), ``OUT/loss.json`` and ``OUT/loss.png`` (the loss
 curve) and ``OUT/validation.json`` (exact match and F1 of the best span over the answerable held-out
@@ -38,7 +43,15 @@ from typing import Any
 import numpy as np
 
 from evals.data import load_dataset
-from evals.fit.reader_data import Example, news_examples, qa_examples, split_for_validation
+from evals.fit.reader_data import (
+    SEARCHED_NEGATIVES,
+    SEARCHED_POSITIVES,
+    Example,
+    news_examples,
+    qa_examples,
+    searched_examples,
+    split_for_validation,
+)
 from evals.harness import normalize_answer, token_f1
 from index.config import PROJECT_ROOT
 
@@ -183,26 +196,95 @@ def validate(model: Any, tok: Any, examples: Sequence[Example], batch_size: int 
     }
 
 
-def examples_of(qa_data: Path, rng: random.Random) -> list[Example]:
+def examples_of(
+    qa_data: Path, news_qa: Path | None, rng: random.Random, packed: bool = True
+) -> list[Example]:
+    """Every example: the QA data's, the RealTime QA tune half's, and (unless ``news_qa`` is None) the
+    tune half's searched news pages (with ``packed``, also their packed contexts)."""
     found = list(qa_examples(qa_data, rng))
     for name in NEWS_SETS:
         found.extend(news_examples(load_dataset(PROJECT_ROOT / "evals" / "datasets" / name), rng))
+    if news_qa is not None:
+        found.extend(searched_examples(news_qa, rng, packed))
     return found
 
 
 def weighted(examples: Sequence[Example]) -> list[Example]:
-    """``examples`` with each news example NEWS_WEIGHT times."""
+    """``examples`` with each RealTime QA article example NEWS_WEIGHT times (the searched pages are many
+    and seen once)."""
     return [e for e in examples for _ in range(NEWS_WEIGHT if e.source.startswith("realtimeqa") else 1)]
 
 
+def learn(model: Any, batch: Batch, optimizer: Any, schedule: Any) -> float:
+    """One optimizer step on ``batch``; its span loss."""
+    import torch
+
+    starts, ends = span_logits(model, batch)
+    loss = (
+        torch.nn.functional.cross_entropy(starts, batch.starts)
+        + torch.nn.functional.cross_entropy(ends, batch.ends)
+    ) / 2
+    loss.backward()  # type: ignore[no-untyped-call]
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad()
+    return float(loss.item())
+
+
+@dataclass
+class Checkpoint:
+    """A training run's state in one file, replaced whole (a kill mid-save keeps the last one)."""
+
+    path: Path
+    model: Any
+    optimizer: Any
+    schedule: Any
+
+    def save(self, step: int, seconds: float, losses: list[tuple[int, float]]) -> None:
+        import torch
+
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "seconds": seconds,
+            "losses": losses,
+        }
+        scratch = self.path.with_suffix(".tmp")
+        torch.save(state, scratch)
+        scratch.replace(self.path)
+
+    def resume(self, losses: list[tuple[int, float]]) -> tuple[int, float]:
+        """Load the saved state, if any, and extend ``losses`` with the saved curve: (step, seconds)."""
+        import torch
+
+        if not self.path.is_file():
+            return 0, 0.0
+        saved = torch.load(self.path, weights_only=False)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["torch_rng"])
+        losses.extend((int(s), float(v)) for s, v in saved["losses"])
+        return int(saved["step"]), float(saved["seconds"])
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, or go on from ``OUT/checkpoint.pt`` where a stopped run left it: the same examples, the
+    same order (each pass shuffled by its own seed) and the same optimizer and random state, so a run
+    that stops and goes on ends with the weights an unbroken one would."""
     import torch
     from tqdm import tqdm
 
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
     rng = random.Random(SEED)
-    train_set, held = split_for_validation(examples_of(args.qa_data, rng), 0.05, SEED)
+    train_set, held = split_for_validation(
+        examples_of(args.qa_data, args.news_qa, rng, args.packed), 0.05, SEED
+    )
     tok = tokenizer()
     model = make_model(args.layers)
     model.train()
@@ -215,32 +297,37 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
     losses: list[tuple[int, float]] = []
-    began, step = time.monotonic(), 0
-    bar = tqdm(total=total, desc="reader", unit="step", file=sys.stderr)
-    while step < total:
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Checkpoint(args.out / "checkpoint.pt", model, optimizer, schedule)
+    step, spent = checkpoint.resume(losses)
+    if step:
+        print(f"reader: going on from step {step} of {total} ({checkpoint.path})", file=sys.stderr)
+    began = time.monotonic()
+
+    def save() -> None:
+        checkpoint.save(step, spent + time.monotonic() - began, losses)
+
+    bar = tqdm(total=total, initial=step, desc="reader", unit="step", file=sys.stderr)
+    until = min(total, step + args.stop_after) if args.stop_after else total
+    while step < until:
+        epoch, position = divmod(step, steps_per_epoch)
         order = list(train_set)
-        rng.shuffle(order)
-        for at in range(0, len(order), args.batch_size):
-            if step >= total:
+        random.Random(SEED * 1000 + epoch).shuffle(order)
+        for at in range(position * args.batch_size, len(order), args.batch_size):
+            if step >= until:
                 break
-            batch, _ = encode(tok, order[at : at + args.batch_size])
-            starts, ends = span_logits(model, batch)
-            loss = (
-                torch.nn.functional.cross_entropy(starts, batch.starts)
-                + torch.nn.functional.cross_entropy(ends, batch.ends)
-            ) / 2
-            loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append((step, loss.item()))
+            loss = learn(model, encode(tok, order[at : at + args.batch_size])[0], optimizer, schedule)
+            losses.append((step, loss))
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean([v for _, v in losses[-50:]]):.3f}")
+            if step % args.checkpoint_every == 0:
+                save()
+    save()
     bar.close()
-    seconds = time.monotonic() - began
-    args.out.mkdir(parents=True, exist_ok=True)
+    if step < total:
+        return {"stopped_at": step, "steps": total, "checkpoint": str(checkpoint.path)}
+    seconds = spent + time.monotonic() - began
     torch.save(model.state_dict(), args.out / "reader.pt")
     held_out = validate(model, tok, held)
     about = {
@@ -261,7 +348,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return about
 
 
-def export(trained: Path, folder: Path, held: Sequence[Example]) -> dict[str, Any]:
+def export(
+    trained: Path, folder: Path, held: Sequence[Example], trained_on: str = "2 CPU cores"
+) -> dict[str, Any]:
     """``trained``'s weights (a training run's OUT) as the served model in ``folder``: ONNX, int8
     (dynamic quantization of the MatMul weights per output channel and of the word-piece table), the
     tokenizer, and ``reader.json`` with the file's SHA-256; the int8 model validated on ``held`` as
@@ -310,6 +399,7 @@ def export(trained: Path, folder: Path, held: Sequence[Example]) -> dict[str, An
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     served = served_validation(SpanReader(folder, threads=2), held)
     manifest["trained"] = {k: v for k, v in about.items() if k != "validation"}
+    manifest["trained_on"] = trained_on
     manifest["validation_torch_fp32"] = about["validation"]
     manifest["validation_onnx_int8"] = served
     manifest["bytes"] = (folder / name).stat().st_size
@@ -345,6 +435,12 @@ DATA = (
         "bc15fba7f45535fbdb2674d03de7b65a2a9e065f",
         "none stated upstream; used with this attribution",
     ),
+    (
+        "RealTime QA searched news pages (`past/*/*_gcs.jsonl`), tune half's questions only",
+        "https://github.com/realtimeqa/realtimeqa_public",
+        "bc15fba7f45535fbdb2674d03de7b65a2a9e065f",
+        "none stated upstream; used with this attribution",
+    ),
 )
 
 
@@ -375,20 +471,26 @@ answer's start and end, and the [CLS] piece as "no answer here".
   of all-MiniLM-L6-v2 in `tokenizer.json`.
 - **SHA-256**: `{manifest["sha256"]}` (in `reader.json`; checked whenever the service opens the model:
   missing or damaged stops start-up with the fix).
-- **Command**: `make train-reader` (`python -m evals.fit.reader --qa-data ../shared/data/qa --out
-  build/reader`, then `--export rag/models/reader`), seed {SEED}, on 2 CPU cores.
-- **Training**: {trained["examples"]:,} examples (news examples counted {NEWS_WEIGHT} times),
+- **Command**: `make train-reader` (`python -m evals.fit.reader --qa-data ../shared/data/qa --news-qa
+  ../shared/data/news-qa --out build/reader`, then `--export rag/models/reader`), seed {SEED}.
+- **Where**: trained on {manifest.get("trained_on", "2 CPU cores")}; no GPU. The CPU recipe is the
+  reference: it checkpoints every 200 steps and goes on from the checkpoint when run again.
+- **Training**: {trained["examples"]:,} examples (RealTime QA article examples counted {NEWS_WEIGHT} times),
   {trained["steps"]:,} steps of {trained["batch_size"]}, AdamW, learning rate {trained["lr"]}, warm-up 6%
   then linear decay, {trained["seconds"] / 60:.0f} minutes ({trained["seconds_per_step"]:.2f} s a step).
   The loss curve is `loss.png`.
 
 ## Data
 
-Read from `../shared/data/qa/` and the project's RealTime QA copy at training time only; none of their
-text is in the project. Each example is a window of whole sentences (at most 500 characters) with the
-answer's sentence at a random place, or a window with no answer: SQuAD 2.0's unanswerable questions, and
-for RealTime QA the question over the nearest non-gold article and over a window of the gold article
-holding no gold answer.
+Read from `../shared/data/qa/`, `../shared/data/news-qa/` and the project's RealTime QA copy at training
+time only; none of their text is in the project. Each example is a window of whole sentences (at most 500
+characters) with the answer's sentence at a random place, or a window with no answer: SQuAD 2.0's
+unanswerable questions; for RealTime QA the question over the nearest non-gold article and over a window
+of the gold article holding no gold answer; and for the searched news pages (the pages a web search
+returned for each tune-half question on the day it was asked), the window around the answer's
+best-fitting mention on up to {SEARCHED_POSITIVES} pages that state it, and up to {SEARCHED_NEGATIVES}
+near-topic windows with no answer a question (the sentence densest in the question's words, on a page
+that never states the answer and on a stating page away from it).
 
 | data | repository | commit | licence |
 |---|---|---|---|
@@ -465,6 +567,12 @@ def _plot(losses: list[tuple[int, float]], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.fit.reader", description=__doc__.split("\n")[0])
     parser.add_argument("--qa-data", type=Path, default=PROJECT_ROOT.parent / "shared" / "data" / "qa")
+    parser.add_argument(
+        "--news-qa",
+        type=Path,
+        default=PROJECT_ROOT.parent / "shared" / "data" / "news-qa",
+        help="the searched news pages (default: %(default)s); 'none' to train without them",
+    )
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "reader")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -472,6 +580,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=LAYERS, help="encoder layers kept (of 6)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: the epochs)")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    parser.add_argument(
+        "--packed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train on the searched pages' packed contexts, as the service reads (default: on)",
+    )
+    parser.add_argument(
+        "--trained-on",
+        default="2 CPU cores",
+        help="where the run in --out was trained, for the model card (with --export)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after N steps of this run, checkpointed (run again to go on)",
+    )
     parser.add_argument(
         "--export",
         type=Path,
@@ -482,9 +609,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.qa_data / "squad.jsonl").is_file():
         print(f"python -m evals.fit.reader: no QA data in {args.qa_data} (--qa-data)", file=sys.stderr)
         return 2
+    if str(args.news_qa) == "none":
+        args.news_qa = None
+    elif not (args.news_qa / "questions.jsonl.gz").is_file():
+        print(f"python -m evals.fit.reader: no searched pages in {args.news_qa} (--news-qa)", file=sys.stderr)
+        return 2
     if args.export:
-        _, held = split_for_validation(examples_of(args.qa_data, random.Random(SEED)), 0.05, SEED)
-        print(json.dumps(export(args.out, args.export, held), indent=1))
+        examples = examples_of(args.qa_data, args.news_qa, random.Random(SEED), args.packed)
+        _, held = split_for_validation(examples, 0.05, SEED)
+        print(json.dumps(export(args.out, args.export, held, args.trained_on), indent=1))
         return 0
     print(json.dumps(train(args), indent=1))
     return 0

@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evals.data import Dataset
 from evals.split import in_tune_half
@@ -163,6 +164,136 @@ def news_examples(dataset: Dataset, rng: random.Random) -> Iterator[Example]:
             missing = _example(ids, dataset.name, q.question, articles[nearest].body, None, rng)
             if missing is not None and not any(_find(missing.context, a) for a in q.answers):
                 yield missing
+
+
+SEARCHED_POSITIVES = 2
+"""Stating pages read a question (its windows around the answer)."""
+SEARCHED_NEGATIVES = 2
+"""Near-topic windows a question: from pages that do not state the answer, and one from a stating page
+away from the answer. About 1.5 no-answer windows for each answer window over the tune half."""
+
+
+def searched_examples(folder: Path, rng: random.Random, packed: bool = False) -> Iterator[Example]:
+    """Windows of the tune half's searched news pages (evals/searched.py): for each question, the window
+    around the best-fitting mention of its answer on up to SEARCHED_POSITIVES stating pages, and up to
+    SEARCHED_NEGATIVES no-answer windows where the question's words are densest: on its other pages, and
+    (for a question with a stating page) one on that page away from the answer. With ``packed``, also
+    the context the service reads (``packed_example``)."""
+    from evals.searched import find_answer, load
+
+    questions, pages = load(folder)
+    for q in questions:
+        if not in_tune_half(q.id) or not q.pages:
+            continue
+        asked = set(tokenize([q.question])[0])
+        stating = [p for p in q.pages if find_answer(pages[p].text, q.answers)]
+        if packed:
+            made = packed_example(q, pages, stating, asked, rng)
+            if made is not None:
+                yield made
+        for page_id in stating[:SEARCHED_POSITIVES]:
+            text = pages[page_id].text
+            best = max(_mentions(text, q.answers), key=lambda at: _fit(text, at, asked), default=None)
+            if best is not None:
+                made = _example((f"{q.id}/{page_id}", q.id), "news-qa", q.question, text, best, rng)
+                if made is not None:
+                    yield made
+        others = [(p, _densest(pages[p].text, asked)) for p in q.pages if p not in stating]
+        if stating:
+            away = _densest(pages[stating[0]].text, asked, avoid=q.answers)
+            others = [*others[: SEARCHED_NEGATIVES - 1], (stating[0], away)]
+        for page_id, sentence in others[:SEARCHED_NEGATIVES]:
+            if sentence is None:
+                continue
+            text = pages[page_id].text
+            cut = window(text, rng, sentence)
+            if cut is None or find_answer(text[cut[0] : cut[1]], q.answers):
+                continue
+            ids = (f"{q.id}/{page_id}/near", q.id)
+            yield Example(*ids, "news-qa", q.question, text[cut[0] : cut[1]], None, None)
+
+
+PACKED_CHARS = 420
+"""A packed context's length: about the 96 word pieces the service reads a question's candidates in."""
+
+
+def packed_example(
+    q: Any, pages: dict[str, Any], stating: Sequence[str], asked: set[str], rng: random.Random
+) -> Example | None:
+    """What the service reads (rag/reader.py): candidate sentences of several articles packed after the
+    question, best first by their words. Here the sentence densest in the question's words of each of the
+    question's pages, in the order of the search, and for a question with a stating page the sentence
+    that states the answer (best fitting) at a random place among them: an answer, or none of the
+    near-topic sentences states one."""
+    from evals.searched import find_answer
+
+    near: list[str] = []
+    for page_id in q.pages:
+        if page_id in stating:
+            continue
+        text = pages[page_id].text
+        at = _densest(text, asked, avoid=q.answers)
+        if at is not None:
+            near.append(text[at[0] : at[1]])
+    answer: tuple[str, tuple[int, int]] | None = None
+    if stating:
+        text = pages[stating[0]].text
+        best = max(_mentions(text, q.answers), key=lambda at: _fit(text, at, asked), default=None)
+        sentence = (
+            next((s for s in split_sentences(text) if s.start <= best[0] < s.end), None) if best else None
+        )
+        if best is None or sentence is None or best[1] > sentence.end:
+            return None
+        answer = (text[sentence.start : sentence.end], (best[0] - sentence.start, best[1] - sentence.start))
+    room = PACKED_CHARS - (len(answer[0]) + 1 if answer else 0)
+    picked: list[tuple[str, tuple[int, int] | None]] = []
+    for sentence_text in near:
+        if room >= len(sentence_text) + 1:
+            picked.append((sentence_text, None))
+            room -= len(sentence_text) + 1
+    if answer is not None:
+        picked.insert(rng.randrange(len(picked) + 1), answer)
+    context, start, end = "", None, None
+    for sentence_text, place in picked:
+        if context:
+            context += " "
+        if place is not None:
+            start, end = len(context) + place[0], len(context) + place[1]
+        context += sentence_text
+    if not context or (answer is None and find_answer(context, q.answers)):
+        return None
+    kind = "packed" if start is not None else "packed-none"
+    return Example(f"{q.id}/{kind}", q.id, "news-qa", q.question, context, start, end)
+
+
+def _mentions(text: str, answers: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """Every whole-phrase occurrence of a gold answer in ``text``."""
+    from evals.searched import find_answer
+
+    at = 0
+    while (found := find_answer(text[at:], answers)) is not None:
+        yield at + found[0], at + found[1]
+        at += found[1]
+
+
+def _fit(text: str, at: tuple[int, int], asked: set[str]) -> int:
+    """How many of the question's words the sentence around ``at`` holds."""
+    sentence = next((s for s in split_sentences(text) if s.start <= at[0] < s.end), None)
+    return len(asked & set(tokenize([text[sentence.start : sentence.end]])[0])) if sentence else 0
+
+
+def _densest(text: str, asked: set[str], avoid: Sequence[str] = ()) -> tuple[int, int] | None:
+    """The sentence of ``text`` holding most of the question's words (and none of ``avoid``)."""
+    from evals.searched import find_answer
+
+    sentences = [
+        s for s in split_sentences(text) if not (avoid and find_answer(text[s.start : s.end], avoid))
+    ]
+    if not sentences:
+        return None
+    words = tokenize([text[s.start : s.end] for s in sentences])
+    best = max(range(len(sentences)), key=lambda i: len(asked & set(words[i])))
+    return sentences[best].start, sentences[best].end
 
 
 def _find(text: str, answer: str) -> tuple[int, int] | None:
