@@ -28,6 +28,7 @@ from rag.reader import DEFAULT_FOLDER, SpanReader, shared_reader
 from rag.records import Answer, Citation, Coverage, Filters, Hit, Question, Sentence
 from rag.relative import annotate, long_date
 from rag.retrieve import NewsRetriever, Retriever
+from rag.unstated import stated
 
 # Below this cosine between the question and its best passage, the indexed news is taken not to answer.
 # The cosine-only rule of the first version (evals/RESULTS.md, "Abstention threshold"): kept for
@@ -196,6 +197,7 @@ class Answerer:
             composition = quoted  # an extractive composer would quote the same again
         if not composition.generated:
             composition = _dated(composition)
+        composition, unstated = stated(question, composition)
         lap("compose")
         timings.update(composition.usage)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
@@ -215,6 +217,7 @@ class Answerer:
             coverage=coverage(cited, question),
             timeline=timeline is not None,
             short_answer=composition.short_answer,
+            unstated=unstated,
         )
 
     def answers_from(
@@ -229,7 +232,7 @@ class Answerer:
         elapsed = round((time.perf_counter() - started) * 1000 / max(1, len(asked)), 2)
         found = []
         for (question, _, hits), composed in zip(asked, compositions, strict=True):
-            composition = _dated(composed)
+            composition, unstated = stated(question, _dated(composed))
             cited = _with_headlines(composition.citations, hits[:DEFAULT_COMPOSE_PASSAGES])
             answer = Answer(
                 composition.text,
@@ -242,6 +245,7 @@ class Answerer:
                 standalone_question=question.searched,
                 coverage=coverage(cited, question),
                 short_answer=composition.short_answer,
+                unstated=unstated,
             )
             found.append((answer, composition.best_answer))
         return found

@@ -29,6 +29,11 @@ _WANTS_TIMELINE = re.compile(
     r"|sequence of events|(the )?story so far|how it all (started|began|unfolded))\b",
     re.IGNORECASE,
 )
+_WANTS_REASON = re.compile(
+    r"^\W*(why|how come)\b|\bwhy (did|do|does|is|are|was|were|has|have|had|will|would)\b"
+    r"|\b(what|which) (caused|causes|prompted|led to|drove|triggered|sparked)\b|\bfor what reason\b",
+    re.IGNORECASE,
+)
 _NAME = re.compile(r"\b[A-Z][\w'’-]+")
 _AUX = r"(?:is|was|are|were|will be|would be|has been|have been|had been|could be|might be)"
 _PREP = r"(?:of|in|for|at|on|to|from|with|behind|between|by|that|who|which|among|over|under|per)"
@@ -159,7 +164,12 @@ def analyse(
     names = [n for n in _NAME.findall(searched)[1:] if n.lower() not in _COMMON]
     wants = frozenset(
         kind
-        for kind, pattern in (("count", _WANTS_COUNT), ("date", _WANTS_DATE), ("timeline", _WANTS_TIMELINE))
+        for kind, pattern in (
+            ("count", _WANTS_COUNT),
+            ("date", _WANTS_DATE),
+            ("timeline", _WANTS_TIMELINE),
+            ("reason", _WANTS_REASON),
+        )
         if pattern.search(text)
     )
     focus = _focus(text)

@@ -40,7 +40,8 @@ class Question:
     """Capitalised words after the first (names it mentions)."""
     wants: frozenset[str]
     """The kind of thing it asks for: ``count`` ("how many", "what percentage"), ``date`` ("when did"),
-    ``timeline`` ("how did ... unfold", "what has happened since ...", "timeline of ...")."""
+    ``timeline`` ("how did ... unfold", "what has happened since ...", "timeline of ..."), ``reason``
+    ("why did ...", "what caused ...")."""
     focus: tuple[str, ...] = ()
     """The thing it asks for when it names one ("population" in "What is the population of Baku?"), as
     index tokens: the answer must speak of it, not only of the topic."""
@@ -151,3 +152,6 @@ class Answer:
     """Dated entries, oldest first, one per story ("how did ... unfold?")."""
     short_answer: ShortAnswer | None = None
     """The words that answer, inside one citation's quote; None when the reader is off or unsure."""
+    unstated: str | None = None
+    """Says in words that the quotes are about the question but none states what it asks (a why the
+    articles never give: rag/unstated.py); None otherwise."""

@@ -27,11 +27,13 @@ from rag import Answerer
 from rag.config import AnswerSettings
 from rag.follow import Turn
 from rag.reader import DEFAULT_FOLDER, MANIFEST, SpanReader
+from rag.unstated import NOT_STATED_WHY, gives_reason
 from tests.conftest import NEWS, SEEDS, make_settings, open_local
 from tests.servers import free_port, rag, rag_env, serving
 
 READER_NEWS = Path(__file__).resolve().parent / "data" / "reader.jsonl"
 WHERE = "Where will the Hillside pupils be taught after the storm?"
+KARABAKH = "Why did Russian peacekeepers leave Karabakh?"
 MARATHON = "Who won the harbour marathon?"
 
 
@@ -82,6 +84,37 @@ def test_near_topic_questions_over_the_seed_are_refused(reading: Answerer) -> No
         assert answer.abstained, (question, answer.text)
         assert answer.short_answer is None
         assert answer.citations  # the closest sources are still listed
+
+
+def test_a_why_the_article_never_gives_has_no_short_answer_and_says_so(reading: Answerer) -> None:
+    # The seed speaks of the early withdrawal and what it means, never of why: the right quotes, no short
+    # answer, and the answer says the reason is not stated.
+    answer = reading.ask(reading.question(KARABAKH))
+    assert not answer.abstained
+    assert "withdrawal of Russian peacekeepers" in answer.citations[0].quote
+    assert answer.short_answer is None
+    assert answer.unstated == NOT_STATED_WHY
+    # Asked where, not why, the same kind of question keeps its short answer and has no note.
+    where = reading.ask(reading.question(WHERE))
+    assert where.short_answer is not None
+    assert where.unstated is None
+
+
+def test_a_short_answer_to_why_must_say_a_reason() -> None:
+    def gives(quote: str, words: str) -> bool:
+        at = quote.index(words)
+        return gives_reason(quote, at, at + len(words))
+
+    withdrawal = (
+        "The meeting comes with the early withdrawal of the peacekeepers, a step that raises questions "
+        "about stability in the region."
+    )
+    assert not gives(withdrawal, "a step that raises questions about stability in the region")
+    assert gives("The school closed because the storm tore its roof off.", "the storm tore its roof off")
+    assert gives("The school closed after a storm tore its roof off.", "a storm tore its roof off")
+    assert gives("They left to protect the crossing.", "to protect the crossing")
+    assert gives("A storm tore the roof off the school, flooding six rooms.", "A storm")
+    assert not gives("The ferry, run by the council, left at noon.", "run by the council")
 
 
 def test_reader_off_keeps_the_scored_choice(reading: Answerer) -> None:
@@ -144,15 +177,29 @@ def test_the_same_short_answer_through_every_door(
         )
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == content
 
-        async def mcp() -> Any:
-            async with (
-                httpx2.AsyncClient(timeout=60) as http,
-                Client(streamable_http_client(f"{base}/mcp", http_client=http)) as session,
-            ):
-                return await session.call_tool("answer_question", {"question": WHERE})
+        assert asyncio.run(session_call(base, WHERE))["short_answer"] == expected
 
-        result = asyncio.run(mcp())
-        assert result.structured_content["short_answer"] == expected
+        # A why the news never gives: the note through every door, and no short answer.
+        why = {"question": KARABAKH}
+        asked = httpx.post(f"{base}/ask", json=why, timeout=60).json()
+        assert (asked["unstated"], asked["short_answer"]) == (NOT_STATED_WHY, None)
+        with httpx.stream("POST", f"{base}/ask/stream", json=why, timeout=60) as stream:
+            sources = json.loads(_events(stream.iter_lines())["sources"])
+        assert (sources["unstated"], sources["short_answer"]) == (NOT_STATED_WHY, None)
+        reply = client.chat.completions.create(model="news", messages=[{"role": "user", "content": KARABAKH}])
+        assert (reply.choices[0].message.content or "").startswith(f"{NOT_STATED_WHY}\n\n")
+        told = asyncio.run(session_call(base, KARABAKH))
+        assert (told["unstated"], told["short_answer"]) == (NOT_STATED_WHY, None)
+
+
+async def session_call(base: str, question: str) -> Any:
+    """MCP's ``answer_question`` over the server's streamable HTTP endpoint: its structured result."""
+    async with (
+        httpx2.AsyncClient(timeout=60) as http,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http)) as session,
+    ):
+        result = await session.call_tool("answer_question", {"question": question})
+        return result.structured_content
 
 
 def _events(lines: Iterator[str]) -> dict[str, str]:

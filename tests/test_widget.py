@@ -194,6 +194,9 @@ def test_launcher_streams_a_cited_answer_and_follows_citations(
     answer = widget.locator(".answer").last
     expect(answer.locator(".cite").first).to_have_text("[1]", timeout=30_000)
     expect(answer).to_contain_text("withdrawal of Russian peacekeepers")
+    # The article never says why: no bold words posing as the reason, and the answer says so.
+    expect(answer.locator(".unstated")).to_have_text("The sources quoted do not say why.")
+    expect(answer.locator("strong.short")).to_have_count(0)
     sources = answer.locator(".sources li")
     expect(sources.first).to_contain_text("Putin-Aliyev meeting in Sochi")
     expect(answer.locator(".sources h3")).to_have_text("Sources")

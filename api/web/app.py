@@ -137,7 +137,7 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     summary="Answer a question as a stream of Server-Sent Events",
     description=(
         'Takes the /ask body. Events: `sources` (`{"citations": [...], "coverage", "timeline", '
-        '"short_answer"}`, before any text), one `sentence` per answer sentence '
+        '"short_answer", "unstated"}`, before any text), one `sentence` per answer sentence '
         '(`{"text", "cites": [n], "verified"}`), then `done` '
         '(`{"abstained", "timings_ms", "generated", "fallback", "standalone_question", "rewritten_by", '
         '"coverage", "timeline"}`); '
@@ -177,6 +177,7 @@ async def _answer_events(
         "coverage": out.coverage,
         "timeline": out.timeline,
         "short_answer": out.short_answer,
+        "unstated": out.unstated,
     }
     yield ServerSentEventMessage(event="sources", data=_json(sources))
     for sentence in answer.sentences:

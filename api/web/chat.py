@@ -227,6 +227,8 @@ def _pieces(answer: Answer) -> list[str]:
     short = answer.short_answer
     if short is not None:
         pieces.insert(0, f"**{short.text}** [{short.n}]\n\n")
+    if answer.unstated:
+        pieces.insert(0, f"{answer.unstated}\n\n")
     sources = sources_text(answer.citations)
     return [*pieces, sources] if sources else pieces
 

@@ -91,6 +91,9 @@ class ShortAnswer(BaseModel):
 class AnswerResult(BaseModel):
     short_answer: ShortAnswer | None
     """The words that answer, when the reader is confident; null otherwise."""
+    unstated: str | None = None
+    """Says in words that the quotes are about the question but none states what it asks (a why the
+    articles never give); null otherwise."""
     answer: str
     """The answer, each sentence ending in the [n] of its citation."""
     abstained: bool
@@ -206,6 +209,7 @@ def build_mcp(answerer_of: Callable[[], Answerer]) -> MCPServer:
                 short_answer=None
                 if short is None
                 else ShortAnswer(text=short.text, n=short.n, start=short.start, end=short.end),
+                unstated=answer.unstated,
                 answer=answer.text,
                 abstained=answer.abstained,
                 citations=[_source(c) for c in answer.citations],

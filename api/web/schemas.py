@@ -212,6 +212,9 @@ class AnswerOut(msgspec.Struct):
     short_answer: ShortAnswerOut | None
     """The words of the first quote that answer, when the reader is confident; null otherwise (and when
     the answer is refused, generated, a timeline, or RAG_READER=off)."""
+    unstated: str | None
+    """Says in words that the quotes are about the question but none states what it asks (a why the
+    articles never give); null otherwise."""
 
 
 class SearchOut(msgspec.Struct):
@@ -315,6 +318,7 @@ def answer_out(answer: Answer) -> AnswerOut:
         coverage=coverage_out(answer.coverage),
         timeline=answer.timeline,
         short_answer=short_answer_out(answer.short_answer),
+        unstated=answer.unstated,
     )
 
 

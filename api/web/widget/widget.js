@@ -39,6 +39,7 @@
       close: "Close",
       sources: "Sources",
       closest: "Closest sources",
+      unstated: "The sources quoted do not say why.",
       thinking: "Looking through the news…",
       abstained: "The indexed news does not answer this question.",
       network: "The news service cannot be reached. Check your connection and try again.",
@@ -69,6 +70,7 @@
       close: "Schließen",
       sources: "Quellen",
       closest: "Nächstliegende Quellen",
+      unstated: "Die zitierten Quellen sagen nicht, warum.",
       thinking: "Die Nachrichten werden durchsucht…",
       abstained: "Die indexierten Nachrichten beantworten diese Frage nicht.",
       network: "Der Nachrichtendienst ist nicht erreichbar. Bitte später erneut versuchen.",
@@ -99,6 +101,7 @@
       close: "Fermer",
       sources: "Sources",
       closest: "Sources les plus proches",
+      unstated: "Les sources citées ne disent pas pourquoi.",
       thinking: "Recherche dans l'actualité…",
       abstained: "Les articles indexés ne répondent pas à cette question.",
       network: "Le service d'actualité est injoignable. Réessayez plus tard.",
@@ -183,6 +186,7 @@
     ol.timeline { margin: 0 0 6px; padding-left: 20px; }
     ol.timeline li { margin-bottom: 4px; }
     .coverage-note { font-size: 12px; margin: 4px 0 0; font-weight: 600; }
+    .unstated { font-weight: 600; margin: 0 0 4px; }
     form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid var(--line); background: var(--bg); }
     label.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
     input { flex: 1; padding: 9px 10px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg);
@@ -467,6 +471,7 @@
         }
         if (!turn.abstained && turn.sentences.length) {
           // A timeline ("how did ... unfold?") is a list of dated entries, oldest first; an answer, one paragraph.
+          if (turn.unstated) answer.append(el("p", { className: "unstated", role: "note", text: t.unstated }));
           const paragraph = el(turn.timeline ? "ol" : "p", { className: turn.timeline ? "timeline" : null });
           turn.sentences.forEach((sentence, i) => {
             const line = turn.timeline ? el("li") : paragraph;
@@ -682,6 +687,7 @@
               turn.coverage = body.coverage;
               turn.timeline = body.timeline;
               turn.short = body.short_answer || null;
+              turn.unstated = Boolean(body.unstated);
             }
             else if (event === "sentence") turn.sentences.push({ text: body.text, cites: body.cites });
             else if (event === "done") {
