@@ -16,8 +16,10 @@ gives a reason in other words, so a quote with any cue counts as one that may.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import replace
 
+from index.terms import tokenize
 from rag.compose import Composition
 from rag.records import Question
 
@@ -34,16 +36,19 @@ _BEFORE = 40
 """Characters before a short answer read for its cue ("... withdrew because of" + the words)."""
 
 
-def gives_reason(quote: str, start: int, end: int) -> bool:
+def gives_reason(quote: str, start: int, end: int, asked: Collection[str] = ()) -> bool:
     """Whether ``quote[start:end]``, the words a reader picked, give a reason: a cue inside them or
     just before them, a purpose ("to protect ..."), or the sentence's opening words, its subject: what
-    did it ("A storm tore the roof off ..."), where a consequence comes later in the sentence."""
+    did it ("A storm tore the roof off ..."), unless the next word is one of the question's own words
+    (``asked``, index tokens): then the words are the start of what the question is about ("The
+    school's 240" pupils), not what made it happen."""
     span = quote[start:end]
-    return bool(
-        _REASON.search(quote[max(0, start - _BEFORE) : end])
-        or _PURPOSE.match(span)
-        or not quote[:start].strip(" \"'“‘(")
-    )
+    if _REASON.search(quote[max(0, start - _BEFORE) : end]) or _PURPOSE.match(span):
+        return True
+    if quote[:start].strip(" \"'“‘("):
+        return False
+    following = tokenize([quote[end : end + _BEFORE]])[0][:1]
+    return not (following and following[0] in asked)
 
 
 def stated(question: Question, composition: Composition) -> tuple[Composition, str | None]:
@@ -56,7 +61,7 @@ def stated(question: Question, composition: Composition) -> tuple[Composition, s
     if "reason" not in question.wants or short is None or composition.generated:
         return composition, None
     quote = composition.citations[short.n - 1].quote
-    if gives_reason(quote, short.start, short.end):
+    if gives_reason(quote, short.start, short.end, frozenset(question.tokens)):
         return composition, None
     composition = replace(composition, short_answer=None)
     if any(_REASON.search(c.quote) for c in composition.citations):

@@ -23,6 +23,7 @@ from api.config import Settings
 from evals.harness import normalize_answer
 from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
+from index.terms import tokenize
 from rag import Answerer
 from rag.config import AnswerSettings
 from rag.follow import Turn
@@ -101,9 +102,9 @@ def test_a_why_the_article_never_gives_has_no_short_answer_and_says_so(reading: 
 
 
 def test_a_short_answer_to_why_must_say_a_reason() -> None:
-    def gives(quote: str, words: str) -> bool:
+    def gives(quote: str, words: str, asked: str = "") -> bool:
         at = quote.index(words)
-        return gives_reason(quote, at, at + len(words))
+        return gives_reason(quote, at, at + len(words), tokenize([asked])[0])
 
     withdrawal = (
         "The meeting comes with the early withdrawal of the peacekeepers, a step that raises questions "
@@ -115,6 +116,9 @@ def test_a_short_answer_to_why_must_say_a_reason() -> None:
     assert gives("They left to protect the crossing.", "to protect the crossing")
     assert gives("A storm tore the roof off the school, flooding six rooms.", "A storm")
     assert not gives("The ferry, run by the council, left at noon.", "run by the council")
+    # The opening words of what the question itself is about are no cause.
+    pupils = "The school's 240 pupils will be taught at the Grange until the repairs are finished."
+    assert not gives(pupils, "The school's 240", "Why are the pupils taught at the Grange?")
 
 
 def test_reader_off_keeps_the_scored_choice(reading: Answerer) -> None:
