@@ -32,6 +32,8 @@ _REASON = re.compile(
     re.IGNORECASE,
 )
 _PURPOSE = re.compile(r"^\W*(to|for)\b", re.IGNORECASE)
+_OPENING = 3
+"""Words of a sentence-opening answer read as its head: the thing that did it, or the question's own."""
 _BEFORE = 40
 """Characters before a short answer read for its cue ("... withdrew because of" + the words)."""
 
@@ -39,16 +41,16 @@ _BEFORE = 40
 def gives_reason(quote: str, start: int, end: int, asked: Collection[str] = ()) -> bool:
     """Whether ``quote[start:end]``, the words a reader picked, give a reason: a cue inside them or
     just before them, a purpose ("to protect ..."), or the sentence's opening words, its subject: what
-    did it ("A storm tore the roof off ..."), unless the next word is one of the question's own words
-    (``asked``, index tokens): then the words are the start of what the question is about ("The
-    school's 240" pupils), not what made it happen."""
+    did it ("A storm tore the roof off ..."), unless the question's own words (``asked``, index tokens)
+    open them or follow them: then they are what the question is about ("The presence of peacekeepers
+    ... has become a point of contention", "The school's 240" pupils), not what made it happen."""
     span = quote[start:end]
     if _REASON.search(quote[max(0, start - _BEFORE) : end]) or _PURPOSE.match(span):
         return True
     if quote[:start].strip(" \"'“‘("):
         return False
-    following = tokenize([quote[end : end + _BEFORE]])[0][:1]
-    return not (following and following[0] in asked)
+    opening = tokenize([span])[0][:_OPENING] + tokenize([quote[end : end + _BEFORE]])[0][:1]
+    return not any(word in asked for word in opening)
 
 
 def stated(question: Question, composition: Composition) -> tuple[Composition, str | None]:

@@ -92,9 +92,14 @@ def test_a_why_the_article_never_gives_has_no_short_answer_and_says_so(reading: 
     # answer, and the answer says the reason is not stated.
     answer = reading.ask(reading.question(KARABAKH))
     assert not answer.abstained
-    assert "withdrawal of Russian peacekeepers" in answer.citations[0].quote
+    assert any("withdrawal of Russian peacekeepers" in c.quote for c in answer.citations)
     assert answer.short_answer is None
     assert answer.unstated == NOT_STATED_WHY
+    # A why the article gives: "A storm tore part of the roof off" the school is what closed it.
+    closed = reading.ask(reading.question("Why was Hillside Primary School closed?"))
+    assert closed.short_answer is not None
+    assert "storm" in closed.short_answer.text.lower()
+    assert closed.unstated is None
     # Asked where, not why, the same kind of question keeps its short answer and has no note.
     where = reading.ask(reading.question(WHERE))
     assert where.short_answer is not None
@@ -119,6 +124,11 @@ def test_a_short_answer_to_why_must_say_a_reason() -> None:
     # The opening words of what the question itself is about are no cause.
     pupils = "The school's 240 pupils will be taught at the Grange until the repairs are finished."
     assert not gives(pupils, "The school's 240", "Why are the pupils taught at the Grange?")
+    presence = "The presence of peacekeepers in the region has become a point of contention."
+    words = "The presence of peacekeepers in the region has become a point of contention"
+    assert not gives(presence, words, "Why did the peacekeepers leave?")
+    storm = "A storm tore the roof off Hillside School, flooding six rooms."
+    assert gives(storm, "A storm tore the roof off Hillside School", "Why was Hillside School closed?")
 
 
 def test_reader_off_keeps_the_scored_choice(reading: Answerer) -> None:

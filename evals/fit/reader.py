@@ -197,7 +197,7 @@ def validate(model: Any, tok: Any, examples: Sequence[Example], batch_size: int 
 
 
 def examples_of(
-    qa_data: Path, news_qa: Path | None, rng: random.Random, packed: bool = True
+    qa_data: Path, news_qa: Path | None, rng: random.Random, packed: bool = False
 ) -> list[Example]:
     """Every example: the QA data's, the RealTime QA tune half's, and (unless ``news_qa`` is None) the
     tune half's searched news pages (with ``packed``, also their packed contexts)."""
@@ -584,8 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--packed",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also train on the searched pages' packed contexts, as the service reads (default: on)",
+        default=False,
+        help="also train on the searched pages' packed contexts, as the service reads them (tried for "
+        "issue 41, not served: evals/RESULTS.md)",
     )
     parser.add_argument(
         "--trained-on",
