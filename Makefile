@@ -56,7 +56,7 @@ unit: $(STAMP) $(CHROMIUM) $(LLM_STAMP)
 
 test: lint unit eval-gate
 
-# The reader (issue 30): fine-tuned on these CPUs from the packaged MiniLM (about 65 minutes on 2 cores,
+# The reader (issues 30, 41): fine-tuned on these CPUs from the packaged MiniLM (about 40 minutes on 2 cores,
 # a progress bar; run it in the background with `nohup make train-reader &`), then exported to ONNX int8
 # into rag/models/reader with its checksum; commit that folder and build/reader's loss curve figures.
 # It checkpoints every 200 steps and goes on from the checkpoint when run again (issue 41).

@@ -68,6 +68,7 @@ def test_answer_metrics() -> None:
     assert metrics["abstention_precision"] == 0.5
     assert metrics["abstention_recall"] == 0.5
     assert metrics["abstention_f1"] == 0.5
+    assert metrics["answered"] == pytest.approx(2 / 3, abs=1e-4)  # of the answerable, c was refused
 
 
 def test_answer_normalisation() -> None:

@@ -21,10 +21,12 @@ examples, and how often [CLS] wins over those that are not). Progress is shown b
 ``--export FOLDER`` turns a run into the served model instead (rag/models/reader: ONNX int8, the
 tokenizer, ``reader.json`` with the checksum, the model card); ``make train-reader`` does both.
 
-The served model: 3 of the 6 layers, 3,232 steps of 16 (two passes, news examples twice), 60 minutes on
-the two cores at 1.1 s a step; held out, exact match 0.387 and F1 0.526 (int8: 0.381, 0.516). A 6-layer
-pilot (700 steps, 35 minutes, 3.0 s a step) had reached F1 0.385; it would have needed 2.6 hours for the
-two passes and twice the time a question.
+The served model (issue 41): 3 of the 6 layers, 3,542 steps of 16 (two passes, RealTime QA article
+examples twice, the searched news pages' windows once), 37 minutes on the two cores at 0.62 s a step;
+held out, exact match 0.373 and F1 0.513 (int8: 0.377, 0.520). Issue 30's (without the searched pages):
+3,232 steps, F1 0.526 on its own held-out windows. A 6-layer pilot (700 steps, 35 minutes, 3.0 s a step
+then) had reached F1 0.385; it would have needed twice the time a question. ``--packed`` adds a packed
+context a question (tried, not served: evals/RESULTS.md).
 """
 
 from __future__ import annotations
