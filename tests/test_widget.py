@@ -200,6 +200,7 @@ def test_launcher_streams_a_cited_answer_and_follows_citations(
     sources = answer.locator(".sources li")
     expect(sources.first).to_contain_text("Putin-Aliyev meeting in Sochi")
     expect(answer.locator(".sources h3")).to_have_text("Sources")
+    answer.locator(".unstated").scroll_into_view_if_needed()  # the screenshot shows the note first
     page.screenshot(path=str(DOCS / "widget-answer.png"))
     # The seed has no web address: its [1] leads to the source in the list.
     answer.locator(".cite").first.click()
@@ -227,8 +228,9 @@ def test_hostile_article_text_runs_nothing(site: Site, page: Page) -> None:
     widget = page.locator("news-qa")
     _ask(page, "What did the harbour council discuss about the ferry timetable and the yacht toll?")
     answer = widget.locator(".answer").last
-    expect(answer.locator(".sources li").first).to_contain_text("Harbour council", timeout=30_000)
+    # Among the sources (which one the reader leads with is the reader's choice, not this test's).
     item = answer.locator(".sources li").filter(has_text="Harbour council").first
+    expect(item).to_be_visible(timeout=30_000)
     expect(item).to_contain_text('<img src=x onerror="window.__pwned = 1">')  # shown as text
     expect(item).to_contain_text("<i>Harbour Gazette</i>")
     assert item.locator("a").count() == 0  # a javascript: address is never a link
