@@ -26,9 +26,9 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from evals.data import Dataset
+from evals.searched import Page, SearchedQuestion, find_answer, load
 from evals.split import in_tune_half
 from index.sentences import split_sentences
 from index.terms import tokenize
@@ -179,8 +179,6 @@ def searched_examples(folder: Path, rng: random.Random, packed: bool = False) ->
     SEARCHED_NEGATIVES no-answer windows where the question's words are densest: on its other pages, and
     (for a question with a stating page) one on that page away from the answer. With ``packed``, also
     the context the service reads (``packed_example``)."""
-    from evals.searched import find_answer, load
-
     questions, pages = load(folder)
     for q in questions:
         if not in_tune_half(q.id) or not q.pages:
@@ -218,15 +216,17 @@ PACKED_CHARS = 420
 
 
 def packed_example(
-    q: Any, pages: dict[str, Any], stating: Sequence[str], asked: set[str], rng: random.Random
+    q: SearchedQuestion,
+    pages: dict[str, Page],
+    stating: Sequence[str],
+    asked: set[str],
+    rng: random.Random,
 ) -> Example | None:
     """What the service reads (rag/reader.py): candidate sentences of several articles packed after the
     question, best first by their words. Here the sentence densest in the question's words of each of the
     question's pages, in the order of the search, and for a question with a stating page the sentence
     that states the answer (best fitting) at a random place among them: an answer, or none of the
     near-topic sentences states one."""
-    from evals.searched import find_answer
-
     near: list[str] = []
     for page_id in q.pages:
         if page_id in stating:
@@ -268,8 +268,6 @@ def packed_example(
 
 def _mentions(text: str, answers: Sequence[str]) -> Iterator[tuple[int, int]]:
     """Every whole-phrase occurrence of a gold answer in ``text``."""
-    from evals.searched import find_answer
-
     at = 0
     while (found := find_answer(text[at:], answers)) is not None:
         yield at + found[0], at + found[1]
@@ -284,8 +282,6 @@ def _fit(text: str, at: tuple[int, int], asked: set[str]) -> int:
 
 def _densest(text: str, asked: set[str], avoid: Sequence[str] = ()) -> tuple[int, int] | None:
     """The sentence of ``text`` holding most of the question's words (and none of ``avoid``)."""
-    from evals.searched import find_answer
-
     sentences = [
         s for s in split_sentences(text) if not (avoid and find_answer(text[s.start : s.end], avoid))
     ]
