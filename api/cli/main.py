@@ -1,4 +1,6 @@
-"""`rag`: the command line. ingest, delete, ask, serve, keys, model, feeds, watch (and eval, from evals/)."""
+"""`rag`: the command line. ingest, delete, ask, serve, keys, model, feeds, watch; other packages add
+commands of their own through the ``newsrag.commands`` entry points (evals/ adds `rag eval`), so the
+service never imports them."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import date
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from api.cli.feeds import add_feeds_command
@@ -20,12 +23,15 @@ from api.state.keys import SCOPES
 from index.config import DEFAULT_SHARDS
 from index.errors import RagError
 
+PLUGIN_GROUP = "newsrag.commands"
+"""Entry points that add a subcommand: each names a function taking the subparsers (pyproject.toml)."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rag` console script; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    # The evaluation harness (matplotlib, scikit-learn) is loaded only for `rag eval`.
-    parser = _parser(with_eval=arguments[:1] == ["eval"])
+    # A plug-in command (the evaluation harness, with matplotlib and scikit-learn) is loaded only when run.
+    parser = _parser(plugin=arguments[0] if arguments else None)
     args = parser.parse_args(arguments)
     args.argv = arguments  # `rag serve --workers N` starts its workers with the same arguments
     settings = Settings.from_env()
@@ -42,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
+def _parser(plugin: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Question answering over news, with citations.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -81,12 +87,11 @@ def _parser(with_eval: bool = False) -> argparse.ArgumentParser:
     _model_command(commands)
     add_feeds_command(commands)
     add_watch_command(commands)
-    if with_eval:
-        from evals.cli import add_eval_command
-
-        add_eval_command(commands)
-    else:
-        commands.add_parser("eval", help="score retrieval and answers on a dataset (`rag eval --help`)")
+    for command in entry_points(group=PLUGIN_GROUP):
+        if command.name == plugin:
+            command.load()(commands)
+        else:
+            commands.add_parser(command.name, help=f"`rag {command.name} --help` (from {command.module})")
     return parser
 
 
