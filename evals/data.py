@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from index.errors import RagError
+from index.errors import InputError
 
 
-class DatasetError(RagError):
+class DatasetError(InputError):
     """A dataset file that cannot be read as one."""
 
 

@@ -23,7 +23,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from index.clean import plain_line, strip_html
-from index.errors import RagError
+from index.errors import InputError
 
 KINDS = ("rss", "atom", "news-sitemap", "sitemap", "sitemap-index")
 MAX_ENTRIES = 1000
@@ -33,7 +33,7 @@ _NEWS = "{http://www.google.com/schemas/sitemap-news/0.9}"
 _ENCODING = re.compile(r"""^(\s*<\?xml[^>]*?)\s+encoding\s*=\s*["'][^"']*["']""")
 
 
-class FeedError(RagError):
+class FeedError(InputError):
     """A document that is not a feed or sitemap this service can read, or that it refuses to read."""
 
 

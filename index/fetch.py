@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 
-from index.errors import RagError
+from index.errors import InputError
 from index.urls import MAX_URL_CHARS
 
 USER_AGENT = "newsrag-feeds/0.1 (a news question-answering service following its feeds)"
@@ -76,7 +76,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
-class FetchError(RagError):
+class FetchError(InputError):
     """A fetch refused or failed, with the reason (no stack trace, no local path)."""
 
 

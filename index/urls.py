@@ -15,13 +15,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from courlan import normalize_url
 
+from index.errors import InputError
+
 MAX_URL_CHARS = 2000
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 # Left in an address after normalising, any of these could end an HTML attribute or start markup.
 _UNSAFE = re.compile(r"[\s\"'<>`\\\x00-\x1f\x7f-\x9f]")
 
 
-class AddressError(ValueError):
+class AddressError(InputError):
     """An address that cannot be stored; the message says why, for a person."""
 
 

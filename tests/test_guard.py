@@ -14,8 +14,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.config import Settings
+from api.errors import LimitsUnavailableError
 from api.logs import RequestIdFilter
-from api.state.errors import LimitsUnavailableError
 from api.state.keys import KeyRing, normalize_origin
 from api.state.limits import Buckets, Counts, DailyCaps, client_address, parse_networks
 from api.web.app import create_app

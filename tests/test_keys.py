@@ -10,7 +10,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.state.alert_records import Found, WatchNotFoundError
+from api.errors import WatchNotFoundError
+from api.state.alert_records import Found
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
 from tests.servers import rag, rag_env, until

@@ -20,7 +20,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from api.state.alert_records import Alert, Found, WatchLimitError
+from api.errors import WatchLimitError
+from api.state.alert_records import Alert, Found
 from api.state.keys import KeyRing
 from api.state.watches import WatchStore
 from api.state.webhooks import WebhookSender, deliver_due

@@ -47,7 +47,7 @@ def add_watch_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:
-    from api.state.errors import WebhookRefusedError
+    from api.errors import WebhookRefusedError
     from api.state.feeds import fetcher
     from index.fetch import FetchError
 

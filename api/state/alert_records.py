@@ -1,21 +1,10 @@
 """The records of standing questions (api/state/watches.py keeps them): a watch, a new one with its
-secrets, what the matcher found, a stored alert, a webhook try due; and their errors."""
+secrets, what the matcher found, a stored alert, a webhook try due."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from api.state.errors import NotFoundError
-from index.errors import RagError
-
-
-class WatchNotFoundError(NotFoundError):
-    """No such watch (or not one the caller's key may see)."""
-
-
-class WatchLimitError(RagError):
-    """A key has as many watches as it may keep."""
 
 
 @dataclass(frozen=True)

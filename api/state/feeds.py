@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from api.config import Settings
-from api.state.errors import NotFoundError
+from api.errors import FeedNotFoundError
 from api.state.sqlite import immediate
 from index import Article, ArticleError, Ingestor, parse_record
 from index.clean import MAX_NAME_CHARS, clip, plain_line
@@ -75,10 +75,6 @@ CREATE TABLE IF NOT EXISTS feed_entries (
     PRIMARY KEY (feed_id, url)
 );
 """
-
-
-class FeedNotFoundError(NotFoundError):
-    """No feed with that id or address."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from api.errors import QueueFullError
 from api.metrics import INGEST_JOBS
 from api.state.sqlite import immediate
 from index import ArticleError, IngestReport
@@ -44,10 +45,6 @@ CREATE TABLE IF NOT EXISTS ingest_jobs (
 
 Items = Sequence[Article | ArticleError]
 Ingest = Callable[[Items, Callable[[int], None]], IngestReport]
-
-
-class QueueFullError(Exception):
-    """Too many ingest jobs are waiting."""
 
 
 @dataclass(frozen=True)

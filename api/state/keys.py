@@ -22,9 +22,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from api.state.errors import NotFoundError
+from api.errors import KeyTakenError
 from api.state.sqlite import immediate
-from index.errors import ConfigError, IndexCorruptError
+from index.errors import ConfigError, IndexCorruptError, NotFoundError
 from index.store.markers import KEYS_MARKER, mark, marked, refuse_lost
 
 SCOPES = ("ask", "watch", "admin")
@@ -101,10 +101,6 @@ def normalize_origin(value: str) -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class KeyTakenError(ConfigError):
-    """A key of that name exists (revoked keys keep their names)."""
 
 
 class KeyRing:

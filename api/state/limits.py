@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from api.state.errors import LimitsUnavailableError
+from api.errors import LimitsUnavailableError
 from api.state.keys import ApiKey, KeyRing
 
 log = logging.getLogger("api.state.limits")

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from api.state.alert_records import Alert, Delivery, Found, Made, Watch, WatchLimitError, WatchNotFoundError
+from api.errors import WatchLimitError, WatchNotFoundError, WatchRefusedError
+from api.state.alert_records import Alert, Delivery, Found, Made, Watch
 from api.state.keys import STOPPED_OWNER, create_key_tables
 from api.state.sqlite import immediate
 from index.clean import plain_line, remove_controls
@@ -122,11 +123,11 @@ class WatchStore:
         question = " ".join(remove_controls(question).split())
         sources = [name for name in (plain_line(s) for s in sources) if name]
         if not question or len(question) > MAX_QUESTION_CHARS:
-            raise ConfigError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
+            raise WatchRefusedError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
         if not 0.0 < min_confidence <= 1.0:
-            raise ConfigError("min_confidence is a probability above 0 and at most 1")
+            raise WatchRefusedError("min_confidence is a probability above 0 and at most 1")
         if len(sources) > MAX_WATCH_SOURCES:
-            raise ConfigError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
+            raise WatchRefusedError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
         watch_id = "w_" + uuid.uuid4().hex[:16]
         token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
         secret = WEBHOOK_SECRET_PREFIX + _b64(secrets.token_bytes(24)) if webhook else None

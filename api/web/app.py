@@ -48,8 +48,6 @@ from api.metrics import (
     metrics_registry,
 )
 from api.root import build_answerer
-from api.state.errors import NotFoundError
-from api.state.jobs import QueueFullError
 from api.state.service import DEFAULT_HEARTBEAT_SECONDS, Service, service_of
 from api.web.chat import CHAT_ROUTES, ROUTING_HANDLERS
 from api.web.feeds import ROUTES as FEED_ROUTES
@@ -81,6 +79,7 @@ from index import ArticleError, parse_record
 from index.clean import VISIBLE
 from index.errors import (
     ArticleNotFoundError,
+    NotFoundError,
     RagError,
 )
 from index.records import ID_PATTERN, Article
@@ -430,7 +429,7 @@ def create_app(
 
     problems = ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
-        exception_to_problem_detail_map={RagError: to_problem, QueueFullError: to_problem},
+        exception_to_problem_detail_map={RagError: to_problem},
     )
     prometheus = PrometheusConfig(app_name="newsqa", prefix="newsqa", group_path=True, exclude=["^/metrics$"])
     logging_config = LoggingConfig(

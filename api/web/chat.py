@@ -35,6 +35,7 @@ from litestar.params import Body, FromPath
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from api.errors import ModelNotFoundError
 from api.state.service import Service, service_of
 from api.web.openapi import ChatOperation
 from api.web.problems import log, openai_error, openai_errors, to_problem
@@ -71,13 +72,9 @@ class ChatIn(msgspec.Struct):
     stream: bool = False
 
 
-class ModelError(RagError):
-    """A model this service does not serve."""
-
-
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """Any error of a /v1 route, in OpenAI's shape."""
-    if isinstance(exc, ModelError):
+    if isinstance(exc, ModelNotFoundError):
         status, message, headers = 404, str(exc), None
     elif isinstance(exc, RagError):
         problem = to_problem(exc)
@@ -152,7 +149,9 @@ def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 def get_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> dict[str, Any]:
     answerer, _ = service_of(request).require()
     if model_id not in _models(answerer):
-        raise ModelError(f"the model {model_id[:100]!r} does not exist; the models are {_models(answerer)}")
+        raise ModelNotFoundError(
+            f"the model {model_id[:100]!r} does not exist; the models are {_models(answerer)}"
+        )
     return _model(model_id)
 
 
@@ -176,7 +175,7 @@ def _history(messages: list[ChatMessage], limit: int) -> list[Turn]:
 def _ask(answerer: Answerer, data: ChatIn) -> Answer:
     models = _models(answerer)
     if data.model not in models:
-        raise ModelError(f"the model {data.model[:100]!r} does not exist; the models are {models}")
+        raise ModelNotFoundError(f"the model {data.model[:100]!r} does not exist; the models are {models}")
     last = data.messages[-1]
     if last.role != "user":
         raise QuestionError("the last message must be the user's question")

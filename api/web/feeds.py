@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from api.state.feed_worker import FeedWorker
 from api.state.feeds import Feed, detect, every_seconds
 from api.web.problems import problems
-from index.errors import RagError
+from index.errors import UnavailableError
 from index.urls import MAX_URL_CHARS
 
 _ADMIN: dict[str, Any] = {"scope": "admin"}
@@ -55,7 +55,7 @@ def _worker(request: Request[Any, Any, Any]) -> FeedWorker:
     service.require()
     worker: FeedWorker | None = service.feeds
     if worker is None:
-        raise RagError("feeds are not available in this server")
+        raise UnavailableError("feeds are not available in this server")
     return worker
 
 

@@ -31,9 +31,9 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
+from api.errors import LimitsUnavailableError
 from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
-from api.state.errors import LimitsUnavailableError
 from api.state.keys import ApiKey, normalize_origin
 from api.state.limits import Doorkeeper, Verdict, client_address
 from api.web.problems import openai_error

@@ -11,8 +11,8 @@ from litestar import Request, delete, get, post
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from api.state.errors import KeyInUseError, KeyRefusedError
-from api.state.keys import ApiKey, KeyRing, KeyTakenError
+from api.errors import KeyInUseError, KeyRefusedError, KeyTakenError
+from api.state.keys import ApiKey, KeyRing
 from api.state.service import service_of
 from api.web.problems import problems
 from index.errors import ConfigError, IndexNotReadyError

@@ -11,21 +11,34 @@ from litestar import Request, Response
 from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
 
-from api.state.alert_records import WatchLimitError
-from api.state.errors import KeyInUseError, KeyRefusedError, NotFoundError, WebhookRefusedError
-from api.state.jobs import QueueFullError
-from api.state.keys import KeyTakenError
+from api.errors import (
+    KeyInUseError,
+    KeyRefusedError,
+    KeyTakenError,
+    LimitsUnavailableError,
+    ModelNotFoundError,
+    QueueFullError,
+    WatchLimitError,
+    WatchRefusedError,
+    WebhookRefusedError,
+)
 from api.web.schemas import ProblemOut
 from index.errors import (
     ArticleError,
     ArticleNotFoundError,
+    ConfigError,
+    ConflictError,
     IndexNotReadyError,
     IndexStoreError,
+    InputError,
+    NotFoundError,
     QuestionError,
     RagError,
+    UnavailableError,
 )
 from index.feeds import FeedError
 from index.fetch import FetchError
+from index.urls import AddressError
 
 log = logging.getLogger("api")
 
@@ -97,37 +110,59 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     return _responses(ProblemOut, "application/problem+json", statuses)
 
 
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (QuestionError, 422, "Question cannot be answered as asked"),
-    (ArticleNotFoundError, 404, "Article not found"),
-    (NotFoundError, 404, "Not found"),
-    (ArticleError, 422, "Article rejected"),
-    (WebhookRefusedError, 422, "Webhook refused"),
-    (WatchLimitError, 422, "Too many watches"),
-    (KeyTakenError, 409, "Key name taken"),
-    (KeyInUseError, 409, "Key in use"),
-    (KeyRefusedError, 422, "Key refused"),
-    (FeedError, 422, "Feed refused"),
-    (FetchError, 422, "Feed refused"),
-    (IndexNotReadyError, 503, "Index not ready"),
-    (IndexStoreError, 503, "Index unavailable"),
-    (QueueFullError, 503, "Ingest queue full"),
-    (RagError, 500, "Service error"),
-]
+_BRANCHES: dict[type[RagError], int] = {
+    InputError: 422,
+    NotFoundError: 404,
+    ConflictError: 409,
+    UnavailableError: 503,
+    ConfigError: 503,
+}
+"""Each branch of the tree (index/errors.py) and its status; a bare RagError alone is a 500."""
+_TITLES: dict[type[RagError], str] = {
+    QuestionError: "Question cannot be answered as asked",
+    ArticleError: "Article rejected",
+    AddressError: "Address refused",
+    FeedError: "Feed refused",
+    FetchError: "Feed refused",
+    WebhookRefusedError: "Webhook refused",
+    KeyRefusedError: "Key refused",
+    WatchRefusedError: "Watch refused",
+    WatchLimitError: "Too many watches",
+    InputError: "Request refused",
+    ArticleNotFoundError: "Article not found",
+    ModelNotFoundError: "Model not found",
+    NotFoundError: "Not found",
+    KeyTakenError: "Key name taken",
+    KeyInUseError: "Key in use",
+    ConflictError: "Conflict",
+    IndexNotReadyError: "Index not ready",
+    IndexStoreError: "Index unavailable",
+    QueueFullError: "Ingest queue full",
+    LimitsUnavailableError: "Limits unavailable",
+    UnavailableError: "Service unavailable",
+    ConfigError: "Service misconfigured",
+}
+
+
+def status_of(kind: type[Exception]) -> int:
+    """The status an error of ``kind`` is answered with: its nearest branch's."""
+    return next((_BRANCHES[k] for k in kind.__mro__ if k in _BRANCHES), 500)
 
 
 def to_problem(exc: Exception) -> ProblemDetailsException:
-    for kind, status, title in _STATUS:
-        if isinstance(exc, kind):
-            headers = {"Retry-After": "5"} if status == 503 else None
-            # Store errors name files and folders: the server log has them, the client gets no paths.
-            detail = (
-                "the index is unavailable; the server log says why"
-                if (isinstance(exc, IndexStoreError) and not isinstance(exc, IndexNotReadyError))
-                else str(exc)
-            )
-            return ProblemDetailsException(status_code=status, title=title, detail=detail, headers=headers)
-    raise AssertionError("RagError is the last row")
+    kind = type(exc)
+    status = status_of(kind)
+    title = next((_TITLES[k] for k in kind.__mro__ if k in _TITLES), "Service error")
+    headers = {"Retry-After": "5"} if status == 503 else None
+    # Store and settings errors name files and folders: the server log has them, the client gets no paths.
+    if isinstance(exc, IndexStoreError) and not isinstance(exc, IndexNotReadyError):
+        detail = "the index is unavailable; the server log says why"
+    elif isinstance(exc, ConfigError):
+        log.error("answered 503 for a settings error: %s", exc)
+        detail = "the service is not configured to answer this; the server log says why"
+    else:
+        detail = str(exc)
+    return ProblemDetailsException(status_code=status, title=title, detail=detail, headers=headers)
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

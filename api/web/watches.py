@@ -20,14 +20,14 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from api.state.alert_records import Alert, Made, Watch, WatchNotFoundError
-from api.state.errors import WebhookRefusedError
+from api.errors import WatchNotFoundError, WebhookRefusedError
+from api.state.alert_records import Alert, Made, Watch
 from api.state.keys import ApiKey
 from api.state.service import Service, service_of
 from api.state.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES, WatchStore
 from api.web.problems import problems
 from api.web.schemas import Text
-from index.errors import RagError
+from index.errors import UnavailableError
 from index.fetch import FetchError
 from index.urls import MAX_URL_CHARS
 
@@ -110,7 +110,7 @@ def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchStore]:
     service = service_of(request)
     service.require()
     if service.watches is None:
-        raise RagError("watches are not available in this server")
+        raise UnavailableError("watches are not available in this server")
     return service, service.watches
 
 
