@@ -90,7 +90,7 @@ class ServiceSettings:
 
     @property
     def limits_path(self) -> Path:
-        """The request counts every worker shares (api/state/limits.py)."""
+        """The request counts every worker shares (api/store/limits.py)."""
         return self.data_dir / LIMITS_DB
 
     @classmethod

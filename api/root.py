@@ -5,8 +5,8 @@ everything else takes what is built here."""
 from __future__ import annotations
 
 from api.config import Settings
-from api.state.keys import KeyRing
-from api.state.layout import migrate
+from api.store.keys import KeyRing
+from api.store.layout import migrate
 from index import Embedder, Ingestor, make_ingestor, open_index, packaged_embedder
 from index.embed import BatchingEmbedder
 from index.tokens import encoding

@@ -51,9 +51,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.state.alert_records import Found  # noqa: E402
 from api.state.matching import DEFAULT_NEAR, DEFAULT_OVERLAP, WatchMatcher, strongest  # noqa: E402
-from api.state.watches import DEFAULT_MIN_CONFIDENCE, WatchStore  # noqa: E402
+from api.store.records import Found  # noqa: E402
+from api.store.standing import WatchTables  # noqa: E402
+from api.store.watches import DEFAULT_MIN_CONFIDENCE  # noqa: E402
 from api.web.schemas import render_answer  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from evals.harness import normalize_answer  # noqa: E402
@@ -173,7 +174,7 @@ def _prepare(dataset_dir: Path, days: int) -> Replay:
     return Replay(commits, questions, arrival, {q.id for q in questions.values() if stands(q)})
 
 
-def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchStore) -> None:
+def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchTables) -> None:
     """Commit the corpus day by day with the questions' watches registered and removed on time, reading
     every pair at the floors and storing the served alerts."""
     ingestor = make_ingestor(IndexSettings.under(store.data_dir), store, answerer.embedder)
@@ -183,22 +184,22 @@ def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: Watc
         register[max(replay.arrival[q.id] - 1, 0)].append(q)
     live: dict[str, date] = {}  # watch id -> the day its question was asked
     question_of: dict[str, str] = {}
-    watches.advance(None, 0, [])
+    watches.alerts.advance(None, 0, [])
     started = time.perf_counter()
     matching = 0.0
     for i, (day, batch) in enumerate(replay.commits):
         for q in register.get(i, []):
-            made = watches.add(q.question, None, min_confidence=FLOOR_CONFIDENCE)
+            made = watches.watches.add(q.question, None, min_confidence=FLOOR_CONFIDENCE)
             live[made.watch.id] = q.asked_on or day
             question_of[made.watch.id] = q.id
         for watch_id, asked in list(live.items()):
             if day > asked + timedelta(days=KEEP_DAYS):
-                watches.remove(watch_id)
+                watches.watches.remove(watch_id)
                 del live[watch_id]
         ingestor.ingest(batch, progress=False)
         clock = time.perf_counter()
         reader = store.reader()
-        start = watches.cursor() or 0
+        start = watches.alerts.cursor() or 0
         ids = reader.chunk_ids()
         found = matcher.match(reader, ids[ids > start], as_of=day)
         matching += time.perf_counter() - clock
@@ -207,7 +208,7 @@ def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: Watc
             short = (f.answer.get("short_answer") or {}).get("text") or ""
             right = _holds(f, q.answers)
             replay.reads.append(Read(q.id, i, f.story, f.near, f.confidence, right, f.overlap, short))
-        told = watches.told([(f.watch_id, f.story) for f in found])
+        told = watches.alerts.told([(f.watch_id, f.story) for f in found])
         passing = strongest(
             [
                 f
@@ -219,7 +220,7 @@ def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: Watc
             ]
         )
         by_key = {(f.watch_id, f.story): f for f in passing}
-        for alert in watches.advance(start, int(ids.max()) if ids.size else 0, passing) or []:
+        for alert in watches.alerts.advance(start, int(ids.max()) if ids.size else 0, passing) or []:
             replay.stored.append((question_of[alert.watch_id], by_key[alert.watch_id, alert.story]))
         if i % 50 == 0 or i == len(replay.commits) - 1:
             print(
@@ -277,13 +278,13 @@ def _report(replay: Replay) -> None:
     )
 
 
-def _cost(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchStore, count: int) -> None:
+def _cost(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchTables, count: int) -> None:
     """The matcher over the replay's last 300 articles, as new, one at a time, at ``count`` watches."""
-    for watch in watches.watches(everyone=True):
-        watches.remove(watch.id)
-    watches.advance(watches.cursor(), 0, [])  # the watches below see the whole replay as news
+    for watch in watches.watches.watches(everyone=True):
+        watches.watches.remove(watch.id)
+    watches.alerts.advance(watches.alerts.cursor(), 0, [])  # the watches below see the whole replay as news
     for text in _texts(replay, count):
-        watches.add(text, None)
+        watches.watches.add(text, None)
     reader = store.reader()
     recent = [a for _, batch in replay.commits[-60:] for a in batch][-300:]
     entries = [e for e in (reader.entry(a.id) for a in recent) if e is not None]
@@ -300,7 +301,9 @@ def _cost(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchS
         f"{np.mean(spent):.1f} ms, p50 {np.percentile(spent, 50):.1f}, p95 {np.percentile(spent, 95):.1f} ms "
         f"an article; {matcher.reads / len(spent):.2f} distinct questions read an article"
     )
-    watches.advance(watches.cursor(), int(reader.chunk_ids().max()), [])  # servers find nothing new
+    watches.alerts.advance(
+        watches.alerts.cursor(), int(reader.chunk_ids().max()), []
+    )  # servers find nothing new
 
 
 def _texts(replay: Replay, count: int) -> list[str]:
@@ -309,7 +312,7 @@ def _texts(replay: Replay, count: int) -> list[str]:
     return [texts[i % len(texts)] + ("" if i < len(texts) else f" ({i // len(texts)})") for i in range(count)]
 
 
-def _ask_latency(replay: Replay, data_dir: Path, watches: WatchStore, count: int, requests: int) -> None:
+def _ask_latency(replay: Replay, data_dir: Path, watches: WatchTables, count: int, requests: int) -> None:
     """/ask over HTTP against `rag serve` with no watch, then with ``count``."""
     settings = IndexSettings.under(data_dir / "index")
     env = {
@@ -323,10 +326,10 @@ def _ask_latency(replay: Replay, data_dir: Path, watches: WatchStore, count: int
     print("| watches | p50 ms | p95 ms | p99 ms |")
     print("|---|---|---|---|")
     for watched in (0, count):
-        for watch in watches.watches(everyone=True):
-            watches.remove(watch.id)
+        for watch in watches.watches.watches(everyone=True):
+            watches.watches.remove(watch.id)
         for text in _texts(replay, watched):
-            watches.add(text, None)
+            watches.watches.add(text, None)
         if watched:  # the server finds the vectors stored, as after its first start
             embedder = packaged_embedder(settings, core_count())
             store = IndexStore(data_dir / "index", embedder.name, embedder.dimension)
@@ -391,7 +394,7 @@ def main() -> int:
     embedder = packaged_embedder(settings, core_count())
     store = IndexStore(data / "index", embedder.name, embedder.dimension)
     answerer = Answerer(store, embedder, AnswerSettings())
-    watches = WatchStore(data / "service.sqlite")
+    watches = WatchTables.open(data / "service.sqlite")
     count = sum(len(b) for _, b in replay.commits)
     print(
         f"{args.dataset.name}: {count} articles in {len(replay.commits)} daily commits, "

@@ -6,7 +6,7 @@ Receivers on 127.0.0.1, each its own server: a healthy one that answers 200 afte
 that opened issue 40), ``--hanging`` ones that read the request and never answer, and ``--trickling``
 ones that answer a header byte a second (no read timeout ever trips; only a deadline ends them). Every
 receiver has a watch and the bad receivers' alerts are stored first, then the healthy one's; the store
-(a real WatchStore in a temporary folder) and the fetcher are the served ones.
+(a real WatchTables in a temporary folder) and the fetcher are the served ones.
 
 1. One at a time (the design before issue 40, as a baseline in the same run): one sender, a try's
    deadline 60 s, one hanging and one trickling receiver ahead of the healthy one.
@@ -34,9 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.state.alert_records import Found  # noqa: E402
-from api.state.watches import WatchStore  # noqa: E402
 from api.state.webhooks import WEBHOOK_LIMITS, WebhookSender  # noqa: E402
+from api.store.records import Found  # noqa: E402
+from api.store.standing import WatchTables  # noqa: E402
 from index.fetch import Fetcher, Limits, parse_networks  # noqa: E402
 
 BEFORE = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=60.0)
@@ -95,22 +95,23 @@ def run(
     name: str, bad: list[str], owners: tuple[str, str], senders: int, limits: Limits, folder: Path
 ) -> float:
     """The healthy receiver's delay in seconds, with ``bad`` receivers' alerts stored before its own."""
-    store = WatchStore(folder / f"{name}.sqlite")
+    store = WatchTables.open(folder / f"{name}.sqlite")
     poster = Fetcher(parse_networks("127.0.0.0/8"), limits)
     receivers = [Receiver(how) for how in bad]
     healthy = Receiver("healthy")
     sender = WebhookSender(store, poster, senders=senders)
     try:
         watches = [
-            store.add(f"question {n}?", owners[0], webhook=r.url).watch for n, r in enumerate(receivers)
+            store.watches.add(f"question {n}?", owners[0], webhook=r.url).watch
+            for n, r in enumerate(receivers)
         ]
-        mine = store.add("When will the lighthouse open?", owners[1], webhook=healthy.url).watch
-        store.advance(None, 0, [])
-        store.advance(
+        mine = store.watches.add("When will the lighthouse open?", owners[1], webhook=healthy.url).watch
+        store.alerts.advance(None, 0, [])
+        store.alerts.advance(
             0, 1, [Found(w.id, f"s{n}", f"a{n}", {"answer": "x [1]"}, 0.9) for n, w in enumerate(watches)]
         )
         committed = time.monotonic()
-        store.advance(1, 2, [Found(mine.id, "s", "a", {"answer": "1 June [1]"}, 0.9)])
+        store.alerts.advance(1, 2, [Found(mine.id, "s", "a", {"answer": "1 June [1]"}, 0.9)])
         done = threading.Event()
         while not healthy.arrived.is_set():
             sender.dispatch()

@@ -138,7 +138,7 @@ def keyed_client(
 ) -> Iterator[tuple[TestClient[Litestar], dict[str, str]]]:
     """As ``client``, with keys: ``boss`` (admin) and ``alice``, ``bob``, ``carol`` (watch), by name; the
     watches are checked every 0.1 s."""
-    from api.state.keys import KeyRing
+    from api.store.keys import KeyRing
 
     settings = make_settings(tmp_path / "data", tiktoken_dir)
     store = open_local(settings, embedder)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from api.state.feed_worker import FeedWorker
-from api.state.feeds import FeedRegistry, Poller, detect
+from api.state.feeds import Poller, detect
+from api.store.feeds import FeedRegistry
 from index import Article, Embedder, IndexSettings, make_ingestor
 from index.feeds import FeedError, article_id, parse
 from index.fetch import Fetcher, FetchError, Limits, parse_networks

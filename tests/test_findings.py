@@ -17,7 +17,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.config import Settings
-from api.state.keys import KeyRing
+from api.store.keys import KeyRing
 from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor, parse_record
 from index.store import IndexStore

@@ -16,11 +16,14 @@ from litestar.testing import TestClient
 from api.config import Settings
 from api.errors import LimitsUnavailableError
 from api.logs import RequestIdFilter
-from api.state.keys import KeyRing, normalize_origin
-from api.state.limits import Buckets, Counts, DailyCaps, client_address, parse_networks
+from api.store.counts import Counts
+from api.store.keys import KeyRing, normalize_origin
+from api.store.limits import Buckets, DailyCaps
 from api.web.app import create_app
+from api.web.guard import client_address
 from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
+from index.fetch import parse_networks
 from index.store import IndexStore
 from rag import Answerer
 from tests.conftest import NEWS, SEEDS, local_client, make_settings, open_local
@@ -262,7 +265,7 @@ def test_limits_and_addresses_in_isolation() -> None:
     assert buckets.take("a", 2, "key").reset_seconds == 30
     clock[0] = 30.0
     assert buckets.take("a", 2, "key").allowed
-    proxies = parse_networks(["10.0.0.0/8"])
+    proxies = parse_networks("10.0.0.0/8")
     assert client_address("203.0.113.9", "1.2.3.4", proxies) == "203.0.113.9"  # not a proxy: header ignored
     assert client_address("10.0.0.2", "1.2.3.4, 10.0.0.7", proxies) == "1.2.3.4"
     assert client_address("10.0.0.2", "1.2.3.4", []) == "10.0.0.2"  # off by default

@@ -1,5 +1,5 @@
 """API keys over HTTP and on the command line: what they refuse with a 4xx (never a 500 or a traceback),
-and what their revocation reaches: everything the key owns (api/state/keys.py, api/state/watches.py)."""
+and what their revocation reaches: everything the key owns (api/store/keys.py, api/store/watches.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.errors import WatchNotFoundError
-from api.state.alert_records import Found
-from api.state.keys import KeyRing
-from api.state.watches import WatchStore
+from api.store.keys import KeyRing
+from api.store.records import Found
+from api.store.standing import WatchTables
 from tests.servers import rag, rag_env, until
 from tests.test_watches import LIGHT, LIGHTHOUSE
 
@@ -58,28 +58,28 @@ def test_a_revoked_keys_watch_neither_matches_nor_delivers_nor_serves_its_feed(t
     feed, before and after the owner's revocation (read from the key table each time: every process
     sees it at once)."""
     path = tmp_path / "service.sqlite"
-    ring, store = KeyRing(path), WatchStore(path)
+    ring, store = KeyRing(path), WatchTables.open(path)
     try:
         ring.add("alice", "watch")
-        made = store.add(LIGHTHOUSE, "alice", webhook="https://hooks.example.com/news")
-        store.advance(None, 0, [])
+        made = store.watches.add(LIGHTHOUSE, "alice", webhook="https://hooks.example.com/news")
+        store.alerts.advance(None, 0, [])
         found = Found(made.watch.id, "story-1", "article-1", {"answer": "It opens on 1 June [1]."}, 0.9)
-        assert len(store.advance(0, 10, [found]) or []) == 1
-        version = store.version()
-        assert [q[0] for q in store.questions()] == [made.watch.id]
-        assert store.next_due() is not None
-        assert store.feed_watch(made.watch.id, made.feed_token).id == made.watch.id
+        assert len(store.alerts.advance(0, 10, [found]) or []) == 1
+        version = store.watches.version()
+        assert [q[0] for q in store.watches.questions()] == [made.watch.id]
+        assert store.outbox.next_due() is not None
+        assert store.watches.feed_watch(made.watch.id, made.feed_token).id == made.watch.id
 
         ring.revoke("alice")
-        assert store.version() != version  # the matcher reads its watches again
-        assert store.questions() == []
-        assert store.pending(time.time() + 3600) == []  # the pending webhook is not sent
-        assert store.next_due() is None  # and the webhook worker does not spin on it
+        assert store.watches.version() != version  # the matcher reads its watches again
+        assert store.watches.questions() == []
+        assert store.outbox.pending(time.time() + 3600) == []  # the pending webhook is not sent
+        assert store.outbox.next_due() is None  # and the webhook worker does not spin on it
         with pytest.raises(WatchNotFoundError):
-            store.feed_watch(made.watch.id, made.feed_token)
+            store.watches.feed_watch(made.watch.id, made.feed_token)
         later = Found(made.watch.id, "story-2", "article-2", {"answer": "Still 1 June [1]."}, 0.9)
-        assert store.advance(10, 20, [later]) == []  # matched before the revocation: dropped
-        assert store.get(made.watch.id).active is False
+        assert store.alerts.advance(10, 20, [later]) == []  # matched before the revocation: dropped
+        assert store.watches.get(made.watch.id).active is False
     finally:
         store.close()
         ring.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.state.keys import KeyRing
+from api.store.keys import KeyRing
 from tests.conftest import NEWS, SEEDS
 from tests.servers import rag, rag_env, serving
 

@@ -1,5 +1,5 @@
 """Standing questions: a watch fires once per story when a new article answers it, and its alerts reach
-the store, the Atom feed, the event stream and a signed webhook (api/state/watches.py, matching.py,
+the store, the Atom feed, the event stream and a signed webhook (api/store/watches.py, matching.py,
 alerts.py, api/web/watches.py), on the real app and the real reader."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.errors import WatchLimitError
-from api.state.alert_records import Alert, Found
-from api.state.keys import KeyRing
-from api.state.watches import WatchStore
 from api.state.webhooks import WebhookSender, deliver_due
+from api.store.keys import KeyRing
+from api.store.records import Alert, Found
+from api.store.standing import WatchTables
 from api.web.watches import atom
 from index.fetch import Fetcher, Limits, parse_networks
 from tests.servers import free_port, rag, rag_env, server_process, serving, until
@@ -377,22 +377,22 @@ def test_a_key_sees_only_its_own_watches(client: TestClient[Litestar], tmp_path:
 
 @pytest.mark.parametrize("receiver_plan", [["fail", "fail", "fail"]])
 def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, tmp_path: Path) -> None:
-    store = WatchStore(tmp_path / "service.sqlite")
+    store = WatchTables.open(tmp_path / "service.sqlite")
     poster = Fetcher(parse_networks("127.0.0.0/8"))
     try:
-        made = store.add(LIGHTHOUSE, None, webhook=receiver.url)
-        assert store.advance(None, 10, []) == []
+        made = store.watches.add(LIGHTHOUSE, None, webhook=receiver.url)
+        assert store.alerts.advance(None, 10, []) == []
         found = Found(made.watch.id, "gull-light", "gull-light", {"answer": "It opens on 1 June [1]."}, 0.9)
-        (alert,) = store.advance(10, 20, [found]) or []
-        assert store.advance(10, 30, [found]) is None  # another process moved the cursor first
+        (alert,) = store.alerts.advance(10, 20, [found]) or []
+        assert store.alerts.advance(10, 30, [found]) is None  # another process moved the cursor first
         for attempt in range(3):  # each run tries what is due once, though it is due again at once
             assert deliver_due(store, poster, retry_seconds=0.0, tries=3, now=time.time() + attempt) == 0
         assert [h["webhook-id"] for h, _, _ in receiver.wait_for(3)] == [alert.id] * 3
-        watch = store.get(made.watch.id)
+        watch = store.watches.get(made.watch.id)
         assert watch.failing is not None
         assert "gave up after 3 tries: HTTP 503" in watch.failing
-        assert store.deliveries(made.watch.id) == {"delivered": 0, "pending": 0, "given_up": 1}
-        assert store.pending(time.time() + 3600) == []
+        assert store.outbox.deliveries(made.watch.id) == {"delivered": 0, "pending": 0, "given_up": 1}
+        assert store.outbox.pending(time.time() + 3600) == []
     finally:
         poster.close()
         store.close()
@@ -400,32 +400,39 @@ def test_a_receiver_that_stays_down_marks_the_watch_failing(receiver: Receiver, 
 
 def test_a_delivery_is_sent_by_one_process_and_a_stream_resumes_with_every_alert(tmp_path: Path) -> None:
     path = tmp_path / "service.sqlite"
-    served, checking = WatchStore(path), WatchStore(path)  # as `rag serve` and `rag watch check` hold it
+    served, checking = (
+        WatchTables.open(path),
+        WatchTables.open(path),
+    )  # as `rag serve` and `rag watch check` hold it
     try:
-        made = served.add(LIGHTHOUSE, None, webhook="https://hooks.example.com/news")
-        served.advance(None, 0, [])
+        made = served.watches.add(LIGHTHOUSE, None, webhook="https://hooks.example.com/news")
+        served.alerts.advance(None, 0, [])
         for n in range(3):
             found = Found(made.watch.id, f"story-{n}", f"article-{n}", {"answer": f"answer {n} [1]"}, 0.9)
-            assert len(served.advance(n * 10, n * 10 + 10, [found]) or []) == 1
+            assert len(served.alerts.advance(n * 10, n * 10 + 10, [found]) or []) == 1
         now = time.time()
-        oldest_first = [a.id for a in reversed(served.alerts(made.watch.id))]
-        assert served.pending(now) == [(oldest_first[0], made.watch.webhook, None)]  # one a watch: its oldest
-        claimed = [served.claim(alert_id, now) for alert_id in oldest_first]
+        oldest_first = [a.id for a in reversed(served.alerts.alerts(made.watch.id))]
+        assert served.outbox.pending(now) == [
+            (oldest_first[0], made.watch.webhook, None)
+        ]  # one a watch: its oldest
+        claimed = [served.outbox.claim(alert_id, now) for alert_id in oldest_first]
         taken = [d for d in claimed if d is not None]
         assert [d.alert_id for d in taken] == oldest_first
-        assert checking.pending(now) == []  # claimed by the other process for the lease
-        assert checking.claim(oldest_first[0], now) is None
-        checking.failed(taken[0], "HTTP 503", None)
-        assert served.get(made.watch.id).failing is not None
-        served.delivered(taken[0].alert_id, made.watch.id)  # a late success still counts
-        assert served.deliveries(made.watch.id) == {"delivered": 1, "pending": 2, "given_up": 0}
-        assert served.get(made.watch.id).failing is None
-        served.delivered(taken[1].alert_id, made.watch.id)
-        checking.failed(taken[1], "HTTP 503", None)  # a late failure after a success changes nothing
-        assert served.deliveries(made.watch.id) == {"delivered": 2, "pending": 1, "given_up": 0}
-        assert served.get(made.watch.id).failing is None
-        assert [a.seq for a in served.alerts(made.watch.id, after_seq=1, limit=1, oldest_first=True)] == [2]
-        assert [a.seq for a in served.alerts(made.watch.id, limit=2)] == [3, 2]
+        assert checking.outbox.pending(now) == []  # claimed by the other process for the lease
+        assert checking.outbox.claim(oldest_first[0], now) is None
+        checking.outbox.failed(taken[0], "HTTP 503", None)
+        assert served.watches.get(made.watch.id).failing is not None
+        served.outbox.delivered(taken[0].alert_id, made.watch.id)  # a late success still counts
+        assert served.outbox.deliveries(made.watch.id) == {"delivered": 1, "pending": 2, "given_up": 0}
+        assert served.watches.get(made.watch.id).failing is None
+        served.outbox.delivered(taken[1].alert_id, made.watch.id)
+        checking.outbox.failed(taken[1], "HTTP 503", None)  # a late failure after a success changes nothing
+        assert served.outbox.deliveries(made.watch.id) == {"delivered": 2, "pending": 1, "given_up": 0}
+        assert served.watches.get(made.watch.id).failing is None
+        assert [
+            a.seq for a in served.alerts.alerts(made.watch.id, after_seq=1, limit=1, oldest_first=True)
+        ] == [2]
+        assert [a.seq for a in served.alerts.alerts(made.watch.id, limit=2)] == [3, 2]
     finally:
         served.close()
         checking.close()
@@ -472,14 +479,14 @@ def test_the_watch_cap_holds_when_creations_race(tmp_path: Path) -> None:
     """Twenty creations at once through two stores (as two workers hold the file): the key keeps its cap,
     since the count is taken inside the write transaction."""
     path = tmp_path / "service.sqlite"
-    stores = [WatchStore(path), WatchStore(path)]
+    stores = [WatchTables.open(path), WatchTables.open(path)]
     start = threading.Barrier(20)
     outcomes: list[str] = []
 
     def create(n: int) -> None:
         start.wait(60)
         try:
-            stores[n % 2].add(f"{FERRY} ({n})", "carol", limit=3)
+            stores[n % 2].watches.add(f"{FERRY} ({n})", "carol", limit=3)
             outcomes.append("made")
         except WatchLimitError:
             outcomes.append("refused")
@@ -491,7 +498,7 @@ def test_the_watch_cap_holds_when_creations_race(tmp_path: Path) -> None:
         thread.join(120)
     try:
         assert sorted(outcomes) == ["made"] * 3 + ["refused"] * 17
-        assert len(stores[0].watches("carol")) == 3
+        assert len(stores[0].watches.watches("carol")) == 3
     finally:
         for store in stores:
             store.close()
@@ -526,7 +533,7 @@ def test_text_xml_cannot_carry_never_breaks_a_feed(client: TestClient[Litestar])
         "citations": [{"n": 1, "title": "T\x01", "source": "S\ufffe", "url": "https://x.example/a"}],
     }
     stored = Alert("al_1", "w_0123456789abcdef", 1, "s", "a", "2024-04-16T10:00:00+00:00", body)
-    watch = client.app.state.service.watches.get(asked.json()["id"])
+    watch = client.app.state.service.watches.watches.get(asked.json()["id"])
     (old,) = feedparser.parse(atom(watch, [stored], "http://127.0.0.1:8000/feed")).entries
     assert old.title == "1 June"
     assert "Opens on 1 June [1]." in old.content[0].value
@@ -538,23 +545,23 @@ def test_hanging_receivers_delay_only_their_own_webhooks(receiver: Receiver, tmp
     watches); another key's healthy receiver, whose alert came after theirs, is delivered while they hold
     theirs. Each receiver gets one try at a time, and one key's tries take at most half of the senders.
     (Tries here may last minutes: one at a time, the healthy one would never be reached.)"""
-    store = WatchStore(tmp_path / "service.sqlite")
+    store = WatchTables.open(tmp_path / "service.sqlite")
     patient = Fetcher(parse_networks("127.0.0.0/8"), Limits(read_seconds=300, total_seconds=300))
     hanging = [Receiver(["hang"] * 3) for _ in range(3)]
     sender = WebhookSender(store, patient, senders=4)
     try:
-        slow = [store.add(LIGHTHOUSE, "mallory", webhook=h.url).watch for h in (*hanging, hanging[0])]
-        healthy = store.add(FERRY, "alice", webhook=receiver.url).watch
-        store.advance(None, 0, [])
+        slow = [store.watches.add(LIGHTHOUSE, "mallory", webhook=h.url).watch for h in (*hanging, hanging[0])]
+        healthy = store.watches.add(FERRY, "alice", webhook=receiver.url).watch
+        store.alerts.advance(None, 0, [])
         for n, watch in enumerate(slow):  # the hanging receivers' alerts first
             found = Found(watch.id, f"story-{n}", f"article-{n}", {"answer": f"answer {n} [1]"}, 0.9)
-            assert store.advance(n, n + 1, [found])
+            assert store.alerts.advance(n, n + 1, [found])
         found = Found(healthy.id, "ferry", "ferry-fare", {"answer": "A ticket costs 4 euros [1]."}, 0.9)
-        assert store.advance(len(slow), len(slow) + 1, [found])
+        assert store.alerts.advance(len(slow), len(slow) + 1, [found])
 
         sender.dispatch()
         receiver.wait_for(1)
-        until(lambda: store.deliveries(healthy.id)["delivered"])
+        until(lambda: store.outbox.deliveries(healthy.id)["delivered"])
         for held in hanging[:2]:
             held.wait_for(1)
         assert not any(held.release.is_set() for held in hanging)  # both still hold their try

@@ -9,7 +9,8 @@ import time
 from urllib.parse import urlsplit
 
 from api.config import Settings
-from api.state.feeds import FeedRegistry, Poller, PollReport, detect, every_seconds, fetcher
+from api.state.feeds import Poller, detect, every_seconds, fetcher
+from api.store.feeds import FeedRegistry, PollReport
 
 
 def add_feeds_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

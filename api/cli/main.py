@@ -19,7 +19,7 @@ from api.cli.serve import add_serve_command
 from api.cli.watches import add_watch_command
 from api.config import Settings
 from api.logs import SafeFormatter
-from api.state.keys import SCOPES
+from api.store.keys import SCOPES
 from index.config import DEFAULT_SHARDS
 from index.errors import RagError
 

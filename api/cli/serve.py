@@ -233,7 +233,7 @@ def _serve(settings: Settings, args: argparse.Namespace, model_threads: int, wor
         worker=args.worker_slot,
     )
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
-    # client address the per-address limit counts; only --trusted-proxy decides that (api/state/limits.py).
+    # client address the per-address limit counts; only --trusted-proxy decides that (api/store/limits.py).
     config = uvicorn.Config(
         app,
         host=args.host,

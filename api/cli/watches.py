@@ -1,4 +1,4 @@
-"""`rag watch add | list | remove | check`: standing questions on the command line (api/state/watches.py).
+"""`rag watch add | list | remove | check`: standing questions on the command line (api/store/watches.py).
 `check` matches what was committed since the last check (by `rag ingest`, say, while no server runs),
 stores the alerts and tries their webhooks once; `rag serve` does the same by itself after every commit."""
 
@@ -10,7 +10,8 @@ import time
 from datetime import date
 
 from api.config import Settings
-from api.state.watches import DEFAULT_MIN_CONFIDENCE, WatchStore
+from api.store.standing import WatchTables
+from api.store.watches import DEFAULT_MIN_CONFIDENCE
 
 
 def add_watch_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,9 +60,9 @@ def _add(settings: Settings, args: argparse.Namespace) -> int:
             raise WebhookRefusedError(f"the webhook cannot be used: {exc}") from None
         finally:
             door.close()
-    store = WatchStore(settings.service.state_path)
+    store = WatchTables.open(settings.service.state_path)
     try:
-        made = store.add(
+        made = store.watches.add(
             " ".join(args.question.split()), args.owner, args.source, args.webhook, args.min_confidence
         )
     finally:
@@ -74,9 +75,9 @@ def _add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _list(settings: Settings, args: argparse.Namespace) -> int:
-    store = WatchStore(settings.service.state_path)
+    store = WatchTables.open(settings.service.state_path)
     try:
-        watches = store.watches(everyone=True)
+        watches = store.watches.watches(everyone=True)
     finally:
         store.close()
     if args.json:
@@ -89,9 +90,9 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _remove(settings: Settings, args: argparse.Namespace) -> int:
-    store = WatchStore(settings.service.state_path)
+    store = WatchTables.open(settings.service.state_path)
     try:
-        store.remove(args.watch)
+        store.watches.remove(args.watch)
     finally:
         store.close()
     return 0
@@ -104,12 +105,12 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from api.web.schemas import render_answer
 
     answerer = build_answerer(settings)
-    store = WatchStore(settings.service.state_path)
+    store = WatchTables.open(settings.service.state_path)
     hooks = webhook_poster(settings)
     try:
         if args.from_now:
             ids = answerer.index.reader().chunk_ids()
-            store.restart(int(ids.max()) if ids.size else 0)
+            store.alerts.restart(int(ids.max()) if ids.size else 0)
             print("news begins now for every watch")
             return 0
         matcher = WatchMatcher(store, answerer, render_answer, settings.service.watch_near)

@@ -1,7 +1,7 @@
 """Alerts inside `rag serve`: one thread matches after commits, another starts webhook tries as they come
 due (api/state/webhooks.py sends them side by side, a lane per receiver), and a bell wakes the event
 streams. An ingest never waits for either: it only rings the matcher's wake-up. Deliveries wait in the
-outbox (api/state/watches.py) until they succeed, so a server killed between the commit and the delivery
+outbox (api/store/watches.py) until they succeed, so a server killed between the commit and the delivery
 delivers after its restart.
 """
 
@@ -120,7 +120,7 @@ class AlertWorker:
             self._send.clear()  # before looking: a try that ends from now on wakes the wait below
             try:
                 self.sender.dispatch()
-                due = self.store.next_due()
+                due = self.store.outbox.next_due()
             except Exception:
                 log.exception("delivering webhooks failed")
                 due = None

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from api.metrics import FEED_ARTICLES, FEED_POLLS, FEEDS_PAUSED
-from api.state.feeds import Feed, Poller
+from api.state.feeds import Poller
+from api.store.feeds import Feed
 from index.fetch import host_key
 
 log = logging.getLogger("api.state.feeds")

@@ -12,7 +12,7 @@ what it says answers (one run of the reader for ``batch`` questions at a time, w
 and shares the cores better than a run each); the
 watch fires when the reader's probability reaches the watch's ``min_confidence``, with the article it is
 surest of when a check brings several (stories it was told of left out first). Its alert is the answer
-as ``/ask`` gives it, from that article, for that story (api/state/watches.py keeps one alert per watch
+as ``/ask`` gives it, from that article, for that story (api/store/watches.py keeps one alert per watch
 and story).
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from api.state.alert_records import Alert, Found
-from api.state.watches import WatchStore
+from api.store.records import Alert, Found
+from api.store.standing import WatchTables
 from index.errors import QuestionError
 from index.store.protocols import IndexReader
 from index.terms import tokenize
@@ -74,7 +74,7 @@ class WatchMatcher:
 
     def __init__(
         self,
-        store: WatchStore,
+        store: WatchTables,
         answerer: Answerer,
         render: Render,
         near: float = DEFAULT_NEAR,
@@ -99,17 +99,17 @@ class WatchMatcher:
         day = as_of or datetime.now(UTC).date()
         for _ in range(3):  # another process may move the cursor first: then check what it left
             reader = self.answerer.index.reader()
-            start = self.store.cursor()
+            start = self.store.alerts.cursor()
             ids = reader.chunk_ids()
             top = int(ids.max()) if ids.size else 0
             if start is None:
-                self.store.advance(None, top, [])
+                self.store.alerts.advance(None, top, [])
                 return []
             if top <= start:  # nothing new; or a snapshot behind another process's (it catches up)
                 return []
             found = self.match(reader, ids[ids > start], day)
-            told = self.store.told([(f.watch_id, f.story) for f in found])
-            stored = self.store.advance(
+            told = self.store.alerts.told([(f.watch_id, f.story) for f in found])
+            stored = self.store.alerts.advance(
                 start, top, strongest([f for f in found if (f.watch_id, f.story) not in told])
             )
             if stored is not None:
@@ -219,10 +219,10 @@ class WatchMatcher:
 
     def _current(self) -> _Watches:
         """The watches, read again when one was added or removed (in any process)."""
-        version = self.store.version()
+        version = self.store.watches.version()
         if self._watches is not None and self._watches.version == version:
             return self._watches
-        rows = self.store.questions()
+        rows = self.store.watches.questions()
         dimension = self.answerer.embedder.dimension
         vectors = np.zeros((len(rows), dimension), dtype=np.float32)
         missing: list[int] = []
@@ -237,7 +237,7 @@ class WatchMatcher:
             made = self.answerer.embedder.embed(texts)
             for i, vector in zip(missing, made, strict=True):
                 vectors[i] = vector
-            self.store.save_vectors({rows[i][0]: vectors[i] for i in missing})
+            self.store.watches.save_vectors({rows[i][0]: vectors[i] for i in missing})
         vocabulary: dict[str, int] = {}
         places: list[int] = []
         owners: list[int] = []

@@ -16,16 +16,20 @@ from api.config import Settings
 from api.root import build_ingestor, open_keys
 from api.state.alerts import AlertWorker
 from api.state.feed_worker import FeedWorker
-from api.state.feeds import FeedRegistry, Poller
+from api.state.feeds import Poller
 from api.state.feeds import fetcher as feed_fetcher
-from api.state.jobs import IngestJobs
-from api.state.limits import Buckets, Counts, DailyCaps, Doorkeeper, parse_networks
+from api.state.jobs import JobRunner
 from api.state.matching import Render, WatchMatcher
-from api.state.watches import WatchStore
 from api.state.webhooks import webhook_poster
 from api.state.writer import WriterLock
+from api.store.counts import Counts
+from api.store.feeds import FeedRegistry
+from api.store.jobs import JobTable
+from api.store.limits import Buckets, DailyCaps, Doorkeeper
+from api.store.standing import WatchTables
 from index import Ingestor
 from index.errors import ConfigError, IndexNotReadyError, RagError
+from index.fetch import parse_networks
 from rag import Answerer
 
 log = logging.getLogger("api")
@@ -46,10 +50,10 @@ class Service:
     open_without_keys: bool = True
     answerer: Answerer | None = None
     ingestor: Ingestor | None = None
-    jobs: IngestJobs | None = None
+    jobs: JobRunner | None = None
     feeds: FeedWorker | None = None
     door: Doorkeeper | None = None
-    watches: WatchStore | None = None
+    watches: WatchTables | None = None
     alerts: AlertWorker | None = None
     render: Render | None = None
     """How an answer is written in an alert: as ``/ask`` gives it (the app passes its own)."""
@@ -71,8 +75,8 @@ class Service:
             keys = open_keys(self.settings)
             service = self.settings.service
             try:
-                proxies = parse_networks(service.trusted_proxies)
-            except ValueError as exc:
+                proxies = parse_networks(",".join(service.trusted_proxies))
+            except RagError as exc:
                 raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
             # A job commits about one request budget of text at a time, so its progress moves as it goes.
             budget = service.ingest_sync_chars
@@ -84,8 +88,8 @@ class Service:
 
                 return told
 
-            self.jobs = IngestJobs(
-                service.state_path,
+            self.jobs = JobRunner(
+                JobTable(service.state_path),
                 lambda items, done: ingestor.ingest(
                     items, progress=False, on_batch=batch_done(done), batch_chars=budget
                 ),
@@ -95,10 +99,10 @@ class Service:
                 service.feeds_check_seconds,
                 after_poll=self.committed,
             )
-            self.watches = WatchStore(service.state_path)
+            self.watches = WatchTables.open(service.state_path)
             if self.render is not None:
                 matcher = WatchMatcher(
-                    WatchStore(service.state_path), answerer, self.render, service.watch_near
+                    WatchTables.open(service.state_path), answerer, self.render, service.watch_near
                 )
                 self.alerts = AlertWorker(
                     matcher,

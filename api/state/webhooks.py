@@ -1,4 +1,4 @@
-"""Webhook delivery: every alert of a watch with a webhook waits in the outbox (api/state/watches.py) until
+"""Webhook delivery: every alert of a watch with a webhook waits in the outbox (api/store/watches.py) until
 a try succeeds, and tries run side by side so that no receiver holds up another's.
 
 Webhooks follow the Standard Webhooks specification, signed by its library (``standardwebhooks``):
@@ -32,8 +32,8 @@ from standardwebhooks.webhooks import Webhook
 
 from api.config import Settings
 from api.metrics import WEBHOOK_DELIVERIES
-from api.state.alert_records import Delivery
-from api.state.watches import WatchStore
+from api.store.records import Delivery
+from api.store.standing import WatchTables
 from index.fetch import Fetcher, FetchError, Limits, host_key, parse_networks
 
 log = logging.getLogger("api.state.webhooks")
@@ -68,7 +68,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: WatchStore,
+        store: WatchTables,
         poster: Fetcher,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
         tries: int = DEFAULT_TRIES,
@@ -95,7 +95,7 @@ class WebhookSender:
         now = time.time() if now is None else now
         share = max(self._senders // 2, 1)
         started: list[str] = []
-        due = [(alert_id, host_key(url), owner) for alert_id, url, owner in self.store.pending(now)]
+        due = [(alert_id, host_key(url), owner) for alert_id, url, owner in self.store.outbox.pending(now)]
         with self._lock:
             due.sort(key=lambda row: row[1] in self._failing)  # stable: soonest first within each
         for alert_id, receiver, owner in due:
@@ -109,7 +109,7 @@ class WebhookSender:
                     continue
                 if sum(o == owner for _, o in self._busy.values()) >= share:
                     continue
-                delivery = self.store.claim(alert_id, now)
+                delivery = self.store.outbox.claim(alert_id, now)
                 if delivery is None:  # taken by another process, delivered or removed meanwhile
                     continue
                 self._busy[receiver] = (failing, owner)
@@ -157,14 +157,14 @@ class WebhookSender:
         except FetchError as exc:
             error = str(exc)
         if error is None:
-            self.store.delivered(delivery.alert_id, delivery.watch_id)
+            self.store.outbox.delivered(delivery.alert_id, delivery.watch_id)
             WEBHOOK_DELIVERIES.labels("delivered").inc()
             with self._lock:
                 self.delivered += 1
             return True
         attempt = delivery.attempts + 1
         retry_at = None if attempt >= self._tries else time.time() + self._retry * 2 ** (attempt - 1)
-        self.store.failed(delivery, error, retry_at)
+        self.store.outbox.failed(delivery, error, retry_at)
         WEBHOOK_DELIVERIES.labels("failed" if retry_at is not None else "given_up").inc()
         log.warning(
             "webhook of watch %s, alert %s: %s (%s)",
@@ -176,7 +176,7 @@ class WebhookSender:
         return False
 
 
-def deliver_due(store: WatchStore, poster: Fetcher, retry_seconds: float, tries: int, now: float) -> int:
+def deliver_due(store: WatchTables, poster: Fetcher, retry_seconds: float, tries: int, now: float) -> int:
     """Try every delivery due by ``now`` once (`rag watch check`), side by side as the server does, and
     wait for the tries; how many succeeded."""
     sender = WebhookSender(store, poster, retry_seconds, tries)

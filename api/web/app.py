@@ -297,7 +297,7 @@ def post_articles(
 def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
     service = service_of(request)
     service.require()
-    job = service.jobs.get(job_id) if service.jobs else None
+    job = service.jobs.table.get(job_id) if service.jobs else None
     if job is None:
         raise NotFoundError(f"no job with id {job_id!r}")
     return job_out(job)
@@ -341,9 +341,9 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     service = service_of(request)
     answerer = service.answerer
     if service.watches is not None:
-        WATCHES.set(service.watches.count())
+        WATCHES.set(service.watches.watches.count())
     if service.jobs is not None:
-        INGEST_QUEUED.set(service.jobs.waiting())
+        INGEST_QUEUED.set(service.jobs.table.waiting())
     if answerer is not None:
         reader = answerer.index.reader()
         INDEX_ARTICLES.set(reader.article_count)

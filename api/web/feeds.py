@@ -13,7 +13,8 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.state.feed_worker import FeedWorker
-from api.state.feeds import Feed, detect, every_seconds
+from api.state.feeds import detect, every_seconds
+from api.store.feeds import Feed
 from api.web.problems import problems
 from index.errors import UnavailableError
 from index.urls import MAX_URL_CHARS

@@ -18,6 +18,7 @@ normalised form (scheme, lowercased host, default port dropped).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
@@ -34,8 +35,8 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 from api.errors import LimitsUnavailableError
 from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
-from api.state.keys import ApiKey, normalize_origin
-from api.state.limits import Doorkeeper, Verdict, client_address
+from api.store.keys import ApiKey, normalize_origin
+from api.store.limits import Doorkeeper, Networks, Verdict
 from api.web.problems import openai_error
 from index.errors import ConfigError
 
@@ -415,3 +416,28 @@ async def _send_problem(
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def client_address(
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted: Networks,
+) -> str:
+    """The address a request came from: the peer, or, when the peer is a trusted proxy, the last address
+    in ``X-Forwarded-For`` that is not itself a trusted proxy."""
+    if not peer:
+        return "unknown"
+    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _is_trusted(address: str, trusted: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)

@@ -12,8 +12,9 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.errors import KeyInUseError, KeyRefusedError, KeyTakenError
-from api.state.keys import ApiKey, KeyRing
 from api.state.service import service_of
+from api.store.keys import ApiKey
+from api.store.protocols import KeyStore
 from api.web.problems import problems
 from index.errors import ConfigError, IndexNotReadyError
 
@@ -60,7 +61,7 @@ def key_out(key: ApiKey, token: str | None = None) -> KeyOut:
     )
 
 
-def _keys(request: Request[Any, Any, Any]) -> KeyRing:
+def _keys(request: Request[Any, Any, Any]) -> KeyStore:
     door = service_of(request).door
     if door is None:
         raise IndexNotReadyError("the service is still starting; retry in a few seconds")
@@ -77,7 +78,7 @@ def _keys(request: Request[Any, Any, Any]) -> KeyRing:
 )
 def list_keys(request: Request[Any, Any, Any]) -> list[KeyOut]:
     ring = _keys(request)
-    return [key_out(k) for k in KeyRing.keys(ring)]
+    return [key_out(k) for k in ring.keys()]  # noqa: SIM118 - a KeyStore, not a dict
 
 
 @post(

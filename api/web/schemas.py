@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from api.state.jobs import Job
+from api.store.jobs import Job
 from index.clean import MAX_AUTHORS, MAX_NAME_CHARS, MAX_TITLE_CHARS, VISIBLE
 from index.dates import DATE_PATTERN
 from index.records import ID_PATTERN, Article, IngestReport

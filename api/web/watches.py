@@ -21,10 +21,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.errors import WatchNotFoundError, WebhookRefusedError
-from api.state.alert_records import Alert, Made, Watch
-from api.state.keys import ApiKey
 from api.state.service import Service, service_of
-from api.state.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES, WatchStore
+from api.store.keys import ApiKey
+from api.store.records import Alert, Made, Watch
+from api.store.standing import WatchTables
+from api.store.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES
 from api.web.problems import problems
 from api.web.schemas import Text
 from index.errors import UnavailableError
@@ -106,7 +107,7 @@ def _caller(request: Request[Any, Any, Any]) -> tuple[str | None, bool]:
     return key.name, key.scope == "admin"
 
 
-def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchStore]:
+def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchTables]:
     service = service_of(request)
     service.require()
     if service.watches is None:
@@ -115,11 +116,11 @@ def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchStore]:
 
 
 def _out(
-    watch: Watch, store: WatchStore | None = None, made: Made | None = None, feed_url: str | None = None
+    watch: Watch, store: WatchTables | None = None, made: Made | None = None, feed_url: str | None = None
 ) -> WatchOut:
     out = msgspec.convert(watch.as_json(), WatchOut)
     if store is not None:
-        out.deliveries = DeliveriesOut(**store.deliveries(watch.id))
+        out.deliveries = DeliveriesOut(**store.outbox.deliveries(watch.id))
     if made is not None:
         out.webhook_secret = made.webhook_secret
     out.feed_url = feed_url
@@ -155,7 +156,9 @@ def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> Watch
             raise WebhookRefusedError(f"the webhook cannot be used: {exc}") from None
     owner, _ = _caller(request)
     limit = service.settings.service.watches_per_key
-    made = store.add(data.question, owner, data.sources or (), data.webhook, data.min_confidence, limit)
+    made = store.watches.add(
+        data.question, owner, data.sources or (), data.webhook, data.min_confidence, limit
+    )
     return _out(made.watch, store, made, _feed_url(request, made.watch.id, made.feed_token))
 
 
@@ -170,7 +173,7 @@ def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> Watch
 def list_watches(request: Request[Any, Any, Any]) -> list[WatchOut]:
     _, store = _store(request)
     owner, everyone = _caller(request)
-    return [_out(w) for w in store.watches(owner, everyone)]
+    return [_out(w) for w in store.watches.watches(owner, everyone)]
 
 
 @get(
@@ -183,7 +186,7 @@ def list_watches(request: Request[Any, Any, Any]) -> list[WatchOut]:
 )
 def get_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> WatchOut:
     _, store = _store(request)
-    return _out(store.get(watch_id, *_caller(request)), store)
+    return _out(store.watches.get(watch_id, *_caller(request)), store)
 
 
 @delete(
@@ -197,7 +200,7 @@ def get_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> WatchOut:
 )
 def remove_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
     _, store = _store(request)
-    store.remove(watch_id, *_caller(request))
+    store.watches.remove(watch_id, *_caller(request))
 
 
 @get(
@@ -216,8 +219,10 @@ def watch_alerts(
     limit: Annotated[int, Parameter(ge=1, le=100, description="alerts on a page")] = _PAGE,
 ) -> AlertsOut:
     _, store = _store(request)
-    store.get(watch_id, *_caller(request))
-    alerts = store.alerts(watch_id, before_seq=None if before is None else min(before, _LAST), limit=limit)
+    store.watches.get(watch_id, *_caller(request))
+    alerts = store.alerts.alerts(
+        watch_id, before_seq=None if before is None else min(before, _LAST), limit=limit
+    )
     older = alerts[-1].seq if len(alerts) == limit and alerts[-1].seq > 1 else None
     path = request.url_for("watch_alerts", watch_id=watch_id)
     return AlertsOut([a.body for a in alerts], f"{path}?before={older}&limit={limit}" if older else None)
@@ -234,7 +239,7 @@ def watch_alerts(
 )
 def renew_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> FeedOut:
     _, store = _store(request)
-    token = store.new_feed_token(watch_id, *_caller(request))
+    token = store.watches.new_feed_token(watch_id, *_caller(request))
     return FeedOut(_feed_url(request, watch_id, token))
 
 
@@ -249,7 +254,7 @@ def renew_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> FeedOut:
 )
 def revoke_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
     _, store = _store(request)
-    store.revoke_feed(watch_id, *_caller(request))
+    store.watches.revoke_feed(watch_id, *_caller(request))
 
 
 @get(
@@ -267,8 +272,8 @@ def watch_feed(
     token: Annotated[str, Parameter(min_length=1, max_length=200, description="the feed's secret token")],
 ) -> Response[bytes]:
     _, store = _store(request)
-    watch = store.feed_watch(watch_id, token)
-    alerts = store.alerts(watch.id, limit=_PAGE)
+    watch = store.watches.feed_watch(watch_id, token)
+    alerts = store.alerts.alerts(watch.id, limit=_PAGE)
     self_url = _feed_url(request, watch.id, token)
     return Response(
         atom(watch, alerts, self_url),
@@ -343,7 +348,7 @@ async def watch_events(
 ) -> ServerSentEvent:
     service, store = _store(request)
     owner, everyone = _caller(request)
-    await anyio.to_thread.run_sync(lambda: store.get(watch_id, owner, everyone))
+    await anyio.to_thread.run_sync(lambda: store.watches.get(watch_id, owner, everyone))
     last = None if after is None else max(0, min(after, _LAST))
     if last is None:
         given = request.headers.get("last-event-id", "")
@@ -353,7 +358,7 @@ async def watch_events(
 
 
 async def _events(
-    service: Service, store: WatchStore, watch_id: str, last: int, key: str | None
+    service: Service, store: WatchTables, watch_id: str, last: int, key: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The watch's alerts after ``last``, oldest first, then each as it comes; the stream ends when the
     watch is removed or the key that opened it is revoked."""
@@ -389,18 +394,18 @@ async def _events(
             bell.leave(rung)
 
 
-def _still_open(service: Service, store: WatchStore, watch_id: str, key: str | None) -> bool:
+def _still_open(service: Service, store: WatchTables, watch_id: str, key: str | None) -> bool:
     """Whether the watch is still there and the key that opened its stream still active."""
     try:
-        store.get(watch_id)
+        store.watches.get(watch_id)
     except WatchNotFoundError:
         return False
     door = service.door
     return key is None or (door is not None and any(k.name == key for k in door.keys.active()))
 
 
-def _newer(store: WatchStore, watch_id: str, last: int) -> list[Alert]:
-    return store.alerts(watch_id, after_seq=last, limit=100, oldest_first=True)
+def _newer(store: WatchTables, watch_id: str, last: int) -> list[Alert]:
+    return store.alerts.alerts(watch_id, after_seq=last, limit=100, oldest_first=True)
 
 
 ROUTES = [

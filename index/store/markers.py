@@ -2,7 +2,7 @@
 folder: an index that starts empty answers nothing, and a service whose keys vanished starts open.
 
 ``index.marker`` is written beside the index's ``meta.sqlite`` with the first commit of articles;
-``keys.marker`` beside the service's ``service.sqlite`` with the first API key (api/state/keys.py). Opening a
+``keys.marker`` beside the service's ``service.sqlite`` with the first API key (api/store/keys.py). Opening a
 folder with a marker but without its file (or with one that no longer holds what the marker says) stops
 with what to do, at any size of index.
 """

@@ -18,12 +18,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from api.state.keys import KeyRing
+from api.store.keys import KeyRing
 from index.config import INDEX_FOLDER
 from index.errors import IndexCorruptError
 from index.store.markers import DB_NAME, INDEX_MARKER, RECOVER
 
-log = logging.getLogger("api.state.layout")
+log = logging.getLogger("api.store.layout")
 _STAGING = ".index-moving"
 _INDEX_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", INDEX_MARKER)
 

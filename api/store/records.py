@@ -1,4 +1,4 @@
-"""The records of standing questions (api/state/watches.py keeps them): a watch, a new one with its
+"""The records of standing questions (api/store/watches.py keeps them): a watch, a new one with its
 secrets, what the matcher found, a stored alert, a webhook try due."""
 
 from __future__ import annotations

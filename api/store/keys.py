@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from api.errors import KeyTakenError
-from api.state.sqlite import immediate
+from api.store.sqlite import connect, immediate
 from index.errors import ConfigError, IndexCorruptError, NotFoundError
 from index.store.markers import KEYS_MARKER, mark, marked, refuse_lost
 
@@ -47,7 +47,7 @@ STOPPED_OWNER = (
     "AND k.keeps_watches = 0)"
 )
 """SQL that is true when ``{owner}`` names a key revoked without ``keep_watches``: what it owns stops
-(api/state/watches.py reads it beside its own tables)."""
+(api/store/watches.py reads it beside its own tables)."""
 
 
 def create_key_tables(db: sqlite3.Connection) -> None:
@@ -117,14 +117,12 @@ class KeyRing:
             )
         self._folder = folder
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout = 60000")
+            self._db = connect(path)
             create_key_tables(self._db)
             (stored,) = self._db.execute("SELECT count(*) FROM api_keys").fetchone()
             # Lookups run on the server's event loop: a connection of their own, which a writer waiting
             # for SQLite's write lock (an ingest in another process) never holds up.
-            self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._reader.execute("PRAGMA query_only = ON")
+            self._reader = connect(path, read_only=True)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"the key table cannot be opened ({exc})") from exc
         if not stored and marked(folder, KEYS_MARKER):
@@ -136,16 +134,15 @@ class KeyRing:
 
     @staticmethod
     def adopt(path: Path, keys: Sequence[Sequence[object]], usage: Sequence[Sequence[object]]) -> None:
-        """Store key and usage rows copied from an older layout's file (api/state/layout.py); idempotent."""
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        """Store key and usage rows copied from an older layout's file (api/store/layout.py); idempotent."""
+        with contextlib.closing(connect(path)) as db:
             create_key_tables(db)
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(  # the first layout's nine columns (a revocation there kept no watches)
-                f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [tuple(row[:9]) for row in keys],
-            )
-            db.executemany("INSERT OR IGNORE INTO api_key_usage VALUES (?, ?, ?)", usage)
-            db.execute("COMMIT")
+            with immediate(db):
+                db.executemany(  # the first layout's nine columns (a revocation there kept no watches)
+                    f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [tuple(row[:9]) for row in keys],
+                )
+                db.executemany("INSERT OR IGNORE INTO api_key_usage VALUES (?, ?, ?)", usage)
         if keys:
             mark(path.parent, KEYS_MARKER)
 
@@ -180,7 +177,7 @@ class KeyRing:
 
     def revoke(self, name: str, keep_watches: bool = False) -> None:
         """Revoke the key at once, for every process. What it owns stops with it (its watches no longer
-        match, deliver or serve their feed: api/state/watches.py) unless ``keep_watches``."""
+        match, deliver or serve their feed: api/store/watches.py) unless ``keep_watches``."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._writing():
             changed = self._db.execute(

@@ -1,0 +1,175 @@
+"""The contract every backend of the service's tables passes (api/store/protocols.py), one body per
+table run over each backend through the ``backend`` fixture. SQLite in a temporary data folder is the
+one backend today; the next (PostgreSQL) is added to ``BACKENDS`` and must pass unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.errors import FeedNotFoundError, KeyTakenError, QueueFullError, WatchLimitError, WatchNotFoundError
+from api.store.feeds import FeedRegistry
+from api.store.jobs import JobTable
+from api.store.keys import KeyRing
+from api.store.protocols import AlertStore, DeliveryStore, FeedStore, JobStore, KeyStore, WatchStore
+from api.store.records import Found
+from api.store.standing import WatchTables
+from index import ArticleError, IngestReport
+
+Tables = tuple[KeyStore, FeedStore, WatchStore, AlertStore, DeliveryStore, Callable[[int], JobStore]]
+
+
+def _sqlite(folder: Path) -> Tables:
+    path = folder / "service.sqlite"
+    standing = WatchTables.open(path)
+    return (
+        KeyRing(path),
+        FeedRegistry(path),
+        standing.watches,
+        standing.alerts,
+        standing.outbox,
+        lambda waiting: JobTable(path, max_waiting=waiting),
+    )
+
+
+BACKENDS: dict[str, Callable[[Path], Tables]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def tables(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tables]:
+    opened = BACKENDS[request.param](tmp_path)
+    yield opened
+    for table in opened[:5]:
+        table.close()
+
+
+def _found(watch_id: str, story: str) -> Found:
+    answer: dict[str, Any] = {"answer": f"about {story}", "citations": []}
+    return Found(watch_id, story, f"{story}-article", answer, confidence=0.9)
+
+
+def test_keys_revoked_at_once_and_names_stay_taken(tables: Tables) -> None:
+    keys = tables[0]
+    token = keys.add("desk", "ask", origins=["https://intranet.example"], per_minute=20)
+    found = keys.lookup(token)
+    assert found is not None
+    assert (found.name, found.scope, found.per_minute) == ("desk", "ask", 20)
+    assert keys.lookup(token + "x") is None
+    keys.revoke("desk")
+    assert keys.lookup(token) is None
+    assert [k.name for k in keys.keys()] == ["desk"]  # noqa: SIM118 - a KeyStore
+    assert keys.active() == []
+    with pytest.raises(KeyTakenError):
+        keys.add("desk", "admin")
+
+
+def test_keys_keep_their_daily_usage(tables: Tables) -> None:
+    keys = tables[0]
+    keys.add("desk", "ask", per_day=100)
+    day = date(2026, 12, 8)
+    keys.save_usage(day, {"desk": 7})
+    keys.save_usage(day, {"desk": 9})
+    assert keys.usage(day) == {"desk": 9}
+
+
+def test_feeds_found_by_id_or_address_and_ids_never_reused(tables: Tables) -> None:
+    feeds = tables[1]
+    first = feeds.add("https://news.example/rss", "News", "rss", 900)
+    assert feeds.get(str(first.id)) == feeds.get("https://news.example/rss")
+    assert [f.id for f in feeds.due(now=first.next_poll + 1)] == [first.id]
+    assert feeds.lease(first, 60)
+    feeds.remove(str(first.id))
+    with pytest.raises(FeedNotFoundError):
+        feeds.get(str(first.id))
+    second = feeds.add("https://other.example/rss", "Other", "rss", 900)
+    assert second.id != first.id
+    assert [f.url for f in feeds.feeds()] == ["https://other.example/rss"]
+
+
+def test_watches_belong_to_their_owner_and_their_feed_token(tables: Tables) -> None:
+    watches = tables[2]
+    before = watches.version()
+    made = watches.add("Who won the harbour race?", "carol", limit=1)
+    assert watches.version() != before
+    with pytest.raises(WatchLimitError):
+        watches.add("Another question?", "carol", limit=1)
+    assert [w.id for w in watches.watches("carol")] == [made.watch.id]
+    assert watches.watches("dave") == []
+    with pytest.raises(WatchNotFoundError):
+        watches.get(made.watch.id, "dave", everyone=False)
+    assert watches.feed_watch(made.watch.id, made.feed_token).id == made.watch.id
+    with pytest.raises(WatchNotFoundError):
+        watches.feed_watch(made.watch.id, made.feed_token + "x")
+    watches.revoke_feed(made.watch.id)
+    with pytest.raises(WatchNotFoundError):
+        watches.feed_watch(made.watch.id, made.feed_token)
+    assert watches.count() == 1
+    watches.remove(made.watch.id)
+    assert watches.count() == 0
+
+
+def test_alerts_stored_once_and_the_cursor_moved_by_one_checker(tables: Tables) -> None:
+    watches, alerts = tables[2], tables[3]
+    watch = watches.add("Who won the harbour race?", None).watch
+    assert alerts.cursor() is None
+    stored = alerts.advance(None, 10, [_found(watch.id, "race"), _found(watch.id, "race")])
+    assert stored is not None
+    assert [a.seq for a in stored] == [1]
+    assert alerts.advance(None, 20, [_found(watch.id, "ferry")]) is None  # another checker moved it
+    assert alerts.cursor() == 10
+    assert alerts.told([(watch.id, "race"), (watch.id, "ferry")]) == {(watch.id, "race")}
+    again = alerts.advance(10, 20, [_found(watch.id, "race"), _found(watch.id, "ferry")])
+    assert again is not None
+    assert [a.story for a in again] == ["ferry"]
+    assert [a.seq for a in alerts.alerts(watch.id)] == [2, 1]
+    assert [a.seq for a in alerts.alerts(watch.id, after_seq=1, oldest_first=True)] == [2]
+
+
+def test_the_outbox_leases_each_delivery_and_keeps_its_outcome(tables: Tables) -> None:
+    watches, alerts, outbox = tables[2], tables[3], tables[4]
+    hooked = watches.add("Who won the harbour race?", None, webhook="http://127.0.0.1:9/hook").watch
+    quiet = watches.add("When does the ferry run?", None).watch
+    stored = alerts.advance(None, 5, [_found(hooked.id, "race"), _found(quiet.id, "ferry")])
+    assert stored is not None
+    assert len(stored) == 2
+    now = outbox.next_due()
+    assert now is not None
+    pending = outbox.pending(now)
+    assert [(alert_id, url) for alert_id, url, _ in pending] == [(stored[0].id, "http://127.0.0.1:9/hook")]
+    delivery = outbox.claim(stored[0].id, now)
+    assert delivery is not None
+    assert outbox.claim(stored[0].id, now) is None  # leased
+    outbox.failed(delivery, "refused", retry_at=None)
+    assert outbox.deliveries(hooked.id) == {"delivered": 0, "pending": 0, "given_up": 1}
+    assert watches.get(hooked.id).failing
+
+
+def test_jobs_queue_in_order_and_refuse_past_the_limit(tables: Tables) -> None:
+    jobs = tables[5](2)
+    first = jobs.submit([ArticleError("a.json", "no title")])
+    second = jobs.submit([ArticleError("b.json", "no text"), ArticleError("c.json", "no text")])
+    with pytest.raises(QueueFullError):
+        jobs.submit([])
+    assert jobs.waiting() == 2
+    taken = jobs.take()
+    assert taken is not None
+    assert taken[0] == first.id
+    assert [str(item) for item in taken[1]] == ["a.json: no title"]
+    assert jobs.requeue() == 1  # a writer that died leaves it to the next
+    taken = jobs.take()
+    assert taken is not None
+    jobs.progress(first.id, 1)
+    jobs.finish(first.id, IngestReport(failed=("a.json: no title",)))
+    done = jobs.get(first.id)
+    assert done is not None
+    assert (done.status, done.done, done.report) == ("done", 1, IngestReport(failed=("a.json: no title",)))
+    jobs.finish(second.id, None, "the ingest failed")
+    failed = jobs.get(second.id)
+    assert failed is not None
+    assert (failed.status, failed.error) == ("failed", "the ingest failed")
+    assert jobs.get("no-such-job") is None
+    jobs.close()
