@@ -5,7 +5,7 @@ starts the workers and keeps N of them running. `rag serve` binds the socket, th
 - Each worker is `rag serve` again, given the socket's descriptor (``--listen-fd``). It loads the index
   before it accepts a connection, then says so on its pipe (``--ready-fd``); the kernel hands each new
   connection to one worker that is accepting. Every worker answers questions and takes writes; the one
-  holding writer.lock also runs the background writes (api/state/writer.py).
+  holding writer.lock also runs the background writes (api/work/writer.py).
 - A worker that dies is replaced in its slot; the others answer meanwhile. A replacement that dies before
   it is ready (one that cannot load the index exits with status 2) is started again after a pause that
   doubles from 1 s up to 30 s, for as long as another worker answers. While none answers (a cold start,

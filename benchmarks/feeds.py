@@ -5,7 +5,7 @@ same feed.
 
 The site serves an RSS feed of N entries whose pages are RealTime QA articles (the articles corpus, then
 briefs items) wrapped in a news page's navigation, cookie banner, related links and footer, with ETags.
-The poll runs in this process through the served path (api/state/feeds.py: the fetcher, trafilatura, the one
+The poll runs in this process through the served path (api/work/poll.py: the fetcher, trafilatura, the one
 ingest path and the packaged model on ONNX Runtime) into a fresh index, without the pause between
 requests to one host (a real site gets one request a second). Prints entries per second, the share of
 the time spent embedding, and the second poll's requests and time.
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.state.feeds import FeedRegistry, Poller, detect  # noqa: E402
+from api.work.poll import FeedRegistry, Poller, detect  # noqa: E402
 from index import Embedder, IndexSettings, load_paths, make_ingestor, packaged_embedder  # noqa: E402
 from index.embed import Vectors, core_count  # noqa: E402
 from index.fetch import Fetcher, Limits, parse_networks  # noqa: E402

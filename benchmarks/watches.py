@@ -51,11 +51,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.state.matching import DEFAULT_NEAR, DEFAULT_OVERLAP, WatchMatcher, strongest  # noqa: E402
 from api.store.records import Found  # noqa: E402
 from api.store.standing import WatchTables  # noqa: E402
 from api.store.watches import DEFAULT_MIN_CONFIDENCE  # noqa: E402
 from api.web.schemas import render_answer  # noqa: E402
+from api.work.matching import DEFAULT_NEAR, DEFAULT_OVERLAP, WatchMatcher, strongest  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from evals.harness import normalize_answer  # noqa: E402
 from evals.split import in_tune_half  # noqa: E402

@@ -10,7 +10,7 @@ receiver has a watch and the bad receivers' alerts are stored first, then the he
 
 1. One at a time (the design before issue 40, as a baseline in the same run): one sender, a try's
    deadline 60 s, one hanging and one trickling receiver ahead of the healthy one.
-2. Lanes: the served sender (api/state/webhooks.py), the bad receivers of ``--hanging`` and ``--trickling``
+2. Lanes: the served sender (api/work/webhooks.py), the bad receivers of ``--hanging`` and ``--trickling``
    ahead of the healthy one, all watches of one key.
 3. A crowd: one key's ``--crowd`` watches on as many hanging receivers (the most a key may keep), and
    another key's healthy receiver.
@@ -34,9 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.state.webhooks import WEBHOOK_LIMITS, WebhookSender  # noqa: E402
 from api.store.records import Found  # noqa: E402
 from api.store.standing import WatchTables  # noqa: E402
+from api.work.webhooks import WEBHOOK_LIMITS, WebhookSender  # noqa: E402
 from index.fetch import Fetcher, Limits, parse_networks  # noqa: E402
 
 BEFORE = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=60.0)
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--trickling", type=int, default=5)
     parser.add_argument("--crowd", type=int, default=100)
     args = parser.parse_args()
-    logging.getLogger("api.state.webhooks").setLevel(logging.ERROR)  # every bad try says so otherwise
+    logging.getLogger("api.work.webhooks").setLevel(logging.ERROR)  # every bad try says so otherwise
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows = [

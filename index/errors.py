@@ -29,7 +29,7 @@ RagError
     │   ├── IndexCorruptError     a file of the index is unreadable
     │   ├── IndexMismatchError    the index was built with another model or dimension
     │   ├── IndexNotReadyError    the index is still loading
-    │   └── ShardUnavailableError no replica of a shard answers (index/store/sharded.py)
+    │   └── ShardUnavailableError no replica of a shard of a Ray cluster answers
     ├── QueueFullError            too many ingest jobs are waiting (api/errors.py)
     └── LimitsUnavailableError    the limits file is being repaired (api/errors.py)
 """
@@ -92,3 +92,7 @@ class IndexMismatchError(IndexStoreError):
 
 class IndexNotReadyError(IndexStoreError):
     """The index is still loading."""
+
+
+class ShardUnavailableError(IndexStoreError):
+    """No replica of a shard answers."""

@@ -226,7 +226,7 @@ class Answerer:
         """For each question, the quoted answer from its ``hits`` alone (never an abstention) and the
         reader's probability that its lead sentence answers (0.0 without a reader), the reader reading
         them all in one run: what the standing questions are told when a new article arrives
-        (api/state/matching.py)."""
+        (api/work/matching.py)."""
         started = time.perf_counter()
         compositions = self.quotes.compose_many([(q, v, list(h)) for q, v, h in asked], reader)
         elapsed = round((time.perf_counter() - started) * 1000 / max(1, len(asked)), 2)

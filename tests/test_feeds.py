@@ -1,5 +1,5 @@
 """Feeds and sitemaps followed from a real HTTP server on 127.0.0.1: what becomes an article, what is not
-fetched again, and what the fetcher refuses (index/feeds.py, index/fetch.py, api/state/feeds.py)."""
+fetched again, and what the fetcher refuses (index/feeds.py, index/fetch.py, api/work/poll.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from api.state.feed_worker import FeedWorker
-from api.state.feeds import Poller, detect
 from api.store.feeds import FeedRegistry
+from api.work.feeds import FeedWorker
+from api.work.poll import Poller, detect
 from index import Article, Embedder, IndexSettings, make_ingestor
 from index.feeds import FeedError, article_id, parse
 from index.fetch import Fetcher, FetchError, Limits, parse_networks

@@ -21,11 +21,11 @@ from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.errors import WatchLimitError
-from api.state.webhooks import WebhookSender, deliver_due
 from api.store.keys import KeyRing
 from api.store.records import Alert, Found
 from api.store.standing import WatchTables
 from api.web.watches import atom
+from api.work.webhooks import WebhookSender, deliver_due
 from index.fetch import Fetcher, Limits, parse_networks
 from tests.servers import free_port, rag, rag_env, server_process, serving, until
 from tests.sites import Site, article_page, rss

@@ -1,4 +1,4 @@
-"""`rag feeds add | list | remove | poll`: the feeds the service follows (api/state/feeds.py)."""
+"""`rag feeds add | list | remove | poll`: the feeds the service follows (api/work/poll.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 from urllib.parse import urlsplit
 
 from api.config import Settings
-from api.state.feeds import Poller, detect, every_seconds, fetcher
 from api.store.feeds import FeedRegistry, PollReport
+from api.work.poll import Poller, detect, every_seconds, fetcher
 
 
 def add_feeds_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

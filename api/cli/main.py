@@ -220,7 +220,7 @@ def _mcp(settings: Settings, args: argparse.Namespace) -> int:
     from api.web.mcp_server import run_stdio
 
     answerer = build_answerer(with_model(settings, args))  # before the first message: ready when asked
-    answerer.index.watch()  # articles another process writes are found while this one runs
+    answerer.index.follow()  # articles another process writes are found while this one runs
     run_stdio(answerer)
     return 0
 

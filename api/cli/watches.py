@@ -49,7 +49,7 @@ def add_watch_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:
     from api.errors import WebhookRefusedError
-    from api.state.feeds import fetcher
+    from api.work.poll import fetcher
     from index.fetch import FetchError
 
     if args.webhook:
@@ -100,9 +100,9 @@ def _remove(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     from api.root import build_answerer
-    from api.state.matching import WatchMatcher
-    from api.state.webhooks import deliver_due, webhook_poster
     from api.web.schemas import render_answer
+    from api.work.matching import WatchMatcher
+    from api.work.webhooks import deliver_due, webhook_poster
 
     answerer = build_answerer(settings)
     store = WatchTables.open(settings.service.state_path)

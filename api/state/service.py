@@ -14,19 +14,19 @@ from litestar import Request
 
 from api.config import Settings
 from api.root import build_ingestor, open_keys
-from api.state.alerts import AlertWorker
-from api.state.feed_worker import FeedWorker
-from api.state.feeds import Poller
-from api.state.feeds import fetcher as feed_fetcher
-from api.state.jobs import JobRunner
-from api.state.matching import Render, WatchMatcher
-from api.state.webhooks import webhook_poster
-from api.state.writer import WriterLock
 from api.store.counts import Counts
 from api.store.feeds import FeedRegistry
 from api.store.jobs import JobTable
 from api.store.limits import Buckets, DailyCaps, Doorkeeper
 from api.store.standing import WatchTables
+from api.work.alerts import AlertWorker
+from api.work.feeds import FeedWorker
+from api.work.jobs import JobRunner
+from api.work.matching import Render, WatchMatcher
+from api.work.poll import Poller
+from api.work.poll import fetcher as feed_fetcher
+from api.work.webhooks import webhook_poster
+from api.work.writer import WriterLock
 from index import Ingestor
 from index.errors import ConfigError, IndexNotReadyError, RagError
 from index.fetch import parse_networks
@@ -70,7 +70,7 @@ class Service:
     def load(self, opener: Callable[[Settings], Answerer], on_error: Callable[[str], None] | None) -> None:
         try:
             answerer = opener(self.settings)
-            answerer.index.watch()
+            answerer.index.follow()
             ingestor = build_ingestor(self.settings, answerer)
             keys = open_keys(self.settings)
             service = self.settings.service
@@ -80,24 +80,13 @@ class Service:
                 raise ConfigError(f"a trusted proxy is not an address or network: {exc}") from None
             # A job commits about one request budget of text at a time, so its progress moves as it goes.
             budget = service.ingest_sync_chars
-
-            def batch_done(done: Callable[[int], None]) -> Callable[[int], None]:
-                def told(count: int) -> None:
-                    done(count)
-                    self.committed()
-
-                return told
-
             self.jobs = JobRunner(
                 JobTable(service.state_path),
-                lambda items, done: ingestor.ingest(
-                    items, progress=False, on_batch=batch_done(done), batch_chars=budget
-                ),
+                lambda items, done: ingestor.ingest(items, progress=False, on_batch=done, batch_chars=budget),
             )
             self.feeds = FeedWorker(
                 Poller(FeedRegistry(service.state_path), feed_fetcher(self.settings), ingestor),
                 service.feeds_check_seconds,
-                after_poll=self.committed,
             )
             self.watches = WatchTables.open(service.state_path)
             if self.render is not None:
@@ -154,11 +143,6 @@ class Service:
                 raise IndexNotReadyError("the index could not be loaded; the server log says why")
             raise IndexNotReadyError("the index is still loading; retry in a few seconds")
         return self.answerer, self.ingestor
-
-    def committed(self) -> None:
-        """Articles were committed in this process: the watches are checked soon."""
-        if self.alerts is not None:
-            self.alerts.committed()
 
     def close(self) -> None:
         # The background writes stop first; only then may another process take them over.

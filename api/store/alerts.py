@@ -1,5 +1,5 @@
 """The alerts of standing questions and the matcher's cursor (``watch_alerts``, ``watch_state``): the
-matcher (api/state/matching.py) checks the chunks committed after the cursor, and advances the cursor and
+matcher (api/work/matching.py) checks the chunks committed after the cursor, and advances the cursor and
 stores its alerts in one transaction, only when the cursor is still where it started, so two processes
 checking at once store each alert once. An alert for a watch with a webhook gets its row in the outbox
 (api/store/outbox.py) in that same transaction."""

@@ -1,6 +1,6 @@
 """The feeds the service follows (``feeds``, and what each poll learned of each entry in
 ``feed_entries``), kept in ``service.sqlite`` beside the keys and the watches. The poll itself is
-api/state/feeds.py's."""
+api/work/poll.py's."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ingest jobs table of service.sqlite: articles too many or too long to embed within one request
 become a job that clients poll at ``GET /jobs/{id}``. Any worker of `rag serve --workers N` takes one and
-any answers for it; the writing process runs them (api/state/jobs.py). A job's articles are kept with it
+any answers for it; the writing process runs them (api/work/jobs.py). A job's articles are kept with it
 until it finishes, so a writer that dies mid-job leaves it to the next writer."""
 
 from __future__ import annotations

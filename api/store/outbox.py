@@ -1,6 +1,6 @@
 """The outbox of webhook deliveries (``watch_outbox``): one row an alert of a watch with a webhook,
 written with the alert (api/store/alerts.py), claimed with a lease by the process delivering it
-(api/state/webhooks.py), so nothing is sent twice at once and a crash loses nothing."""
+(api/work/webhooks.py), so nothing is sent twice at once and a crash loses nothing."""
 
 from __future__ import annotations
 

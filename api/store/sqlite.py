@@ -12,6 +12,7 @@ from pathlib import Path
 
 from index.errors import ConfigError
 
+_HEADER = b"SQLite format 3\x00"
 BUSY_SECONDS = 60.0
 """How long a statement waits for another process's write lock before it fails."""
 
@@ -31,6 +32,8 @@ def connect(
     only the timeout is set and the file not read yet (the limits check a file for damage first)."""
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not unread:
+            _refuse_damaged(path)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_seconds)
     db.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
     if unread:
@@ -43,6 +46,18 @@ def connect(
         db.execute("PRAGMA synchronous = OFF")
     db.execute("PRAGMA foreign_keys = ON")
     return db
+
+
+def _refuse_damaged(path: Path) -> None:
+    """A file that is not SQLite's stops here: opened in WAL mode beside another process's ``-wal``,
+    SQLite would read the pages that WAL holds and never look at the damaged file's own header."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    if header and header != _HEADER:
+        raise sqlite3.DatabaseError("file is not a database")
 
 
 @contextmanager

@@ -9,13 +9,13 @@ only the token's SHA-256 is kept, so the feed can be revoked or given a new addr
 An alert is one cited answer (as ``/ask`` gives it) from one story, numbered per watch. A watch is told
 of a story once: ``UNIQUE (watch_id, story)`` turns a copy or a re-ingest of an alerted story into
 nothing. An alert for a watch with a webhook gets a row in the outbox in the same transaction, so an
-alert stored is an alert delivered, after a crash too (api/state/alerts.py delivers it).
+alert stored is an alert delivered, after a crash too (api/work/alerts.py delivers it).
 
 A watch lives as long as the key that made it: once that key is revoked (``KeyRing.revoke``, unless
 with ``keep_watches``) it stops matching, delivering and serving its feed, read from the key table in the
 same file at every use rather than copied here, so no process can miss a revocation.
 
-The matcher (api/state/matching.py) checks the chunks committed after a cursor kept here; it advances
+The matcher (api/work/matching.py) checks the chunks committed after a cursor kept here; it advances
 the cursor and stores its alerts in one transaction, and only when the cursor is still where it started,
 so two processes checking at once store each alert once.
 """

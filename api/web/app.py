@@ -282,7 +282,6 @@ def post_articles(
         out = job_out(job)
         return Response(out, status_code=202, headers={"Location": out.url})
     report = ingestor.ingest(items, progress=False)
-    service.committed()
     return Response(ingest_out(report), status_code=200)
 
 

@@ -12,10 +12,10 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from api.state.feed_worker import FeedWorker
-from api.state.feeds import detect, every_seconds
 from api.store.feeds import Feed
 from api.web.problems import problems
+from api.work.feeds import FeedWorker
+from api.work.poll import detect, every_seconds
 from index.errors import UnavailableError
 from index.urls import MAX_URL_CHARS
 

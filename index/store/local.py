@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -42,17 +42,17 @@ from index.store import lexical as lexical_segments
 from index.store import vectors as vector_segments
 from index.store.catalog import Catalog, CatalogLookups
 from index.store.files import SegmentFiles
+from index.store.follow import Listeners, start_follower
 from index.store.lexical import SegmentedBM25, Vocabulary
 from index.store.markers import INDEX_MARKER, RECOVER, mark, marked, require_metadata
 from index.store.probe import Probe
 from index.store.protocols import ArticleWrite, CatalogEntry, LexicalScores, Statistics, Tokens
 from index.store.rows import Rows
 from index.store.vectors import SegmentedVectors
-from index.store.watch import start_watcher
 from index.store.window import EVERYTHING, Hits, Ids, Window
 from index.terms import tokenize
 
-DEFAULT_WATCH_SECONDS = 1.0
+DEFAULT_FOLLOW_SECONDS = 1.0
 DEFAULT_PERSIST_MIN = 20_000
 _SEGMENTS = {SegmentedVectors.KIND: vector_segments.Segment, SegmentedBM25.KIND: lexical_segments.Segment}
 
@@ -145,7 +145,8 @@ class IndexStore:
         self.ivf_threshold = ivf_threshold
         self._write_lock = threading.RLock()
         self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._follower: threading.Thread | None = None
+        self._listeners = Listeners()
         data_dir.mkdir(parents=True, exist_ok=True)
         require_metadata(data_dir)
         self._rows = Rows(data_dir, model_name, dimension)
@@ -316,15 +317,18 @@ class IndexStore:
                 self._publish()
         return changed
 
-    def watch(self, interval: float = DEFAULT_WATCH_SECONDS) -> None:
+    def follow(self, interval: float = DEFAULT_FOLLOW_SECONDS) -> None:
         """Start a thread that publishes other processes' writes within about ``interval`` seconds."""
-        if self._watcher is None:
-            self._watcher = start_watcher(self.refresh, interval, self._stop, "index")
+        if self._follower is None:
+            self._follower = start_follower(self.refresh, interval, self._stop, "index")
+
+    def on_publish(self, listener: Callable[[int], object]) -> None:
+        self._listeners.add(listener)
 
     def close(self) -> None:
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=30)
+        if self._follower is not None:
+            self._follower.join(timeout=30)
         with self._write_lock:
             self._rows.close()
 
@@ -407,6 +411,7 @@ class IndexStore:
         self._files.persist(
             {SegmentedVectors.KIND: self._vectors.segments, SegmentedBM25.KIND: self._lexical.segments}
         )
+        self._listeners.tell(self._generation)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:

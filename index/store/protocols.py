@@ -11,7 +11,7 @@ article deleted before a question began is never cited.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Protocol
@@ -220,8 +220,13 @@ class Index(IndexWriter, Protocol):
         """Catch up with writes made elsewhere; True when there were any."""
         ...
 
-    def watch(self, interval: float = ...) -> None:
+    def follow(self, interval: float = ...) -> None:
         """Catch up in a background thread from now on."""
+        ...
+
+    def on_publish(self, listener: Callable[[int], object]) -> None:
+        """Call ``listener`` with the generation after every publish in this process: of its own writes,
+        and of writes made elsewhere once caught up with."""
         ...
 
     def close(self) -> None: ...

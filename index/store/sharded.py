@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,24 +28,20 @@ import numpy.typing as npt
 
 from index.dedup import StoryAssigner, signature
 from index.embed import Vectors
-from index.errors import ArticleNotFoundError, IndexStoreError
+from index.errors import ArticleNotFoundError, IndexStoreError, ShardUnavailableError
 from index.records import Article, Chunk, Span
 from index.store.catalog import Catalog, CatalogLookups
+from index.store.follow import Listeners, start_follower
 from index.store.lexical import bm25, idf
 from index.store.probe import Probe, SentenceKey, ShardAnswer
 from index.store.protocols import ArticleWrite, CatalogEntry, Statistics, Tokens
 from index.store.rows import dequantize
-from index.store.watch import start_watcher
 from index.store.window import EVERYTHING, Hits, Ids, Window, merge_hits
 
 log = logging.getLogger("index.cluster")
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
-DEFAULT_WATCH_SECONDS = 2.0
-
-
-class ShardUnavailableError(IndexStoreError):
-    """No replica of a shard answers."""
+DEFAULT_FOLLOW_SECONDS = 2.0
 
 
 def shard_of(article_id: str, shards: int) -> int:
@@ -67,7 +63,8 @@ class ShardedStore:
         """Scatter-gather rounds made so far (a question through ``prefetch`` makes one)."""
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._follower: threading.Thread | None = None
+        self._listeners = Listeners()
         self._stories: StoryAssigner | None = None
         self._generations = self.scatter_all("generation", set())
         self._published = self.scatter_all("published", set())
@@ -106,9 +103,8 @@ class ShardedStore:
                     results[shard] = ray.get(ref, timeout=self._timeout)
                     del pending[shard]
                 except (RayActorError, GetTimeoutError) as exc:
-                    log.warning(
-                        "shard %d replica %d failed (%s); trying another", shard, replica, type(exc).__name__
-                    )
+                    failure = type(exc).__name__
+                    log.warning("shard %d replica %d failed (%s); trying another", shard, replica, failure)
                     self._dead.add((shard, replica))
                     pending[shard] = pending[shard][1:]
         return results
@@ -253,9 +249,12 @@ class ShardedStore:
             self._stories = None
         return True
 
-    def watch(self, interval: float = DEFAULT_WATCH_SECONDS) -> None:
-        if self._watcher is None:
-            self._watcher = start_watcher(self.refresh, interval, self._stop, "cluster")
+    def follow(self, interval: float = DEFAULT_FOLLOW_SECONDS) -> None:
+        if self._follower is None:
+            self._follower = start_follower(self.refresh, interval, self._stop, "cluster")
+
+    def on_publish(self, listener: Callable[[int], object]) -> None:
+        self._listeners.add(listener)
 
     def close(self) -> None:
         self._stop.set()
@@ -263,6 +262,7 @@ class ShardedStore:
     def _take_generations(self) -> None:
         self._generations = self.scatter_all("generation", set())
         self._published = self.scatter_all("published", set())
+        self._listeners.tell(sum(self._generations.values()))
 
     def _story_assigner(self) -> StoryAssigner:
         if self._stories is None:

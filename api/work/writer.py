@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("api.state.writer")
+log = logging.getLogger("api.work.writer")
 LOCK_NAME = "writer.lock"
 DEFAULT_RETRY_SECONDS = 0.5
 

@@ -1,5 +1,5 @@
 """Alerts inside `rag serve`: one thread matches after commits, another starts webhook tries as they come
-due (api/state/webhooks.py sends them side by side, a lane per receiver), and a bell wakes the event
+due (api/work/webhooks.py sends them side by side, a lane per receiver), and a bell wakes the event
 streams. An ingest never waits for either: it only rings the matcher's wake-up. Deliveries wait in the
 outbox (api/store/watches.py) until they succeed, so a server killed between the commit and the delivery
 delivers after its restart.
@@ -13,11 +13,11 @@ import threading
 import time
 
 from api.metrics import WATCH_ALERTS
-from api.state.matching import WatchMatcher
-from api.state.webhooks import DEFAULT_RETRY_SECONDS, DEFAULT_SENDERS, DEFAULT_TRIES, WebhookSender
+from api.work.matching import WatchMatcher
+from api.work.webhooks import DEFAULT_RETRY_SECONDS, DEFAULT_SENDERS, DEFAULT_TRIES, WebhookSender
 from index.fetch import Fetcher
 
-log = logging.getLogger("api.state.alerts")
+log = logging.getLogger("api.work.alerts")
 DEFAULT_CHECK_SECONDS = 2.0
 
 
@@ -48,9 +48,10 @@ class Bell:
 
 
 class AlertWorker:
-    """Matches after each commit (woken by ``committed``, and every ``check_seconds`` for other
-    processes' commits) and starts webhook tries as they come due (woken by new alerts and by each try
-    that ends), each loop in its own thread, once ``start`` is called."""
+    """Matches after each publish of the index (woken by its listener: this process's commits, and other
+    processes' once followed; and every ``check_seconds`` regardless) and starts webhook tries as they
+    come due (woken by new alerts and by each try that ends), each loop in its own thread, once ``start``
+    is called."""
 
     def __init__(
         self,
@@ -75,16 +76,13 @@ class AlertWorker:
 
     def start(self) -> None:
         """Match and deliver here (only the process that writes does)."""
+        self.matcher.answerer.index.on_publish(lambda _: self._wake.set())
         self._threads = [
             threading.Thread(target=self._match_loop, name="watches", daemon=True),
             threading.Thread(target=self._deliver_loop, name="webhooks", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-
-    def committed(self) -> None:
-        """Something was committed in this process: check it soon."""
-        self._wake.set()
 
     def close(self) -> None:
         self._stopping.set()

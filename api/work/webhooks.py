@@ -36,7 +36,7 @@ from api.store.records import Delivery
 from api.store.standing import WatchTables
 from index.fetch import Fetcher, FetchError, Limits, host_key, parse_networks
 
-log = logging.getLogger("api.state.webhooks")
+log = logging.getLogger("api.work.webhooks")
 DEFAULT_RETRY_SECONDS = 10.0
 DEFAULT_TRIES = 8
 DEFAULT_SENDERS = 32

@@ -1,4 +1,4 @@
-"""Background ingest: the writing process (api/state/writer.py) runs the queued jobs of
+"""Background ingest: the writing process (api/work/writer.py) runs the queued jobs of
 api/store/jobs.py in order, one at a time, in a thread of its own. A job cut short by a dying writer is
 run again from the start by the next (ingest is idempotent: what was committed is found unchanged)."""
 
@@ -13,7 +13,7 @@ from api.store.protocols import JobStore
 from index import ArticleError, IngestReport
 from index.records import Article
 
-log = logging.getLogger("api.state.jobs")
+log = logging.getLogger("api.work.jobs")
 DEFAULT_CHECK_SECONDS = 1.0
 
 Items = Sequence[Article | ArticleError]

@@ -7,15 +7,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from api.metrics import FEED_ARTICLES, FEED_POLLS, FEEDS_PAUSED
-from api.state.feeds import Poller
 from api.store.feeds import Feed
+from api.work.poll import Poller
 from index.fetch import host_key
 
-log = logging.getLogger("api.state.feeds")
+log = logging.getLogger("api.work.poll")
 DEFAULT_CHECK_SECONDS = 1.0
 DEFAULT_POLLS = 4
 """Feeds polled at once (threads: a poll mostly waits on the network)."""
@@ -30,12 +29,10 @@ class FeedWorker:
         self,
         poller: Poller,
         check_seconds: float = DEFAULT_CHECK_SECONDS,
-        after_poll: Callable[[], None] | None = None,
         polls: int = DEFAULT_POLLS,
     ) -> None:
         """``after_poll``: told after each poll that added or replaced articles."""
         self.poller = poller
-        self._after_poll = after_poll
         self._check = check_seconds
         self._polls = max(polls, 1)
         self._wake = threading.Event()
@@ -93,8 +90,6 @@ class FeedWorker:
             report = self.poller.poll(feed)
             FEED_POLLS.labels(report.status).inc()
             FEED_ARTICLES.inc(len(report.added) + len(report.replaced))
-            if (report.added or report.replaced) and self._after_poll is not None:
-                self._after_poll()
             log.info(
                 "feed %s: %s, %d added, %d replaced, %d unchanged, %d skipped%s",
                 feed.id,

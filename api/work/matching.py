@@ -36,7 +36,7 @@ from index.terms import tokenize
 from rag import Answerer
 from rag.records import Answer, Hit, Question
 
-log = logging.getLogger("api.state.matching")
+log = logging.getLogger("api.work.matching")
 DEFAULT_NEAR = 0.4
 """The cosine between a watch's question and one of an article's chunks at which the article is read
 for it (chosen on the replay's tune half, benchmarks/watches.py)."""
