@@ -206,6 +206,10 @@ class Startup:
             raise IndexNotReadyError("the index is still loading; retry in a few seconds")
         return self.service
 
+    def door(self) -> Doorkeeper | None:
+        """What the guard consults, once built (the guard refuses with 503 before)."""
+        return None if self.service is None else self.service.door
+
     def close(self) -> None:
         if self.service is not None:
             self.service.close()

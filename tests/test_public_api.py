@@ -54,19 +54,49 @@ def _imports(path: Path, depth: int = 1) -> set[str]:
     return found
 
 
-API_BELOW = {"state": {"api.web", "api.cli"}, "web": {"api.cli"}}
-"""Inside api: the service's state and background work know nothing of HTTP or the command line, and the
-HTTP doors nothing of the command line (the composition root, settings, logs and metrics sit above all)."""
+FLOORS = ["api.cli", "api.web", "api.service", "api.work", "api.store"]
+"""api drawn from its imports: each floor imports only the floors after it (and the modules beside them
+all: settings, errors, logs, metrics); nothing below the web side imports litestar."""
 
 
-@pytest.mark.parametrize("room", sorted(API_BELOW))
-def test_api_rooms_keep_to_their_concern(room: str) -> None:
+def _floor(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:2])
+
+
+@pytest.mark.parametrize("floor", FLOORS)
+def test_api_floors_import_only_the_floors_below(floor: str) -> None:
+    above = set(FLOORS[: FLOORS.index(floor)])
+    if FLOORS.index(floor) > FLOORS.index("api.web"):
+        above.add("litestar")
+    paths = (
+        [ROOT / "api" / "service.py"]
+        if floor == "api.service"
+        else (ROOT / floor.replace(".", "/")).rglob("*.py")
+    )
     offending = {
         str(path.relative_to(ROOT)): sorted(banned)
-        for path in sorted((ROOT / "api" / room).rglob("*.py"))
-        if (banned := _imports(path, depth=2) & API_BELOW[room])
+        for path in sorted(paths)
+        if (
+            banned := {
+                name for name in _imports(path, depth=2) if name in above or name.split(".")[0] in above
+            }
+        )
     }
     assert not offending
+
+
+def test_the_api_floors_cover_every_module() -> None:
+    beside = {
+        "api.__init__",
+        "api.__main__",
+        "api.config",
+        "api.errors",
+        "api.logs",
+        "api.metrics",
+        "api.supervisor",
+    }
+    assert {_floor(path) for path in (ROOT / "api").rglob("*.py")} <= set(FLOORS) | beside
 
 
 @pytest.mark.parametrize("package", sorted(BELOW))

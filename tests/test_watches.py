@@ -533,7 +533,7 @@ def test_text_xml_cannot_carry_never_breaks_a_feed(client: TestClient[Litestar])
         "citations": [{"n": 1, "title": "T\x01", "source": "S\ufffe", "url": "https://x.example/a"}],
     }
     stored = Alert("al_1", "w_0123456789abcdef", 1, "s", "a", "2024-04-16T10:00:00+00:00", body)
-    watch = client.app.state.service.watches.watches.get(asked.json()["id"])
+    watch = client.app.state.startup.require().watches.watches.get(asked.json()["id"])
     (old,) = feedparser.parse(atom(watch, [stored], "http://127.0.0.1:8000/feed")).entries
     assert old.title == "1 June"
     assert "Opens on 1 June [1]." in old.content[0].value

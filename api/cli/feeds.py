@@ -75,7 +75,7 @@ def _remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _poll(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import prepare_data_folder
+    from api.service import prepare_data_folder
     from index import make_ingestor, open_index, packaged_embedder
     from index.embed import core_count
 

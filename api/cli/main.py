@@ -149,7 +149,7 @@ def _cluster_options(ingest: argparse.ArgumentParser) -> None:
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import prepare_data_folder
+    from api.service import prepare_data_folder
     from index import load_paths, make_ingestor, open_index, packaged_embedder
     from index.embed import core_count
 
@@ -170,7 +170,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _delete(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import prepare_data_folder
+    from api.service import prepare_data_folder
     from index import open_index, packaged_embedder
 
     prepare_data_folder(settings)
@@ -193,7 +193,7 @@ def _model_export(settings: Settings, args: argparse.Namespace) -> int:
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     import msgspec
 
-    from api.root import build_answerer
+    from api.service import build_answerer
     from api.web.schemas import answer_out
     from rag import Filters
 
@@ -216,7 +216,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _mcp(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import build_answerer
+    from api.service import build_answerer
     from api.web.mcp_server import run_stdio
 
     answerer = build_answerer(with_model(settings, args))  # before the first message: ready when asked
@@ -226,7 +226,7 @@ def _mcp(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_add(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import open_keys
+    from api.service import open_keys
 
     keys = open_keys(settings)
     token = keys.add(args.name, args.scope, args.origin, args.per_minute, args.per_day)
@@ -237,7 +237,7 @@ def _keys_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import open_keys
+    from api.service import open_keys
 
     del args
     keys = open_keys(settings)
@@ -257,7 +257,7 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import open_keys
+    from api.service import open_keys
 
     keys = open_keys(settings)
     keys.revoke(args.name, keep_watches=args.keep_watches)

@@ -133,7 +133,7 @@ def _settings(settings: Settings, args: argparse.Namespace) -> Settings:
 
 
 def _may_listen(settings: Settings, args: argparse.Namespace) -> bool:
-    from api.root import open_keys
+    from api.service import open_keys
 
     if _is_loopback(args.host) or args.insecure:
         return True
@@ -164,7 +164,7 @@ def _supervise(settings: Settings, args: argparse.Namespace, workers: int, model
     none of this."""
     import uvicorn
 
-    from api.root import prepare_data_folder
+    from api.service import prepare_data_folder
 
     data_dir = settings.service.data_dir
     lock = _hold_folder(data_dir)  # before anything is bound or moved: a second one is refused
@@ -207,7 +207,7 @@ def _hold_folder(data_dir: Path) -> int:
 def _serve(settings: Settings, args: argparse.Namespace, model_threads: int, worker: bool) -> int:
     import uvicorn
 
-    from api.root import build_answerer
+    from api.service import build_answerer
     from api.web.app import create_app
     from index.embed import set_threads
     from rag import Answerer
@@ -250,8 +250,8 @@ def _serve(settings: Settings, args: argparse.Namespace, model_threads: int, wor
     else:
         server = uvicorn.Server(config)
         server.run()
-    if app.state.service.error:
-        print(f"rag serve: the index could not be loaded: {app.state.service.error}", file=sys.stderr)
+    if app.state.startup.error:
+        print(f"rag serve: the index could not be loaded: {app.state.startup.error}", file=sys.stderr)
         return 2
     return 0
 
@@ -263,7 +263,7 @@ def _worker_server(config: uvicorn.Config, app: Litestar, ready_fd: int | None) 
     timeout for one left idle."""
     import uvicorn
 
-    service = app.state.service
+    service = app.state.startup
 
     class WorkerServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

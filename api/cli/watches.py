@@ -99,7 +99,7 @@ def _remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
-    from api.root import build_answerer
+    from api.service import build_answerer
     from api.web.schemas import render_answer
     from api.work.matching import WatchMatcher
     from api.work.webhooks import deliver_due, webhook_poster

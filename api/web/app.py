@@ -47,9 +47,9 @@ from api.metrics import (
     WORKERS,
     metrics_registry,
 )
-from api.root import build_answerer
-from api.state.service import DEFAULT_HEARTBEAT_SECONDS, Service, service_of
+from api.service import DEFAULT_HEARTBEAT_SECONDS, Startup, build_answerer
 from api.web.chat import CHAT_ROUTES, ROUTING_HANDLERS
+from api.web.context import service_of, startup_of
 from api.web.feeds import ROUTES as FEED_ROUTES
 from api.web.guard import Guard
 from api.web.keys import ROUTES as KEY_ROUTES
@@ -105,7 +105,7 @@ ArticleId = Annotated[str, Parameter(pattern=ID_PATTERN, description="an article
     summary="Answer a question with cited sentences",
 )
 def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     return answer_out(_answer(answerer, data))
 
 
@@ -146,9 +146,9 @@ def _answer(answerer: Answerer, data: AskIn) -> Answer:
     ),
 )
 async def ask_stream(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> ServerSentEvent:
-    service = service_of(request)
-    answerer, _ = service.require()
-    return ServerSentEvent(_answer_events(answerer, data, service.heartbeat_seconds))
+    startup = startup_of(request)
+    answerer = startup.require().answerer
+    return ServerSentEvent(_answer_events(answerer, data, startup.heartbeat_seconds))
 
 
 async def _answer_events(
@@ -218,7 +218,7 @@ def search(
     k: Annotated[int, Parameter(ge=1, le=MAX_TOP_K, description="passages")] = 5,
     as_of: Annotated[date | None, Parameter(description="nothing published after this day")] = None,
 ) -> SearchOut:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     hits = answerer.search(answerer.question(q, as_of=as_of, top_k=k))
     return SearchOut([passage_out(h) for h in hits])
 
@@ -232,7 +232,7 @@ def search(
     summary="One stored article",
 )
 def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> ArticleOut:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     found = answerer.index.reader().articles([article_id])
     if article_id not in found:
         raise ArticleNotFoundError(f"no article with id {article_id!r}")
@@ -261,7 +261,7 @@ def post_articles(
     request: Request[Any, Any, Any], data: JSONBody[ArticlesIn]
 ) -> Response[IngestOut | JobOut]:
     service = service_of(request)
-    _, ingestor = service.require()
+    ingestor = service.ingestor
     records = data if isinstance(data, list) else [data]
     if not 1 <= len(records) <= MAX_ARTICLES_PER_REQUEST:  # msgspec drops bounds inside a union
         raise ValidationException(f"send 1 to {MAX_ARTICLES_PER_REQUEST} articles in one request")
@@ -277,7 +277,6 @@ def post_articles(
     budget = service.settings.service
     text = sum(len(r.body) for r in records)
     if len(records) > budget.ingest_sync_articles or text > budget.ingest_sync_chars:
-        assert service.jobs is not None
         job = service.jobs.submit(items)
         out = job_out(job)
         return Response(out, status_code=202, headers={"Location": out.url})
@@ -294,9 +293,7 @@ def post_articles(
     summary="A background ingest job",
 )
 def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
-    service = service_of(request)
-    service.require()
-    job = service.jobs.table.get(job_id) if service.jobs else None
+    job = service_of(request).jobs.table.get(job_id)
     if job is None:
         raise NotFoundError(f"no job with id {job_id!r}")
     return job_out(job)
@@ -312,7 +309,7 @@ def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
     summary="Remove an article; no question asked after this returns can cite it",
 )
 def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> None:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     answerer.index.delete(article_id)
 
 
@@ -323,7 +320,7 @@ def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> No
     summary="Ready once every part a request needs is loaded (the index, the models, keys and limits)",
 )
 def health(request: Request[Any, Any, Any]) -> HealthOut:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     reader = answerer.index.reader()  # no SQL, no lock: never waits for a writer
     return HealthOut("ready", reader.article_count, reader.size, reader.generation)
 
@@ -337,14 +334,11 @@ def health(request: Request[Any, Any, Any]) -> HealthOut:
     "index size, watches, their alerts and webhook deliveries.",
 )
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    service = service_of(request)
-    answerer = service.answerer
-    if service.watches is not None:
+    service = startup_of(request).service
+    if service is not None:
         WATCHES.set(service.watches.watches.count())
-    if service.jobs is not None:
         INGEST_QUEUED.set(service.jobs.table.waiting())
-    if answerer is not None:
-        reader = answerer.index.reader()
+        reader = service.answerer.index.reader()
         INDEX_ARTICLES.set(reader.article_count)
         INDEX_CHUNKS.set(reader.size)
         INDEX_GENERATION.set(reader.generation)
@@ -389,7 +383,7 @@ async def _worker_headers(message: Message, scope: Scope) -> None:
     stopping, so its clients' next requests go to the others."""
     if message["type"] != "http.response.start":
         return
-    service: Service = scope["app"].state.service
+    service: Startup = scope["app"].state.startup
     if service.worker is None:
         return
     WORKER_REQUESTS.labels(str(service.worker)).inc()
@@ -412,18 +406,16 @@ def create_app(
     answers 503 until it is ready. ``on_load_error`` is told when loading fails (`rag serve` stops).
     ``open_without_keys``: answer without a key while no key is configured (loopback or --insecure).
     ``worker``: this process's slot among `rag serve --workers N`, sent as ``X-Worker``."""
-    service = Service(
-        settings, open_without_keys, heartbeat_seconds=heartbeat_seconds, render=render_answer, worker=worker
-    )
-    mcp_endpoint, mcp_lifespan = mcp_mount(build_mcp(lambda: service.require()[0]))
+    startup = Startup(settings, open_without_keys, heartbeat_seconds=heartbeat_seconds, worker=worker)
+    mcp_endpoint, mcp_lifespan = mcp_mount(build_mcp(lambda: startup.require().answerer))
 
     def start() -> None:
-        args = (opener, on_load_error)
+        args = (opener, render_answer, on_load_error)
         if background:
-            threading.Thread(target=service.load, args=args, name="index-load", daemon=True).start()
+            threading.Thread(target=startup.load, args=args, name="index-load", daemon=True).start()
         else:
-            service.load(*args)
-            if worker is not None and service.error is None:
+            startup.load(*args)
+            if worker is not None and startup.error is None:
                 WORKERS.labels(str(worker)).set(1)  # answering from now on
 
     problems = ProblemDetailsConfig(
@@ -465,9 +457,12 @@ def create_app(
         ],
         lifespan=[mcp_lifespan],
         on_startup=[start],
-        on_shutdown=[service.close],
+        on_shutdown=[startup.close],
         plugins=[ProblemDetailsPlugin(problems), StrictStructSchemaPlugin()],
-        middleware=[prometheus.middleware, Guard(lambda: service.door, settings.service.max_body_bytes)],
+        middleware=[
+            prometheus.middleware,
+            Guard(startup.door, settings.service.max_body_bytes),
+        ],
         exception_handlers={Exception: internal_error, **ROUTING_HANDLERS},
         before_send=[_complete_allow, _worker_headers],
         request_max_body_size=settings.service.max_body_bytes,
@@ -486,7 +481,7 @@ def create_app(
                 }
             ),
         ),
-        state=State({"service": service}),
+        state=State({"startup": startup}),
         logging_config=logging_config,
         debug=False,
     )

@@ -36,7 +36,8 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.errors import ModelNotFoundError
-from api.state.service import Service, service_of
+from api.service import Service
+from api.web.context import service_of
 from api.web.openapi import ChatOperation
 from api.web.problems import log, openai_error, openai_errors, to_problem
 from index.errors import QuestionError, RagError
@@ -133,7 +134,7 @@ def _model(name: str) -> dict[str, Any]:
     sync_to_thread=False,
 )
 def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     return {"object": "list", "data": [_model(name) for name in _models(answerer)]}
 
 
@@ -147,7 +148,7 @@ def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     sync_to_thread=False,
 )
 def get_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> dict[str, Any]:
-    answerer, _ = service_of(request).require()
+    answerer = service_of(request).answerer
     if model_id not in _models(answerer):
         raise ModelNotFoundError(
             f"the model {model_id[:100]!r} does not exist; the models are {_models(answerer)}"
@@ -263,7 +264,7 @@ async def chat_completions(
     request: Request[Any, Any, Any], data: Annotated[ChatIn, Body(media_type="application/json")]
 ) -> Response[Any]:
     service = service_of(request)
-    answerer, _ = service.require()
+    answerer = service.answerer
     answer = await anyio.to_thread.run_sync(_ask, answerer, data)
     pieces = _pieces(answer)
     content = "".join(pieces)

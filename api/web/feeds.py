@@ -13,10 +13,10 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.store.feeds import Feed
+from api.web.context import service_of
 from api.web.problems import problems
 from api.work.feeds import FeedWorker
 from api.work.poll import detect, every_seconds
-from index.errors import UnavailableError
 from index.urls import MAX_URL_CHARS
 
 _ADMIN: dict[str, Any] = {"scope": "admin"}
@@ -52,12 +52,7 @@ def feed_out(feed: Feed) -> FeedOut:
 
 
 def _worker(request: Request[Any, Any, Any]) -> FeedWorker:
-    service = request.app.state.service
-    service.require()
-    worker: FeedWorker | None = service.feeds
-    if worker is None:
-        raise UnavailableError("feeds are not available in this server")
-    return worker
+    return service_of(request).feeds
 
 
 @get(

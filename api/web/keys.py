@@ -12,11 +12,11 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.errors import KeyInUseError, KeyRefusedError, KeyTakenError
-from api.state.service import service_of
 from api.store.keys import ApiKey
 from api.store.protocols import KeyStore
+from api.web.context import service_of
 from api.web.problems import problems
-from index.errors import ConfigError, IndexNotReadyError
+from index.errors import ConfigError
 
 _ADMIN: dict[str, Any] = {"scope": "admin"}
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -62,10 +62,7 @@ def key_out(key: ApiKey, token: str | None = None) -> KeyOut:
 
 
 def _keys(request: Request[Any, Any, Any]) -> KeyStore:
-    door = service_of(request).door
-    if door is None:
-        raise IndexNotReadyError("the service is still starting; retry in a few seconds")
-    return door.keys
+    return service_of(request).door.keys
 
 
 @get(

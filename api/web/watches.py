@@ -21,14 +21,14 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.errors import WatchNotFoundError, WebhookRefusedError
-from api.state.service import Service, service_of
+from api.service import Service, Startup
 from api.store.keys import ApiKey
 from api.store.records import Alert, Made, Watch
 from api.store.standing import WatchTables
 from api.store.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES
+from api.web.context import service_of, startup_of
 from api.web.problems import problems
 from api.web.schemas import Text
-from index.errors import UnavailableError
 from index.fetch import FetchError
 from index.urls import MAX_URL_CHARS
 
@@ -109,9 +109,6 @@ def _caller(request: Request[Any, Any, Any]) -> tuple[str | None, bool]:
 
 def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchTables]:
     service = service_of(request)
-    service.require()
-    if service.watches is None:
-        raise UnavailableError("watches are not available in this server")
     return service, service.watches
 
 
@@ -144,14 +141,10 @@ def _feed_url(request: Request[Any, Any, Any], watch_id: str, token: str) -> str
 )
 def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> WatchOut:
     service, store = _store(request)
-    answerer, _ = service.require()
-    answerer.question(data.question)  # the /ask rules: 422 for a question that cannot be asked
+    service.answerer.question(data.question)  # the /ask rules: 422 for a question that cannot be asked
     if data.webhook is not None:
-        poster = service.alerts.poster if service.alerts is not None else None
         try:
-            if poster is None:
-                raise FetchError("webhooks are not delivered by this server")
-            poster.check_address(data.webhook)
+            service.alerts.poster.check_address(data.webhook)
         except FetchError as exc:
             raise WebhookRefusedError(f"the webhook cannot be used: {exc}") from None
     owner, _ = _caller(request)
@@ -354,19 +347,20 @@ async def watch_events(
         given = request.headers.get("last-event-id", "")
         last = min(int(given), _LAST) if given.isascii() and given.isdigit() else 0
     key: ApiKey | None = request.state.get("api_key")
-    return ServerSentEvent(_events(service, store, watch_id, last, key.name if key else None))
+    return ServerSentEvent(_events(startup_of(request), service, watch_id, last, key.name if key else None))
 
 
 async def _events(
-    service: Service, store: WatchTables, watch_id: str, last: int, key: str | None
+    startup: Startup, service: Service, watch_id: str, last: int, key: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The watch's alerts after ``last``, oldest first, then each as it comes; the stream ends when the
     watch is removed or the key that opened it is revoked."""
-    bell = service.alerts.bell if service.alerts is not None else None
-    rung = bell.listen() if bell is not None else asyncio.Event()
+    store, bell = service.watches, service.alerts.bell
+    rung = bell.listen()
+    heartbeat = startup.heartbeat_seconds
     quiet = 0.0
     try:
-        while not service.draining.is_set():  # a stopping worker ends its streams; clients resume elsewhere
+        while not startup.draining.is_set():  # a stopping worker ends its streams; clients resume elsewhere
             rung.clear()
             fresh = await anyio.to_thread.run_sync(_newer, store, watch_id, last)
             for alert in fresh:
@@ -377,21 +371,20 @@ async def _events(
                 continue
             # Woken by this process's alerts when it matches them; where another worker does, the
             # store is looked at every FOLLOW_SECONDS.
-            wait = service.heartbeat_seconds if service.writing else FOLLOW_SECONDS
-            wait = min(wait, service.heartbeat_seconds - quiet)
+            wait = heartbeat if service.writing else FOLLOW_SECONDS
+            wait = min(wait, heartbeat - quiet)
             try:
                 await asyncio.wait_for(rung.wait(), timeout=wait)
             except TimeoutError:
                 quiet += wait
-                if quiet < service.heartbeat_seconds:
+                if quiet < heartbeat:
                     continue
                 quiet = 0.0
                 if not await anyio.to_thread.run_sync(_still_open, service, store, watch_id, key):
                     return
                 yield ServerSentEventMessage(comment="keepalive", data=None)
     finally:
-        if bell is not None:
-            bell.leave(rung)
+        bell.leave(rung)
 
 
 def _still_open(service: Service, store: WatchTables, watch_id: str, key: str | None) -> bool:
@@ -400,8 +393,7 @@ def _still_open(service: Service, store: WatchTables, watch_id: str, key: str | 
         store.watches.get(watch_id)
     except WatchNotFoundError:
         return False
-    door = service.door
-    return key is None or (door is not None and any(k.name == key for k in door.keys.active()))
+    return key is None or any(k.name == key for k in service.door.keys.active())
 
 
 def _newer(store: WatchTables, watch_id: str, last: int) -> list[Alert]:
