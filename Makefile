@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve test lint unit eval-gate eval-baseline clean llm-server bench-scale bench-peers train-reader
+.PHONY: install serve test lint docs unit eval-gate eval-baseline clean llm-server bench-scale bench-peers train-reader
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MKDOCS)
+
+# The documentation site (mkdocs.yml, docs/) into build/site, strictly: a broken link, a missing anchor or a page
+# left out of the nav fails. The variable hides Material's notice about its successor (no network either way).
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+docs: $(STAMP)
+	$(MKDOCS)
 
 # The widget's browser tests drive Debian's Chromium (Playwright's own browser download cannot run here).
 CHROMIUM := /usr/bin/chromium
