@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from api.web.app import create_app
 from index import Embedder, load_paths, make_ingestor, packaged_embedder
 from index.store import IndexStore
 from rag import Answerer
+from tests.servers import rag, rag_env, serving
 from tests.sites import Site, serve_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,3 +166,63 @@ def site() -> Iterator[Site]:
     """A small web site on 127.0.0.1 (tests/sites.py)."""
     with serve_site() as served:
         yield served
+
+
+@pytest.fixture
+def settings_store(
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
+) -> Iterator[tuple[Settings, IndexStore]]:
+    """The settings of a data folder and its store, holding the seed and the short news items."""
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+    store = open_local(settings, embedder)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    yield settings, store
+    store.close()
+
+
+@dataclass
+class Server:
+    """A `rag serve` process on 127.0.0.1 over a copy of ``index_dir``."""
+
+    base: str
+    port: int
+    env: dict[str, str]
+    log: Path
+    data: Path
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory: pytest.TempPathFactory, tiktoken_dir: Path) -> Path:
+    """The seed and the short news items, ingested once by `rag ingest`; servers and tests run on copies."""
+    data = tmp_path_factory.mktemp("served") / "data"
+    ingested = rag("ingest", "--quiet", str(SEEDS), str(NEWS), env=rag_env(data, tiktoken_dir))
+    assert ingested.returncode == 0, ingested.stderr
+    return data
+
+
+def serve_copy(
+    index_dir: Path, tiktoken_dir: Path, folder: Path, *args: str, keys: tuple[str, ...] = ()
+) -> Iterator[tuple[Server, list[str]]]:
+    """`rag serve` (``args`` appended) on a copy of ``index_dir`` in ``folder``, with a key made by `rag keys
+    add` for each of ``keys``; yields the server and the keys' tokens once, and stops it after."""
+    data = folder / "data"
+    shutil.copytree(index_dir, data)
+    env = rag_env(data, tiktoken_dir)
+    tokens = []
+    for spec in keys:
+        made = rag("keys", "add", *spec.split(), env=env)
+        assert made.returncode == 0, made.stderr
+        tokens.append(made.stdout.strip())
+    log = folder / "server.log"
+    with serving(env, log, *args) as base:
+        yield Server(base, int(base.rsplit(":", 1)[1]), env, log, data), tokens
+
+
+@pytest.fixture(scope="session")
+def open_server(
+    index_dir: Path, tiktoken_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """`rag serve` with no keys (open mode) and no per-address limit, one for the session."""
+    folder = tmp_path_factory.mktemp("open")
+    for server, _ in serve_copy(index_dir, tiktoken_dir, folder, "--rate-per-address", "0"):
+        yield server

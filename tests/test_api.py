@@ -1,10 +1,13 @@
-"""The real Litestar app in-process: every route, and RFC 9457 problem details for every error."""
+"""The real Litestar app in-process: every route, and RFC 9457 problem details for every error; what a
+posted article may hold (markup and control characters are stored as text, ids are of a safe set), over
+a real `rag serve` too."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -13,7 +16,7 @@ from api.config import Settings
 from api.web.app import create_app
 from index import Embedder
 from rag import Answerer
-from tests.conftest import SEED_ID, local_client, make_settings, open_local
+from tests.conftest import SEED_ID, Server, local_client, make_settings, open_local
 
 PROBLEM = "application/problem+json"
 
@@ -206,3 +209,58 @@ def test_health_is_ready_only_once_every_part_a_request_needs_is_loaded(
         body = _problem(client.get("/health"), 503)
         assert body["detail"] == "the index could not be loaded; the server log says why"
         _problem(client.post("/ask", json={"question": "anything?"}), 503)
+
+
+def test_markup_is_stored_and_returned_as_text(client: TestClient[Litestar]) -> None:
+    article = {
+        "id": "markup",
+        "title": "<script>alert(1)</script>Harbour <b>reopens</b>",
+        "source": "<img src=x onerror=alert(1)>Harbour Wire",
+        "authors": ["<i>Ann Lee</i>"],
+        "url": "https://example.com/harbour",
+        "body": "The harbour reopened on Monday &lt;script&gt;alert(1)&lt;/script&gt; after repairs to the "
+        "old stone pier. Fishing boats returned the same afternoon. <img src=x onerror=alert(2)",
+    }
+    assert client.post("/articles", json=article).status_code == 200
+    stored = client.get("/articles/markup").json()
+    assert stored["title"] == "Harbour reopens"  # a script's text is dropped with it
+    assert stored["source"] == "Harbour Wire"
+    assert stored["authors"] == ["Ann Lee"]
+    answer = client.post("/ask", json={"question": "When did the harbour reopen after pier repairs?"}).text
+    for live in ("<script", "<img", "onerror=", "<b>", "<i>"):
+        assert live not in answer
+        assert live not in stored["body"]
+    bad_url = client.post("/articles", json={**article, "id": "js", "url": "javascript:alert(1)"})
+    assert bad_url.status_code == 400  # the schema admits only http(s) addresses
+    sneaky = client.post("/articles", json={**article, "id": "js", "url": "https:///no-host"})
+    assert sneaky.status_code == 422
+    assert "no host" in sneaky.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("article_id", [".", "..", "a/b", "a b", "caf\u00e9", "x\n", ".hidden"])
+def test_ids_are_of_a_safe_character_set(open_server: Server, article_id: str) -> None:
+    """Before: "." and ".." were stored, and could not be deleted over HTTP."""
+    response = httpx.post(
+        f"{open_server.base}/articles", json={"id": article_id, "body": "The bus ran late."}
+    )
+    _problem(response, 400)
+
+
+@pytest.mark.slow
+def test_control_characters_are_not_stored(open_server: Server) -> None:
+    article = {
+        "id": "controls",
+        "title": "Harbour\x00 re\x1fopens",
+        "source": "Harbour\x07 Wire",
+        "authors": ["Ann\x00 Lee"],
+        "body": "The harbour\x00 reopened on Monday.\x0bFishing boats returned\x1b the same afternoon.",
+    }
+    assert httpx.post(f"{open_server.base}/articles", json=article).status_code == 200
+    stored = httpx.get(f"{open_server.base}/articles/controls").json()
+    assert (stored["title"], stored["source"], stored["authors"]) == (
+        "Harbour reopens",
+        "Harbour Wire",
+        ["Ann Lee"],
+    )
+    assert stored["body"] == "The harbour reopened on Monday.\n\nFishing boats returned the same afternoon."

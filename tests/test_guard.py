@@ -1,8 +1,11 @@
 """Keys, scopes, origins, JSON bodies, rate limits, daily caps, revocation and request ids, on the real
-app in-process (the loopback rule of `rag serve` runs the real command line)."""
+app in-process; and over real `rag serve` processes, the host names open mode answers, X-Forwarded-For
+believed only from a trusted proxy, origins compared normalised, and access log lines no request can
+forge."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -26,12 +29,14 @@ from index.errors import ConfigError
 from index.fetch import parse_networks
 from index.store import IndexStore
 from rag import Answerer
-from tests.conftest import NEWS, SEEDS, local_client, make_settings, open_local
+from tests.conftest import NEWS, SEEDS, Server, local_client, make_settings, open_local
+from tests.conftest import serve_copy as _server
 from tests.servers import free_port, rag, rag_env, serving
 
 PROBLEM = "application/problem+json"
 INTRANET = "https://intranet.example.com"
 QUESTION = {"question": "Why did Russian peacekeepers leave Karabakh?"}
+GOOD = "https://good.example.com"
 
 
 @dataclass
@@ -385,3 +390,146 @@ def test_serving_beyond_loopback_needs_keys_or_insecure(tmp_path: Path, tiktoken
     with serving(env, tmp_path / "server.log", "--host", "0.0.0.0") as base:
         assert httpx.get(f"{base}/health", timeout=10).status_code == 200
         assert httpx.post(f"{base}/ask", json=QUESTION, timeout=30).status_code == 401
+
+
+@dataclass
+class Keyed:
+    server: Server
+    admin: str
+    widget: str
+    """An ask key for pages on GOOD."""
+
+
+@pytest.fixture(scope="module")
+def keyed_server(
+    index_dir: Path, tiktoken_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Keyed]:
+    """Keys, and X-Forwarded-For believed from 127.0.0.1 (a proxy on this machine), 5 requests a minute
+    per address."""
+    folder = tmp_path_factory.mktemp("keyed")
+    keys = ("ops --scope admin", f"widget --scope ask --origin {GOOD}")
+    args = ("--trusted-proxy", "127.0.0.1", "--rate-per-address", "5")
+    for server, (admin, widget) in _server(index_dir, tiktoken_dir, folder, *args, keys=keys):
+        yield Keyed(server, admin, widget)
+
+
+def test_writes_need_an_admin_key_and_a_json_body(
+    settings_store: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    settings, store = settings_store
+    ring = KeyRing(settings.service.state_path)
+    admin = ring.add("ops", "admin")
+    ring.close()
+    app = create_app(settings, opener=lambda s: Answerer(store, embedder, s.answers), background=False)
+    story = b'{"id": "t-wheat-harvest", "body": "Replaced by a page the reader happened to open."}'
+    with local_client(app) as client:
+        assert (
+            client.post("/articles", content=story, headers={"content-type": "application/json"}).status_code
+            == 401
+        )
+        assert client.delete("/articles/t-wheat-harvest").status_code == 401
+        cross_site = client.post(
+            "/articles",
+            content=story,
+            headers={
+                "content-type": "text/plain",
+                "origin": "https://evil.example",
+                "authorization": f"Bearer {admin}",
+            },
+        )
+        assert cross_site.status_code in {403, 415}
+    assert "Replaced" not in store.reader().articles(["t-wheat-harvest"])["t-wheat-harvest"].body
+
+
+@pytest.mark.slow
+def test_open_mode_answers_only_loopback_host_names(open_server: Server) -> None:
+    """Before: Host evil.example with a matching Origin passed as 'same origin' and could delete."""
+    base, port = open_server.base, open_server.port
+    rebound = {"host": f"evil.example:{port}", "origin": f"http://evil.example:{port}"}
+    body = _problem(httpx.delete(f"{base}/articles/t-wheat-harvest", headers=rebound), 403)
+    assert "127.0.0.1, [::1] or localhost" in str(body["detail"])
+    story = {"id": "planted", "body": "A story planted by a page the reader happened to open."}
+    _problem(httpx.post(f"{base}/articles", json=story, headers=rebound), 403)
+    _problem(httpx.post(f"{base}/ask", json=QUESTION, headers={"host": "evil.example"}), 403)
+    _problem(httpx.options(f"{base}/ask", headers={**rebound, "access-control-request-method": "POST"}), 403)
+    assert httpx.get(f"{base}/articles/t-wheat-harvest").status_code == 200  # nothing was deleted
+    assert httpx.get(f"{base}/articles/planted").status_code == 404
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}", "localhost"):
+        assert httpx.post(f"{base}/ask", json=QUESTION, headers={"host": host}).status_code == 200, host
+
+
+@pytest.mark.slow
+def test_allowed_hosts_are_named_on_purpose(index_dir: Path, tiktoken_dir: Path, tmp_path: Path) -> None:
+    args = ("--allowed-host", "desk.internal")
+    for server, _ in _server(index_dir, tiktoken_dir, tmp_path, *args):
+        named = httpx.get(f"{server.base}/articles/t-wheat-harvest", headers={"host": "desk.internal:80"})
+        assert named.status_code == 200
+        other = httpx.get(f"{server.base}/articles/t-wheat-harvest", headers={"host": "evil.example"})
+        _problem(other, 403)
+
+
+@pytest.mark.slow
+def test_a_spoofed_forwarded_address_does_not_dodge_the_limit(
+    index_dir: Path, tiktoken_dir: Path, tmp_path: Path
+) -> None:
+    """Before: uvicorn believed X-Forwarded-For from 127.0.0.1 and every spoofed address got a bucket."""
+    for server, _ in _server(index_dir, tiktoken_dir, tmp_path, "--rate-per-address", "5"):
+        with httpx.Client(base_url=server.base) as client:
+            statuses = [
+                client.get(
+                    "/articles/t-wheat-harvest", headers={"x-forwarded-for": f"203.0.113.{i}"}
+                ).status_code
+                for i in range(12)
+            ]
+    assert statuses[:5] == [200] * 5
+    assert set(statuses[5:]) == {429}
+
+
+@pytest.mark.slow
+def test_a_trusted_proxy_is_believed(keyed_server: Keyed) -> None:
+    bearer = {"authorization": f"Bearer {keyed_server.admin}"}
+    with httpx.Client(base_url=keyed_server.server.base, headers=bearer) as client:
+        spread = [
+            client.get("/articles/t-wheat-harvest", headers={"x-forwarded-for": f"198.51.100.{i}"})
+            for i in range(8)
+        ]
+        one = [
+            client.get("/articles/t-wheat-harvest", headers={"x-forwarded-for": "192.0.2.7"}).status_code
+            for _ in range(7)
+        ]
+    assert [r.status_code for r in spread] == [200] * 8  # eight clients behind the proxy, one each
+    assert one[:5] == [200] * 5
+    assert set(one[5:]) == {429}
+
+
+@pytest.mark.slow
+def test_origins_are_compared_normalised(keyed_server: Keyed) -> None:
+    """Before: the preflight compared origins raw and refused https://GOOD.example.com:443."""
+    base = keyed_server.server.base
+    for spelled in ("https://GOOD.example.com:443", "https://good.example.com"):
+        preflight = httpx.options(
+            f"{base}/ask", headers={"origin": spelled, "access-control-request-method": "POST"}
+        )
+        assert preflight.status_code == 204, (spelled, preflight.text)
+        assert preflight.headers["access-control-allow-origin"] == spelled
+    asked = httpx.post(
+        f"{base}/ask",
+        json=QUESTION,
+        headers={"origin": "https://Good.Example.com", "authorization": f"Bearer {keyed_server.widget}"},
+        timeout=60,
+    )
+    assert asked.status_code == 200, asked.text
+
+
+@pytest.mark.slow
+def test_a_line_break_in_a_path_cannot_forge_a_log_line(open_server: Server) -> None:
+    forged = "zz%0a2026-12-01%2009:51:00,000%20ERROR%20api%20[forged]"
+    response = httpx.get(f"{open_server.base}/articles/{forged}")
+    assert response.status_code == 400  # not an article id
+    escaped = "/articles/zz\\x0a2026-12-01 09:51:00,000 ERROR api [forged]"
+    deadline = time.monotonic() + 60  # the log is written by a queue listener thread: wait for the line
+    while escaped not in open_server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = open_server.log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("2026-12-01 09:51:00,000 ERROR api [forged]")]
+    assert any(escaped in line for line in lines)

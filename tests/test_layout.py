@@ -1,6 +1,7 @@
 """The data folder: the index in ``index/``, the service's keys in ``service.sqlite`` beside it, so that
 rebuilding the index keeps every key; a folder of the first layout (index files and keys together in
-``meta.sqlite``) is moved on first start, and a move cut short is finished by the next."""
+``meta.sqlite``) is moved on first start, and a move cut short is finished by the next; lost keys stop
+the start rather than leave it open."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from api.store.keys import KeyRing
 from tests.conftest import NEWS, SEEDS
-from tests.servers import rag, rag_env, serving
+from tests.servers import free_port, rag, rag_env, serving
 
 QUESTION = {"question": "Why did Russian peacekeepers leave Karabakh?"}
 
@@ -94,3 +95,19 @@ def test_a_move_cut_short_is_finished_by_the_next_start(tmp_path: Path) -> None:
     asked = rag("ask", "Why did Russian peacekeepers leave Karabakh?", env=env)
     assert asked.returncode == 0, asked.stderr
     assert "peacekeepers" in asked.stdout
+
+
+@pytest.mark.slow
+def test_lost_keys_refuse_to_start_rather_than_start_open(index_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(index_dir, data)
+    env = rag_env(data, tmp_path / "tiktoken")
+    assert rag("keys", "add", "ops", "--scope", "admin", env=env).returncode == 0
+    (data / "service.sqlite").unlink()
+    served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
+    assert served.returncode == 2
+    assert "service.sqlite is missing" in served.stderr
+    (data / "service.sqlite").write_bytes(b"")  # an empty file opens as an empty database
+    served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
+    assert served.returncode == 2
+    assert "holds no API keys" in served.stderr

@@ -1,12 +1,17 @@
-"""Every input format, and a clear error naming the file and the reason for every bad input."""
+"""Every input format, and a clear error naming the file and the reason for every bad input: any record
+is an article or an ArticleError, never another exception."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import date
 from pathlib import Path
 
-from index import ArticleError, load_paths
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from index import ArticleError, load_paths, parse_record
 from index.records import Article
 
 
@@ -139,3 +144,26 @@ def test_ids_are_stable_without_an_explicit_id(tmp_path: Path) -> None:
     second, _ = _load(tmp_path / "two.jsonl")
     assert first[0].id == second[0].id
     assert first[0].content_hash != second[0].content_hash
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+_FIELDS = ("id", "title", "url", "source", "published_at", "authors", "body", "text")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(_FIELDS),
+        _JSON | st.sampled_from(["http://[", "https://x:99999/", "\x00", "..", "2023-02-30", "Quokkas."]),
+    )
+)
+def test_any_record_is_an_article_or_an_article_error(record: dict[str, object]) -> None:
+    """What a .jsonl line or a POST can hold: never any other exception (one would abort an ingest)."""
+    with contextlib.suppress(ArticleError):
+        parse_record(record, "record")

@@ -1,13 +1,17 @@
-"""Idempotent ingest, replace and delete; crash-safe writes; clear refusal of a corrupt or foreign index."""
+"""Idempotent ingest, replace and delete; crash-safe writes; reads that race writes, and writes by another
+process picked up outside requests; damaged files rebuilt; clear refusal of a corrupt, lost or foreign
+index."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -16,12 +20,15 @@ import numpy as np
 import pytest
 
 from api.config import Settings
-from index import Embedder, load_paths, make_ingestor, open_index
+from api.web.app import create_app
+from index import Embedder, load_paths, make_ingestor, open_index, parse_record
 from index.config import IndexSettings
 from index.errors import ArticleNotFoundError, IndexCorruptError, IndexMismatchError
 from index.records import Article
 from index.store import IndexStore
-from tests.conftest import NEWS, ROOT, SEED_ID, SEEDS, open_local
+from rag import Answerer
+from tests.conftest import NEWS, ROOT, SEED_ID, SEEDS, local_client, make_settings, open_local
+from tests.servers import free_port, rag, rag_env
 
 
 def _ingest(settings: Settings, store: IndexStore, embedder: Embedder, *paths: Path) -> None:
@@ -31,6 +38,16 @@ def _ingest(settings: Settings, store: IndexStore, embedder: Embedder, *paths: P
 
 def _chunk_ids(store: IndexStore) -> list[int]:
     return sorted(int(i) for i in store.reader().chunk_ids())
+
+
+def _story(i: int) -> dict[str, str]:
+    return {
+        "id": f"zebra-{i}",
+        "title": f"Zebra festival {i} in Quillfield",
+        "published_at": "2024-05-02",
+        "body": f"The zebra festival number {i} opened in Quillfield on Thursday with a parade of painted "
+        f"carts. Organisers said festival {i} drew record crowds to the town square.",
+    }
 
 
 def test_reingesting_the_same_articles_changes_nothing(
@@ -275,3 +292,128 @@ def test_sentence_vectors_are_stored_at_ingest_and_deleted_with_the_article(
     assert float(stored[spans[3]] @ fresh) > 0.999
     store.delete(SEED_ID)
     assert store.reader().sentence_vectors(SEED_ID, spans) == {}
+
+
+def test_queries_racing_writes_never_fail_and_never_cite_deleted_articles(
+    settings_store: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    """Before: the retriever read ``store.catalog`` several times per query while writes replaced it
+    (broadcast errors, boolean-index errors, KeyErrors for deleted ids, FAISS 'key not found')."""
+    settings, store = settings_store
+    answerer = Answerer(store, embedder, settings.answers)
+    ingestor = make_ingestor(settings.index, store, embedder)
+    stop = threading.Event()
+    errors: list[Exception] = []
+    deleted_at: dict[str, float] = {}
+    cited: list[tuple[float, set[str]]] = []
+
+    def ask() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                answer = answerer.ask(answerer.question("What happened at the zebra festival in Quillfield?"))
+            except Exception as exc:  # noqa: BLE001 - any failure in a thread is what is tested
+                errors.append(exc)
+                return
+            cited.append(
+                (started, {c.article_id for c in answer.citations} | {h.article.id for h in answer.passages})
+            )
+
+    def write() -> None:
+        try:
+            for i in range(12):
+                ingestor.ingest([parse_record(_story(i), "test")], progress=False)
+                if i >= 2:
+                    store.delete(f"zebra-{i - 2}")
+                    deleted_at[f"zebra-{i - 2}"] = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread is what is tested
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=ask) for _ in range(4)] + [threading.Thread(target=write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert len(cited) > 20
+    assert any(ids & {f"zebra-{i}" for i in range(12)} for _, ids in cited)  # the stories were found
+    for started, ids in cited:
+        for article_id, when in deleted_at.items():
+            assert not (started > when and article_id in ids), f"{article_id} cited after its delete"
+
+
+def test_another_process_s_write_is_picked_up_outside_requests(
+    settings_store: tuple[Settings, IndexStore], embedder: Embedder
+) -> None:
+    """Before: a write by another process made the next request rebuild FAISS and BM25 inside it."""
+    settings, store = settings_store
+    answerer = Answerer(store, embedder, settings.answers)
+    other = open_local(settings, embedder)  # what `rag ingest` in another process does
+    make_ingestor(settings.index, other, embedder).ingest([parse_record(_story(1), "other")], progress=False)
+    other.delete("t-wheat-harvest")
+    before = store.reader()
+    hits = answerer.search(answerer.question("wheat harvest drought", top_k=10))
+    assert store.reader() is before  # the request read the old generation and rebuilt nothing
+    assert "t-wheat-harvest" not in {h.article.id for h in hits}  # deleted rows are never shown
+    assert store.refresh()  # the watcher thread's job
+    assert store.reader().generation == other.generation
+    assert "zebra-1" in {
+        h.article.id for h in answerer.search(answerer.question("zebra festival Quillfield"))
+    }
+    other.close()
+
+
+def test_damaged_vectors_with_an_intact_count_are_rebuilt_not_served(
+    tmp_path: Path, tiktoken_dir: Path, embedder: Embedder
+) -> None:
+    """Before: garbage inside the FAISS file passed the count check and answers came from garbage."""
+    settings = make_settings(tmp_path / "data", tiktoken_dir)
+
+    def saving(s: Settings) -> IndexStore:  # saves every segment to disk, however small
+        return IndexStore(s.index.data_dir, embedder.name, embedder.dimension, persist_min=1)
+
+    store = saving(settings)
+    make_ingestor(settings.index, store, embedder).ingest(load_paths([SEEDS, NEWS]), progress=False)
+    store.close()
+    for path in settings.index.data_dir.glob("seg-*.npz"):
+        data = bytearray(path.read_bytes())
+        data[-3000:-100] = os.urandom(2900)
+        path.write_bytes(bytes(data))
+    app = create_app(settings, opener=lambda s: Answerer(saving(s), embedder, s.answers), background=False)
+    with local_client(app) as client:
+        answer = client.post("/ask", json={"question": "Who won the city marathon?"}).json()
+        assert answer["passages"][0]["article_id"] == "t-marathon-record"
+
+
+@pytest.mark.slow
+def test_a_small_index_without_its_metadata_refuses_to_start(index_dir: Path, tmp_path: Path) -> None:
+    """Before: below 20,000 chunks there are no segment files, so the server started empty and open."""
+    data = tmp_path / "data"
+    shutil.copytree(index_dir, data)
+    env = rag_env(data, tmp_path / "tiktoken")
+    assert rag("keys", "add", "ops", "--scope", "admin", env=env).returncode == 0
+    assert not list((data / "index").glob("seg-*"))  # a small index: nothing but SQLite and its marker
+    for path in (data / "index").glob("meta.sqlite*"):
+        path.unlink()
+    served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
+    assert served.returncode == 2
+    assert "meta.sqlite is missing, but the folder held an index of articles" in served.stderr
+    assert not (data / "index" / "meta.sqlite").exists()  # nothing was created in its place
+    listed = rag("keys", "list", env=env)  # the keys live apart from the index (issue 17)
+    assert listed.returncode == 0, listed.stderr
+    assert "ops" in listed.stdout
+
+
+@pytest.mark.slow
+def test_a_replaced_metadata_file_is_not_taken_for_a_new_index(index_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(index_dir, data)
+    env = rag_env(data, tmp_path / "tiktoken")
+    for path in (data / "index").glob("meta.sqlite*"):
+        path.unlink()
+    (data / "index" / "meta.sqlite").write_bytes(b"")  # an empty file opens as an empty database
+    served = rag("serve", "--port", str(free_port()), env=env, timeout=120)
+    assert served.returncode == 2
+    assert "holds no articles" in served.stderr
