@@ -15,12 +15,19 @@ from pathlib import Path
 
 from index.config import DEFAULT_DATA_DIR, IndexSettings, data_dir_from_env
 from index.errors import ConfigError
+from index.fetch import DEFAULT_HOST_DELAY_SECONDS
 from rag.config import AnswerSettings
+from rag.standing import DEFAULT_NEAR
 
 DEFAULT_MAX_BODY_BYTES = 5_000_000
 DEFAULT_RATE_PER_ADDRESS = 300
 DEFAULT_INGEST_SYNC_CHARS = 20_000
 DEFAULT_INGEST_SYNC_ARTICLES = 16
+DEFAULT_FEEDS_CHECK_SECONDS = 1.0
+DEFAULT_WATCH_CHECK_SECONDS = 2.0
+DEFAULT_WEBHOOK_RETRY_SECONDS = 10.0
+DEFAULT_WEBHOOK_TRIES = 8
+DEFAULT_WATCHES_PER_KEY = 100
 STATE_DB = "service.sqlite"
 LIMITS_DB = "limits.sqlite"
 
@@ -53,33 +60,33 @@ class ServiceSettings:
     ingest_sync_articles: int = DEFAULT_INGEST_SYNC_ARTICLES
     """An HTTP ingest of more articles than this runs as a background job (202)."""
 
-    feeds_check_seconds: float = 1.0
+    feeds_check_seconds: float = DEFAULT_FEEDS_CHECK_SECONDS
     """How often `rag serve`'s feed worker looks for due feeds, and for feeds another worker was asked to
     poll now (one small query). Env: RAG_FEEDS_CHECK_SECONDS."""
 
-    feeds_host_delay_seconds: float = 1.0
+    feeds_host_delay_seconds: float = DEFAULT_HOST_DELAY_SECONDS
     """Pause between two requests to one host while polling feeds. Env: RAG_FEEDS_HOST_DELAY."""
 
     feeds_allow_networks: tuple[str, ...] = ()
     """Networks (CIDRs) feeds may be fetched from although they are not public (loopback, private,
     link-local, reserved): an intranet lists its own. Env: RAG_FEEDS_ALLOW_NETWORKS (comma-separated)."""
 
-    watch_check_seconds: float = 2.0
+    watch_check_seconds: float = DEFAULT_WATCH_CHECK_SECONDS
     """How often `rag serve` looks for other processes' commits to check against the watches (its own
     are checked at once). Env: RAG_WATCH_CHECK_SECONDS."""
 
-    watch_near: float = 0.4
+    watch_near: float = DEFAULT_NEAR
     """The cosine between a watch's question and a new article's chunk at which the reader reads the
     article for it. Env: RAG_WATCH_NEAR."""
 
-    webhook_retry_seconds: float = 10.0
+    webhook_retry_seconds: float = DEFAULT_WEBHOOK_RETRY_SECONDS
     """The first pause before a failed webhook is tried again; each further try waits twice as long.
     Env: RAG_WEBHOOK_RETRY_SECONDS."""
 
-    webhook_tries: int = 8
+    webhook_tries: int = DEFAULT_WEBHOOK_TRIES
     """Tries of one webhook delivery before the watch is marked failing. Env: RAG_WEBHOOK_TRIES."""
 
-    watches_per_key: int = 100
+    watches_per_key: int = DEFAULT_WATCHES_PER_KEY
     """Watches one API key may keep (over HTTP; one pool while the service has no keys). Env:
     RAG_WATCHES_PER_KEY."""
 
@@ -101,16 +108,16 @@ class ServiceSettings:
         except ValueError:
             raise ConfigError("RAG_RATE_PER_ADDRESS must be a whole number of requests a minute") from None
         try:
-            check = float(env.get("RAG_FEEDS_CHECK_SECONDS", "1"))
-            delay = float(env.get("RAG_FEEDS_HOST_DELAY", "1"))
+            check = float(env.get("RAG_FEEDS_CHECK_SECONDS", str(DEFAULT_FEEDS_CHECK_SECONDS)))
+            delay = float(env.get("RAG_FEEDS_HOST_DELAY", str(DEFAULT_HOST_DELAY_SECONDS)))
         except ValueError:
             raise ConfigError("RAG_FEEDS_CHECK_SECONDS and RAG_FEEDS_HOST_DELAY are seconds") from None
         try:
-            watch_check = float(env.get("RAG_WATCH_CHECK_SECONDS", "2"))
-            near = float(env.get("RAG_WATCH_NEAR", "0.4"))
-            retry = float(env.get("RAG_WEBHOOK_RETRY_SECONDS", "10"))
-            tries = int(env.get("RAG_WEBHOOK_TRIES", "8"))
-            per_key = int(env.get("RAG_WATCHES_PER_KEY", "100"))
+            watch_check = float(env.get("RAG_WATCH_CHECK_SECONDS", str(DEFAULT_WATCH_CHECK_SECONDS)))
+            near = float(env.get("RAG_WATCH_NEAR", str(DEFAULT_NEAR)))
+            retry = float(env.get("RAG_WEBHOOK_RETRY_SECONDS", str(DEFAULT_WEBHOOK_RETRY_SECONDS)))
+            tries = int(env.get("RAG_WEBHOOK_TRIES", str(DEFAULT_WEBHOOK_TRIES)))
+            per_key = int(env.get("RAG_WATCHES_PER_KEY", str(DEFAULT_WATCHES_PER_KEY)))
         except ValueError:
             raise ConfigError(
                 "RAG_WATCH_CHECK_SECONDS, RAG_WATCH_NEAR and RAG_WEBHOOK_RETRY_SECONDS are numbers, "

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.work.poll import FeedRegistry, Poller, detect  # noqa: E402
+from api.store.feeds import FeedRegistry  # noqa: E402
+from api.work.poll import Poller, detect  # noqa: E402
 from index import Embedder, IndexSettings, load_paths, make_ingestor, packaged_embedder  # noqa: E402
 from index.embed import Vectors, core_count  # noqa: E402
 from index.fetch import Fetcher, Limits, parse_networks  # noqa: E402

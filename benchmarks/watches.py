@@ -55,7 +55,7 @@ from api.store.records import Found  # noqa: E402
 from api.store.standing import WatchTables  # noqa: E402
 from api.store.watches import DEFAULT_MIN_CONFIDENCE  # noqa: E402
 from api.web.schemas import render_answer  # noqa: E402
-from api.work.matching import DEFAULT_NEAR, DEFAULT_OVERLAP, WatchMatcher, strongest  # noqa: E402
+from api.work.matching import WatchMatcher  # noqa: E402
 from evals.data import EvalQuestion, load_dataset  # noqa: E402
 from evals.harness import normalize_answer  # noqa: E402
 from evals.split import in_tune_half  # noqa: E402
@@ -65,6 +65,7 @@ from index.embed import core_count  # noqa: E402
 from index.store import IndexStore  # noqa: E402
 from rag import Answerer  # noqa: E402
 from rag.config import AnswerSettings  # noqa: E402
+from rag.standing import DEFAULT_NEAR, DEFAULT_OVERLAP, strongest  # noqa: E402
 from tests.servers import serving  # noqa: E402
 
 FLOOR_NEAR = 0.2
@@ -217,7 +218,8 @@ def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: Watc
                 and f.overlap >= DEFAULT_OVERLAP
                 and f.confidence >= DEFAULT_MIN_CONFIDENCE
                 and (f.watch_id, f.story) not in told
-            ]
+            ],
+            lambda f: f.watch_id,
         )
         by_key = {(f.watch_id, f.story): f for f in passing}
         for alert in watches.alerts.advance(start, int(ids.max()) if ids.size else 0, passing) or []:
@@ -231,7 +233,8 @@ def _replay(replay: Replay, store: IndexStore, answerer: Answerer, watches: Watc
     count = sum(len(b) for _, b in replay.commits)
     print(
         f"\nreplayed in {time.perf_counter() - started:.0f} s; matching {matching:.1f} s in all, "
-        f"{matching / count * 1000:.1f} ms an article (at most 8 pairs read), {matcher.reads} pairs read"
+        f"{matching / count * 1000:.1f} ms an article (at most 8 pairs read), "
+        f"{matcher.scorer.reads} pairs read"
     )
 
 
@@ -290,7 +293,7 @@ def _cost(replay: Replay, store: IndexStore, answerer: Answerer, watches: WatchT
     entries = [e for e in (reader.entry(a.id) for a in recent) if e is not None]
     matcher = WatchMatcher(watches, answerer, render_answer)
     matcher.match(reader, np.array(entries[0].chunk_ids[:1]), as_of=None)  # vectors embedded, stored
-    matcher.reads = 0
+    matcher.scorer.reads = 0
     spent = []
     for e in entries:
         clock = time.perf_counter()

@@ -80,6 +80,10 @@ class FetchError(InputError):
     """A fetch refused or failed, with the reason (no stack trace, no local path)."""
 
 
+DEFAULT_HOST_DELAY_SECONDS = 1.0
+"""The pause between two requests to one host."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on every fetch."""
@@ -91,7 +95,7 @@ class Limits:
     total_seconds: float = 60.0
     """The whole of one fetch, redirects included: its connection is cut when the time is up."""
     max_redirects: int = 5
-    host_delay_seconds: float = 1.0
+    host_delay_seconds: float = DEFAULT_HOST_DELAY_SECONDS
     """Pause between two requests to the same host."""
 
 

@@ -66,7 +66,7 @@ def test_a_revoked_keys_watch_neither_matches_nor_delivers_nor_serves_its_feed(t
         found = Found(made.watch.id, "story-1", "article-1", {"answer": "It opens on 1 June [1]."}, 0.9)
         assert len(store.alerts.advance(0, 10, [found]) or []) == 1
         version = store.watches.version()
-        assert [q[0] for q in store.watches.questions()] == [made.watch.id]
+        assert [q.id for q in store.watches.questions()] == [made.watch.id]
         assert store.outbox.next_due() is not None
         assert store.watches.feed_watch(made.watch.id, made.feed_token).id == made.watch.id
 

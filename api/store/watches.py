@@ -15,9 +15,10 @@ A watch lives as long as the key that made it: once that key is revoked (``KeyRi
 with ``keep_watches``) it stops matching, delivering and serving its feed, read from the key table in the
 same file at every use rather than copied here, so no process can miss a revocation.
 
-The matcher (api/work/matching.py) checks the chunks committed after a cursor kept here; it advances
-the cursor and stores its alerts in one transaction, and only when the cursor is still where it started,
-so two processes checking at once store each alert once.
+The matcher (rag/standing.py scores, api/work/matching.py stores) checks the chunks committed after a
+cursor kept here (api/store/alerts.py); it advances the cursor and stores its alerts in one transaction,
+and only when the cursor is still where it started, so two processes checking at once store each alert
+once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from api.store.records import Made, Watch
 from api.store.sqlite import Table
 from index.clean import plain_line, remove_controls
 from rag.config import DEFAULT_MAX_QUESTION_CHARS as MAX_QUESTION_CHARS
+from rag.standing import StandingQuestion
 
 DEFAULT_MIN_CONFIDENCE = 0.2
 """The reader's probability a watch needs by default (chosen on the replay's tune half:
@@ -237,15 +239,24 @@ class Watches:
             ).fetchone()
             return get_state(self._db, "version") or 0, int(revoked)
 
-    def questions(self) -> list[tuple[str, str, tuple[str, ...], float, int, bytes | None]]:
-        """Every active watch as the matcher needs it: id, question, sources, min_confidence, after_chunk,
-        vector."""
+    def questions(self) -> list[StandingQuestion]:
+        """Every active watch as a standing question (rag/standing.py), its kept vector with it."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, question, sources, min_confidence, after_chunk, vector FROM watches w "
                 f"WHERE NOT {STOPPED} ORDER BY id"
             ).fetchall()
-        return [(str(r[0]), str(r[1]), tuple(json.loads(r[2])), float(r[3]), int(r[4]), r[5]) for r in rows]
+        return [
+            StandingQuestion(
+                id=str(r[0]),
+                text=str(r[1]),
+                sources=frozenset(s.lower() for s in json.loads(r[2])),
+                min_confidence=float(r[3]),
+                after=int(r[4]),
+                vector=None if r[5] is None else np.frombuffer(r[5], dtype=np.float32),
+            )
+            for r in rows
+        ]
 
     def save_vectors(self, vectors: dict[str, npt.NDArray[np.float32]]) -> None:
         """Keep the question vectors the matcher computed, so the next start need not embed them again."""

@@ -12,13 +12,13 @@ import logging
 import threading
 import time
 
+from api.config import DEFAULT_WATCH_CHECK_SECONDS, DEFAULT_WEBHOOK_RETRY_SECONDS, DEFAULT_WEBHOOK_TRIES
 from api.metrics import WATCH_ALERTS
 from api.work.matching import WatchMatcher
-from api.work.webhooks import DEFAULT_RETRY_SECONDS, DEFAULT_SENDERS, DEFAULT_TRIES, WebhookSender
+from api.work.webhooks import DEFAULT_SENDERS, WebhookSender
 from index.fetch import Fetcher
 
 log = logging.getLogger("api.work.alerts")
-DEFAULT_CHECK_SECONDS = 2.0
 
 
 class Bell:
@@ -57,9 +57,9 @@ class AlertWorker:
         self,
         matcher: WatchMatcher,
         poster: Fetcher,
-        check_seconds: float = DEFAULT_CHECK_SECONDS,
-        retry_seconds: float = DEFAULT_RETRY_SECONDS,
-        tries: int = DEFAULT_TRIES,
+        check_seconds: float = DEFAULT_WATCH_CHECK_SECONDS,
+        retry_seconds: float = DEFAULT_WEBHOOK_RETRY_SECONDS,
+        tries: int = DEFAULT_WEBHOOK_TRIES,
         senders: int = DEFAULT_SENDERS,
     ) -> None:
         self.matcher = matcher

@@ -9,13 +9,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from api.config import DEFAULT_FEEDS_CHECK_SECONDS
 from api.metrics import FEED_ARTICLES, FEED_POLLS, FEEDS_PAUSED
 from api.store.feeds import Feed
 from api.work.poll import Poller
 from index.fetch import host_key
 
 log = logging.getLogger("api.work.poll")
-DEFAULT_CHECK_SECONDS = 1.0
 DEFAULT_POLLS = 4
 """Feeds polled at once (threads: a poll mostly waits on the network)."""
 
@@ -28,7 +28,7 @@ class FeedWorker:
     def __init__(
         self,
         poller: Poller,
-        check_seconds: float = DEFAULT_CHECK_SECONDS,
+        check_seconds: float = DEFAULT_FEEDS_CHECK_SECONDS,
         polls: int = DEFAULT_POLLS,
     ) -> None:
         """``after_poll``: told after each poll that added or replaced articles."""

@@ -30,15 +30,13 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from api.config import Settings
+from api.config import DEFAULT_WEBHOOK_RETRY_SECONDS, DEFAULT_WEBHOOK_TRIES, Settings
 from api.metrics import WEBHOOK_DELIVERIES
 from api.store.records import Delivery
 from api.store.standing import WatchTables
 from index.fetch import Fetcher, FetchError, Limits, host_key, parse_networks
 
 log = logging.getLogger("api.work.webhooks")
-DEFAULT_RETRY_SECONDS = 10.0
-DEFAULT_TRIES = 8
 DEFAULT_SENDERS = 32
 """Tries in flight at once (threads: a try mostly waits on the network)."""
 WEBHOOK_LIMITS = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=15.0)
@@ -70,8 +68,8 @@ class WebhookSender:
         self,
         store: WatchTables,
         poster: Fetcher,
-        retry_seconds: float = DEFAULT_RETRY_SECONDS,
-        tries: int = DEFAULT_TRIES,
+        retry_seconds: float = DEFAULT_WEBHOOK_RETRY_SECONDS,
+        tries: int = DEFAULT_WEBHOOK_TRIES,
         senders: int = DEFAULT_SENDERS,
         on_done: threading.Event | None = None,
     ) -> None:
