@@ -47,7 +47,7 @@ from tests.servers import serving  # noqa: E402
 
 def _setting(answerer: Answerer, reader: SpanReader, pieces: int) -> None:
     """The reader reading ``pieces`` word pieces a question (0: no reader)."""
-    answerer.quotes.reader = None if pieces == 0 else reader
+    answerer.quotes.span_reader = None if pieces == 0 else reader
     answerer.quotes.read_pieces = pieces
 
 
@@ -126,7 +126,7 @@ def main() -> int:
     questions = sorted(tune, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())[: args.questions]
     settings = EvalSettings.from_env()
     answerer = cached_answerer(dataset.corpus, settings, packaged_embedder(IndexSettings.from_env()))
-    reader = answerer.quotes.reader
+    reader = answerer.quotes.span_reader
     if reader is None:
         raise SystemExit("the reader is off (RAG_READER); this benchmark compares it with no reader")
     answerer.ask(answerer.question("warm up"))

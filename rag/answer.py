@@ -66,7 +66,7 @@ class Answerer:
         self.embedder = embedder
         self.settings = settings or AnswerSettings()
         self.retriever = retriever or NewsRetriever(LinearRanker.load())
-        self.quotes = ExtractiveComposer(embedder, reader=reader_for(self.settings))
+        self.quotes = ExtractiveComposer(embedder, span_reader=reader_for(self.settings))
         """The extractive composer: what abstention weighs (and the answer, unless a model writes it)."""
         self.composer: AnswerComposer = composer or self.quotes
         self.abstain_below = abstain_below
@@ -339,7 +339,7 @@ def make_composer(
     """The generative composer when ``settings`` name a model (``llm_base_url`` and ``llm_model``), else the
     extractive one; the extractive one is the generative one's fallback. ``encoding`` counts the model's
     tokens."""
-    extractive = ExtractiveComposer(embedder, reader=reader_for(settings))
+    extractive = ExtractiveComposer(embedder, span_reader=reader_for(settings))
     if not settings.llm_base_url:
         return extractive
     return GenerativeComposer(model_config(settings), extractive, encoding)

@@ -111,14 +111,14 @@ class ExtractiveComposer:
         sentence_weight: float = DEFAULT_SENTENCE_WEIGHT,
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         rank_weight: float = DEFAULT_RANK_WEIGHT,
-        reader: SpanReader | None = None,
+        span_reader: SpanReader | None = None,
         read: int = DEFAULT_READ,
         read_pieces: int = DEFAULT_READ_PIECES,
         answers_at: float = DEFAULT_ANSWERS_AT,
         short_at: float = DEFAULT_SHORT_AT,
     ) -> None:
         """Sentence vectors come from the index (computed at ingest); sentences it lacks are embedded
-        here with ``embedder`` (and cached). ``reader``: None chooses by scores alone."""
+        here with ``embedder`` (and cached). ``span_reader``: None chooses by scores alone."""
         self._embedder = embedder
         self.max_sentences = max_sentences
         self.margin = margin
@@ -126,7 +126,7 @@ class ExtractiveComposer:
         self.sentence_weight = sentence_weight
         self.lexical_weight = lexical_weight
         self.rank_weight = rank_weight
-        self.reader = reader
+        self.span_reader = span_reader
         self.read = read
         self.read_pieces = read_pieces
         self.answers_at = answers_at
@@ -145,16 +145,16 @@ class ExtractiveComposer:
         """``compose`` for several questions, the reader reading them all in one run (a new article
         checked against the standing questions it comes near)."""
         prepared = [
-            self.candidates(question, vector, hits, reader, whole_lead=self.reader is not None)
+            self.candidates(question, vector, hits, reader, whole_lead=self.span_reader is not None)
             for question, vector, hits in asked
         ]
         readings: list[list[Reading]] = [[] for _ in asked]
-        if self.reader is not None:
+        if self.span_reader is not None:
             wanted = [
                 (question.searched or question.text, [c.text for c in candidates[: self.read]])
                 for (question, _, _), candidates in zip(asked, prepared, strict=True)
             ]
-            readings = self.reader.read_many(wanted, rows=1, max_length=self.read_pieces)
+            readings = self.span_reader.read_many(wanted, rows=1, max_length=self.read_pieces)
         return [self._composed(c, r) for c, r in zip(prepared, readings, strict=True)]
 
     def _composed(self, candidates: list[_Candidate], readings: list[Reading]) -> Composition:

@@ -134,7 +134,7 @@ def test_a_short_answer_to_why_must_say_a_reason() -> None:
 def test_reader_off_keeps_the_scored_choice(reading: Answerer) -> None:
     off = Answerer(reading.index, reading.embedder, AnswerSettings(reader=False))
     answer = off.ask(off.question(WHERE))
-    assert off.quotes.reader is None
+    assert off.quotes.span_reader is None
     assert answer.short_answer is None
 
 

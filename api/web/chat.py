@@ -40,6 +40,7 @@ from api.service import Service
 from api.web.context import service_of
 from api.web.openapi import ChatOperation
 from api.web.problems import log, openai_error, openai_errors, to_problem
+from api.web.schemas import cited_source
 from index.errors import QuestionError, RagError
 from index.tokens import encoding
 from rag import Answer, Answerer, Citation
@@ -203,18 +204,7 @@ def sources_text(citations: tuple[Citation, ...]) -> str:
 
 
 def citations_out(citations: tuple[Citation, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "n": c.n,
-            "article_id": c.article_id,
-            "outlet": c.source,
-            "headline": c.title,
-            "published_at": c.published_at.isoformat() if c.published_at else None,
-            "url": c.url,
-            "quote": c.quote,
-        }
-        for c in citations
-    ]
+    return [msgspec.to_builtins(cited_source(c)) for c in citations]
 
 
 def _pieces(answer: Answer) -> list[str]:

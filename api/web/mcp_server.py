@@ -30,6 +30,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from api.web.problems import to_problem
+from api.web.schemas import cited_source
 from index.errors import ArticleNotFoundError, RagError
 from index.records import ID_PATTERN
 from rag import Answerer, Citation, Filters, Hit
@@ -123,15 +124,7 @@ class HistoryMessage(BaseModel):
 
 
 def _source(c: Citation) -> Source:
-    return Source(
-        n=c.n,
-        article_id=c.article_id,
-        outlet=c.source,
-        headline=c.title,
-        published_at=c.published_at,
-        url=c.url,
-        quote=c.quote,
-    )
+    return Source(**cited_source(c))
 
 
 def _passage(h: Hit) -> Passage:

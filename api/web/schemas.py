@@ -354,3 +354,17 @@ def job_out(job: Job) -> JobOut:
         report=ingest_out(job.report) if job.report else None,
         error=job.error,
     )
+
+
+def cited_source(c: Citation) -> dict[str, Any]:
+    """A citation as /v1 and MCP give it: ``outlet`` and ``headline`` are /ask's ``source`` and
+    ``title`` (the names those protocols' clients expect; docs/http-api.md has the mapping)."""
+    return {
+        "n": c.n,
+        "article_id": c.article_id,
+        "outlet": c.source,
+        "headline": c.title,
+        "published_at": c.published_at,
+        "url": c.url,
+        "quote": c.quote,
+    }

@@ -56,8 +56,9 @@ from evals.fit.reader_data import (
 )
 from evals.harness import normalize_answer, token_f1
 from index.config import PROJECT_ROOT
+from rag.reader import LONGEST, MAX_LENGTH
+from rag.reader import best_span as served_best_span
 
-MAX_LENGTH = 160
 LAYERS = 3
 """The student keeps the encoder's first three of six layers: half the cost a token (the reader must
 answer within a few milliseconds beside the rest of a question), fine-tuned as the whole model is."""
@@ -152,17 +153,13 @@ def span_logits(model: Any, batch: Batch) -> tuple[Any, Any]:
     return start.masked_fill(~allowed, -1e4), end.masked_fill(~allowed, -1e4)
 
 
-def best_span(start: Any, end: Any, longest: int = 30) -> tuple[int, int, float]:
-    """The best (start, end) with end >= start, at most ``longest`` pieces, and its score minus [CLS]'s
+def best_span(start: Any, end: Any, longest: int = LONGEST) -> tuple[int, int, float]:
+    """The served span rule (rag/reader.py) over the pieces after [CLS], and its score minus [CLS]'s
     (positive: an answer); (0, 0, ...) when [CLS] wins."""
     s, e = start.detach().numpy(), end.detach().numpy()
-    scores = s[:, None] + e[None, :]
-    valid = np.triu(np.ones_like(scores, dtype=bool)) & ~np.triu(np.ones_like(scores, dtype=bool), longest)
-    valid[0, :] = valid[:, 0] = False
-    scores = np.where(valid, scores, -np.inf)
-    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    margin = float(scores[i, j] - (s[0] + e[0]))
-    return (int(i), int(j), margin) if margin > 0 else (0, 0, margin)
+    i, j, score = served_best_span(s[1:], e[1:], longest)
+    margin = score - float(s[0] + e[0])
+    return (i + 1, j + 1, margin) if margin > 0 else (0, 0, margin)
 
 
 def validate(model: Any, tok: Any, examples: Sequence[Example], batch_size: int = 32) -> dict[str, float]:
