@@ -23,7 +23,7 @@ from api.store.counts import Counts
 from api.store.keys import KeyRing, normalize_origin
 from api.store.limits import Buckets, DailyCaps
 from api.web.app import create_app
-from api.web.guard import client_address
+from api.web.origins import client_address
 from index import Embedder, load_paths, make_ingestor
 from index.errors import ConfigError
 from index.fetch import parse_networks

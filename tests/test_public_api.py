@@ -108,11 +108,15 @@ def test_no_import_climbs_back_up(package: str) -> None:
     assert not offending
 
 
-def test_no_source_file_is_over_500_lines() -> None:
+LONGEST = {"api": 400, "index": 500, "rag": 500}
+"""Lines a source file may have: api's rooms are kept small (issue 42)."""
+
+
+def test_no_source_file_is_over_its_limit() -> None:
     long = {
         str(path.relative_to(ROOT)): n
-        for package in ("index", "rag", "api")
+        for package, limit in LONGEST.items()
         for path in (ROOT / package).rglob("*.py")
-        if (n := len(path.read_text().splitlines())) > 500
+        if (n := len(path.read_text().splitlines())) > limit
     }
     assert not long

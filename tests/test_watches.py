@@ -24,7 +24,7 @@ from api.errors import WatchLimitError
 from api.store.keys import KeyRing
 from api.store.records import Alert, Found
 from api.store.standing import WatchTables
-from api.web.watches import atom
+from api.web.atom import atom
 from api.work.webhooks import WebhookSender, deliver_due
 from index.fetch import Fetcher, Limits, parse_networks
 from tests.servers import free_port, rag, rag_env, server_process, serving, until

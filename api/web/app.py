@@ -6,31 +6,23 @@ handler runs. Handlers answer from one snapshot of the index; writes publish a n
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from datetime import date
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import anyio.to_thread
-import msgspec
-from litestar import Litestar, Request, Response, delete, get, post
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import MutableScopeHeaders, State
-from litestar.exceptions import ValidationException
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, JSONBody, Parameter
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsPlugin,
 )
 from litestar.plugins.prometheus import PrometheusConfig
-from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.routes import HTTPRoute
-from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -41,276 +33,33 @@ from api.metrics import (
     INDEX_CHUNKS,
     INDEX_GENERATION,
     INGEST_QUEUED,
-    STAGE_SECONDS,
     WATCHES,
     WORKER_REQUESTS,
     WORKERS,
     metrics_registry,
 )
 from api.service import DEFAULT_HEARTBEAT_SECONDS, Startup, build_answerer
+from api.web.articles import ROUTES as ARTICLE_ROUTES
+from api.web.ask import ROUTES as ASK_ROUTES
 from api.web.chat import CHAT_ROUTES, ROUTING_HANDLERS
 from api.web.context import service_of, startup_of
 from api.web.feeds import ROUTES as FEED_ROUTES
 from api.web.guard import Guard
 from api.web.keys import ROUTES as KEY_ROUTES
 from api.web.mcp_server import build_mcp, mcp_mount
-from api.web.openapi import ArticlesOperation, StrictStructSchemaPlugin
+from api.web.openapi import StrictStructSchemaPlugin
 from api.web.problems import internal_error, problems, to_problem
 from api.web.schemas import (
-    MAX_ARTICLES_PER_REQUEST,
-    AnswerOut,
-    ArticleOut,
-    ArticlesIn,
-    AskIn,
     HealthOut,
-    IngestOut,
-    JobOut,
-    ProblemOut,
-    SearchOut,
-    answer_out,
-    article_out,
-    ingest_out,
-    job_out,
-    passage_out,
     render_answer,
 )
 from api.web.watches import ROUTES as WATCH_ROUTES
-from index import ArticleError, parse_record
-from index.clean import VISIBLE
 from index.errors import (
-    ArticleNotFoundError,
-    NotFoundError,
     RagError,
 )
-from index.records import ID_PATTERN, Article
-from rag import Answer, Answerer, Filters
-from rag.answer import MAX_TOP_K
-from rag.config import DEFAULT_MAX_QUESTION_CHARS
-from rag.follow import Turn
+from rag import Answerer
 
 log = logging.getLogger("api")
-ASK: dict[str, Any] = {"scope": "ask"}
-ADMIN: dict[str, Any] = {"scope": "admin"}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
-ArticleId = Annotated[str, Parameter(pattern=ID_PATTERN, description="an article id")]
-
-
-@post(
-    "/ask",
-    sync_to_thread=True,
-    status_code=200,
-    opt=ASK,
-    security=_SECURITY,
-    responses=problems(400, 413, 415, 422),
-    summary="Answer a question with cited sentences",
-)
-def ask(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> AnswerOut:
-    answerer = service_of(request).answerer
-    return answer_out(_answer(answerer, data))
-
-
-def _answer(answerer: Answerer, data: AskIn) -> Answer:
-    f = data.filters
-    filters = Filters(
-        sources=tuple(f.sources or ()) if f else (),
-        published_after=f.published_after if f else None,
-        published_before=f.published_before if f else None,
-    )
-    history = [Turn(t.role, t.content, tuple(t.article_ids or ()), t.as_of) for t in data.history or ()]
-    question = answerer.question(
-        data.question, as_of=data.as_of, top_k=data.top_k, filters=filters, history=history
-    )
-    answer = answerer.ask(question)
-    for stage, ms in answer.timings_ms.items():
-        STAGE_SECONDS.labels(stage).observe(ms / 1000)
-    return answer
-
-
-@post(
-    "/ask/stream",
-    status_code=200,
-    opt=ASK,
-    security=_SECURITY,
-    media_type="text/event-stream",
-    responses=problems(400, 413, 415),
-    summary="Answer a question as a stream of Server-Sent Events",
-    description=(
-        'Takes the /ask body. Events: `sources` (`{"citations": [...], "coverage", "timeline", '
-        '"short_answer", "unstated"}`, before any text), one `sentence` per answer sentence '
-        '(`{"text", "cites": [n], "verified"}`), then `done` '
-        '(`{"abstained", "timings_ms", "generated", "fallback", "standalone_question", "rewritten_by", '
-        '"coverage", "timeline"}`); '
-        "or `error` (an RFC 9457 problem) when the question cannot be answered. Comment lines "
-        "(`: keepalive`) are sent while an answer takes long. Malformed requests, keys, origins and limits "
-        "are answered before the stream starts, as for /ask."
-    ),
-)
-async def ask_stream(request: Request[Any, Any, Any], data: JSONBody[AskIn]) -> ServerSentEvent:
-    startup = startup_of(request)
-    answerer = startup.require().answerer
-    return ServerSentEvent(_answer_events(answerer, data, startup.heartbeat_seconds))
-
-
-async def _answer_events(
-    answerer: Answerer, data: AskIn, heartbeat: float
-) -> AsyncIterator[ServerSentEventMessage]:
-    work = asyncio.ensure_future(anyio.to_thread.run_sync(_answer, answerer, data))
-    while not work.done():
-        await asyncio.wait({work}, timeout=heartbeat)
-        if not work.done():
-            yield ServerSentEventMessage(comment="keepalive", data=None)
-    try:
-        answer = work.result()
-    except Exception as exc:
-        if isinstance(exc, RagError):
-            problem = to_problem(exc)
-            body = ProblemOut(problem.status_code, problem.title or "", problem.detail)
-        else:
-            log.exception("answering a streamed question failed")
-            body = ProblemOut(500, "Internal error", "the server failed; the error is logged")
-        yield ServerSentEventMessage(event="error", data=msgspec.json.encode(body).decode())
-        return
-    out = answer_out(answer)
-    sources = {
-        "citations": out.citations,
-        "coverage": out.coverage,
-        "timeline": out.timeline,
-        "short_answer": out.short_answer,
-        "unstated": out.unstated,
-    }
-    yield ServerSentEventMessage(event="sources", data=_json(sources))
-    for sentence in answer.sentences:
-        said = {"text": sentence.text, "cites": sentence.cites, "verified": sentence.verified}
-        yield ServerSentEventMessage(event="sentence", data=_json(said))
-    done = {
-        "abstained": answer.abstained,
-        "timings_ms": answer.timings_ms,
-        "generated": answer.generated,
-        "fallback": answer.fallback,
-        "standalone_question": answer.standalone_question,
-        "rewritten_by": answer.rewritten_by,
-        "coverage": out.coverage,
-        "timeline": answer.timeline,
-    }
-    yield ServerSentEventMessage(event="done", data=_json(done))
-
-
-def _json(value: object) -> str:
-    return msgspec.json.encode(value).decode()
-
-
-@get(
-    "/search",
-    sync_to_thread=True,
-    opt=ASK,
-    security=_SECURITY,
-    responses=problems(400, 422),
-    summary="Passages only, no composed answer",
-)
-def search(
-    request: Request[Any, Any, Any],
-    q: Annotated[
-        str,
-        Parameter(
-            min_length=1, max_length=DEFAULT_MAX_QUESTION_CHARS, pattern=VISIBLE, description="question"
-        ),
-    ],
-    k: Annotated[int, Parameter(ge=1, le=MAX_TOP_K, description="passages")] = 5,
-    as_of: Annotated[date | None, Parameter(description="nothing published after this day")] = None,
-) -> SearchOut:
-    answerer = service_of(request).answerer
-    hits = answerer.search(answerer.question(q, as_of=as_of, top_k=k))
-    return SearchOut([passage_out(h) for h in hits])
-
-
-@get(
-    "/articles/{article_id:str}",
-    sync_to_thread=True,
-    opt=ASK,
-    security=_SECURITY,
-    responses=problems(400, 404),
-    summary="One stored article",
-)
-def get_article(request: Request[Any, Any, Any], article_id: ArticleId) -> ArticleOut:
-    answerer = service_of(request).answerer
-    found = answerer.index.reader().articles([article_id])
-    if article_id not in found:
-        raise ArticleNotFoundError(f"no article with id {article_id!r}")
-    return article_out(found[article_id])
-
-
-@post(
-    "/articles",
-    sync_to_thread=True,
-    status_code=200,
-    opt=ADMIN,
-    security=_SECURITY,
-    responses={
-        202: ResponseSpec(JobOut, description="Accepted as a background job; poll the job's url"),
-        **problems(400, 413, 415, 422),
-    },
-    summary="Ingest one JSON article or a list of them",
-    operation_class=ArticlesOperation,
-    description=(
-        f"Up to {MAX_ARTICLES_PER_REQUEST} articles. A small request is ingested at once (200, with what "
-        "was added, replaced, unchanged or failed); more articles or more text than the request budget "
-        "become a background job (202, Location: /jobs/{id})."
-    ),
-)
-def post_articles(
-    request: Request[Any, Any, Any], data: JSONBody[ArticlesIn]
-) -> Response[IngestOut | JobOut]:
-    service = service_of(request)
-    ingestor = service.ingestor
-    records = data if isinstance(data, list) else [data]
-    if not 1 <= len(records) <= MAX_ARTICLES_PER_REQUEST:  # msgspec drops bounds inside a union
-        raise ValidationException(f"send 1 to {MAX_ARTICLES_PER_REQUEST} articles in one request")
-    items: list[Article | ArticleError] = []
-    for number, record in enumerate(records):
-        fields = {k: v for k, v in msgspec.structs.asdict(record).items() if v is not None}
-        try:
-            items.append(parse_record(fields, f"article[{number}]"))
-        except ArticleError as exc:
-            items.append(exc)
-    if all(isinstance(item, ArticleError) for item in items):
-        raise ArticleError("body", "no article could be ingested: " + "; ".join(map(str, items)))
-    budget = service.settings.service
-    text = sum(len(r.body) for r in records)
-    if len(records) > budget.ingest_sync_articles or text > budget.ingest_sync_chars:
-        job = service.jobs.submit(items)
-        out = job_out(job)
-        return Response(out, status_code=202, headers={"Location": out.url})
-    report = ingestor.ingest(items, progress=False)
-    return Response(ingest_out(report), status_code=200)
-
-
-@get(
-    "/jobs/{job_id:str}",
-    sync_to_thread=False,
-    opt=ADMIN,
-    security=_SECURITY,
-    responses=problems(400, 404),
-    summary="A background ingest job",
-)
-def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> JobOut:
-    job = service_of(request).jobs.table.get(job_id)
-    if job is None:
-        raise NotFoundError(f"no job with id {job_id!r}")
-    return job_out(job)
-
-
-@delete(
-    "/articles/{article_id:str}",
-    sync_to_thread=True,
-    status_code=HTTP_204_NO_CONTENT,
-    opt=ADMIN,
-    security=_SECURITY,
-    responses=problems(400, 404),
-    summary="Remove an article; no question asked after this returns can cite it",
-)
-def delete_article(request: Request[Any, Any, Any], article_id: ArticleId) -> None:
-    answerer = service_of(request).answerer
-    answerer.index.delete(article_id)
 
 
 @get(
@@ -438,13 +187,8 @@ def create_app(
     )
     return Litestar(
         route_handlers=[
-            ask,
-            ask_stream,
-            search,
-            get_article,
-            post_articles,
-            delete_article,
-            get_job,
+            *ASK_ROUTES,
+            *ARTICLE_ROUTES,
             health,
             metrics,
             widget_js,

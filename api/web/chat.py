@@ -38,6 +38,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from api.errors import ModelNotFoundError
 from api.service import Service
 from api.web.context import service_of
+from api.web.doors import ASK, guarded
 from api.web.openapi import ChatOperation
 from api.web.problems import log, openai_error, openai_errors, to_problem
 from api.web.schemas import cited_source
@@ -48,8 +49,7 @@ from rag.follow import MAX_HISTORY, Turn
 
 QUOTED = "news"
 GENERATED = "news-generated"
-OPENAI: dict[str, Any] = {"scope": "ask", "errors": "openai"}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+OPENAI: dict[str, Any] = {**ASK, "errors": "openai"}
 _MAX_MESSAGES = 200
 
 
@@ -127,9 +127,6 @@ def _model(name: str) -> dict[str, Any]:
 
 @get(
     "/v1/models",
-    opt=OPENAI,
-    security=_SECURITY,
-    exception_handlers=HANDLERS,
     responses=openai_errors(),
     summary="The ways of answering, as OpenAI-compatible models",
     sync_to_thread=False,
@@ -141,9 +138,6 @@ def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @get(
     "/v1/models/{model_id:str}",
-    opt=OPENAI,
-    security=_SECURITY,
-    exception_handlers=HANDLERS,
     responses=openai_errors(404),
     summary="One of the models",
     sync_to_thread=False,
@@ -242,9 +236,6 @@ def _usage(service: Service, data: ChatIn, content: str, limit: int) -> dict[str
 
 @post(
     "/v1/chat/completions",
-    opt=OPENAI,
-    security=_SECURITY,
-    exception_handlers=HANDLERS,
     status_code=200,
     responses=openai_errors(400, 404, 413, 415, 422),
     operation_class=ChatOperation,
@@ -291,4 +282,4 @@ async def _chunks(
     yield ServerSentEventMessage(data="[DONE]")
 
 
-CHAT_ROUTES = [list_models, get_model, chat_completions]
+CHAT_ROUTES = [guarded(OPENAI, list_models, get_model, chat_completions, exception_handlers=HANDLERS)]

@@ -14,13 +14,11 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.store.feeds import Feed
 from api.web.context import service_of
+from api.web.doors import ADMIN, guarded
 from api.web.problems import problems
 from api.work.feeds import FeedWorker
 from api.work.poll import detect, every_seconds
 from index.urls import MAX_URL_CHARS
-
-_ADMIN: dict[str, Any] = {"scope": "admin"}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 class FeedIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,8 +56,6 @@ def _worker(request: Request[Any, Any, Any]) -> FeedWorker:
 @get(
     "/feeds",
     sync_to_thread=True,
-    opt=_ADMIN,
-    security=_SECURITY,
     responses=problems(400),
     summary="The feeds followed, with their last poll",
 )
@@ -71,8 +67,6 @@ def list_feeds(request: Request[Any, Any, Any]) -> list[FeedOut]:
     "/feeds",
     sync_to_thread=True,
     status_code=201,
-    opt=_ADMIN,
-    security=_SECURITY,
     responses=problems(400, 413, 415, 422),
     summary="Follow a feed or sitemap (read once now to know its kind; refused with the reason)",
 )
@@ -90,8 +84,6 @@ def add_feed(request: Request[Any, Any, Any], data: JSONBody[FeedIn]) -> FeedOut
     "/feeds/{feed_id:int}",
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
-    opt=_ADMIN,
-    security=_SECURITY,
     responses=problems(400, 404),
     summary="Stop following a feed (its articles stay)",
 )
@@ -103,8 +95,7 @@ def remove_feed(request: Request[Any, Any, Any], feed_id: FromPath[int]) -> None
     "/feeds/{feed_id:int}/poll",
     sync_to_thread=True,
     status_code=202,
-    opt={**_ADMIN, "body": False},
-    security=_SECURITY,
+    opt={"body": False},
     responses=problems(400, 404),
     summary="Poll a feed soon, due or not (the background worker does it; GET /feeds shows the result)",
 )
@@ -115,4 +106,4 @@ def poll_feed(request: Request[Any, Any, Any], feed_id: FromPath[int]) -> Respon
     return Response(feed_out(feed), status_code=202)
 
 
-ROUTES = [list_feeds, add_feed, remove_feed, poll_feed]
+ROUTES = [guarded(ADMIN, list_feeds, add_feed, remove_feed, poll_feed)]

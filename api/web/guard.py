@@ -18,13 +18,11 @@ normalised form (scheme, lowercased host, default port dropped).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import msgspec
 from litestar.datastructures import MutableScopeHeaders
@@ -35,10 +33,19 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 from api.errors import LimitsUnavailableError
 from api.logs import REQUEST_ID, escape_controls
 from api.metrics import AUTH_REFUSED, RATE_LIMITED
-from api.store.keys import ApiKey, normalize_origin
-from api.store.limits import Doorkeeper, Networks, Verdict
+from api.store.keys import ApiKey
+from api.store.limits import Doorkeeper, Verdict
+from api.web.origins import (
+    LOOPBACK_HOSTS,
+    client_address,
+    host_name,
+    is_loopback_origin,
+    listed_origins,
+    normalized_origin,
+    origin_allowed,
+    own_origin,
+)
 from api.web.problems import openai_error
-from index.errors import ConfigError
 
 log = logging.getLogger("api.access")
 
@@ -47,7 +54,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _EXPOSED = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id"
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, Mcp-Protocol-Version"
 """What a page may send cross-origin (an MCP client in a browser sends its protocol version)."""
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class GuardReplyError(Exception):
@@ -132,10 +138,10 @@ class Guard(ASGIMiddleware):
             return receive
         key = None if is_open else _authenticate(door, headers, needed)
         scope.setdefault("state", {})["api_key"] = key  # whose watches a handler shows (api/web/watches.py)
-        own = _own_origin(scope, headers)
+        own = own_origin(scope, headers)
         if origin:
-            normalized = _normalized(origin)
-            if not _origin_allowed(key, normalized, own):
+            normalized = normalized_origin(origin)
+            if not origin_allowed(key, normalized, own):
                 AUTH_REFUSED.labels("origin").inc()
                 raise GuardReplyError(
                     403,
@@ -169,14 +175,14 @@ class Guard(ASGIMiddleware):
         headers: dict[str, str],
         extra: dict[str, str],
     ) -> None:
-        normalized = _normalized(origin)
+        normalized = normalized_origin(origin)
         allowed = (
             door is not None
             and normalized is not None
             and (
-                normalized == _own_origin(scope, headers)
-                or normalized in _listed_origins(door)
-                or (is_open and _is_loopback_origin(normalized))
+                normalized == own_origin(scope, headers)
+                or normalized in listed_origins(door)
+                or (is_open and is_loopback_origin(normalized))
             )
         )
         if not allowed:
@@ -276,8 +282,8 @@ def _check_host(door: Doorkeeper, headers: dict[str, str]) -> None:
     host = headers.get("host")
     if host is None:  # HTTP/1.0 without Host: no browser sends that
         return
-    name = _host_name(host)
-    if name in _LOOPBACK_HOSTS or name in door.allowed_hosts:
+    name = host_name(host)
+    if name in LOOPBACK_HOSTS or name in door.allowed_hosts:
         return
     AUTH_REFUSED.labels("host").inc()
     raise GuardReplyError(
@@ -287,54 +293,6 @@ def _check_host(door: Doorkeeper, headers: dict[str, str]) -> None:
         f"localhost, not to {host[:100]!r}; create a key with `rag keys add`, or name this host with "
         "`rag serve --allowed-host`",
     )
-
-
-def _host_name(host: str) -> str:
-    """``[::1]:8000`` -> ``::1``; ``LocalHost:8000`` -> ``localhost``; ``127.0.0.1`` -> ``127.0.0.1``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[1:end] if end > 0 else host
-    name, colon, port = host.rpartition(":")
-    return name if colon and port.isdigit() else host
-
-
-def _normalized(origin: str) -> str | None:
-    """An ``Origin`` header in the form keys store (see ``normalize_origin``); None when unreadable
-    (``null`` from a sandboxed frame or a file, garbage)."""
-    try:
-        return normalize_origin(origin)
-    except (ConfigError, ValueError):
-        return None
-
-
-def _origin_allowed(key: ApiKey | None, origin: str | None, own: str | None) -> bool:
-    if origin is None:
-        return False
-    if origin == own:
-        return True
-    if key is None:
-        return _is_loopback_origin(origin)
-    return origin in key.origins
-
-
-def _listed_origins(door: Doorkeeper) -> set[str]:
-    return {origin for key in door.keys.active() for origin in key.origins}
-
-
-def _is_loopback_origin(origin: str) -> bool:
-    try:
-        parts = urlsplit(origin)
-        host = parts.hostname or ""
-    except ValueError:
-        return False
-    return parts.scheme in {"http", "https"} and host in _LOOPBACK_HOSTS
-
-
-def _own_origin(scope: Scope, headers: dict[str, str]) -> str | None:
-    """The origin of this service's own pages, as the request addresses it (normalised)."""
-    host = headers.get("host", "")
-    return _normalized(f"{scope.get('scheme', 'http')}://{host}") if host else None
 
 
 def _admit_within_limits(
@@ -416,28 +374,3 @@ async def _send_problem(
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def client_address(
-    peer: str | None,
-    forwarded_for: str | None,
-    trusted: Networks,
-) -> str:
-    """The address a request came from: the peer, or, when the peer is a trusted proxy, the last address
-    in ``X-Forwarded-For`` that is not itself a trusted proxy."""
-    if not peer:
-        return "unknown"
-    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
-        return peer
-    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not _is_trusted(hop, trusted):
-            return hop
-    return peer
-
-
-def _is_trusted(address: str, trusted: Networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)

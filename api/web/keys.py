@@ -15,11 +15,10 @@ from api.errors import KeyInUseError, KeyRefusedError, KeyTakenError
 from api.store.keys import ApiKey
 from api.store.protocols import KeyStore
 from api.web.context import service_of
+from api.web.doors import ADMIN, guarded
 from api.web.problems import problems
 from index.errors import ConfigError
 
-_ADMIN: dict[str, Any] = {"scope": "admin"}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
@@ -68,8 +67,6 @@ def _keys(request: Request[Any, Any, Any]) -> KeyStore:
 @get(
     "/keys",
     sync_to_thread=True,
-    opt=_ADMIN,
-    security=_SECURITY,
     responses=problems(400),
     summary="Every API key, revoked ones included (never their tokens)",
 )
@@ -82,8 +79,6 @@ def list_keys(request: Request[Any, Any, Any]) -> list[KeyOut]:
     "/keys",
     sync_to_thread=True,
     status_code=201,
-    opt=_ADMIN,
-    security=_SECURITY,
     responses=problems(400, 409, 413, 415, 422),
     summary="Make a key; its token is in this answer only",
 )
@@ -103,8 +98,6 @@ def add_key(request: Request[Any, Any, Any], data: JSONBody[KeyIn]) -> KeyOut:
     "/keys/{name:str}",
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
-    opt=_ADMIN,
-    security=_SECURITY,
     responses=problems(400, 404, 409),
     summary="Revoke a key: every worker refuses it from the next request on, and its watches stop",
     description="409 for the key the request is made with: revoke it with another admin key, or with "
@@ -123,4 +116,4 @@ def revoke_key(
     _keys(request).revoke(name, keep_watches=keep_watches)
 
 
-ROUTES = [list_keys, add_key, revoke_key]
+ROUTES = [guarded(ADMIN, list_keys, add_key, revoke_key)]

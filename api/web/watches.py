@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
 import msgspec
-from feedgen.feed import FeedGenerator
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_204_NO_CONTENT
+from litestar.types import ControllerRouterHandler
 
 from api.errors import WatchNotFoundError, WebhookRefusedError
 from api.service import Service, Startup
@@ -26,14 +24,14 @@ from api.store.keys import ApiKey
 from api.store.records import Alert, Made, Watch
 from api.store.standing import WatchTables
 from api.store.watches import DEFAULT_MIN_CONFIDENCE, MAX_WATCH_SOURCES
+from api.web.atom import atom
 from api.web.context import service_of, startup_of
+from api.web.doors import WATCH, guarded
 from api.web.problems import problems
 from api.web.schemas import Text
 from index.fetch import FetchError
 from index.urls import MAX_URL_CHARS
 
-WATCH: dict[str, Any] = {"scope": "watch"}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _PAGE = 20
 FOLLOW_SECONDS = 1.0
 _LAST = 2**62
@@ -107,9 +105,8 @@ def _caller(request: Request[Any, Any, Any]) -> tuple[str | None, bool]:
     return key.name, key.scope == "admin"
 
 
-def _store(request: Request[Any, Any, Any]) -> tuple[Service, WatchTables]:
-    service = service_of(request)
-    return service, service.watches
+def _store(request: Request[Any, Any, Any]) -> WatchTables:
+    return service_of(request).watches
 
 
 def _out(
@@ -132,15 +129,14 @@ def _feed_url(request: Request[Any, Any, Any], watch_id: str, token: str) -> str
     "/watches",
     sync_to_thread=True,
     status_code=201,
-    opt=WATCH,
-    security=_SECURITY,
     responses=problems(400, 413, 415, 422),
     summary="Watch a question: be told when a new article answers it",
     description="422 when the question cannot be asked, the webhook cannot be used, or the key keeps as many "
     "watches as it may (RAG_WATCHES_PER_KEY).",
 )
 def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> WatchOut:
-    service, store = _store(request)
+    service = service_of(request)
+    store = service.watches
     service.answerer.question(data.question)  # the /ask rules: 422 for a question that cannot be asked
     if data.webhook is not None:
         try:
@@ -158,13 +154,11 @@ def add_watch(request: Request[Any, Any, Any], data: JSONBody[WatchIn]) -> Watch
 @get(
     "/watches",
     sync_to_thread=True,
-    opt=WATCH,
-    security=_SECURITY,
     responses=problems(400),
     summary="The caller's watches (an admin key: every watch)",
 )
 def list_watches(request: Request[Any, Any, Any]) -> list[WatchOut]:
-    _, store = _store(request)
+    store = _store(request)
     owner, everyone = _caller(request)
     return [_out(w) for w in store.watches.watches(owner, everyone)]
 
@@ -172,13 +166,11 @@ def list_watches(request: Request[Any, Any, Any]) -> list[WatchOut]:
 @get(
     "/watches/{watch_id:str}",
     sync_to_thread=True,
-    opt=WATCH,
-    security=_SECURITY,
     responses=problems(400, 404),
     summary="One watch, with how its webhook deliveries stand",
 )
 def get_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> WatchOut:
-    _, store = _store(request)
+    store = _store(request)
     return _out(store.watches.get(watch_id, *_caller(request)), store)
 
 
@@ -186,13 +178,11 @@ def get_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> WatchOut:
     "/watches/{watch_id:str}",
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
-    opt=WATCH,
-    security=_SECURITY,
     responses=problems(400, 404),
     summary="Stop watching (its alerts and undelivered webhooks go with it)",
 )
 def remove_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
-    _, store = _store(request)
+    store = _store(request)
     store.watches.remove(watch_id, *_caller(request))
 
 
@@ -200,8 +190,6 @@ def remove_watch(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
     "/watches/{watch_id:str}/alerts",
     name="watch_alerts",
     sync_to_thread=True,
-    opt=WATCH,
-    security=_SECURITY,
     responses=problems(400, 404),
     summary="A watch's alerts, newest first, a page at a time",
 )
@@ -211,7 +199,7 @@ def watch_alerts(
     before: Annotated[int | None, Parameter(ge=1, description="alerts numbered below this")] = None,
     limit: Annotated[int, Parameter(ge=1, le=100, description="alerts on a page")] = _PAGE,
 ) -> AlertsOut:
-    _, store = _store(request)
+    store = _store(request)
     store.watches.get(watch_id, *_caller(request))
     alerts = store.alerts.alerts(
         watch_id, before_seq=None if before is None else min(before, _LAST), limit=limit
@@ -225,13 +213,12 @@ def watch_alerts(
     "/watches/{watch_id:str}/feed",
     sync_to_thread=True,
     status_code=200,
-    opt={**WATCH, "body": False},
-    security=_SECURITY,
+    opt={"body": False},
     responses=problems(400, 404),
     summary="A new address for the watch's Atom feed (the old one stops working)",
 )
 def renew_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> FeedOut:
-    _, store = _store(request)
+    store = _store(request)
     token = store.watches.new_feed_token(watch_id, *_caller(request))
     return FeedOut(_feed_url(request, watch_id, token))
 
@@ -240,13 +227,11 @@ def renew_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> FeedOut:
     "/watches/{watch_id:str}/feed",
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
-    opt=WATCH,
-    security=_SECURITY,
     responses=problems(400, 404),
     summary="Revoke the watch's Atom feed address",
 )
 def revoke_feed(request: Request[Any, Any, Any], watch_id: WatchId) -> None:
-    _, store = _store(request)
+    store = _store(request)
     store.watches.revoke_feed(watch_id, *_caller(request))
 
 
@@ -264,7 +249,7 @@ def watch_feed(
     watch_id: FromPath[str],
     token: Annotated[str, Parameter(min_length=1, max_length=200, description="the feed's secret token")],
 ) -> Response[bytes]:
-    _, store = _store(request)
+    store = _store(request)
     watch = store.watches.feed_watch(watch_id, token)
     alerts = store.alerts.alerts(watch.id, limit=_PAGE)
     self_url = _feed_url(request, watch.id, token)
@@ -275,56 +260,11 @@ def watch_feed(
     )
 
 
-_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 """What XML 1.0 cannot carry, escaped or not (lxml refuses it, and the feed would be a 500)."""
-
-
-def _xml(text: str) -> str:
-    """The last guard: text kept before ingest and the watch store removed these still renders."""
-    return _NOT_XML.sub("", text)
-
-
-def atom(watch: Watch, alerts: list[Alert], self_url: str) -> bytes:
-    """An Atom feed of ``alerts`` (newest first), one entry each: the short answer as its title, the
-    cited answer as its content, the first cited article as its link."""
-    feed = FeedGenerator()
-    feed.id(f"urn:newsrag:watch:{watch.id}")
-    feed.title(_xml(f"News answering: {watch.question}"))
-    feed.subtitle("Alerts when a new article answers this question, each with its cited sentences.")
-    feed.link(href=self_url, rel="self")
-    feed.updated(_when(alerts[0].created_at) if alerts else _when(watch.created_at))
-    feed.generator("newsrag")
-    for alert in reversed(alerts):  # feedgen puts each new entry first
-        body = alert.body
-        citations = body.get("citations") or []
-        short = (body.get("short_answer") or {}).get("text")
-        entry = feed.add_entry()
-        entry.id(f"urn:newsrag:alert:{alert.id}")
-        headline = citations[0].get("title") if citations else None
-        entry.title(_xml(short or headline or watch.question))
-        if citations and citations[0].get("url"):
-            entry.link(href=_xml(citations[0]["url"]))
-        lines = [body.get("answer", "")] + [
-            f"[{c['n']}] {c.get('source') or ''}, {c.get('title') or ''} "
-            f"({c.get('published_at') or 'undated'}) {c.get('url') or ''}"
-            for c in citations
-        ]
-        entry.content(_xml("\n".join(lines)), type="text")
-        entry.published(_when(alert.created_at))
-        entry.updated(_when(alert.created_at))
-    written: bytes = feed.atom_str(pretty=True)
-    return written
-
-
-def _when(stamp: str) -> datetime:
-    moment = datetime.fromisoformat(stamp)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @get(
     "/watches/{watch_id:str}/events",
-    opt=WATCH,
-    security=_SECURITY,
     media_type="text/event-stream",
     responses=problems(400, 404),
     summary="A watch's alerts as server-sent events, as they come",
@@ -339,7 +279,8 @@ async def watch_events(
     watch_id: WatchId,
     after: Annotated[int | None, Parameter(description="send alerts numbered above this")] = None,
 ) -> ServerSentEvent:
-    service, store = _store(request)
+    service = service_of(request)
+    store = service.watches
     owner, everyone = _caller(request)
     await anyio.to_thread.run_sync(lambda: store.watches.get(watch_id, owner, everyone))
     last = None if after is None else max(0, min(after, _LAST))
@@ -400,14 +341,17 @@ def _newer(store: WatchTables, watch_id: str, last: int) -> list[Alert]:
     return store.alerts.alerts(watch_id, after_seq=last, limit=100, oldest_first=True)
 
 
-ROUTES = [
-    add_watch,
-    list_watches,
-    get_watch,
-    remove_watch,
-    watch_alerts,
-    renew_feed,
-    revoke_feed,
+ROUTES: list[ControllerRouterHandler] = [
+    guarded(
+        WATCH,
+        add_watch,
+        list_watches,
+        get_watch,
+        remove_watch,
+        watch_alerts,
+        renew_feed,
+        revoke_feed,
+        watch_events,
+    ),
     watch_feed,
-    watch_events,
 ]
