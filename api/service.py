@@ -27,9 +27,8 @@ from api.work.alerts import AlertWorker
 from api.work.feeds import FeedWorker
 from api.work.jobs import JobRunner
 from api.work.matching import Render, WatchMatcher
+from api.work.outbound import feed_fetcher, webhook_poster
 from api.work.poll import Poller
-from api.work.poll import fetcher as feed_fetcher
-from api.work.webhooks import webhook_poster
 from api.work.writer import WriterLock
 from index import Embedder, Ingestor, make_ingestor, open_index, packaged_embedder
 from index.embed import BatchingEmbedder

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from api.store.records import Found  # noqa: E402
 from api.store.standing import WatchTables  # noqa: E402
-from api.work.webhooks import WEBHOOK_LIMITS, WebhookSender  # noqa: E402
+from api.work.outbound import WEBHOOK_LIMITS  # noqa: E402
+from api.work.webhooks import WebhookSender  # noqa: E402
 from index.fetch import Fetcher, Limits, parse_networks  # noqa: E402
 
 BEFORE = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=60.0)

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from api.config import Settings
 from api.store.feeds import FeedRegistry, PollReport
-from api.work.poll import Poller, detect, every_seconds, fetcher
+from api.work.outbound import feed_fetcher as fetcher
+from api.work.poll import Poller, detect, every_seconds
 
 
 def add_feeds_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

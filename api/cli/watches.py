@@ -49,7 +49,7 @@ def add_watch_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:
     from api.errors import WebhookRefusedError
-    from api.work.poll import fetcher
+    from api.work.outbound import feed_fetcher as fetcher
     from index.fetch import FetchError
 
     if args.webhook:
@@ -102,7 +102,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from api.service import build_answerer
     from api.web.schemas import render_answer
     from api.work.matching import WatchMatcher
-    from api.work.webhooks import deliver_due, webhook_poster
+    from api.work.outbound import webhook_poster
+    from api.work.webhooks import deliver_due
 
     answerer = build_answerer(settings)
     store = WatchTables.open(settings.service.state_path)

@@ -17,12 +17,11 @@ import logging
 import re
 from typing import Any
 
-from api.config import Settings
 from api.store.feeds import Feed, PollReport
 from api.store.protocols import FeedStore
 from index import Article, ArticleError, Ingestor, parse_record
 from index.feeds import Entry, FeedError, Parsed, article_id, parse
-from index.fetch import Fetched, Fetcher, FetchError, Limits, parse_networks
+from index.fetch import Fetched, Fetcher, FetchError
 from index.load import page_record, page_text
 from index.urls import AddressError, canonical_url
 
@@ -176,10 +175,3 @@ def every_seconds(value: str) -> int:
     if not match or int(match.group(1)) <= 0:
         raise FeedError(f"every {value!r}: give a number with s, m, h or d, such as 15m")
     return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def fetcher(settings: Settings) -> Fetcher:
-    """The fetcher the settings describe (allowed networks, the pause between requests to one host)."""
-    service = settings.service
-    limits = Limits(host_delay_seconds=service.feeds_host_delay_seconds)
-    return Fetcher(parse_networks(",".join(service.feeds_allow_networks)), limits)

@@ -4,9 +4,10 @@ a try succeeds, and tries run side by side so that no receiver holds up another'
 Webhooks follow the Standard Webhooks specification, signed by its library (``standardwebhooks``):
 ``webhook-id`` (the alert's id: receivers dedupe by it, since an alert is delivered at least once),
 ``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256 over ``id.timestamp.body`` with the watch's
-secret). A try goes through the feed fetcher (index/fetch.py), so a webhook reaches only the addresses
-feeds may be fetched from, checked again on the connected socket, and is cut at ``WEBHOOK_LIMITS``' deadline
-(a receiver that trickles its answer a byte at a time holds a try for 15 s, not a minute).
+secret). A try goes through the service's outbound door (api/work/outbound.py), so a webhook reaches
+only the addresses feeds may be fetched from, checked again on the connected socket, and is cut at
+``WEBHOOK_LIMITS``' deadline (a receiver that trickles its answer a byte at a time holds a try for
+15 s, not a minute).
 
 Fairness: each receiver (host and port, ``host_key``) is a lane with at most one try in flight, and tries
 run on a bounded pool of threads, so a receiver that hangs delays only its own deliveries. Lanes whose
@@ -30,22 +31,15 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from api.config import DEFAULT_WEBHOOK_RETRY_SECONDS, DEFAULT_WEBHOOK_TRIES, Settings
+from api.config import DEFAULT_WEBHOOK_RETRY_SECONDS, DEFAULT_WEBHOOK_TRIES
 from api.metrics import WEBHOOK_DELIVERIES
 from api.store.records import Delivery
 from api.store.standing import WatchTables
-from index.fetch import Fetcher, FetchError, Limits, host_key, parse_networks
+from index.fetch import Fetcher, FetchError, host_key
 
 log = logging.getLogger("api.work.webhooks")
 DEFAULT_SENDERS = 32
 """Tries in flight at once (threads: a try mostly waits on the network)."""
-WEBHOOK_LIMITS = Limits(connect_seconds=5.0, read_seconds=10.0, total_seconds=15.0)
-"""One try's bounds: a receiver should answer at once and work later (Standard Webhooks' advice)."""
-
-
-def webhook_poster(settings: Settings) -> Fetcher:
-    """The fetcher webhooks go through: the feeds' address rule and allowed networks, a try's bounds."""
-    return Fetcher(parse_networks(",".join(settings.service.feeds_allow_networks)), WEBHOOK_LIMITS)
 
 
 def signed_headers(delivery: Delivery, now: datetime | None = None) -> dict[str, str]:
