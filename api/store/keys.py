@@ -103,6 +103,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_token() -> str:
+    """A new random 256-bit token with the key prefix."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def checked_key(
+    name: str, scope: str, origins: Sequence[str], per_minute: int | None, per_day: int | None
+) -> list[str]:
+    """A new key's settings checked as every backend checks them (ConfigError with the reason); its
+    origins normalised and sorted."""
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+        raise ConfigError("a key name is 1-64 letters, digits, '.', '_' or '-'")
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(SCOPES)}")
+    for limit in (per_minute, per_day):
+        if limit is not None and limit < 1:
+            raise ConfigError("limits must be at least 1 request")
+    return sorted({normalize_origin(o) for o in origins})
+
+
 class KeyRing:
     """The service's keys. Lookups hit SQLite every time, so a revocation takes effect at once."""
 
@@ -155,15 +175,8 @@ class KeyRing:
         per_day: int | None = None,
     ) -> str:
         """Create a key and return its token (shown this once; only its hash is kept)."""
-        if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
-            raise ConfigError("a key name is 1-64 letters, digits, '.', '_' or '-'")
-        if scope not in SCOPES:
-            raise ConfigError(f"scope must be one of {', '.join(SCOPES)}")
-        for limit in (per_minute, per_day):
-            if limit is not None and limit < 1:
-                raise ConfigError("limits must be at least 1 request")
-        normalized = sorted({normalize_origin(o) for o in origins})
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        normalized = checked_key(name, scope, origins, per_minute, per_day)
+        token = new_token()
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._writing():
             if self._db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
@@ -194,7 +207,7 @@ class KeyRing:
                 "SELECT name, scope, origins, per_minute, per_day, created_at, revoked_at, prefix "
                 "FROM api_keys ORDER BY created_at, name"
             ).fetchall()
-        return [_key(row) for row in rows]
+        return [key_of_row(row) for row in rows]
 
     def lookup(self, token: str) -> ApiKey | None:
         """The active key with this token, or None."""
@@ -204,7 +217,7 @@ class KeyRing:
                 "FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
                 (hash_token(token),),
             ).fetchone()
-        return None if row is None else _key(row)
+        return None if row is None else key_of_row(row)
 
     def active(self) -> list[ApiKey]:
         return [key for key in self.keys() if key.revoked_at is None]
@@ -239,7 +252,9 @@ class KeyRing:
             yield
 
 
-def _key(row: Sequence[object]) -> ApiKey:
+def key_of_row(row: Sequence[object]) -> ApiKey:
+    """A key from its columns: name, scope, origins, per_minute, per_day, created_at, revoked_at,
+    prefix."""
     name, scope, origins, per_minute, per_day, created, revoked, prefix = row
     return ApiKey(
         name=str(name),

@@ -1,0 +1,147 @@
+"""The service's tables in PostgreSQL (``RAG_STATE_URL=postgresql://...``), for several API machines on one
+state: one connection pool a process (psycopg 3), the schema created and migrated at start, and the
+backends of the store protocols (api/store/protocols.py), which pass the same contract suite as SQLite's
+(tests/test_store_tables.py).
+
+Migrations are numbered SQL run in order, each once, recorded in ``schema_version``; the whole run holds a
+transaction-level advisory lock, so two servers starting at once migrate one after the other and the
+second finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from api.errors import KeyTakenError
+from api.store.keys import ApiKey, checked_key, hash_token, key_of_row, new_token
+from index.errors import ConfigError, NotFoundError
+
+CONNECT_SECONDS = 10.0
+"""How long start-up waits for the database before it stops with an error."""
+_MIGRATING = 4_200_042
+"""The advisory lock id held while the schema is migrated."""
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE api_keys (
+        name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, origins TEXT NOT NULL,
+        per_minute INTEGER, per_day INTEGER, created_at TEXT NOT NULL, revoked_at TEXT,
+        prefix TEXT NOT NULL, keeps_watches BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE TABLE api_key_usage (
+        name TEXT NOT NULL, day TEXT NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (name, day)
+    );
+    """,
+)
+"""The schema, one step a version; a new version is a new entry at the end (never an edit)."""
+
+
+def open_pool(url: str, size: int = 8) -> ConnectionPool:
+    """A pool on the state database with its schema migrated; ConfigError (start-up stops) when the URL is
+    not one or the database cannot be reached."""
+    try:
+        pool = ConnectionPool(
+            url, min_size=1, max_size=size, timeout=CONNECT_SECONDS, kwargs={"autocommit": True}, open=False
+        )
+        pool.open(wait=True, timeout=CONNECT_SECONDS)
+    except (psycopg.Error, PoolTimeout) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"the state database (RAG_STATE_URL) cannot be reached: {reason}") from None
+    migrate(pool)
+    return pool
+
+
+def migrate(pool: ConnectionPool) -> int:
+    """Run the migrations this database lacks; the version it is at afterwards."""
+    with pool.connection() as db, db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATING,))
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+        row = db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            db.execute(MIGRATIONS[version - 1])
+            db.execute("INSERT INTO schema_version VALUES (%s)", (version,))
+    return len(MIGRATIONS)
+
+
+_KEY_COLUMNS = "name, scope, origins, per_minute, per_day, created_at, revoked_at, prefix"
+
+
+class PostgresKeys:
+    """API keys in PostgreSQL; every lookup reads the table, so a revocation through any server is seen
+    by all at once."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def add(
+        self,
+        name: str,
+        scope: str,
+        origins: Sequence[str] = (),
+        per_minute: int | None = None,
+        per_day: int | None = None,
+    ) -> str:
+        normalized = checked_key(name, scope, origins, per_minute, per_day)
+        token = new_token()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._pool.connection() as db:
+            made = db.execute(
+                "INSERT INTO api_keys (name, hash, scope, origins, per_minute, per_day, created_at, prefix) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, hash_token(token), scope, json.dumps(normalized), per_minute, per_day, now, token[:8]),
+            ).fetchone()
+        if made is None:
+            raise KeyTakenError(f"a key named {name!r} exists; revoke it or choose another name")
+        return token
+
+    def revoke(self, name: str, keep_watches: bool = False) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._pool.connection() as db:
+            changed = db.execute(
+                "UPDATE api_keys SET revoked_at = %s, keeps_watches = %s "
+                "WHERE name = %s AND revoked_at IS NULL",
+                (now, keep_watches, name),
+            ).rowcount
+        if not changed:
+            raise NotFoundError(f"no active key named {name!r}")
+
+    def keys(self) -> list[ApiKey]:
+        with self._pool.connection() as db:
+            rows = db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, name").fetchall()
+        return [key_of_row(row) for row in rows]
+
+    def lookup(self, token: str) -> ApiKey | None:
+        with self._pool.connection() as db:
+            row = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = %s AND revoked_at IS NULL",
+                (hash_token(token),),
+            ).fetchone()
+        return None if row is None else key_of_row(row)
+
+    def active(self) -> list[ApiKey]:
+        return [key for key in self.keys() if key.revoked_at is None]
+
+    def usage(self, day: date) -> dict[str, int]:
+        with self._pool.connection() as db:
+            rows = db.execute("SELECT name, used FROM api_key_usage WHERE day = %s", (day.isoformat(),))
+            return {str(name): int(used) for name, used in rows}
+
+    def save_usage(self, day: date, used: dict[str, int]) -> None:
+        if not used:
+            return
+        with self._pool.connection() as db, db.transaction():
+            db.execute("DELETE FROM api_key_usage WHERE day < %s", (day.isoformat(),))
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO api_key_usage VALUES (%s, %s, %s) ON CONFLICT (name, day) "
+                    "DO UPDATE SET used = greatest(api_key_usage.used, excluded.used)",
+                    [(name, day.isoformat(), count) for name, count in used.items()],
+                )
+
+    def close(self) -> None:
+        """The pool is the service's, closed with it."""
