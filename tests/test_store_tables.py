@@ -1,7 +1,7 @@
 """The contract every backend of the service's tables passes (api/store/protocols.py), one body per
 table run over each backend through the fixtures. SQLite in a temporary data folder backs every table;
 PostgreSQL (a real server, tests/postgres.py; a fresh database a test) backs those ported so far, listed
-in ``KEY_BACKENDS``; the rest join as they are ported and must pass unchanged."""
+in the ``keys`` and ``job_queue`` fixtures; the rest join as they are ported and must pass unchanged."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from api.errors import FeedNotFoundError, KeyTakenError, QueueFullError, WatchLi
 from api.store.feeds import FeedRegistry
 from api.store.jobs import JobTable
 from api.store.keys import KeyRing
-from api.store.postgres import PostgresKeys, migrate, open_pool
+from api.store.postgres import PostgresJobs, PostgresKeys, migrate, open_pool
 from api.store.protocols import AlertStore, DeliveryStore, FeedStore, JobStore, KeyStore, WatchStore
 from api.store.records import Found
 from api.store.standing import WatchTables
@@ -67,6 +67,17 @@ def keys(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
     yield store
     store.close()
     close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def job_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[int], JobStore]]:
+    """Opens the job table with a queue of the given length."""
+    if request.param == "sqlite":
+        yield lambda waiting: JobTable(tmp_path / "service.sqlite", max_waiting=waiting)
+        return
+    pool = open_pool(fresh_database(request.getfixturevalue("postgres")))
+    yield lambda waiting: PostgresJobs(pool, max_waiting=waiting)
+    pool.close()
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -176,8 +187,8 @@ def test_the_outbox_leases_each_delivery_and_keeps_its_outcome(tables: Tables) -
     assert watches.get(hooked.id).failing
 
 
-def test_jobs_queue_in_order_and_refuse_past_the_limit(tables: Tables) -> None:
-    jobs = tables[5](2)
+def test_jobs_queue_in_order_and_refuse_past_the_limit(job_queue: Callable[[int], JobStore]) -> None:
+    jobs = job_queue(2)
     first = jobs.submit([ArticleError("a.json", "no title")])
     second = jobs.submit([ArticleError("b.json", "no text"), ArticleError("c.json", "no text")])
     with pytest.raises(QueueFullError):
@@ -228,3 +239,24 @@ def test_servers_starting_at_once_migrate_once(postgres: str) -> None:
     finally:
         for pool in pools:
             pool.close()
+
+
+def test_a_job_is_taken_by_one_writer_when_two_take_at_once(job_queue: Callable[[int], JobStore]) -> None:
+    first, second = job_queue(8), job_queue(8)  # as two servers would open the queue
+    made = first.submit([ArticleError("a.json", "no title")])
+    start = threading.Barrier(2)
+    taken: list[str | None] = []
+
+    def take(queue: JobStore) -> None:
+        start.wait(30)
+        got = queue.take()
+        taken.append(None if got is None else got[0])
+
+    threads = [threading.Thread(target=take, args=(queue,)) for queue in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(taken, key=str) == sorted([made.id, None], key=str)
+    first.close()
+    second.close()

@@ -20,7 +20,7 @@ from index import ArticleError, IngestReport
 from index.records import Article
 
 DEFAULT_MAX_WAITING = 8
-_KEEP_FINISHED = 200
+KEEP_FINISHED = 200
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ingest_jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,6 +61,42 @@ class _Stored(msgspec.Struct, array_like=True):
     failed: list[tuple[str, str]]
 
 
+def new_job(items: Items) -> tuple[Job, bytes]:
+    """A job for ``items`` and its articles as every backend keeps them."""
+    job = Job(id=uuid.uuid4().hex, total=len(items), submitted_at=now())
+    stored = _Stored(
+        [i for i in items if isinstance(i, Article)],
+        [(i.origin, i.reason) for i in items if isinstance(i, ArticleError)],
+    )
+    return job, msgspec.msgpack.encode(stored)
+
+
+def items_of(blob: bytes) -> list[Article | ArticleError]:
+    """A job's articles as kept by ``new_job``."""
+    stored = msgspec.msgpack.decode(blob, type=_Stored)
+    items: list[Article | ArticleError] = [*stored.articles]
+    return items + [ArticleError(origin, reason) for origin, reason in stored.failed]
+
+
+def job_of_row(row: Sequence[object]) -> Job:
+    """A job from its columns: id, total, status, done, submitted_at, finished_at, report, error."""
+    job_id, total, status, done, submitted, finished, report, error = row
+    return Job(
+        str(job_id),
+        int(str(total)),
+        str(status),
+        int(str(done)),
+        str(submitted),
+        None if finished is None else str(finished),
+        None if not isinstance(report, bytes) else msgspec.msgpack.decode(report, type=IngestReport),
+        None if error is None else str(error),
+    )
+
+
+def report_blob(report: IngestReport | None) -> bytes | None:
+    return None if report is None else msgspec.msgpack.encode(report)
+
+
 class JobTable:
     """The queue of ingest jobs, shared by every process on the data folder."""
 
@@ -70,11 +106,7 @@ class JobTable:
 
     def submit(self, items: Items) -> Job:
         """Queue ``items``; QueueFullError when ``max_waiting`` jobs are queued or running."""
-        job = Job(id=uuid.uuid4().hex, total=len(items), submitted_at=_now())
-        stored = _Stored(
-            [i for i in items if isinstance(i, Article)],
-            [(i.origin, i.reason) for i in items if isinstance(i, ArticleError)],
-        )
+        job, blob = new_job(items)
         with self._table.writing() as db:
             (waiting,) = db.execute(
                 "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')"
@@ -84,13 +116,13 @@ class JobTable:
             db.execute(
                 "INSERT INTO ingest_jobs (id, status, total, submitted_at, items) "
                 "VALUES (?, 'queued', ?, ?, ?)",
-                (job.id, job.total, job.submitted_at, msgspec.msgpack.encode(stored)),
+                (job.id, job.total, job.submitted_at, blob),
             )
             db.execute(
                 "DELETE FROM ingest_jobs WHERE status IN ('done', 'failed') AND seq <= "
                 "(SELECT seq FROM ingest_jobs WHERE status IN ('done', 'failed') "
                 "ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                (_KEEP_FINISHED,),
+                (KEEP_FINISHED,),
             )
         INGEST_JOBS.labels("queued").inc()
         return job
@@ -102,10 +134,7 @@ class JobTable:
                 "FROM ingest_jobs WHERE id = ?",
                 (job_id,),
             ).fetchone()
-        if row is None:
-            return None
-        report = None if row[6] is None else msgspec.msgpack.decode(row[6], type=IngestReport)
-        return Job(row[0], row[1], row[2], row[3], row[4], row[5], report, row[7])
+        return None if row is None else job_of_row(row)
 
     def waiting(self) -> int:
         """Jobs queued or running."""
@@ -131,10 +160,7 @@ class JobTable:
             if row is None:
                 return None
             db.execute("UPDATE ingest_jobs SET status = 'running', done = 0 WHERE id = ?", (row[0],))
-        stored = msgspec.msgpack.decode(row[1], type=_Stored)
-        items: list[Article | ArticleError] = [*stored.articles]
-        items += [ArticleError(origin, reason) for origin, reason in stored.failed]
-        return str(row[0]), items
+        return str(row[0]), items_of(row[1])
 
     def progress(self, job_id: str, done: int) -> None:
         with self._table.writing() as db:
@@ -147,14 +173,7 @@ class JobTable:
             db.execute(
                 "UPDATE ingest_jobs SET status = ?, done = CASE WHEN ? = 'done' THEN total ELSE done END, "
                 "finished_at = ?, report = ?, error = ?, items = NULL WHERE id = ?",
-                (
-                    status,
-                    status,
-                    _now(),
-                    None if report is None else msgspec.msgpack.encode(report),
-                    error,
-                    job_id,
-                ),
+                (status, status, now(), report_blob(report), error, job_id),
             )
         INGEST_JOBS.labels(status).inc()
 
@@ -162,5 +181,5 @@ class JobTable:
         self._table.close()
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

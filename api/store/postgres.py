@@ -17,9 +17,23 @@ from datetime import UTC, date, datetime
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api.errors import KeyTakenError
+from api.errors import KeyTakenError, QueueFullError
+from api.metrics import INGEST_JOBS
+from api.store.jobs import (
+    DEFAULT_MAX_WAITING,
+    KEEP_FINISHED,
+    Items,
+    Job,
+    items_of,
+    job_of_row,
+    new_job,
+    now,
+    report_blob,
+)
 from api.store.keys import ApiKey, checked_key, hash_token, key_of_row, new_token
+from index import ArticleError, IngestReport
 from index.errors import ConfigError, NotFoundError
+from index.records import Article
 
 CONNECT_SECONDS = 10.0
 """How long start-up waits for the database before it stops with an error."""
@@ -36,8 +50,18 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT NOT NULL, day TEXT NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (name, day)
     );
     """,
+    """
+    CREATE TABLE ingest_jobs (
+        seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, total INTEGER NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0, submitted_at TEXT NOT NULL, finished_at TEXT, report BYTEA,
+        error TEXT, items BYTEA
+    );
+    CREATE INDEX ingest_jobs_waiting ON ingest_jobs (seq) WHERE status IN ('queued', 'running');
+    """,
 )
 """The schema, one step a version; a new version is a new entry at the end (never an edit)."""
+_QUEUEING = 4_200_043
+"""The advisory lock id held while a job is queued (the count of waiting jobs and the insert as one)."""
 
 
 def open_pool(url: str, size: int = 8) -> ConnectionPool:
@@ -142,6 +166,88 @@ class PostgresKeys:
                     "DO UPDATE SET used = greatest(api_key_usage.used, excluded.used)",
                     [(name, day.isoformat(), count) for name, count in used.items()],
                 )
+
+    def close(self) -> None:
+        """The pool is the service's, closed with it."""
+
+
+class PostgresJobs:
+    """The queue of ingest jobs in PostgreSQL, shared by every API server; a job is taken by one writer
+    at a time (``FOR UPDATE SKIP LOCKED``)."""
+
+    def __init__(self, pool: ConnectionPool, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+        self._pool = pool
+        self._max_waiting = max_waiting
+
+    def submit(self, items: Items) -> Job:
+        job, blob = new_job(items)
+        with self._pool.connection() as db, db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUEING,))
+            row = db.execute(
+                "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')"
+            ).fetchone()
+            if row is not None and int(row[0]) >= self._max_waiting:
+                raise QueueFullError(f"{self._max_waiting} ingest jobs are already waiting")
+            db.execute(
+                "INSERT INTO ingest_jobs (id, status, total, submitted_at, items) "
+                "VALUES (%s, 'queued', %s, %s, %s)",
+                (job.id, job.total, job.submitted_at, blob),
+            )
+            db.execute(
+                "DELETE FROM ingest_jobs WHERE status IN ('done', 'failed') AND seq <= "
+                "(SELECT seq FROM ingest_jobs WHERE status IN ('done', 'failed') "
+                "ORDER BY seq DESC LIMIT 1 OFFSET %s)",
+                (KEEP_FINISHED,),
+            )
+        INGEST_JOBS.labels("queued").inc()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._pool.connection() as db:
+            row = db.execute(
+                "SELECT id, total, status, done, submitted_at, finished_at, report, error "
+                "FROM ingest_jobs WHERE id = %s",
+                (job_id,),
+            ).fetchone()
+        return None if row is None else job_of_row(row)
+
+    def waiting(self) -> int:
+        with self._pool.connection() as db:
+            row = db.execute(
+                "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def requeue(self) -> int:
+        with self._pool.connection() as db:
+            return int(
+                db.execute("UPDATE ingest_jobs SET status = 'queued' WHERE status = 'running'").rowcount
+            )
+
+    def take(self) -> tuple[str, list[Article | ArticleError]] | None:
+        with self._pool.connection() as db, db.transaction():
+            row = db.execute(
+                "SELECT id, items FROM ingest_jobs WHERE status = 'queued' ORDER BY seq LIMIT 1 "
+                "FOR UPDATE SKIP LOCKED"
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE ingest_jobs SET status = 'running', done = 0 WHERE id = %s", (row[0],))
+        return str(row[0]), items_of(row[1])
+
+    def progress(self, job_id: str, done: int) -> None:
+        with self._pool.connection() as db:
+            db.execute("UPDATE ingest_jobs SET done = %s WHERE id = %s", (done, job_id))
+
+    def finish(self, job_id: str, report: IngestReport | None, error: str | None = None) -> None:
+        status = "failed" if report is None else "done"
+        with self._pool.connection() as db:
+            db.execute(
+                "UPDATE ingest_jobs SET status = %s, done = CASE WHEN %s = 'done' THEN total ELSE done END, "
+                "finished_at = %s, report = %s, error = %s, items = NULL WHERE id = %s",
+                (status, status, now(), report_blob(report), error, job_id),
+            )
+        INGEST_JOBS.labels(status).inc()
 
     def close(self) -> None:
         """The pool is the service's, closed with it."""
