@@ -14,15 +14,16 @@ from typing import Any
 import pytest
 
 from api.errors import FeedNotFoundError, KeyTakenError, QueueFullError, WatchLimitError, WatchNotFoundError
-from api.store.feeds import FeedRegistry
+from api.store.feeds import FeedRegistry, PollReport
 from api.store.jobs import JobTable
 from api.store.keys import KeyRing
-from api.store.postgres import PostgresJobs, PostgresKeys, migrate, open_pool
+from api.store.postgres import PostgresFeeds, PostgresJobs, PostgresKeys, migrate, open_pool
 from api.store.protocols import AlertStore, DeliveryStore, FeedStore, JobStore, KeyStore, WatchStore
 from api.store.records import Found
 from api.store.standing import WatchTables
 from index import ArticleError, IngestReport
 from index.errors import ConfigError
+from index.feeds import FeedError
 from tests.postgres import fresh_database, postgres_server
 from tests.servers import free_port
 
@@ -80,6 +81,18 @@ def job_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
     pool.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feeds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedStore]:
+    if request.param == "sqlite":
+        registry = FeedRegistry(tmp_path / "service.sqlite")
+        yield registry
+        registry.close()
+        return
+    pool = open_pool(fresh_database(request.getfixturevalue("postgres")))
+    yield PostgresFeeds(pool)
+    pool.close()
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def tables(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tables]:
     opened = BACKENDS[request.param](tmp_path)
@@ -115,12 +128,14 @@ def test_keys_keep_their_daily_usage(keys: KeyStore) -> None:
     assert keys.usage(day) == {"desk": 9}
 
 
-def test_feeds_found_by_id_or_address_and_ids_never_reused(tables: Tables) -> None:
-    feeds = tables[1]
+def test_feeds_found_by_id_or_address_and_ids_never_reused(feeds: FeedStore) -> None:
     first = feeds.add("https://news.example/rss", "News", "rss", 900)
     assert feeds.get(str(first.id)) == feeds.get("https://news.example/rss")
+    with pytest.raises(FeedError):
+        feeds.add("https://news.example/rss", "Again", "rss", 900)
     assert [f.id for f in feeds.due(now=first.next_poll + 1)] == [first.id]
     assert feeds.lease(first, 60)
+    assert not feeds.lease(first, 60)  # one poll at a time
     feeds.remove(str(first.id))
     with pytest.raises(FeedNotFoundError):
         feeds.get(str(first.id))
@@ -260,3 +275,23 @@ def test_a_job_is_taken_by_one_writer_when_two_take_at_once(job_queue: Callable[
     assert sorted(taken, key=str) == sorted([made.id, None], key=str)
     first.close()
     second.close()
+
+
+def test_a_poll_leaves_its_feed_due_again_and_its_entries_recorded(feeds: FeedStore) -> None:
+    feed = feeds.add("https://news.example/rss", "News\nDesk", "rss", 900)
+    assert feed.name == "News Desk"
+    assert feeds.lease(feed, 60)
+    feeds.record_entries(feed, [("https://news.example/a", "2026-12-08", '"e1"', None, "a-1")])
+    feeds.record_entries(feed, [("https://news.example/a", "2026-12-09", '"e2"', None, "a-1")])
+    assert feeds.entry(feed, "https://news.example/a") == ("2026-12-09", '"e2"', None, "a-1")
+    assert feeds.entry(feed, "https://news.example/b") is None
+    feeds.finish(PollReport(feed, added=["a-1"]), '"feed-etag"', None)
+    polled = feeds.get(str(feed.id))
+    assert (polled.etag, polled.last_status, polled.added, polled.failures) == ('"feed-etag"', "ok", 1, 0)
+    assert polled.next_poll > feed.next_poll
+    assert feeds.lease(polled, 60)  # the finished poll let go of its lease
+    feeds.finish(PollReport(polled, status="failed", error="refused"), None, None)
+    failed = feeds.get(str(feed.id))
+    assert (failed.failures, failed.etag, failed.last_error) == (1, '"feed-etag"', "refused")
+    feeds.ask(feed.id)
+    assert [f.id for f in feeds.due(now=0.0)] == [feed.id]  # asked for: due at once

@@ -112,6 +112,37 @@ class PollReport:
     requests: int = 0
 
 
+def outlet_name(url: str, name: str) -> str:
+    """A feed's outlet name as stored: one plain line, cut to 200 characters; its host when empty."""
+    return clip(plain_line(name), MAX_NAME_CHARS) or urlsplit(url).netloc
+
+
+def due_now(feeds: list[Feed], now: float) -> list[Feed]:
+    """Of ``feeds``, those to poll now: due and not paused, or asked for (first)."""
+    due = [f for f in feeds if f.next_poll <= now and (f.next_poll < 0 or not f.paused)]
+    return sorted(due, key=lambda f: f.next_poll >= 0)
+
+
+def finished(report: PollReport, etag: str | None, last_modified: str | None) -> tuple[object, ...]:
+    """What a poll leaves on its feed: etag, last_modified, last_poll, last_status, last_error, failures,
+    next_poll (failures back off, doubling, up to a day), articles added, and the feed's id."""
+    feed, now = report.feed, time.time()
+    failed = report.status == "failed"
+    failures = feed.failures + 1 if failed else 0
+    wait = feed.every_seconds * (2 ** min(failures, 6)) if failed else feed.every_seconds
+    return (
+        etag if not failed else feed.etag,
+        last_modified if not failed else feed.last_modified,
+        datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        report.status,
+        report.error,
+        failures,
+        now + min(wait, 86_400),
+        len(report.added),
+        feed.id,
+    )
+
+
 class FeedRegistry:
     """The feeds table of ``service.sqlite``; safe for several threads and processes."""
 
@@ -154,7 +185,7 @@ class FeedRegistry:
     def add(self, url: str, name: str, kind: str, every_seconds: int) -> Feed:
         """Follow ``url``; ``name`` (the outlet's) is stored as a one-line field is, cut to 200
         characters."""
-        name = clip(plain_line(name), MAX_NAME_CHARS) or urlsplit(url).netloc
+        name = outlet_name(url, name)
         with self._lock:
             try:
                 cursor = self._db.execute(
@@ -167,14 +198,14 @@ class FeedRegistry:
 
     def feeds(self) -> list[Feed]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM feeds ORDER BY id").fetchall()
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM feeds ORDER BY id").fetchall()
         return [Feed(*row) for row in rows]
 
     def get(self, ref: str) -> Feed:
         """The feed with this id or address (an id past SQLite's integers is simply no feed)."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM feeds WHERE id = ? OR url = ?",
+                f"SELECT {COLUMNS} FROM feeds WHERE id = ? OR url = ?",
                 (int(ref) if ref.isdigit() and len(ref) <= 18 else -1, ref),
             ).fetchone()
         if row is None:
@@ -189,8 +220,7 @@ class FeedRegistry:
 
     def due(self, now: float) -> list[Feed]:
         """Feeds to poll now: those due and not paused, and those asked for (``ask``), asked first."""
-        due = [f for f in self.feeds() if f.next_poll <= now and (f.next_poll < 0 or not f.paused)]
-        return sorted(due, key=lambda f: f.next_poll >= 0)
+        return due_now(self.feeds(), now)
 
     def ask(self, feed_id: int) -> None:
         """Mark the feed to be polled at the next check, due or paused."""
@@ -234,26 +264,12 @@ class FeedRegistry:
             )
 
     def finish(self, report: PollReport, etag: str | None, last_modified: str | None) -> None:
-        feed, now = report.feed, time.time()
-        failed = report.status == "failed"
-        failures = feed.failures + 1 if failed else 0
-        wait = feed.every_seconds * (2 ** min(failures, 6)) if failed else feed.every_seconds
         with self._lock:
             self._db.execute(
                 "UPDATE feeds SET etag = ?, last_modified = ?, last_poll = ?, last_status = ?, "
                 "last_error = ?, failures = ?, next_poll = ?, added = added + ?, lease_until = 0 "
                 "WHERE id = ?",
-                (
-                    etag if not failed else feed.etag,
-                    last_modified if not failed else feed.last_modified,
-                    datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-                    report.status,
-                    report.error,
-                    failures,
-                    now + min(wait, 86_400),
-                    len(report.added),
-                    feed.id,
-                ),
+                finished(report, etag, last_modified),
             )
 
     @contextmanager
@@ -274,8 +290,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-_COLUMNS = (
+COLUMNS = (
     "id, url, name, kind, every_seconds, etag, last_modified, last_poll, last_status, last_error, failures, "
     "next_poll, added"
 )
-_ALL = f"{_COLUMNS}, lease_until, lease_pid"
+_ALL = f"{COLUMNS}, lease_until, lease_pid"

@@ -11,14 +11,19 @@ second finds nothing left to do.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api.errors import KeyTakenError, QueueFullError
+from api.errors import FeedNotFoundError, KeyTakenError, QueueFullError
 from api.metrics import INGEST_JOBS
+from api.store.feeds import COLUMNS as FEED_COLUMNS
+from api.store.feeds import Feed, PollReport, due_now, finished, outlet_name
 from api.store.jobs import (
     DEFAULT_MAX_WAITING,
     KEEP_FINISHED,
@@ -33,6 +38,7 @@ from api.store.jobs import (
 from api.store.keys import ApiKey, checked_key, hash_token, key_of_row, new_token
 from index import ArticleError, IngestReport
 from index.errors import ConfigError, NotFoundError
+from index.feeds import FeedError
 from index.records import Article
 
 CONNECT_SECONDS = 10.0
@@ -57,6 +63,19 @@ MIGRATIONS: tuple[str, ...] = (
         error TEXT, items BYTEA
     );
     CREATE INDEX ingest_jobs_waiting ON ingest_jobs (seq) WHERE status IN ('queued', 'running');
+    """,
+    """
+    CREATE TABLE feeds (
+        id BIGSERIAL PRIMARY KEY, url TEXT NOT NULL UNIQUE, name TEXT NOT NULL, kind TEXT NOT NULL,
+        every_seconds INTEGER NOT NULL, etag TEXT, last_modified TEXT, last_poll TEXT, last_status TEXT,
+        last_error TEXT, failures INTEGER NOT NULL DEFAULT 0, next_poll DOUBLE PRECISION NOT NULL DEFAULT 0,
+        added INTEGER NOT NULL DEFAULT 0, lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        lease_holder TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE feed_entries (
+        feed_id BIGINT NOT NULL REFERENCES feeds (id) ON DELETE CASCADE, url TEXT NOT NULL, updated TEXT,
+        etag TEXT, last_modified TEXT, article_id TEXT NOT NULL, PRIMARY KEY (feed_id, url)
+    );
     """,
 )
 """The schema, one step a version; a new version is a new entry at the end (never an edit)."""
@@ -248,6 +267,102 @@ class PostgresJobs:
                 (status, status, now(), report_blob(report), error, job_id),
             )
         INGEST_JOBS.labels(status).inc()
+
+    def close(self) -> None:
+        """The pool is the service's, closed with it."""
+
+
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+"""This process, as a feed's lease names it."""
+
+
+class PostgresFeeds:
+    """The feeds followed and what each poll learned, in PostgreSQL. A feed's lease names its holder
+    (host and process, for the operator) and lapses after its seconds: a poller on another machine cannot
+    tell whether the holder lives, so a poll cut short by a dead holder is taken over when its lease runs
+    out (SQLite's, on one machine, sees the dead process at once)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def add(self, url: str, name: str, kind: str, every_seconds: int) -> Feed:
+        with self._pool.connection() as db:
+            made = db.execute(
+                "INSERT INTO feeds (url, name, kind, every_seconds) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (url) DO NOTHING RETURNING id",
+                (url, outlet_name(url, name), kind, every_seconds),
+            ).fetchone()
+        if made is None:
+            raise FeedError(f"{url} is followed already")
+        return self.get(str(made[0]))
+
+    def feeds(self) -> list[Feed]:
+        with self._pool.connection() as db:
+            rows = db.execute(f"SELECT {FEED_COLUMNS} FROM feeds ORDER BY id").fetchall()
+        return [Feed(*row) for row in rows]
+
+    def get(self, ref: str) -> Feed:
+        with self._pool.connection() as db:
+            row = db.execute(
+                f"SELECT {FEED_COLUMNS} FROM feeds WHERE id = %s OR url = %s",
+                (int(ref) if ref.isdigit() and len(ref) <= 18 else -1, ref),
+            ).fetchone()
+        if row is None:
+            raise FeedNotFoundError(f"no feed {ref!r}; `rag feeds list` shows them")
+        return Feed(*row)
+
+    def remove(self, ref: str) -> Feed:
+        feed = self.get(ref)
+        with self._pool.connection() as db:
+            db.execute("DELETE FROM feeds WHERE id = %s", (feed.id,))
+        return feed
+
+    def due(self, now: float) -> list[Feed]:
+        return due_now(self.feeds(), now)
+
+    def ask(self, feed_id: int) -> None:
+        with self._pool.connection() as db:
+            db.execute("UPDATE feeds SET next_poll = -1 WHERE id = %s", (feed_id,))
+
+    def lease(self, feed: Feed, seconds: float) -> bool:
+        now = time.time()
+        with self._pool.connection() as db:
+            taken = db.execute(
+                "UPDATE feeds SET lease_until = %s, lease_holder = %s "
+                "WHERE id = %s AND lease_until <= %s RETURNING id",
+                (now + seconds, HOLDER, feed.id, now),
+            ).fetchone()
+        return taken is not None
+
+    def entry(self, feed: Feed, url: str) -> tuple[str | None, str | None, str | None, str] | None:
+        with self._pool.connection() as db:
+            row = db.execute(
+                "SELECT updated, etag, last_modified, article_id FROM feed_entries "
+                "WHERE feed_id = %s AND url = %s",
+                (feed.id, url),
+            ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], str(row[3]))
+
+    def record_entries(
+        self, feed: Feed, entries: list[tuple[str, str | None, str | None, str | None, str]]
+    ) -> None:
+        with self._pool.connection() as db, db.transaction(), db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO feed_entries (feed_id, url, updated, etag, last_modified, article_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (feed_id, url) DO UPDATE SET "
+                "updated = excluded.updated, etag = excluded.etag, last_modified = excluded.last_modified, "
+                "article_id = excluded.article_id",
+                [(feed.id, *entry) for entry in entries],
+            )
+
+    def finish(self, report: PollReport, etag: str | None, last_modified: str | None) -> None:
+        with self._pool.connection() as db:
+            db.execute(
+                "UPDATE feeds SET etag = %s, last_modified = %s, last_poll = %s, last_status = %s, "
+                "last_error = %s, failures = %s, next_poll = %s, added = added + %s, lease_until = 0 "
+                "WHERE id = %s",
+                finished(report, etag, last_modified),
+            )
 
     def close(self) -> None:
         """The pool is the service's, closed with it."""
