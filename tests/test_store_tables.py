@@ -1,7 +1,7 @@
 """The contract every backend of the service's tables passes (api/store/protocols.py), one body per
 table run over each backend through the fixtures. SQLite in a temporary data folder backs every table;
 PostgreSQL (a real server, tests/postgres.py; a fresh database a test) backs those ported so far, listed
-in the ``keys`` and ``job_queue`` fixtures; the rest join as they are ported and must pass unchanged."""
+in the ``keys``, ``feeds``, ``job_queue`` and ``standing`` fixtures."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from api.store.feeds import FeedRegistry, PollReport
 from api.store.jobs import JobTable
 from api.store.keys import KeyRing
 from api.store.postgres import PostgresFeeds, PostgresJobs, PostgresKeys, migrate, open_pool
+from api.store.postgres_watches import PostgresAlerts, PostgresOutbox, PostgresWatches
 from api.store.protocols import AlertStore, DeliveryStore, FeedStore, JobStore, KeyStore, WatchStore
-from api.store.records import Found
+from api.store.records import Alert, Found
 from api.store.standing import WatchTables
 from index import ArticleError, IngestReport
 from index.errors import ConfigError
@@ -27,23 +28,8 @@ from index.feeds import FeedError
 from tests.postgres import fresh_database, postgres_server
 from tests.servers import free_port
 
-Tables = tuple[KeyStore, FeedStore, WatchStore, AlertStore, DeliveryStore, Callable[[int], JobStore]]
-
-
-def _sqlite(folder: Path) -> Tables:
-    path = folder / "service.sqlite"
-    standing = WatchTables.open(path)
-    return (
-        KeyRing(path),
-        FeedRegistry(path),
-        standing.watches,
-        standing.alerts,
-        standing.outbox,
-        lambda waiting: JobTable(path, max_waiting=waiting),
-    )
-
-
-BACKENDS: dict[str, Callable[[Path], Tables]] = {"sqlite": _sqlite}
+Standing = tuple[KeyStore, WatchStore, AlertStore, DeliveryStore]
+"""The keys and the three tables of standing questions, on one backend (a revoked key stops its watches)."""
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +79,18 @@ def feeds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedStore]
     pool.close()
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def tables(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tables]:
-    opened = BACKENDS[request.param](tmp_path)
-    yield opened
-    for table in opened[:5]:
-        table.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def standing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Standing]:
+    if request.param == "sqlite":
+        path = tmp_path / "service.sqlite"
+        ring, tables = KeyRing(path), WatchTables.open(path)
+        yield ring, tables.watches, tables.alerts, tables.outbox
+        tables.close()
+        ring.close()
+        return
+    pool = open_pool(fresh_database(request.getfixturevalue("postgres")))
+    yield PostgresKeys(pool), PostgresWatches(pool), PostgresAlerts(pool), PostgresOutbox(pool)
+    pool.close()
 
 
 def _found(watch_id: str, story: str) -> Found:
@@ -144,8 +136,8 @@ def test_feeds_found_by_id_or_address_and_ids_never_reused(feeds: FeedStore) -> 
     assert [f.url for f in feeds.feeds()] == ["https://other.example/rss"]
 
 
-def test_watches_belong_to_their_owner_and_their_feed_token(tables: Tables) -> None:
-    watches = tables[2]
+def test_watches_belong_to_their_owner_and_their_feed_token(standing: Standing) -> None:
+    watches = standing[1]
     before = watches.version()
     made = watches.add("Who won the harbour race?", "carol", limit=1)
     assert watches.version() != before
@@ -166,8 +158,8 @@ def test_watches_belong_to_their_owner_and_their_feed_token(tables: Tables) -> N
     assert watches.count() == 0
 
 
-def test_alerts_stored_once_and_the_cursor_moved_by_one_checker(tables: Tables) -> None:
-    watches, alerts = tables[2], tables[3]
+def test_alerts_stored_once_and_the_cursor_moved_by_one_checker(standing: Standing) -> None:
+    _, watches, alerts, _ = standing
     watch = watches.add("Who won the harbour race?", None).watch
     assert alerts.cursor() is None
     stored = alerts.advance(None, 10, [_found(watch.id, "race"), _found(watch.id, "race")])
@@ -183,8 +175,8 @@ def test_alerts_stored_once_and_the_cursor_moved_by_one_checker(tables: Tables) 
     assert [a.seq for a in alerts.alerts(watch.id, after_seq=1, oldest_first=True)] == [2]
 
 
-def test_the_outbox_leases_each_delivery_and_keeps_its_outcome(tables: Tables) -> None:
-    watches, alerts, outbox = tables[2], tables[3], tables[4]
+def test_the_outbox_leases_each_delivery_and_keeps_its_outcome(standing: Standing) -> None:
+    _, watches, alerts, outbox = standing
     hooked = watches.add("Who won the harbour race?", None, webhook="http://127.0.0.1:9/hook").watch
     quiet = watches.add("When does the ferry run?", None).watch
     stored = alerts.advance(None, 5, [_found(hooked.id, "race"), _found(quiet.id, "ferry")])
@@ -295,3 +287,43 @@ def test_a_poll_leaves_its_feed_due_again_and_its_entries_recorded(feeds: FeedSt
     assert (failed.failures, failed.etag, failed.last_error) == (1, '"feed-etag"', "refused")
     feeds.ask(feed.id)
     assert [f.id for f in feeds.due(now=0.0)] == [feed.id]  # asked for: due at once
+
+
+def test_a_revoked_key_stops_its_watches_unless_they_are_kept(standing: Standing) -> None:
+    keys, watches, alerts, outbox = standing
+    for name in ("carol", "dave"):
+        keys.add(name, "watch")
+    carols = watches.add("Who won the harbour race?", "carol", webhook="http://127.0.0.1:9/hook")
+    daves = watches.add("When does the ferry run?", "dave")
+    alerts.advance(None, 0, [])
+    before = watches.version()
+    keys.revoke("carol")
+    keys.revoke("dave", keep_watches=True)
+    assert watches.version() != before  # the matcher reads the watches again
+    assert [q.id for q in watches.questions()] == [daves.watch.id]
+    assert not watches.get(carols.watch.id).active
+    with pytest.raises(WatchNotFoundError):
+        watches.feed_watch(carols.watch.id, carols.feed_token)
+    stored = alerts.advance(0, 5, [_found(carols.watch.id, "race"), _found(daves.watch.id, "ferry")])
+    assert [a.watch_id for a in stored or []] == [daves.watch.id]
+    assert outbox.next_due() is None
+
+
+def test_two_checkers_at_once_store_each_alert_once(standing: Standing) -> None:
+    _, watches, alerts, _ = standing
+    watch = watches.add("Who won the harbour race?", None).watch
+    alerts.advance(None, 0, [])
+    start = threading.Barrier(2)
+    results: list[list[Alert] | None] = []
+
+    def check() -> None:
+        start.wait(30)
+        results.append(alerts.advance(0, 10, [_found(watch.id, "race")]))
+
+    threads = [threading.Thread(target=check) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(len(r) if r is not None else -1 for r in results) == [-1, 1]
+    assert [a.story for a in alerts.alerts(watch.id)] == ["race"]

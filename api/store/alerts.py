@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from api.store.keys import create_key_tables
 from api.store.records import Alert, Found
@@ -65,15 +66,7 @@ class Alerts:
                     continue
                 seq = int(row[0]) + 1
                 alert_id = "al_" + uuid.uuid4().hex[:20]
-                body = {
-                    "id": alert_id,
-                    "watch_id": item.watch_id,
-                    "seq": seq,
-                    "created_at": stamp,
-                    "article_id": item.article_id,
-                    "confidence": round(item.confidence, 4),
-                    **item.answer,
-                }
+                body = alert_body(alert_id, item, seq, stamp)
                 self._db.execute(
                     "INSERT INTO watch_alerts VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (alert_id, item.watch_id, seq, item.story, item.article_id, stamp, json.dumps(body)),
@@ -116,3 +109,16 @@ class Alerts:
                 (watch_id, after_seq, before_seq if before_seq is not None else 2**62, limit),
             ).fetchall()
         return [Alert(r[0], r[1], int(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+
+def alert_body(alert_id: str, found: Found, seq: int, stamp: str) -> dict[str, Any]:
+    """What every channel sends of an alert: its numbers, and the answer as ``/ask`` gives it."""
+    return {
+        "id": alert_id,
+        "watch_id": found.watch_id,
+        "seq": seq,
+        "created_at": stamp,
+        "article_id": found.article_id,
+        "confidence": round(found.confidence, 4),
+        **found.answer,
+    }

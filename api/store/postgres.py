@@ -77,6 +77,27 @@ MIGRATIONS: tuple[str, ...] = (
         etag TEXT, last_modified TEXT, article_id TEXT NOT NULL, PRIMARY KEY (feed_id, url)
     );
     """,
+    """
+    CREATE TABLE watches (
+        seq BIGSERIAL, id TEXT PRIMARY KEY, owner TEXT, question TEXT NOT NULL, sources TEXT NOT NULL,
+        webhook TEXT, webhook_secret TEXT, min_confidence DOUBLE PRECISION NOT NULL, feed_token_hash TEXT,
+        vector BYTEA, after_chunk BIGINT NOT NULL, created_at TEXT NOT NULL, failing TEXT,
+        alerts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE watch_alerts (
+        id TEXT PRIMARY KEY, watch_id TEXT NOT NULL, seq INTEGER NOT NULL, story TEXT NOT NULL,
+        article_id TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL,
+        UNIQUE (watch_id, story), UNIQUE (watch_id, seq)
+    );
+    CREATE TABLE watch_outbox (
+        alert_id TEXT PRIMARY KEY, watch_id TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_at DOUBLE PRECISION NOT NULL, last_error TEXT, delivered_at TEXT,
+        given_up BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX watch_outbox_due ON watch_outbox (next_at) WHERE delivered_at IS NULL;
+    CREATE TABLE watch_state (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO watch_state VALUES ('version', 0);
+    """,
 )
 """The schema, one step a version; a new version is a new entry at the end (never an edit)."""
 _QUEUEING = 4_200_043

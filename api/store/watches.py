@@ -72,7 +72,7 @@ CREATE INDEX IF NOT EXISTS watch_outbox_due ON watch_outbox (next_at) WHERE deli
 CREATE TABLE IF NOT EXISTS watch_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 STOPPED = STOPPED_OWNER.format(owner="w.owner")
-_WATCH_COLUMNS = (
+WATCH_COLUMNS = (
     "id, owner, question, sources, webhook, min_confidence, after_chunk, created_at, failing, alerts, "
     f"feed_token_hash IS NOT NULL, NOT {STOPPED}"
 )
@@ -103,6 +103,28 @@ def bump(db: sqlite3.Connection, name: str) -> None:
     set_state(db, name, (get_state(db, name) or 0) + 1)
 
 
+def checked_watch(question: str, sources: Sequence[str], min_confidence: float) -> tuple[str, list[str]]:
+    """A new watch's question and outlets as every backend keeps them (plain one-line text: control
+    characters and what XML cannot carry removed, since they reach the Atom feed); WatchRefusedError
+    with the reason."""
+    question = " ".join(remove_controls(question).split())
+    kept = [name for name in (plain_line(s) for s in sources) if name]
+    if not question or len(question) > MAX_QUESTION_CHARS:
+        raise WatchRefusedError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
+    if not 0.0 < min_confidence <= 1.0:
+        raise WatchRefusedError("min_confidence is a probability above 0 and at most 1")
+    if len(kept) > MAX_WATCH_SOURCES:
+        raise WatchRefusedError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
+    return question, sorted(set(kept))
+
+
+def new_watch_secrets(webhook: str | None) -> tuple[str, str, str | None]:
+    """A new watch's id, feed token and webhook secret (when it has a webhook)."""
+    token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
+    secret = WEBHOOK_SECRET_PREFIX + _b64(secrets.token_bytes(24)) if webhook else None
+    return "w_" + uuid.uuid4().hex[:16], token, secret
+
+
 class Watches:
     """The watch table: standing questions, their owners, feeds and webhooks; safe for several threads
     and processes."""
@@ -127,17 +149,8 @@ class Watches:
         """A new watch, news to it from the matcher's cursor on; WatchLimitError when ``owner`` has
         ``limit`` already. The question and outlets are kept as plain one-line text (control characters,
         and what XML cannot carry, removed: they reach the Atom feed)."""
-        question = " ".join(remove_controls(question).split())
-        sources = [name for name in (plain_line(s) for s in sources) if name]
-        if not question or len(question) > MAX_QUESTION_CHARS:
-            raise WatchRefusedError(f"a watch's question is 1 to {MAX_QUESTION_CHARS} characters")
-        if not 0.0 < min_confidence <= 1.0:
-            raise WatchRefusedError("min_confidence is a probability above 0 and at most 1")
-        if len(sources) > MAX_WATCH_SOURCES:
-            raise WatchRefusedError(f"a watch reads at most {MAX_WATCH_SOURCES} outlets")
-        watch_id = "w_" + uuid.uuid4().hex[:16]
-        token = FEED_TOKEN_PREFIX + secrets.token_urlsafe(24)
-        secret = WEBHOOK_SECRET_PREFIX + _b64(secrets.token_bytes(24)) if webhook else None
+        question, sources = checked_watch(question, sources, min_confidence)
+        watch_id, token, secret = new_watch_secrets(webhook)
         with self._writing():
             # Counted inside the write transaction: creations racing in threads or processes see each
             # other's rows, so none passes the cap.
@@ -154,7 +167,7 @@ class Watches:
                     watch_id,
                     owner,
                     question,
-                    json.dumps(sorted(set(sources))),
+                    json.dumps(sources),
                     webhook,
                     secret,
                     float(min_confidence),
@@ -170,23 +183,23 @@ class Watches:
         """The watches of ``owner`` (every watch when ``everyone``), oldest first."""
         with self._lock:
             if everyone:
-                rows = self._db.execute(f"SELECT {_WATCH_COLUMNS} FROM watches w ORDER BY rowid")
+                rows = self._db.execute(f"SELECT {WATCH_COLUMNS} FROM watches w ORDER BY rowid")
             else:
                 rows = self._db.execute(
-                    f"SELECT {_WATCH_COLUMNS} FROM watches w WHERE owner IS ? ORDER BY rowid",
+                    f"SELECT {WATCH_COLUMNS} FROM watches w WHERE owner IS ? ORDER BY rowid",
                     (owner,),
                 )
-            return [_watch(row) for row in rows.fetchall()]
+            return [watch_of_row(row) for row in rows.fetchall()]
 
     def get(self, watch_id: str, owner: str | None = None, everyone: bool = True) -> Watch:
         """One watch; WatchNotFoundError when there is none, or when it is not ``owner``'s."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_WATCH_COLUMNS} FROM watches w WHERE id = ?", (watch_id,)
+                f"SELECT {WATCH_COLUMNS} FROM watches w WHERE id = ?", (watch_id,)
             ).fetchone()
         if row is None or (not everyone and row[1] != owner):
             raise WatchNotFoundError(f"no watch {watch_id!r}")
-        return _watch(row)
+        return watch_of_row(row)
 
     def remove(self, watch_id: str, owner: str | None = None, everyone: bool = True) -> Watch:
         """Remove a watch with its alerts and undelivered webhooks."""
@@ -269,7 +282,7 @@ class Watches:
             )
 
 
-def _watch(row: Sequence[Any]) -> Watch:
+def watch_of_row(row: Sequence[Any]) -> Watch:
     return Watch(
         id=str(row[0]),
         owner=None if row[1] is None else str(row[1]),
