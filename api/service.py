@@ -180,14 +180,12 @@ class Startup:
     """Set when a worker stops: answers close their connections, event streams end."""
     service: Service | None = None
     error: str | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
 
     def load(
         self, opener: Callable[[Settings], Answerer], render: Render, on_error: Callable[[str], None] | None
     ) -> None:
         try:
             self.service = build_service(self.settings, opener(self.settings), render, self.open_without_keys)
-            self.ready.set()
         except RagError as exc:
             self.error = str(exc)
             log.error("the index could not be loaded: %s", exc)

@@ -13,18 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from api.store.keys import create_key_tables
 from api.store.records import Alert, Found
-from api.store.sqlite import Table
-from api.store.watches import SCHEMA, STOPPED, bump, get_state, now, set_state
+from api.store.watches import STOPPED, bump, get_state, now, set_state, watch_table
 
 
 class Alerts:
     """The alerts and the cursor; safe for several threads and processes."""
 
     def __init__(self, path: Path) -> None:
-        self._table = Table(path, "watch tables", SCHEMA)
-        create_key_tables(self._table.db)  # whose revocation stops a watch
+        self._table = watch_table(path)
         self._db, self._lock, self._writing = self._table.db, self._table.lock, self._table.writing
 
     def close(self) -> None:
@@ -108,7 +105,7 @@ class Alerts:
                 f"WHERE watch_id = ? AND seq > ? AND seq < ? ORDER BY seq {order} LIMIT ?",
                 (watch_id, after_seq, before_seq if before_seq is not None else 2**62, limit),
             ).fetchall()
-        return [Alert(r[0], r[1], int(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+        return [alert_of_row(r) for r in rows]
 
 
 def alert_body(alert_id: str, found: Found, seq: int, stamp: str) -> dict[str, Any]:
@@ -122,3 +119,8 @@ def alert_body(alert_id: str, found: Found, seq: int, stamp: str) -> dict[str, A
         "confidence": round(found.confidence, 4),
         **found.answer,
     }
+
+
+def alert_of_row(r: Sequence[Any]) -> Alert:
+    """An alert from: id, watch_id, seq, story, article_id, created_at, body (JSON)."""
+    return Alert(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5]), json.loads(str(r[6])))

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.store.keys import create_key_tables
 from api.store.records import Delivery
-from api.store.sqlite import Table
-from api.store.watches import DELIVERY_LEASE_SECONDS, SCHEMA, STOPPED, now
+from api.store.watches import DELIVERY_LEASE_SECONDS, STOPPED, now, watch_table
 
 
 class Outbox:
     """The webhook deliveries due, taken, done and given up; safe for several threads and processes."""
 
     def __init__(self, path: Path) -> None:
-        self._table = Table(path, "watch tables", SCHEMA)
-        create_key_tables(self._table.db)  # whose revocation stops a watch
+        self._table = watch_table(path)
         self._db, self._lock, self._writing = self._table.db, self._table.lock, self._table.writing
 
     def close(self) -> None:

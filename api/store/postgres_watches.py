@@ -18,7 +18,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from api.errors import WatchLimitError, WatchNotFoundError
-from api.store.alerts import alert_body
+from api.store.alerts import alert_body, alert_of_row
 from api.store.records import Alert, Delivery, Found, Made, Watch
 from api.store.watches import (
     DEFAULT_MIN_CONFIDENCE,
@@ -28,6 +28,7 @@ from api.store.watches import (
     hash_secret,
     new_watch_secrets,
     now,
+    standing_of_row,
     watch_of_row,
 )
 from rag.standing import StandingQuestion
@@ -176,17 +177,7 @@ class PostgresWatches:
                 "SELECT id, question, sources, min_confidence, after_chunk, vector FROM watches w "
                 f"WHERE NOT {STOPPED} ORDER BY id"
             ).fetchall()
-        return [
-            StandingQuestion(
-                id=str(r[0]),
-                text=str(r[1]),
-                sources=frozenset(s.lower() for s in json.loads(r[2])),
-                min_confidence=float(r[3]),
-                after=int(r[4]),
-                vector=None if r[5] is None else np.frombuffer(r[5], dtype=np.float32),
-            )
-            for r in rows
-        ]
+        return [standing_of_row(r) for r in rows]
 
     def save_vectors(self, vectors: dict[str, npt.NDArray[np.float32]]) -> None:
         if not vectors:
@@ -283,12 +274,7 @@ class PostgresAlerts:
                 f"WHERE watch_id = %s AND seq > %s AND seq < %s ORDER BY seq {order} LIMIT %s",
                 (watch_id, after_seq, before_seq if before_seq is not None else 2**62, limit),
             ).fetchall()
-        return [
-            Alert(
-                str(r[0]), str(r[1]), int(str(r[2])), str(r[3]), str(r[4]), str(r[5]), json.loads(str(r[6]))
-            )
-            for r in rows
-        ]
+        return [alert_of_row(r) for r in rows]
 
     def close(self) -> None:
         """The pool is the service's, closed with it."""

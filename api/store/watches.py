@@ -125,13 +125,32 @@ def new_watch_secrets(webhook: str | None) -> tuple[str, str, str | None]:
     return "w_" + uuid.uuid4().hex[:16], token, secret
 
 
+def watch_table(path: Path) -> Table:
+    """The watch, alert and outbox tables of ``path``, with the key table beside them (whose revocation
+    stops a watch): what the three stores of standing questions each open."""
+    table = Table(path, "watch tables", SCHEMA)
+    create_key_tables(table.db)
+    return table
+
+
+def standing_of_row(r: Sequence[Any]) -> StandingQuestion:
+    """A watch as a standing question, from: id, question, sources, min_confidence, after_chunk, vector."""
+    return StandingQuestion(
+        id=str(r[0]),
+        text=str(r[1]),
+        sources=frozenset(s.lower() for s in json.loads(r[2])),
+        min_confidence=float(r[3]),
+        after=int(r[4]),
+        vector=None if r[5] is None else np.frombuffer(r[5], dtype=np.float32),
+    )
+
+
 class Watches:
     """The watch table: standing questions, their owners, feeds and webhooks; safe for several threads
     and processes."""
 
     def __init__(self, path: Path) -> None:
-        self._table = Table(path, "watch tables", SCHEMA)
-        create_key_tables(self._table.db)  # whose revocation stops a watch
+        self._table = watch_table(path)
         self._db, self._lock, self._writing = self._table.db, self._table.lock, self._table.writing
 
     def close(self) -> None:
@@ -259,17 +278,7 @@ class Watches:
                 "SELECT id, question, sources, min_confidence, after_chunk, vector FROM watches w "
                 f"WHERE NOT {STOPPED} ORDER BY id"
             ).fetchall()
-        return [
-            StandingQuestion(
-                id=str(r[0]),
-                text=str(r[1]),
-                sources=frozenset(s.lower() for s in json.loads(r[2])),
-                min_confidence=float(r[3]),
-                after=int(r[4]),
-                vector=None if r[5] is None else np.frombuffer(r[5], dtype=np.float32),
-            )
-            for r in rows
-        ]
+        return [standing_of_row(r) for r in rows]
 
     def save_vectors(self, vectors: dict[str, npt.NDArray[np.float32]]) -> None:
         """Keep the question vectors the matcher computed, so the next start need not embed them again."""
